@@ -1,0 +1,1 @@
+"""airlock: OpenStack service images built offline, reproducibly, to the digest."""
