@@ -48,6 +48,9 @@ class ErrorList(AirlockError):
 
     def __init__(self, errors: list[AirlockError]) -> None:
         self.errors = list(errors)
+        # The most serious member decides: all unreachable repositories is a
+        # tool failure (2), any user mistake among them still at least 1.
+        self.exit_code = max((e.exit_code for e in self.errors), default=1)
         Exception.__init__(self, "\n".join(str(e) for e in self.errors))
         self.where, self.what, self.fix = "", "", None
 

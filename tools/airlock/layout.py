@@ -50,6 +50,10 @@ def resolve_layout(
         base = Path(os.environ["AIRLOCK_ROOT"])
     else:
         base = find_root()
+        if base is not None:
+            # Messages name files as the user sees them from here:
+            # "releases/2025.2/source-refs.yaml:4", not an absolute path.
+            base = Path(os.path.relpath(base))
     if base is None and not (releases_dir and patches_dir and images_dir):
         raise AirlockError(
             str(Path.cwd()),

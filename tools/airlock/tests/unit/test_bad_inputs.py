@@ -1,0 +1,267 @@
+"""Table of bad inputs: each breaks one thing in a fresh valid tree and expects one exact line.
+
+The contract with users is that a mistake ends in ONE line naming the file
+(with its line number when known), what is wrong and what to do, exit code
+1, and no traceback. Each row runs the real CLI on a real tree, so a row
+checks parsing, the check itself and the rendering of the message at once.
+``{R}`` in an expected message stands for the tree's root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+from airlock import cli
+from airlock.tests.unit.treefixture import TreeTestCase
+
+R1 = "releases/2025.1"
+R2 = "releases/2025.2"
+RY = f"{R2}/release.yaml"
+SR = f"{R2}/source-refs.yaml"
+UC = f"{R2}/upper-constraints.txt"
+OV = f"{R2}/constraint-overrides.txt"
+VALIDATE = ["release", "validate"]
+CONSTRAINTS = ["constraints", "--release", "2025.2"]
+BASE_IMAGE = '"${AIRLOCK_BASE_IMAGE:-127.0.0.1:5000/airlock/debian:bookworm}"'
+REF_FIX = "write a tag, a branch or a full 40-character SHA"
+OVERRIDE_FIX = ("write 'pkg===ver' to replace a pin, '+pkg===ver' to add one "
+                "or '-pkg' to remove one")
+NEEDS = "every release folder needs release.yaml, source-refs.yaml, upper-constraints.txt"
+
+# (label, edits to the tree, command line, the one expected line of stderr)
+# An edit is (Tree method, path, arguments...): write, append, replace, remove.
+CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
+    ("malformed YAML in release.yaml",
+     [("replace", RY, "codename: flamingo", "codename: [flamingo")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:4: invalid YAML: expected ',' or ']', but got ':' "
+     "(while parsing a flow sequence started on line 3); fix the syntax"),
+    ("malformed YAML in source-refs.yaml",
+     [("append", SR, "nova: 1: 2\n")], VALIDATE,
+     "{R}/releases/2025.2/source-refs.yaml:5: invalid YAML: mapping values are not allowed "
+     "here; fix the syntax"),
+    ("duplicate key in release.yaml",
+     [("append", RY, "codename: other\n")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:16: duplicate key 'codename'; keep one"),
+    ("duplicate key in source-refs.yaml",
+     [("append", SR, 'nova: "32.2.0"\n')], VALIDATE,
+     "{R}/releases/2025.2/source-refs.yaml:5: duplicate key 'nova'; keep one"),
+    ("duplicate nested key",
+     [("replace", RY, '  version: "12"', '  version: "12"\n  name: ubuntu')], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:9: duplicate key 'name'; keep one"),
+    ("unknown component",
+     [("append", SR, 'novaa: "1.0.0"\n')], VALIDATE,
+     "{R}/releases/2025.2/source-refs.yaml:5: unknown component 'novaa'; use a service "
+     "(keystone, glance, placement, nova, neutron, cinder) or a package pinned in "
+     "upper-constraints.txt"),
+    ("missing ref",
+     [("replace", SR, 'keystone: "28.1.0"\n', "")], VALIDATE,
+     "{R}/releases/2025.2/source-refs.yaml: missing ref for service 'keystone'; "
+     'add keystone: "<tag, branch or full SHA>"'),
+    ("empty ref",
+     [("replace", SR, 'keystone: "28.1.0"', 'keystone: ""')], VALIDATE,
+     f"{{R}}/releases/2025.2/source-refs.yaml:1: empty ref for 'keystone'; {REF_FIX}"),
+    ("null ref",
+     [("replace", SR, 'keystone: "28.1.0"', "keystone:")], VALIDATE,
+     f"{{R}}/releases/2025.2/source-refs.yaml:1: 'keystone' has no ref; {REF_FIX}"),
+    ("abbreviated SHA",
+     [("replace", SR, 'nova: "32.2.1"', 'nova: "0e88245f"')], VALIDATE,
+     "{R}/releases/2025.2/source-refs.yaml:2: ref '0e88245f' of 'nova' looks like an "
+     "abbreviated SHA; write the full 40-character SHA, a tag or a branch"),
+    ("float ref",
+     [("replace", SR, 'nova: "32.2.1"', "nova: 32.10")], VALIDATE,
+     "{R}/releases/2025.2/source-refs.yaml:2: ref of 'nova' must be a string, not the "
+     'number 32.1; quote it: nova: "32.10"'),
+    ("float ref in long form",
+     [("replace", SR, 'ref: "17.1.0"', "ref: 17.1")], VALIDATE,
+     "{R}/releases/2025.2/source-refs.yaml:4: ref of 'oslo.messaging' must be a string, "
+     'not the number 17.1; quote it: ref: "17.1"'),
+    ("long form with unknown key",
+     [("append", SR, "  branch: master\n")], VALIDATE,
+     "{R}/releases/2025.2/source-refs.yaml:5: unknown key 'branch' in 'oslo.messaging'; "
+     "remove it (allowed: ref, repo)"),
+    ("long form without ref",
+     [("replace", SR, '  ref: "17.1.0"', "  repo: /srv/git/oslo.messaging")], VALIDATE,
+     "{R}/releases/2025.2/source-refs.yaml:3: 'oslo.messaging' has no ref; "
+     'add ref: "<tag, branch or full SHA>"'),
+    ("services not a list",
+     [("replace", RY, "services:\n  - keystone\n  - nova", "services: keystone")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:13: services must be a list, not a string; "
+     "write services: [keystone, glance, placement, nova, neutron, cinder]"),
+    ("unknown service",
+     [("append", RY, "  - horizon\n")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:16: unknown service 'horizon'; use one of: "
+     "keystone, glance, placement, nova, neutron, cinder"),
+    ("service listed twice",
+     [("append", RY, "  - nova\n")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:16: service 'nova' is listed twice; keep one"),
+    ("platform not allowed",
+     [("replace", RY, "linux/arm64", "linux/s390x")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:12: unknown platform 'linux/s390x'; use one of: "
+     "linux/amd64, linux/arm64"),
+    ("platforms empty",
+     [("replace", RY, "platforms:\n  - linux/amd64\n  - linux/arm64", "platforms: []")],
+     VALIDATE,
+     "{R}/releases/2025.2/release.yaml:10: platforms is empty; list at least one of "
+     "linux/amd64, linux/arm64"),
+    ("python as float",
+     [("replace", RY, 'python: "3.11"', "python: 3.10")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:4: python must be a string, not the number 3.1; "
+     'quote it: python: "3.10"'),
+    ("python not a version",
+     [("replace", RY, 'python: "3.11"', 'python: "python3"')], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:4: python 'python3' is not a version like \"3.11\"; "
+     'write python: "3.N"'),
+    ("distro version as number",
+     [("replace", RY, 'version: "12"', "version: 12")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:8: distro.version must be a string, not the number "
+     '12; quote it: version: "12"'),
+    ("distro key missing",
+     [("replace", RY, "  codename: bookworm\n", "")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:5: missing key 'distro.codename'; "
+     "add codename: bookworm"),
+    ("name mismatch",
+     [("replace", RY, 'name: "2025.2"', 'name: "2025.1"')], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:2: name '2025.1' does not match the folder name "
+     "'2025.2'; write name: \"2025.2\" or rename the folder"),
+    ("name as float",
+     [("replace", RY, 'name: "2025.2"', "name: 2025.2")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:2: name must be a string, not the number 2025.2; "
+     'quote it: name: "2025.2"'),
+    ("codename missing",
+     [("replace", RY, "codename: flamingo\n", "")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:codename: missing key 'codename'; "
+     "add codename: <release codename, e.g. flamingo>"),
+    ("unknown top-level key",
+     [("append", RY, "service: [glance]\n")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:16: unknown key 'service'; did you mean 'services'?"),
+    ("release.yaml not a mapping",
+     [("write", RY, "- name\n")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:1: expected a mapping of release settings, "
+     "not a list; see releases/README.md"),
+    ("missing release.yaml",
+     [("remove", RY)], VALIDATE,
+     f"{{R}}/releases/2025.2/release.yaml: no such file; {NEEDS}"),
+    ("missing source-refs.yaml",
+     [("remove", SR)], VALIDATE,
+     f"{{R}}/releases/2025.2/source-refs.yaml: no such file; {NEEDS}"),
+    ("missing upper-constraints.txt",
+     [("remove", UC)], VALIDATE,
+     f"{{R}}/releases/2025.2/upper-constraints.txt: no such file; {NEEDS}"),
+    ("unknown release on the command line",
+     [], [*VALIDATE, "2099.1"],
+     "{R}/releases/2099.1: no such release; known: 2025.1, 2025.2"),
+    ("base_image without a variable",
+     [("replace", RY, BASE_IMAGE, "registry.example/debian:bookworm")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:9: base_image 'registry.example/debian:bookworm' "
+     'holds no ${VAR}; write it as "${AIRLOCK_BASE_IMAGE:-<registry>/<image>:<tag>}" '
+     "so a site can point it at its own registry"),
+    ("base_image with a malformed variable",
+     [("replace", RY, "${AIRLOCK_BASE_IMAGE:-", "${AIRLOCK BASE:-")], VALIDATE,
+     "{R}/releases/2025.2/release.yaml:9: base_image "
+     "'${AIRLOCK BASE:-127.0.0.1:5000/airlock/debian:bookworm}' has a malformed variable; "
+     "write ${VAR} or ${VAR:-default}"),
+    ("bad override line",
+     [("append", OV, "oslo.log==7.3.0\n")], VALIDATE,
+     "{R}/releases/2025.2/constraint-overrides.txt:2: 'oslo.log==7.3.0' is not an "
+     f"override; {OVERRIDE_FIX}"),
+    ("override of an unpinned package",
+     [("append", OV, "\nfoo===1.0\n")], VALIDATE,
+     "{R}/releases/2025.2/constraint-overrides.txt:3: 'foo===1.0' replaces a pin that "
+     "upper-constraints does not have; write '+foo===1.0' to add it"),
+    ("removal of an unpinned package",
+     [("append", OV, "-foo\n")], VALIDATE,
+     "{R}/releases/2025.2/constraint-overrides.txt:2: '-foo' removes a pin that "
+     "upper-constraints does not have; delete this line"),
+    ("removal with a version",
+     [("append", OV, "-oslo.log===7.2.1\n")], VALIDATE,
+     "{R}/releases/2025.2/constraint-overrides.txt:2: '-oslo.log===7.2.1' removes a pin "
+     "by name only; write '-oslo.log'"),
+    ("add of an already pinned package",
+     [("append", OV, "+Oslo_Log===7.3.0\n")], VALIDATE,
+     "{R}/releases/2025.2/constraint-overrides.txt:2: '+Oslo_Log===7.3.0' adds a pin that "
+     "upper-constraints already has; write 'Oslo_Log===7.3.0' to replace it"),
+    ("package changed twice",
+     [("append", OV, "-oslo.log\noslo.log===7.3.0\n")], VALIDATE,
+     "{R}/releases/2025.2/constraint-overrides.txt:3: 'oslo.log===7.3.0' changes "
+     "'oslo.log' again (line 2); keep one line per package (several only for different "
+     "markers)"),
+    ("override with a bad marker",
+     [("append", OV, "oslo.log===7.3.0;python_version>>'3'\n")], VALIDATE,
+     "{R}/releases/2025.2/constraint-overrides.txt:2: invalid marker in "
+     "'oslo.log===7.3.0;python_version>>'3''; write a PEP 508 marker, "
+     "e.g. python_version>='3.10'"),
+    ("malformed upper-constraints line",
+     [("append", UC, "oslo.config>=9.0\n")], VALIDATE,
+     "{R}/releases/2025.2/upper-constraints.txt:8: malformed pin 'oslo.config>=9.0'; "
+     "write name===version[;marker]"),
+    ("package pinned twice upstream",
+     [("append", UC, "oslo_log===7.0.0\n")], VALIDATE,
+     "{R}/releases/2025.2/upper-constraints.txt:8: 'oslo_log' is pinned twice "
+     "(also on line 3); keep one"),
+    ("patch folder for an unknown component",
+     [("write", "patches/horizon/2025.2/0001-x.patch", "")], VALIDATE,
+     "{R}/patches/horizon: no release builds a component 'horizon'; name the folder after "
+     "a component of some source-refs.yaml, or remove it"),
+    ("patch for an unknown release",
+     [("write", "patches/nova/2099.1/0001-x.patch", "")], VALIDATE,
+     "{R}/patches/nova/2099.1: no such release '2099.1'; known: 2025.1, 2025.2"),
+    ("patch for a component the release lacks",
+     [("write", "patches/oslo.messaging/2025.1/0001-x.patch", "")], VALIDATE,
+     "{R}/patches/oslo.messaging/2025.1: 'oslo.messaging' is not in "
+     "releases/2025.1/source-refs.yaml; add its ref there or remove the folder"),
+    ("non-.patch file in a patch folder",
+     [("write", "patches/nova/2025.2/notes.txt", "")], VALIDATE,
+     "{R}/patches/nova/2025.2/notes.txt: not a .patch file; only *.patch files may be in "
+     "a patch folder; rename or remove it"),
+    ("file where a release folder belongs",
+     [("write", "patches/nova/0001-x.patch", "")], VALIDATE,
+     "{R}/patches/nova/0001-x.patch: not a release folder; "
+     "move it into patches/nova/<release>/"),
+    ("service without image folder",
+     [("remove", "images/nova")], VALIDATE,
+     "{R}/images/nova: no image folder for service 'nova' of releases 2025.1, 2025.2; "
+     "create it with bindep.txt"),
+    ("image folder without bindep.txt",
+     [("remove", "images/nova/bindep.txt")], VALIDATE,
+     "{R}/images/nova/bindep.txt: no such file; every image folder needs bindep.txt"),
+    ("constraints --component with an unknown component",
+     [], [*CONSTRAINTS, "--component", "horizon"],
+     "{R}/releases/2025.2/source-refs.yaml: unknown component 'horizon'; "
+     "use one of: keystone, nova, oslo.messaging"),
+    ("constraints of an unknown release",
+     [], ["constraints", "--release", "2099.1"],
+     "{R}/releases/2099.1: no such release; known: 2025.1, 2025.2"),
+    ("constraints with a bad override",
+     [("append", OV, "+oslo.log===7.3.0\n")], CONSTRAINTS,
+     "{R}/releases/2025.2/constraint-overrides.txt:2: '+oslo.log===7.3.0' adds a pin that "
+     "upper-constraints already has; write 'oslo.log===7.3.0' to replace it"),
+]
+
+
+class BadInputTest(TreeTestCase):
+    def run_cli(self, argv: list[str]) -> tuple[int, str]:
+        err, out = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            code = cli.main([*argv, "--root", str(self.tree.root)])
+        return code, err.getvalue()
+
+    def test_fixture_is_valid(self) -> None:
+        # Every row below must fail because of its own edit, not the fixture.
+        self.assertEqual(self.run_cli(VALIDATE), (0, ""))
+        self.assertEqual(self.run_cli(CONSTRAINTS)[0], 0)
+
+    def test_table_has_enough_rows(self) -> None:
+        self.assertGreaterEqual(len(CASES), 25)
+        self.assertEqual(len({label for label, *_ in CASES}), len(CASES))
+
+    def test_bad_inputs(self) -> None:
+        for label, edits, argv, expected in CASES:
+            with self.subTest(label):
+                self.new_tree()  # a fresh copy of the valid tree for every row
+                for method, *args in edits:
+                    getattr(self.tree, method)(*args)
+                code, stderr = self.run_cli(argv)
+                want = expected.replace("{R}", str(self.tree.root))
+                self.assertEqual(stderr, want + "\n")
+                self.assertEqual(code, 1)

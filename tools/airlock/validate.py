@@ -1,0 +1,159 @@
+"""``airlock release validate``: every error of the data tree in one run.
+
+The loaders stop at the first error because a build cannot go on; a review
+wants them all at once. This module checks each release folder
+(release.yaml, source-refs.yaml, both constraints files) and what ties the
+folders together: an image folder for every service, and patch folders that
+belong to a real component of a real release. Nothing here runs git or
+docker, so it is quick enough for every check pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airlock import constraints, yamlfile
+from airlock import release as release_mod
+from airlock.errors import AirlockError
+from airlock.layout import Layout
+from airlock.release import Release
+
+# Files every images/<service>/ folder must hold (the Dockerfile joins later).
+IMAGE_FILES: tuple[str, ...] = ("bindep.txt",)
+PATCH_SUFFIX = ".patch"
+
+
+def release_names(layout: Layout) -> list[str]:
+    """The release folder names under releases/, sorted (files such as README.md ignored)."""
+    return release_mod.release_names(layout)
+
+
+def validate(layout: Layout, names: list[str] | None = None) -> list[AirlockError]:
+    """Every error of the named releases (all when ``names`` is empty), in a stable order.
+
+    Order: per release (sorted by name on a full run, as given otherwise)
+    its own files; then the image folders of their services; then patches/.
+    Checks that span all releases (a patch folder of a component no release
+    builds, of a release that does not exist) run only on a full run: a run
+    for one release reports what is wrong with that release.
+    """
+    known = release_names(layout)
+    errors: list[AirlockError] = []
+    if not names:
+        if not known:
+            return [AirlockError(str(layout.releases_dir), "no release folders",
+                                 "add releases/<release>/ with release.yaml, source-refs.yaml "
+                                 "and upper-constraints.txt")]
+        selected = known
+    else:
+        selected = []
+        for name in names:
+            if name not in known:
+                errors.append(release_mod.no_such_release(layout, name))
+            elif name not in selected:
+                selected.append(name)
+    loaded: dict[str, Release] = {}
+    for name in selected:
+        release, found = release_mod.load_release_checked(layout, name)
+        errors += found
+        if release is not None:
+            errors += constraints.check_upper_constraints(release)
+            errors += constraints.check_overrides(release)
+            loaded[name] = release
+    errors += check_images(layout.images_dir, list(loaded.values()))
+    errors += check_patches(layout, selected, full=not names)
+    return errors
+
+
+def _component_names(layout: Layout, release: str) -> set[str] | None:
+    """The keys of a release's source-refs.yaml as written; None if unreadable.
+
+    Taken from the file rather than the loaded Release: an entry with a bad
+    ref is still that release's component, and its patches are not strays.
+    """
+    try:
+        data = yamlfile.load(layout.release_dir(release) / "source-refs.yaml")
+    except AirlockError:
+        return None  # reported by the release loader
+    return {str(key) for key in data} if isinstance(data, dict) else set()
+
+
+def check_images(images_dir: Path, releases: list[Release]) -> list[AirlockError]:
+    """Each service of the releases has images/<service>/ with IMAGE_FILES; each reported once."""
+    errors: list[AirlockError] = []
+    services: list[str] = []
+    for release in releases:
+        services += [s for s in release.services if s not in services]
+    for service in services:
+        folder = images_dir / service
+        users = [r.name for r in releases if service in r.services]
+        if not folder.is_dir():
+            noun = "release" if len(users) == 1 else "releases"
+            errors.append(AirlockError(str(folder), f"no image folder for service '{service}' "
+                                       f"of {noun} {', '.join(users)}",
+                                       f"create it with {', '.join(IMAGE_FILES)}"))
+            continue
+        for name in IMAGE_FILES:
+            if not (folder / name).is_file():
+                errors.append(AirlockError(str(folder / name), "no such file",
+                                           f"every image folder needs {', '.join(IMAGE_FILES)}"))
+    return errors
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir(), key=lambda p: p.name)
+
+
+def check_patches(layout: Layout, selected: list[str], full: bool = True,
+                  ) -> list[AirlockError]:
+    """patches/<component>/<release>/*.patch must belong to a component of that release.
+
+    A patch that nothing applies is a mistake waiting to surprise someone:
+    the build would silently ignore it. ``selected`` are the releases under
+    validation; with ``full``, folders of components no release builds and
+    of releases that do not exist are reported too.
+    """
+    root = layout.patches_dir
+    if not root.is_dir():
+        return []
+    known = release_mod.release_names(layout)
+    refs = {name: _component_names(layout, name) for name in known}
+    complete = all(names is not None for names in refs.values())
+    components = set().union(*(names for names in refs.values() if names is not None))
+    errors: list[AirlockError] = []
+    for comp_dir in _entries(root):
+        if not comp_dir.is_dir():
+            continue  # README and the like document the folder
+        if comp_dir.name not in components:
+            if full and complete:
+                errors.append(AirlockError(str(comp_dir), f"no release builds a component "
+                                           f"'{comp_dir.name}'", "name the folder after a "
+                                           "component of some source-refs.yaml, or remove it"))
+            continue
+        for rel_dir in _entries(comp_dir):
+            errors += _check_patch_release(rel_dir, comp_dir.name, refs, selected, full)
+    return errors
+
+
+def _check_patch_release(rel_dir: Path, component: str, refs: dict[str, set[str] | None],
+                         selected: list[str], full: bool) -> list[AirlockError]:
+    """One patches/<component>/<release>/ entry."""
+    name = rel_dir.name
+    if not rel_dir.is_dir():
+        return [AirlockError(str(rel_dir), "not a release folder",
+                             f"move it into patches/{component}/<release>/")] if full else []
+    if name not in refs:
+        return [AirlockError(str(rel_dir), f"no such release '{name}'",
+                             f"known: {', '.join(refs) or 'none'}")] if full else []
+    if name not in selected:
+        return []
+    names = refs[name]
+    if names is not None and component not in names:
+        return [AirlockError(str(rel_dir), f"'{component}' is not in "
+                             f"releases/{name}/source-refs.yaml",
+                             "add its ref there or remove the folder")]
+    return [AirlockError(str(entry), f"not a {PATCH_SUFFIX} file",
+                         f"only *{PATCH_SUFFIX} files may be in a patch folder; "
+                         "rename or remove it")
+            for entry in _entries(rel_dir)
+            if not (entry.is_file() and entry.suffix == PATCH_SUFFIX)]
