@@ -8,7 +8,10 @@ effect on a directory. Failures become one-line :class:`ToolError`/
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.errors import ToolError
@@ -40,3 +43,334 @@ def run(args: list[str], cwd: Path | str | None = None, *, where: str = "git",
         last = lines[-1] if lines else f"git {args[0]} exited {proc.returncode}"
         raise ToolError(where, last)
     return proc
+
+
+# --- refs and sources: ls-remote, fetch by SHA, export, describe, apply ------
+#
+# These return plain data. A repository that cannot be read raises ToolError
+# whose ``what`` is git's own reason (see :func:`reason`); callers add the
+# component, the file and the fix, which this module does not know.
+
+# How servers say "I do not have that object": C git (protocol v2), JGit
+# ("want SHA not valid"), and the client when a named ref is missing.
+_MISSING = re.compile(r"not our ref|want [0-9a-f]{40} not valid|no such remote ref"
+                      r"|couldn't find remote ref")
+
+
+def reason(stderr: str) -> str:
+    """git's own one-line reason for a failure.
+
+    git ends many failures with generic advice ("Please make sure you have
+    the correct access rights"); the first ``fatal:``/``error:`` line is the
+    one that says what went wrong, so that is the one a user should see.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        for prefix in ("fatal: ", "error: "):
+            if line.startswith(prefix):
+                return line[len(prefix):]
+    return lines[-1] if lines else "git failed without a message"
+
+
+def ls_remote(url: str, patterns: list[str], *, heads: bool = False,
+              tags: bool = False) -> dict[str, str]:
+    """Map ref name -> object SHA for the refs of ``url`` that match ``patterns``.
+
+    An annotated tag is listed twice, ``refs/tags/X`` (the tag object) and
+    ``refs/tags/X^{}`` (the commit), when the patterns let ``X^{}`` through:
+    see :func:`peeled`. ``heads``/``tags`` make the server send only
+    branches/tags (protocol v2 ref-prefix), which matters on Gerrit, whose
+    refs/changes/ is huge. Patterns match whole trailing path components.
+    """
+    args = ["ls-remote"]
+    if heads:
+        args.append("--heads")
+    if tags:
+        args.append("--tags")
+    proc = run([*args, "--", url, *patterns], check=False)
+    if proc.returncode != 0:
+        raise ToolError(url, reason(proc.stderr))
+    refs: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        sha, _, name = line.partition("\t")
+        if name:
+            refs[name.strip()] = sha.strip()
+    return refs
+
+
+def peeled(refs: dict[str, str]) -> dict[str, str]:
+    """Map ref name -> commit SHA, using the ``^{}`` entry of annotated tags.
+
+    A lock must hold the commit, not the tag object: only the commit is what
+    gets checked out, and a re-created tag object would change the SHA.
+    """
+    result = {name: sha for name, sha in refs.items() if not name.endswith("^{}")}
+    for name, sha in refs.items():
+        if name.endswith("^{}"):
+            result[name[:-3]] = sha
+    return result
+
+
+def init_bare(git_dir: Path) -> None:
+    """Create an empty bare repository to fetch into (a scratch area)."""
+    proc = run(["init", "--quiet", "--bare", str(git_dir)], check=False)
+    if proc.returncode != 0:
+        raise ToolError(str(git_dir), f"git init failed: {reason(proc.stderr)}")
+
+
+def fetch_commit(git_dir: Path, url: str, sha: str, *, depth: int | None = None,
+                 tags: bool = False) -> bool:
+    """Fetch commit ``sha`` (and with ``tags`` every tag) from ``url`` into ``git_dir``.
+
+    Fetching by SHA needs no ref pointing at the commit: a protocol v2 server
+    (git >= 2.18, the default since git 2.26) serves any commit it holds.
+    Returns False when the server does not have the commit; raises ToolError
+    when the repository cannot be read or refuses requests by SHA.
+    """
+    args = ["--git-dir", str(git_dir), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
+    if depth:
+        args.append(f"--depth={depth}")
+    refspecs = [sha, "+refs/tags/*:refs/tags/*"] if tags else [sha]
+    proc = run([*args, "--", url, *refspecs], check=False)
+    if proc.returncode == 0:
+        return True
+    why = reason(proc.stderr)
+    if "unadvertised object" in why:
+        raise ToolError(url, "the server does not serve commits by SHA (protocol v0/v1 "
+                        "without uploadpack.allowAnySHA1InWant)")
+    if _MISSING.search(why):
+        return False
+    raise ToolError(url, why)
+
+
+def has_commit(url: str, sha: str) -> bool:
+    """Whether the repository at ``url`` holds commit ``sha``.
+
+    ls-remote only lists ref tips, so a SHA in the middle of a branch is
+    checked by a shallow fetch into a scratch repository: one commit and its
+    tree, no history.
+    """
+    with tempfile.TemporaryDirectory(prefix="airlock-git-") as tmp:
+        git_dir = Path(tmp) / "probe.git"
+        init_bare(git_dir)
+        return fetch_commit(git_dir, url, sha, depth=1)
+
+
+def _checked(git_dir: Path, args: list[str], what: str, **kwargs) -> str:
+    """Run git on ``git_dir``; a failure is a ToolError naming ``what`` was being done."""
+    proc = run(["--git-dir", str(git_dir), *args], check=False, **kwargs)
+    if proc.returncode != 0:
+        raise ToolError(str(git_dir), f"{what}: {reason(proc.stderr)}")
+    return proc.stdout
+
+
+def export_tree(git_dir: Path, sha: str, dest: Path) -> None:
+    """Write the tree of ``sha`` into the existing directory ``dest`` (no .git).
+
+    read-tree + checkout-index writes the files exactly as a checkout would
+    (symlinks, executable bits) without making ``dest`` a work tree and
+    without the export-ignore filtering that ``git archive`` would apply.
+    """
+    worktree = ["--work-tree", str(dest)]
+    _checked(git_dir, [*worktree, "read-tree", sha], f"cannot read the tree of {sha}")
+    _checked(git_dir, [*worktree, "checkout-index", "--all", "--force"],
+             f"cannot export {sha}", cwd=dest)
+
+
+def commit_time(git_dir: Path, sha: str) -> int:
+    """The committer time of ``sha`` (Unix seconds): a reproducible timestamp."""
+    return int(_checked(git_dir, ["log", "-1", "--format=%ct", sha], "git log").strip())
+
+
+def tag_names(git_dir: Path) -> list[str]:
+    """Every tag name in ``git_dir``."""
+    out = _checked(git_dir, ["for-each-ref", "--format=%(refname:strip=2)", "refs/tags/"],
+                   "cannot list tags")
+    return out.split()
+
+
+def _glob_escape(name: str) -> str:
+    """Escape a literal name for git's wildmatch (describe --exclude)."""
+    return "".join(f"\\{c}" if c in "*?[\\" else c for c in name)
+
+
+def describe(git_dir: Path, sha: str, exclude: list[str] | None = None) -> tuple[str, int] | None:
+    """The nearest tag reachable from ``sha`` and the number of commits since it.
+
+    Tags listed in ``exclude`` (literal names) are skipped. None when no tag
+    is reachable. Lightweight tags count too: some mirrors only have those.
+    """
+    args = ["describe", "--tags", "--long", "--abbrev=40"]
+    for name in exclude or []:
+        args += ["--exclude", _glob_escape(name)]
+    proc = run(["--git-dir", str(git_dir), *args, sha], check=False)
+    if proc.returncode != 0:
+        why = reason(proc.stderr)
+        if "No names found" in why or "No tags can describe" in why:
+            return None
+        raise ToolError(str(git_dir), f"git describe {sha}: {why}")
+    tag, count, _ = proc.stdout.strip().rsplit("-", 2)
+    return tag, int(count)
+
+
+def count_commits(git_dir: Path, rev: str) -> int:
+    """The number of commits reachable from ``rev`` (``rev-list --count``)."""
+    return int(_checked(git_dir, ["rev-list", "--count", rev], "git rev-list").strip())
+
+
+def log_messages(git_dir: Path, rev_range: str) -> str:
+    """The raw messages (``%B``) of the commits in ``rev_range``."""
+    return _checked(git_dir, ["log", "--format=%B", rev_range], "git log")
+
+
+@dataclass(frozen=True)
+class ApplyFailure:
+    """Why ``git apply`` refused a patch, in its own terms.
+
+    ``path`` and ``line`` come from "patch failed: PATH:LINE", where LINE is
+    the old start line of the failing hunk; ``malformed`` is set when git
+    could not even parse the patch; ``reason`` is git's first error line.
+    """
+
+    reason: str
+    path: str | None = None
+    line: int | None = None
+    malformed: bool = False
+
+
+_PATCH_FAILED = re.compile(r"^patch failed: (?P<path>.+):(?P<line>\d+)$")
+_DOES_NOT_APPLY = re.compile(r"^(?P<path>.+): patch does not apply$")
+
+
+def apply_patch(tree: Path, patch: Path) -> ApplyFailure | None:
+    """Apply ``patch`` (``-p1``) to the plain directory ``tree``; None on success.
+
+    git apply is all-or-nothing per patch. GIT_CEILING_DIRECTORIES stops git
+    from finding a repository above ``tree`` (the tree may sit inside a
+    checkout), which would make it apply relative to that repository's top.
+    """
+    tree = tree.resolve()
+    proc = run(["apply", "--whitespace=nowarn", str(patch.resolve())], cwd=tree, check=False,
+               env={"GIT_CEILING_DIRECTORIES": str(tree.parent)})
+    if proc.returncode == 0:
+        return None
+    errors = [line.removeprefix("error: ").strip() for line in proc.stderr.splitlines()
+              if line.startswith(("error: ", "fatal: "))]
+    errors = [e.removeprefix("fatal: ") for e in errors]
+    path, line, first = None, None, None
+    for text in errors:
+        if match := _PATCH_FAILED.match(text):
+            path, line = match["path"], int(match["line"])
+        elif match := _DOES_NOT_APPLY.match(text):
+            path = path or match["path"]
+        elif first is None and not text.startswith("while searching for"):
+            first = text
+    return ApplyFailure(reason=first or "patch does not apply", path=path, line=line,
+                        malformed=proc.returncode == 128)
+
+
+# --- mirror: bare repositories made from released sdists ---------------------
+#
+# ``airlock mirror create`` writes the local stand-in for the site's git
+# mirror. Commits are written with fast-import (no work tree, no index, one
+# process for thousands of files) with the identity and clock the caller
+# gives, so the same files make the same SHAs on every machine.
+
+# A file of a snapshot: (path in the tree, git mode "100644"/"100755"/
+# "120000", content; a symlink's content is its target).
+SnapshotFile = tuple[str, str, bytes]
+
+_SCRATCH_REF = "refs/airlock/snapshot"
+
+
+def rev_sha(git_dir: Path, rev: str) -> str | None:
+    """The object SHA ``rev`` names in ``git_dir``, or None when it names nothing."""
+    proc = run(["--git-dir", str(git_dir), "rev-parse", "--verify", "--quiet",
+                "--end-of-options", rev], check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def write_snapshot(git_dir: Path, files: list[SnapshotFile], *, message: str, ident: str,
+                   when: int) -> str:
+    """Write ``files`` as one parentless commit into ``git_dir``; return its SHA.
+
+    No ref is left pointing at it: the caller tags it or points a branch at
+    it. A parentless commit's SHA depends only on the files, the message,
+    ``ident`` ("Name <email>") and ``when`` (Unix seconds, UTC), which is
+    what makes a mirror reproducible: no earlier run can change it.
+    """
+    with tempfile.TemporaryFile() as stream:
+        stream.write(_fast_import_stream(files, message=message, ident=ident, when=when))
+        stream.seek(0)
+        proc = subprocess.run(
+            ["git", "--git-dir", str(git_dir), "fast-import", "--quiet", "--force"],
+            stdin=stream, capture_output=True, env={**os.environ, **_ENV})
+    if proc.returncode != 0:
+        raise ToolError(str(git_dir), "git fast-import: "
+                        + reason(proc.stderr.decode("utf-8", errors="replace")))
+    sha = rev_sha(git_dir, _SCRATCH_REF)
+    _checked(git_dir, ["update-ref", "-d", _SCRATCH_REF], "cannot drop the scratch ref")
+    assert sha is not None
+    return sha
+
+
+def _fast_import_stream(files: list[SnapshotFile], *, message: str, ident: str,
+                        when: int) -> bytes:
+    """The fast-import commands for one parentless commit on the scratch ref."""
+    signature = f"{ident} {when} +0000\n".encode()
+    text = message.encode()
+    parts = [f"reset {_SCRATCH_REF}\ncommit {_SCRATCH_REF}\n".encode(),
+             b"author " + signature, b"committer " + signature,
+             b"data %d\n" % len(text), text, b"\n"]
+    for path, mode, data in files:
+        parts += [f"M {mode} inline ".encode(), _fast_import_path(path), b"\n",
+                  b"data %d\n" % len(data), data, b"\n"]
+    parts.append(b"done\n")
+    return b"".join(parts)
+
+
+def _fast_import_path(path: str) -> bytes:
+    """``path`` as fast-import reads it: C-quoted when it could be misread."""
+    raw = path.encode()
+    if not any(c in raw for c in b'"\\\n'):
+        return raw
+    escaped = raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"').replace(b"\n", b"\\n")
+    return b'"' + escaped + b'"'
+
+
+def write_tag(git_dir: Path, name: str, commit: str, *, message: str, ident: str,
+              when: int) -> str:
+    """Create the annotated tag ``name`` on ``commit``; return the tag object's SHA.
+
+    The tag object is written byte for byte (mktag), so its SHA is as
+    reproducible as the commit's. Refuses to move a tag that exists: a
+    release tag never changes.
+    """
+    body = (f"object {commit}\ntype commit\ntag {name}\ntagger {ident} {when} +0000\n\n"
+            f"{message}")
+    sha = _checked(git_dir, ["mktag"], f"cannot write tag {name}", input=body).strip()
+    # The empty old value makes update-ref fail if the tag appeared meanwhile.
+    _checked(git_dir, ["update-ref", f"refs/tags/{name}", sha, ""],
+             f"cannot create tag {name}")
+    return sha
+
+
+def set_branch(git_dir: Path, branch: str, commit: str) -> str | None:
+    """Point ``refs/heads/<branch>`` at ``commit``; return where it pointed before."""
+    ref = f"refs/heads/{branch}"
+    old = rev_sha(git_dir, ref)
+    if old != commit:
+        _checked(git_dir, ["update-ref", ref, commit], f"cannot set branch {branch}")
+    return old
+
+
+def set_default_branch(git_dir: Path, branch: str) -> None:
+    """Make ``branch`` HEAD when HEAD names a branch that does not exist.
+
+    ``git init`` points HEAD at a branch with no commits; a clone of such a
+    repository warns and checks out nothing. An existing HEAD is left alone.
+    """
+    head = _checked(git_dir, ["symbolic-ref", "--quiet", "HEAD"], "cannot read HEAD").strip()
+    if rev_sha(git_dir, head) is None:
+        _checked(git_dir, ["symbolic-ref", "HEAD", f"refs/heads/{branch}"],
+                 f"cannot point HEAD at {branch}")

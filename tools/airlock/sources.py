@@ -1,0 +1,332 @@
+"""Export a component's tree at its locked commit and apply the site's patches.
+
+The result is a plain directory (no .git) that a build copies into an
+image, plus ``.airlock/source.json`` inside it: what was exported (component,
+release, ref, commit, repository), the version pbr must be told, and the
+patches applied, with their SHA-256, so that an image can be traced back to
+its exact inputs.
+
+The destination appears whole or not at all: everything happens in a
+staging directory next to it, renamed into place at the end, so that no
+failure (a patch that does not apply, a repository that cannot be read, an
+interrupt) leaves a half-patched tree behind for a later step to build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from airlock import git
+from airlock.errors import AirlockError, ToolError
+from airlock.release import Release
+
+RECORD = Path(".airlock") / "source.json"
+
+
+def prepare(release: Release, component: str, lock: dict[str, Any], patches_dir: Path,
+            dest: Path) -> dict[str, Any]:
+    """Export ``component`` at its locked SHA into ``dest``, patched; return the record.
+
+    Patches are ``patches_dir/<component>/<release>/*.patch``, applied in
+    lexical order of their names. ``dest`` must not exist or be an empty
+    folder.
+    """
+    entry = locked_entry(release, component, lock)
+    check_dest(dest)
+    series = patch_series(patches_dir, component, release.name)
+    staging = _staging(dest)
+    try:
+        tree = staging / "tree"
+        tree.mkdir()
+        record = _build(tree, staging / "git", release.name, component, entry, series)
+        try:
+            os.replace(tree, dest)
+        except OSError as error:
+            raise AirlockError(str(dest), f"cannot move the prepared tree into place: "
+                               f"{error.strerror}", "remove it or choose another --dest") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record
+
+
+def _staging(dest: Path) -> Path:
+    """A fresh directory next to ``dest``: same filesystem, so the final rename is atomic."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.airlock-", dir=dest.parent))
+    except OSError as error:
+        raise AirlockError(str(dest.parent), f"cannot create a folder here: {error.strerror}",
+                           "choose another --dest or fix the permissions") from None
+
+
+def locked_entry(release: Release, component: str, lock: dict[str, Any]) -> dict[str, str]:
+    """The lock entry of ``component``, refusing a lock made for another release."""
+    if lock.get("release") != release.name:
+        raise AirlockError("refs lock", f"is for release {lock.get('release')}, "
+                           f"not {release.name}",
+                           f"use the lock of {release.name}, or write one with: "
+                           f"airlock refs resolve --release {release.name} -o FILE")
+    components = lock.get("components") or {}
+    if component not in components:
+        known = ", ".join(sorted(components)) or "none"
+        raise AirlockError("refs lock", f"has no component {component} (it has: {known})",
+                           f"add {component} to releases/{release.name}/source-refs.yaml "
+                           "and resolve the refs again")
+    return components[component]
+
+
+def check_dest(dest: Path) -> None:
+    """Refuse a destination that holds anything: never mix two exports."""
+    if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+        raise AirlockError(str(dest), "exists", "remove it or choose another --dest")
+
+
+def patch_series(patches_dir: Path, component: str, release: str) -> list[Path]:
+    """The ``*.patch`` files of a component for a release, in lexical order of name.
+
+    Lexical order is why patch files are numbered ``NNNN-``: the order is
+    visible in a directory listing and needs no separate series file.
+    """
+    folder = patches_dir / component / release
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.suffix == ".patch" and p.is_file()),
+                  key=lambda p: p.name)
+
+
+def _build(tree: Path, git_dir: Path, release: str, component: str, entry: dict[str, str],
+           series: list[Path]) -> dict[str, Any]:
+    """Fill ``tree``: export, version, patches, record, reproducible metadata."""
+    sha, repo = entry["sha"], entry["repo"]
+    git.init_bare(git_dir)
+    with _reading(component, repo):
+        version = tag_version(entry["ref"], _tags_at(repo, sha))
+        # A tag gives the version outright: one commit, no history. Otherwise
+        # describe needs the history and the tags.
+        history = version is None
+        if not git.fetch_commit(git_dir, repo, sha, depth=None if history else 1, tags=history):
+            raise AirlockError(f"component {component}", f"commit {sha} ({entry['ref']}) "
+                               f"not found in {repo}",
+                               "the lock is stale or names the wrong repository; "
+                               "resolve the refs again")
+    git.export_tree(git_dir, sha, tree)
+    if version is None:
+        version = describe_version(git_dir, sha)
+    applied = [_apply(tree, patch, entry) for patch in series]
+    record = {"component": component, "release": release, "ref": entry["ref"], "sha": sha,
+              "repo": repo, "version": version, "patches": applied}
+    (tree / RECORD).parent.mkdir(exist_ok=True)
+    (tree / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    normalise(tree, git.commit_time(git_dir, sha))
+    return record
+
+
+@contextlib.contextmanager
+def _reading(component: str, repo: str) -> Iterator[None]:
+    """Turn git's failure to read ``repo`` into one line naming the component."""
+    try:
+        yield
+    except ToolError as error:
+        raise ToolError(f"component {component}", f"cannot read repository {repo}: "
+                        f"{error.what}",
+                        "check the lock's repo: (or resolve the refs again with the right "
+                        "--git-base)") from None
+
+
+def _tags_at(repo: str, sha: str) -> list[str]:
+    """Names of the tags of ``repo`` whose commit is ``sha``."""
+    refs = git.peeled(git.ls_remote(repo, [], tags=True))
+    return [name.removeprefix("refs/tags/") for name, commit in refs.items()
+            if commit == sha and name.startswith("refs/tags/")]
+
+
+def is_version(tag: str) -> bool:
+    """Whether pbr can take ``tag`` as a release version (not e.g. ``2024.1-eol``)."""
+    try:
+        version = Version(tag)
+    except InvalidVersion:
+        return False
+    return not (version.epoch or version.local or version.post is not None
+                or version.dev is not None)
+
+
+def tag_version(ref: str, tags_here: list[str]) -> str | None:
+    """The version of a tagged commit: the locked tag, else the highest version tag on it.
+
+    None when no version tag points at the commit (then see
+    :func:`describe_version`).
+    """
+    name = ref.removeprefix("refs/tags/")
+    if name in tags_here and is_version(name):
+        return name
+    versions = [tag for tag in tags_here if is_version(tag)]
+    return max(versions, key=Version) if versions else None
+
+
+def describe_version(git_dir: Path, sha: str) -> str:
+    """The version of an untagged commit, from the nearest version tag below it.
+
+    Non-version tags (``*-eol``) are skipped. Without any version tag the
+    base is 0 and the distance is every commit, as pbr does.
+    """
+    skip = [tag for tag in git.tag_names(git_dir) if not is_version(tag)]
+    found = git.describe(git_dir, sha, exclude=skip)
+    if found is None:
+        return dev_version(None, git.count_commits(git_dir, sha), git.log_messages(git_dir, sha))
+    tag, distance = found
+    if distance == 0:
+        return tag
+    return dev_version(tag, distance, git.log_messages(git_dir, f"refs/tags/{tag}..{sha}"))
+
+
+def dev_version(tag: str | None, distance: int, messages: str) -> str:
+    """The PEP 440 version pbr would compute for a commit ``distance`` after ``tag``.
+
+    The exported tree has no .git, so pbr cannot look; PBR_VERSION must
+    carry what pbr would have said, or the package would not install (or
+    would sort wrongly against the released version). pbr's rule:
+
+    - the next version after ``tag``: patch + 1 (``28.1.0`` -> ``28.1.1``),
+      or, after a pre-release, the next pre-release (``28.0.0.0rc1`` ->
+      ``28.0.0.0rc2``);
+    - ``Sem-Ver: feature`` or ``deprecation`` in a commit message since the
+      tag bumps the minor version instead, ``Sem-Ver: api-break`` the major;
+    - then ``.dev<distance>``: ``28.1.1.dev3`` sorts after 28.1.0 and
+      before 28.1.1.
+
+    ``distance`` is git describe's count of commits since the tag. pbr
+    counts rows of ``git log`` instead; the two agree on linear history and
+    may differ after merges, which changes the dev number only.
+    """
+    base = Version(tag) if tag else Version("0")
+    major, minor, patch = (*base.release, 0, 0, 0)[:3]
+    pre = base.pre
+    if pre:
+        pre = (pre[0], pre[1] + 1)
+    else:
+        patch += 1
+    bump = semver_bump(messages)
+    if bump in ("minor", "major"):
+        minor, patch, pre = minor + 1, 0, None
+    if bump == "major":
+        major, minor = major + 1, 0
+    pre_text = f".0{pre[0]}{pre[1]}" if pre else ""
+    return f"{major}.{minor}.{patch}{pre_text}.dev{distance}"
+
+
+def semver_bump(messages: str) -> str | None:
+    """The strongest ``Sem-Ver:`` impact in commit messages: "major", "minor" or None."""
+    symbols: set[str] = set()
+    for line in messages.splitlines():
+        line = line.strip().lower()
+        if line.startswith("sem-ver:"):
+            symbols.update(s.strip() for s in line[len("sem-ver:"):].split(","))
+    if "api-break" in symbols:
+        return "major"
+    if symbols & {"feature", "deprecation"}:
+        return "minor"
+    return None
+
+
+def _apply(tree: Path, patch: Path, entry: dict[str, str]) -> dict[str, str]:
+    """Apply one patch; return its record entry, or raise a one-line error."""
+    data = patch.read_bytes()
+    failure = git.apply_patch(tree, patch)
+    if failure is not None:
+        raise patch_error(patch, failure, data.decode("utf-8", errors="replace"), entry)
+    return {"name": patch.name, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def patch_error(patch: Path, failure: git.ApplyFailure, text: str,
+                entry: dict[str, str]) -> AirlockError:
+    """Name the patch, the file and the hunk git refused, and what to do."""
+    shown = display_path(patch)
+    onto = f"rebase the patch onto {entry['ref']} ({entry['sha'][:12]})"
+    if failure.malformed:
+        return AirlockError(shown, f"not a valid patch: {failure.reason}",
+                            "regenerate it with git format-patch")
+    if failure.path and failure.line is not None:
+        header = hunk_header(text, failure.path, failure.line)
+        hunk = f"hunk {header}" if header else f"the hunk at line {failure.line}"
+        return AirlockError(shown, f"{hunk} does not apply to {failure.path}", onto)
+    return AirlockError(shown, f"does not apply: {failure.reason}", onto)
+
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+def hunk_header(text: str, path: str, old_start: int) -> str | None:
+    """The ``@@ -A,B +C,D @@`` header of the hunk of ``path`` starting at old line ``old_start``.
+
+    git apply reports only "patch failed: PATH:LINE"; the header is what a
+    person finds in the patch file. Hunk bodies are skipped by their line
+    counts, so a removed line that looks like a header ("--- x") is not one.
+    """
+    names: set[str] = set()
+    old_left = new_left = 0
+    for line in text.splitlines():
+        if old_left > 0 or new_left > 0:
+            if line.startswith("-"):
+                old_left -= 1
+            elif line.startswith("+"):
+                new_left -= 1
+            elif not line.startswith("\\"):
+                old_left, new_left = old_left - 1, new_left - 1
+            continue
+        if line.startswith("diff "):
+            names = set()
+        elif line.startswith(("--- ", "+++ ")):
+            names.add(_patch_name(line[4:]))
+        elif match := _HUNK.match(line):
+            old_left = int(match[2]) if match[2] is not None else 1
+            new_left = int(match[4]) if match[4] is not None else 1
+            if path in names and int(match[1]) == old_start:
+                return match[0]
+    return None
+
+
+def _patch_name(field: str) -> str:
+    """A ``---``/``+++`` file name as git apply -p1 reports it."""
+    name = field.split("\t")[0].strip().strip('"')
+    return name.split("/", 1)[1] if "/" in name else name
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when below it: shorter messages."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def normalise(tree: Path, epoch: int) -> None:
+    """Give every file the commit's time and a umask-independent mode.
+
+    A build copies the tree into an image layer, whose digest depends on
+    timestamps and modes: with checkout time and the caller's umask, the
+    same lock would give different images.
+    """
+    for top, dirs, files in os.walk(tree, topdown=False):
+        for name in files:
+            path = Path(top, name)
+            if not path.is_symlink():
+                path.chmod(0o755 if path.stat().st_mode & 0o111 else 0o644)
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
+        for name in dirs:
+            path = Path(top, name)
+            if not path.is_symlink():
+                path.chmod(0o755)
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
+    tree.chmod(0o755)
+    os.utime(tree, (epoch, epoch))

@@ -1,0 +1,109 @@
+"""airlock.git against real repositories: ls-remote, fetch by SHA, describe, apply."""
+
+from __future__ import annotations
+
+import tempfile
+import unittest
+from pathlib import Path
+
+from airlock import git
+from airlock.errors import ToolError
+from airlock.tests.unit.gitrepo import GitRepo, numbered
+
+
+class RemoteTest(unittest.TestCase):
+    """Read-only queries on one shared repository."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls._tmp = tempfile.TemporaryDirectory(prefix="airlock-test-git-")
+        cls.root = Path(cls._tmp.name)
+        cls.repo = GitRepo(cls.root / "repo")
+        cls.c1 = cls.repo.commit({"a": "1\n"}, "one")
+        cls.tag_object = cls.repo.tag("1.0.0")
+        cls.c2 = cls.repo.commit({"a": "2\n"}, "two")
+        cls.c3 = cls.repo.commit({"a": "3\n"}, "three")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls._tmp.cleanup()
+
+    def test_ls_remote_lists_tag_object_and_commit_and_peeled_keeps_commit(self) -> None:
+        refs = git.ls_remote(str(self.repo.path), ["1.0.0", "1.0.0^{}"], tags=True)
+        self.assertEqual(refs, {"refs/tags/1.0.0": self.tag_object,
+                                "refs/tags/1.0.0^{}": self.c1})
+        self.assertEqual(git.peeled(refs), {"refs/tags/1.0.0": self.c1})
+
+    def test_ls_remote_of_a_missing_repository_gives_gits_reason(self) -> None:
+        missing = str(self.root / "nope")
+        with self.assertRaises(ToolError) as caught:
+            git.ls_remote(missing, [], heads=True)
+        self.assertEqual(caught.exception.what,
+                         f"'{missing}' does not appear to be a git repository")
+
+    def test_has_commit_finds_a_commit_that_is_no_ref_tip(self) -> None:
+        self.assertTrue(git.has_commit(self.repo.url, self.c2))
+        self.assertFalse(git.has_commit(self.repo.url, "0" * 40))
+
+    def test_reason_prefers_the_first_fatal_line_over_advice(self) -> None:
+        stderr = ("fatal: 'x' does not appear to be a git repository\n"
+                  "fatal: Could not read from remote repository.\n\n"
+                  "Please make sure you have the correct access rights\n")
+        self.assertEqual(git.reason(stderr), "'x' does not appear to be a git repository")
+        self.assertEqual(git.reason(""), "git failed without a message")
+
+
+class ScratchTest(unittest.TestCase):
+    """Fetch, export, describe and apply, each in a fresh temp dir."""
+
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="airlock-test-git-")
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+        self.repo = GitRepo(self.root / "repo")
+
+    def test_full_fetch_then_describe_and_export(self) -> None:
+        self.repo.commit({"a": "1\n"}, "one")
+        self.repo.tag("2024.1-eol", annotated=False)
+        self.repo.tag("1.0.0")
+        self.repo.commit({"a": "2\n", "sub/b": "b\n"}, "two")
+        head = self.repo.commit({"a": "3\n"}, "three")
+        git_dir = self.root / "scratch.git"
+        git.init_bare(git_dir)
+        self.assertTrue(git.fetch_commit(git_dir, str(self.repo.path), head, tags=True))
+        self.assertEqual(sorted(git.tag_names(git_dir)), ["1.0.0", "2024.1-eol"])
+        self.assertEqual(git.describe(git_dir, head, exclude=["2024.1-eol"]), ("1.0.0", 2))
+        self.assertIsNone(git.describe(git_dir, head, exclude=["2024.1-eol", "1.0.0"]))
+        self.assertEqual(git.count_commits(git_dir, head), 3)
+        out = self.root / "out"
+        out.mkdir()
+        git.export_tree(git_dir, head, out)
+        self.assertEqual(sorted(p.name for p in out.iterdir()), ["a", "sub"])
+        self.assertEqual((out / "a").read_text(), "3\n")
+
+    def test_apply_patch_reports_path_and_hunk_line(self) -> None:
+        self.repo.commit({"f.py": numbered(20)}, "base")
+        self.repo.commit({"f.py": numbered(20, {10: "changed"})}, "change")
+        patch = self.root / "p.patch"
+        patch.write_text(self.repo.format_patch())
+        tree = self.root / "tree"
+        tree.mkdir()
+        (tree / "f.py").write_text(numbered(20, {10: "other"}))
+        failure = git.apply_patch(tree, patch)
+        self.assertEqual(failure, git.ApplyFailure(reason="patch does not apply", path="f.py",
+                                                   line=7, malformed=False))
+        (tree / "f.py").write_text(numbered(20))
+        self.assertIsNone(git.apply_patch(tree, patch))
+        self.assertIn("changed\n", (tree / "f.py").read_text())
+
+    def test_apply_patch_marks_garbage_as_malformed(self) -> None:
+        patch = self.root / "p.patch"
+        patch.write_text("not a patch\n")
+        failure = git.apply_patch(self.repo.path, patch)
+        assert failure is not None
+        self.assertTrue(failure.malformed)
+        self.assertIn("No valid patches", failure.reason)
+
+
+if __name__ == "__main__":
+    unittest.main()
