@@ -92,6 +92,21 @@ def check_dest(dest: Path) -> None:
         raise AirlockError(str(dest), "exists", "remove it or choose another --dest")
 
 
+def is_current(tree: Path, entry: dict[str, str], series: list[Path]) -> bool:
+    """Whether a prepared ``tree`` is what :func:`prepare` would make now.
+
+    True when its record names the locked SHA and exactly this patch series
+    (names and sha256s, in order): then a build can reuse it as it is.
+    """
+    try:
+        record = json.loads((tree / RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+              for p in series]
+    return record.get("sha") == entry.get("sha") and record.get("patches") == wanted
+
+
 def patch_series(patches_dir: Path, component: str, release: str) -> list[Path]:
     """The ``*.patch`` files of a component for a release, in lexical order of name.
 
@@ -124,11 +139,14 @@ def _build(tree: Path, git_dir: Path, release: str, component: str, entry: dict[
     if version is None:
         version = describe_version(git_dir, sha)
     applied = [_apply(tree, patch, entry) for patch in series]
+    # The commit time is the build's SOURCE_DATE_EPOCH: it comes from the
+    # inputs, so every rebuild of this tree stamps the same times.
+    epoch = git.commit_time(git_dir, sha)
     record = {"component": component, "release": release, "ref": entry["ref"], "sha": sha,
-              "repo": repo, "version": version, "patches": applied}
+              "repo": repo, "version": version, "committed-at": epoch, "patches": applied}
     (tree / RECORD).parent.mkdir(exist_ok=True)
     (tree / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    normalise(tree, git.commit_time(git_dir, sha))
+    normalise(tree, epoch)
     return record
 
 

@@ -102,7 +102,9 @@ class PrepareTest(unittest.TestCase):
         record = self.prepare()
         self.assertEqual(record, {"component": "keystone", "release": "2025.2", "ref": "28.1.0",
                                   "sha": self.up.c1, "repo": str(self.up.repo.path),
-                                  "version": "28.1.0", "patches": []})
+                                  "version": "28.1.0", "patches": [],
+                                  "committed-at": int(self.up.repo.git(
+                                      "show", "-s", "--format=%ct", self.up.c1))})
         self.assertEqual(json.loads((self.dest / ".airlock" / "source.json").read_text()),
                          record)
         self.assertEqual((self.dest / FOO).read_text(), numbered(30))

@@ -1,0 +1,291 @@
+"""Distro packages of an image, from bindep files: ``airlock packages``.
+
+Two files may speak for an image:
+
+- ``images/<service>/bindep.txt``: ours, reviewed, release-independent. Its
+  entries carry the profile they belong to, ``build`` or ``runtime``; an
+  entry with no profile belongs to both (bindep's own rule).
+- ``bindep.txt`` at the top of the service's prepared source tree
+  (``--source``): the service's own, upstream file.
+
+Profiles:
+
+- ``build``: what the stage that assembles the venv needs beyond the base
+  image. Every Python dependency arrives as a wheel built ahead of time, so
+  this is usually empty.
+- ``runtime``: what the service's image needs at run time.
+
+The target platform comes from the release (``release.yaml`` ``distro:``),
+never from the machine running airlock: the profiles are the ones bindep
+would compute on that distro (``platform:dpkg``, ``platform:debian``,
+``platform:debian-bookworm``, ``platform:debian-12``, ``platform:base-py3``).
+
+Which entries of the service's own bindep.txt apply (the decision)
+------------------------------------------------------------------
+
+OpenStack projects write bindep.txt for a devstack or CI host that builds
+every dependency from source and runs the unit and functional tests there:
+its untagged entries are C headers and compilers (``libffi-dev``,
+``build-essential``), database *servers* (``mariadb-server``,
+``postgresql``) and the odd run-time tool side by side; ``test``, ``doc``,
+``pdf-docs``, ``devstack`` and similar tags mark other contexts still. None
+of that is what an image holds, and nothing in the file tells the run-time
+tool from the test server. So an upstream entry applies to profile P only
+when it names P itself:
+
+=====================================================  =========  =========
+upstream entry (on the target platform)                build      runtime
+=====================================================  =========  =========
+``foo [runtime]``, ``foo [platform:dpkg runtime]``      no         yes
+``foo [build]``                                         yes        no
+``foo [test]``, ``foo [doc test]``, ``[devstack]`` ...  no         no
+``foo``, ``foo [platform:dpkg]`` (untagged)             no         no
+=====================================================  =========  =========
+
+In bindep's terms: the entries bindep selects for ``<platform> + P`` but
+not for ``<platform>`` alone. Untagged upstream entries that an image does
+need are adopted in ``images/<service>/bindep.txt`` with a comment saying
+why (that is where they were reviewed); a site that wants an upstream entry
+as-is tags it ``[runtime]`` with a patch under ``patches/``. Test-only
+packages therefore never reach a runtime image, and a new upstream entry
+never slips into one unreviewed.
+
+Version constraints of entries (``foo [runtime] >=1.2``) are not checked:
+the image gets the target distro's version, from the recorded package set.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from bindep import depends as bindep_depends
+from bindep.depends import Depends, DependsException
+from packaging.version import InvalidVersion, Version
+
+from airlock.errors import AirlockError
+from airlock.layout import Layout
+from airlock.release import Distro, Release
+
+PROFILES = ("build", "runtime")
+# Images every service image is built on: they have a bindep.txt too.
+BASE_IMAGES = ("python-base", "venv-builder")
+_DPKG_DISTROS = ("debian", "ubuntu")
+
+
+def resolve(release: Release, images_dir: Path, service: str, profile: str,
+            source_dir: Path | None = None) -> list[str]:
+    """The sorted Debian package names image ``service`` needs for ``profile``.
+
+    ``source_dir`` is the service's prepared source tree; its bindep.txt,
+    when present, is merged as the module docstring explains.
+    """
+    if profile not in PROFILES:
+        raise AirlockError(f"profile {profile}", "unknown profile",
+                           f"use one of: {', '.join(PROFILES)}")
+    ours = image_bindep(release, images_dir, service)
+    platform = platform_profiles(release.distro, where=f"{release.path / 'release.yaml'}:distro")
+    names = {rule[0] for rule in _load(ours).active_rules([*platform, profile])}
+    if source_dir is not None:
+        names.update(upstream_names(source_dir, platform, profile))
+    return sorted(names)
+
+
+def image_bindep(release: Release, images_dir: Path, service: str) -> Path:
+    """``images/<service>/bindep.txt`` of an image of ``release``, or a clear error."""
+    known = (*release.services, *BASE_IMAGES)
+    if service not in known:
+        raise AirlockError(f"service {service}", f"not an image of release {release.name}",
+                           f"use one of: {', '.join(known)}")
+    path = images_dir / service / "bindep.txt"
+    if not path.is_file():
+        raise AirlockError(str(path), "missing",
+                           "every image folder needs a bindep.txt (comments only is fine: "
+                           "then the image needs no distro package)")
+    return path
+
+
+def upstream_names(source_dir: Path, platform: list[str], profile: str) -> set[str]:
+    """Packages the service's own bindep.txt asks for ``profile`` by naming it.
+
+    The entries selected for ``platform + [profile]`` minus those selected
+    for ``platform`` alone: see the table in the module docstring.
+    """
+    if not source_dir.is_dir():
+        raise AirlockError(str(source_dir), "no such folder",
+                           "pass the tree that `airlock sources prepare` made")
+    path = source_dir / "bindep.txt"
+    if not path.is_file():
+        return set()
+    depends = _load(path)
+    untagged = {id(rule) for rule in depends.active_rules(platform)}
+    return {rule[0] for rule in depends.active_rules([*platform, profile])
+            if id(rule) not in untagged}
+
+
+def platform_profiles(distro: Distro, where: str = "distro") -> list[str]:
+    """The ``platform:`` profiles bindep computes on ``distro``, without being there.
+
+    Mirrors ``Depends.platform_profiles`` for the Debian family (the only one
+    ``images/*/bindep.txt`` speaks: package names are Debian's); a unit test
+    holds the two equal on the machine that runs it. A distro of another
+    family is refused rather than given Debian names.
+    """
+    distro_id = "".join(distro.name.split()).lower()
+    if distro_id not in _DPKG_DISTROS:
+        raise AirlockError(where, f"distro {distro.name!r} is not of the Debian family",
+                           "images/*/bindep.txt name Debian packages: use "
+                           f"{' or '.join(_DPKG_DISTROS)}")
+    atoms = {distro_id, "dpkg", "base-py3"}
+    atoms.update(_prefixes(distro_id, distro.codename.lower().split(), "-"))
+    atoms.update(_prefixes(distro_id, distro.version.lower().split("."), "."))
+    if _is_old_python2_release(distro_id, distro.version):
+        atoms.discard("base-py3")
+        atoms.add("base-py2")
+    return [f"platform:{atom}" for atom in sorted(atoms)]
+
+
+def _prefixes(distro_id: str, bits: list[str], join: str) -> set[str]:
+    """bindep's codename/release atoms: ``debian-12``, ``debian-12.4``, ``debian-bookworm``.
+
+    As ``Depends.codenamebits``/``releasebits``: every leading run of the
+    parts, joined with "-" for codenames and "." for versions.
+    """
+    return {f"{distro_id}-{join.join(bits[:i + 1])}" for i in range(len(bits))}
+
+
+def _is_old_python2_release(distro_id: str, version: str) -> bool:
+    """bindep's rule: python 3 is the base from Debian 10 and Ubuntu 16.04 on."""
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        return False  # testing/unstable: newer than any numbered release
+    return parsed < Version("10" if distro_id == "debian" else "16.04")
+
+
+def default_release_name(layout: Layout, env: dict[str, str] | None = None) -> str:
+    """The release a command uses when ``--release`` is not given.
+
+    ``$AIRLOCK_RELEASE`` if set, else the newest release folder (highest
+    version number among ``releases/*/release.yaml``).
+    """
+    env = os.environ if env is None else env
+    names = _release_names(layout.releases_dir)
+    chosen = env.get("AIRLOCK_RELEASE")
+    if chosen:
+        if chosen not in names:
+            raise AirlockError("$AIRLOCK_RELEASE", f"no release {chosen} in "
+                               f"{layout.releases_dir}",
+                               f"set it to one of: {', '.join(names) or 'none'}")
+        return chosen
+    if not names:
+        raise AirlockError(str(layout.releases_dir), "holds no release folder",
+                           "pass --release, or add releases/<name>/release.yaml")
+    return names[-1]
+
+
+def _release_names(releases_dir: Path) -> list[str]:
+    """Release folders, oldest first (by version; names that are not versions first)."""
+    if not releases_dir.is_dir():
+        return []
+    names = [p.name for p in releases_dir.iterdir() if (p / "release.yaml").is_file()]
+
+    def key(name: str) -> tuple[int, Version, str]:
+        try:
+            return (1, Version(name), name)
+        except InvalidVersion:
+            return (0, Version("0"), name)
+
+    return sorted(names, key=key)
+
+
+def _load(path: Path) -> Depends:
+    """Parse one bindep file; a syntax error names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise AirlockError(str(path), f"cannot read: {error}", "fix the file") from None
+    blanked = blank_comments(text)
+    try:
+        return _parse(blanked)
+    except DependsException as error:
+        line = error_line(blanked, getattr(error.__context__, "position", None))
+        if line is None:
+            detail = next((s for s in str(error).splitlines() if "Parse error" in s), "")
+            raise AirlockError(str(path), f"not a bindep file: {detail}".rstrip(": "),
+                               _SYNTAX) from None
+        bad = text.splitlines()[line - 1].strip()
+        raise AirlockError(f"{path}:{line}", f"not a bindep entry: {bad!r}", _SYNTAX) from None
+
+
+_SYNTAX = "write 'package [profile ...]', e.g. 'qemu-utils [platform:dpkg runtime]'"
+
+
+def blank_comments(text: str) -> str:
+    """``text`` with every whole-line comment emptied: same lines, same entries.
+
+    bindep's parser reads comments a character at a time; our files are
+    mostly comments, and blanking them (never an entry) makes parsing several
+    times faster while keeping line numbers for error messages.
+    """
+    return "".join("\n" if line.lstrip().startswith("#") else line
+                   for line in text.splitlines(keepends=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(text: str) -> Depends:
+    """bindep's parse of ``text``, once per distinct text and process.
+
+    Depends objects are not changed by active_rules, so sharing is safe.
+    """
+    _compile_grammar_once()
+    return Depends(text)
+
+
+def _compile_grammar_once() -> None:
+    """Make bindep compile its (constant) grammar once per process, not per file.
+
+    ``Depends()`` calls ``makeGrammar(grammar, {})`` on every parse: most of
+    a second on a loaded machine, against milliseconds for the parse itself.
+    The compiled grammar is a parser factory that holds no state between
+    parses, so the same one serves every file. Only that exact call (no
+    bindings) is remembered; everything else goes to parsley unchanged, and
+    if bindep stops calling ``makeGrammar`` this way, it is merely slower.
+    """
+    original = bindep_depends.makeGrammar
+    if getattr(original, "airlock_once", False):
+        return
+
+    @functools.lru_cache(maxsize=4)
+    def compiled(source: str):
+        return original(source, {})
+
+    def make_grammar(source, bindings, *args, **kwargs):
+        if isinstance(source, str) and bindings == {} and not args and not kwargs:
+            return compiled(source)
+        return original(source, bindings, *args, **kwargs)
+
+    make_grammar.airlock_once = True  # type: ignore[attr-defined]
+    bindep_depends.makeGrammar = make_grammar
+
+
+def error_line(text: str, position: int | None) -> int | None:
+    """The 1-based line bindep's parser failed on, from its character position.
+
+    The parser reports the farthest point it reached. When that is the start
+    of a line (or the end of the text) whose first character could begin an
+    entry, the entry that failed is the previous non-blank line: it was read
+    to its end and then found unterminated (``foo [test``).
+    """
+    if position is None or not 0 <= position <= len(text):
+        return None
+    lines = text.splitlines()
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1)
+    here = lines[line - 1] if line <= len(lines) else ""
+    if column == 0 and (not here or here[0].isalnum() or here[0] in "/# \t"):
+        earlier = [n for n in range(line - 1, 0, -1) if lines[n - 1].strip()]
+        if earlier:
+            return earlier[0]
+    return line if line <= len(lines) else None
