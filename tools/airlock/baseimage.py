@@ -1,0 +1,362 @@
+"""The local default base image: Debian minbase + python3, for every platform.
+
+No public registry is reachable here, so the base image every airlock image
+starts ``FROM`` is made locally: one ``mmdebstrap`` root filesystem per
+platform (arm64 under QEMU), turned into one multi-platform image by
+``images/debian-base/Dockerfile`` (``FROM scratch`` + ``ADD rootfs.tar``),
+exported as an OCI archive and pushed to the release's base image reference.
+A real site mirrors its base image into the bundle instead; the reference is
+a variable either way (``release.yaml: base_image``).
+
+Skip-existing: the inputs that decide the result (codename, variant,
+packages, platforms, mirror URL, this recipe and the Dockerfile) are hashed
+into an *input digest* (:func:`input_digest`) that the image carries as the
+index annotation :data:`INPUT_DIGEST_KEY`. ``create`` reads the index at the
+reference (one registry request, no network beyond the registry) and does
+nothing when the annotation matches. To follow a new mirror state, point the
+mirror at a snapshot URL (a new input) or pass ``force``.
+
+Reproducible: ``SOURCE_DATE_EPOCH`` is the ``Date:`` of the mirror's Release
+file (the same mirror state gives the same epoch on any machine), mmdebstrap
+clamps every time stamp to it and drops the host's resolv.conf and hostname,
+and the image build uses docker.py's reproducible settings. The epoch is
+recorded as the annotation :data:`EPOCH_KEY`: images built on this base
+should use an epoch no earlier, or rewrite-timestamp rewrites (and
+re-uploads) the base layers. The root
+filesystems are cached under ``<work>/base/<codename>-<input digest>/`` so a
+re-run never bootstraps twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from airlock import docker, registry
+from airlock.errors import AirlockError, ToolError
+
+if TYPE_CHECKING:  # the model only; importing it here would tie us to its loader
+    from airlock.release import Release
+
+MIRROR_ENV = "AIRLOCK_APT_MIRROR"
+WORK_ENV = "AIRLOCK_WORK_DIR"
+DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+DEFAULT_PACKAGES = ("ca-certificates", "python3", "usr-is-merged")
+VARIANT = "minbase"
+IMAGE_DIR = "debian-base"  # under images/
+# Changing how the root filesystem or the image is made must change the
+# input digest: bump this with any change to the commands below.
+RECIPE = "airlock-debian-base/1"
+INPUT_DIGEST_KEY = "io.airlock.base.input-digest"
+INPUTS_KEY = "io.airlock.base.inputs"
+# The SOURCE_DATE_EPOCH the base was made with. Images built on it should use
+# an epoch at least as late: rewrite-timestamp then leaves the base layers
+# as they are (same digests, shared, not uploaded again).
+EPOCH_KEY = "io.airlock.base.source-date-epoch"
+
+# platform -> (Docker's TARGETARCH, Debian's architecture name)
+_ARCHES = {
+    "linux/amd64": ("amd64", "amd64"),
+    "linux/arm64": ("arm64", "arm64"),
+    "linux/ppc64le": ("ppc64le", "ppc64el"),
+    "linux/s390x": ("s390x", "s390x"),
+}
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """Everything that decides a base image, as plain data."""
+
+    ref: str  # where it is pushed, e.g. 127.0.0.1:5000/airlock/debian:bookworm
+    codename: str
+    platforms: tuple[str, ...]
+    mirror: str
+    packages: tuple[str, ...] = DEFAULT_PACKAGES
+    variant: str = VARIANT
+
+
+@dataclass(frozen=True)
+class BaseResult:
+    """What :func:`create` did: the image, its digest, and whether it was built."""
+
+    ref: str
+    digest: str
+    input_digest: str
+    built: bool
+    source_date_epoch: int | None = None
+    archive: Path | None = None
+    rootfs: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --- the apt mirror -----------------------------------------------------------
+
+
+def mirror_from_sources(text: str, codename: str) -> str | None:
+    """The first ``URIs:`` of the deb822 stanza whose ``Suites:`` holds ``codename``."""
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            if line.startswith("#") or ":" not in line or line[:1].isspace():
+                continue
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.strip()
+        if fields.get("enabled", "yes").lower() == "no":
+            continue
+        if codename in fields.get("suites", "").split() and fields.get("uris"):
+            return fields["uris"].split()[0]
+    return None
+
+
+def apt_mirror(codename: str, env: dict[str, str] | None = None,
+               sources: Path = DEBIAN_SOURCES) -> str:
+    """The Debian mirror to bootstrap from: ``$AIRLOCK_APT_MIRROR``, else the machine's.
+
+    Nothing in the repository names a mirror host: the default is the
+    machine's own apt configuration for ``codename``.
+    """
+    env = os.environ if env is None else env
+    if env.get(MIRROR_ENV):
+        return env[MIRROR_ENV]
+    try:
+        found = mirror_from_sources(sources.read_text(), codename)
+    except OSError:
+        found = None
+    if not found:
+        raise AirlockError(str(sources), f"no apt entry for {codename} to take the mirror from",
+                           f"set {MIRROR_ENV}=<Debian mirror URL>")
+    return found
+
+
+def release_epoch(mirror: str, codename: str, timeout: float = 60) -> int:
+    """``SOURCE_DATE_EPOCH`` of a mirror state: the Date: of its Release file.
+
+    The same mirror state gives the same epoch on every machine, unlike the
+    clock. Read from ``dists/<codename>/InRelease`` (or ``Release``); a
+    ``file://`` mirror works too.
+    """
+    base = mirror.rstrip("/")
+    last_error = ""
+    for name in ("InRelease", "Release"):
+        url = f"{base}/dists/{codename}/{name}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310
+                text = answer.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as error:
+            last_error = f"{url}: {getattr(error, 'reason', error)}"
+            continue
+        for line in text.splitlines():
+            if line.startswith("Date:"):
+                return int(parsedate_to_datetime(line[5:].strip()).timestamp())
+        last_error = f"{url}: no Date: field"
+    raise ToolError(f"apt mirror {mirror}", f"cannot read the {codename} Release file "
+                    f"({last_error})", f"check the mirror or set {MIRROR_ENV}")
+
+
+# --- inputs -------------------------------------------------------------------
+
+
+def arch_of(platform: str) -> tuple[str, str]:
+    """(TARGETARCH, Debian architecture) of a platform, or a user error."""
+    try:
+        return _ARCHES[platform]
+    except KeyError:
+        raise AirlockError(f"platform {platform}", "has no Debian base image recipe",
+                           f"use one of {', '.join(_ARCHES)}") from None
+
+
+def inputs(spec: BaseSpec, dockerfile_text: str) -> dict[str, object]:
+    """The recorded inputs of a base image (what decides its content)."""
+    return {
+        "recipe": RECIPE,
+        "codename": spec.codename,
+        "variant": spec.variant,
+        "packages": sorted(set(spec.packages)),
+        "platforms": sorted(set(spec.platforms)),
+        "mirror": spec.mirror,
+        "dockerfile": "sha256:" + hashlib.sha256(dockerfile_text.encode()).hexdigest(),
+    }
+
+
+def input_digest(recorded: dict[str, object]) -> str:
+    """sha256 of the canonical JSON of the inputs."""
+    text = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def spec_for_release(release: Release, env: dict[str, str] | None = None,
+                     sources: Path = DEBIAN_SOURCES) -> BaseSpec:
+    """The base image a release asks for (reference, codename, platforms)."""
+    return BaseSpec(ref=release.base_image_ref(env), codename=release.distro.codename,
+                    platforms=tuple(release.platforms),
+                    mirror=apt_mirror(release.distro.codename, env, sources))
+
+
+# --- bootstrap ----------------------------------------------------------------
+
+
+def mmdebstrap_command(spec: BaseSpec, platform: str, dest: Path) -> list[str]:
+    """The argv of the mmdebstrap run for one platform (pure, for the tests).
+
+    ``--skip=output/dev``: the engine provides /dev, device nodes in a layer
+    serve nothing. resolv.conf and hostname are the host's: removed, so
+    that the tarball does not depend on the machine (the engine provides
+    both at run time).
+    """
+    _, debian_arch = arch_of(platform)
+    return ["mmdebstrap", f"--variant={spec.variant}",
+            f"--include={','.join(sorted(set(spec.packages)))}",
+            f"--architectures={debian_arch}", "--format=tar", "--skip=output/dev",
+            '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
+            spec.codename, str(dest), spec.mirror]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def bootstrap(spec: BaseSpec, platform: str, dest: Path, epoch: int, log: Path) -> Path:
+    """Make the root filesystem tarball of one platform at ``dest`` (atomically)."""
+    # mmdebstrap picks the output format from the name: keep ".tar" last.
+    tmp = dest.with_name(f".{dest.stem}.tmp-{os.getpid()}.tar")
+    argv = mmdebstrap_command(spec, platform, tmp)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "LC_ALL": "C.UTF-8"}
+    with open(log, "w") as out:
+        out.write(f"$ SOURCE_DATE_EPOCH={epoch} {' '.join(argv)}\n")
+        out.flush()
+        try:
+            proc = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        except FileNotFoundError as error:
+            raise ToolError("mmdebstrap", "is not installed",
+                            "run tools/setup-host build-host") from error
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith(("E:", "mmdebstrap: E:"))]
+        raise ToolError(f"mmdebstrap {spec.codename} {platform}",
+                        (errors or lines or ["failed"])[-1].strip(), f"log: {log}")
+    tmp.replace(dest)
+    return dest
+
+
+# --- the image ----------------------------------------------------------------
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def recorded(ref: str) -> tuple[str | None, dict[str, str]]:
+    """(image digest, index annotations) of what the registry holds at ``ref``."""
+    raw = registry.manifest_raw(ref)
+    if raw is None:
+        return None, {}
+    notes = json.loads(raw).get("annotations") or {}
+    return "sha256:" + hashlib.sha256(raw).hexdigest(), notes
+
+
+def create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = False,
+           check_reproducible: bool = False,
+           progress: Callable[[str], None] = _noop) -> BaseResult:
+    """Make the base image of ``spec`` and push it, unless the registry has it.
+
+    ``force`` bootstraps and builds again regardless of the registry and the
+    cache. ``check_reproducible`` bootstraps every platform twice and fails
+    unless both tarballs are identical (doubles the bootstrap time).
+    """
+    for platform in spec.platforms:
+        arch_of(platform)
+    dockerfile = images_dir / IMAGE_DIR / "Dockerfile"
+    if not dockerfile.is_file():
+        raise AirlockError(str(dockerfile), "missing", "restore images/debian-base/Dockerfile")
+    inputs_doc = inputs(spec, dockerfile.read_text())
+    wanted = input_digest(inputs_doc)
+    seconds: dict[str, float] = {}
+
+    if not force:
+        have, notes = recorded(spec.ref)
+        have_inputs = notes.get(INPUT_DIGEST_KEY)
+        if have and have_inputs == wanted:
+            progress(f"{spec.ref}: present ({have}), inputs {wanted} unchanged")
+            epoch_note = notes.get(EPOCH_KEY, "")
+            return BaseResult(spec.ref, have, wanted, built=False,
+                              source_date_epoch=int(epoch_note) if epoch_note.isdigit()
+                              else None)
+        if have:
+            progress(f"{spec.ref}: holds {have} with other inputs ({have_inputs}); rebuilding")
+
+    docker.check(spec.platforms)
+    cache = work_dir / "base" / f"{spec.codename}-{wanted.split(':')[1][:16]}"
+    rootfs_dir = cache / "rootfs"  # the build context: the tarballs only
+    rootfs_dir.mkdir(parents=True, exist_ok=True)
+    (cache / "inputs.json").write_text(json.dumps(inputs_doc, indent=2, sort_keys=True) + "\n")
+    epoch_file = cache / "source-date-epoch"
+    if force or not epoch_file.is_file():
+        epoch_file.write_text(f"{release_epoch(spec.mirror, spec.codename)}\n")
+    epoch = int(epoch_file.read_text())
+
+    rootfs: dict[str, Path] = {}
+    for platform in spec.platforms:
+        target_arch, _ = arch_of(platform)
+        tar = rootfs_dir / f"rootfs-{target_arch}.tar"
+        rootfs[platform] = tar
+        if tar.is_file() and not force:
+            progress(f"{platform}: root filesystem cached at {tar}")
+            continue
+        progress(f"{platform}: mmdebstrap {spec.codename} (SOURCE_DATE_EPOCH={epoch})")
+        start = time.monotonic()
+        bootstrap(spec, platform, tar, epoch, cache / f"mmdebstrap-{target_arch}.log")
+        seconds[f"mmdebstrap {platform}"] = round(time.monotonic() - start, 1)
+        progress(f"{platform}: {tar.stat().st_size // 2**20} MiB in "
+                 f"{seconds[f'mmdebstrap {platform}']} s")
+        if check_reproducible:
+            again = cache / f"check-{target_arch}.tar"
+            start = time.monotonic()
+            bootstrap(spec, platform, again, epoch, cache / f"mmdebstrap-{target_arch}-2.log")
+            seconds[f"mmdebstrap {platform} (again)"] = round(time.monotonic() - start, 1)
+            first, second = sha256_file(tar), sha256_file(again)
+            again.unlink()
+            if first != second:
+                raise ToolError(f"mmdebstrap {spec.codename} {platform}",
+                                f"two runs gave different tarballs ({first} != {second})",
+                                "compare them with diffoscope")
+            progress(f"{platform}: reproducible ({first})")
+
+    start = time.monotonic()
+    result = docker.build(docker.BuildSpec(
+        dockerfile=dockerfile, context=rootfs_dir, output=cache / "image.oci.tar",
+        platforms=tuple(spec.platforms), source_date_epoch=epoch, network="none",
+        annotations={INPUT_DIGEST_KEY: wanted, EPOCH_KEY: str(epoch), INPUTS_KEY: json.dumps(
+            inputs_doc, sort_keys=True, separators=(",", ":"))}))
+    seconds["build"] = round(time.monotonic() - start, 1)
+    start = time.monotonic()
+    pushed = registry.push_archive(result.archive, spec.ref)
+    seconds["push"] = round(time.monotonic() - start, 1)
+    if pushed != result.digest:
+        raise ToolError(spec.ref, f"the registry reports {pushed}, the archive holds "
+                        f"{result.digest}", "the registry rewrote the image; use one that "
+                        "keeps OCI indexes as pushed")
+    progress(f"{spec.ref}: pushed {pushed} (build {seconds['build']} s, "
+             f"push {seconds['push']} s)")
+    return BaseResult(spec.ref, pushed, wanted, built=True, source_date_epoch=epoch,
+                      archive=result.archive, rootfs=rootfs, seconds=seconds)
+
+
+def default_work_dir(env: dict[str, str] | None = None) -> Path:
+    """``$AIRLOCK_WORK_DIR``, else ./work."""
+    env = os.environ if env is None else env
+    return Path(env.get(WORK_ENV) or "work")

@@ -1,0 +1,459 @@
+"""The only module that knows docker and buildx flags.
+
+Callers describe a build as plain data (:class:`BuildSpec`) and get plain data
+back (:class:`BuildResult`); how that becomes a ``docker buildx build`` command
+line is decided here, in :func:`build_command`, which is pure so that it can
+be tested without an engine.
+
+Every build is offline and reproducible by construction (see the build host
+notes): ``--network none`` unless asked otherwise, ``--provenance=false``
+(Nexus rejects attestation manifests), ``SOURCE_DATE_EPOCH`` both in the
+environment and as a build argument, and the OCI exporter with
+``rewrite-timestamp=true`` (the image/registry exporters of the default driver
+refuse it). The result is an OCI archive that :mod:`airlock.registry` pushes
+with its digests intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airlock.errors import AirlockError, ToolError
+
+SETUP_FIX = "run tools/setup-host build-host (as root) to install and start the engine"
+
+# Build context names as BuildKit accepts them (also used in FROM/--from=).
+_CONTEXT_NAME = re.compile(r"^[a-z0-9][a-z0-9._/:-]*$")
+_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NETWORKS = ("none", "host", "default")
+# Named context values that are references, not local folders.
+_REF_SCHEMES = ("docker-image://", "oci-layout://", "target:")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """One ``docker buildx build`` as plain data.
+
+    ``contexts`` maps a named build context to a local folder (a Path or a
+    path string) or to a reference (``docker-image://REF``,
+    ``oci-layout://DIR``). ``secrets`` maps a secret id to a *file*: its
+    content reaches the build through ``--secret``, never the command line.
+    ``annotations`` are written on the image index of a multi-platform
+    build (on the manifest of a single-platform one), where a registry
+    client reads them without pulling configs.
+    """
+
+    dockerfile: Path
+    context: Path
+    output: Path  # the OCI archive to write
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    contexts: dict[str, Path | str] = field(default_factory=dict)
+    build_args: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, Path] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    network: str = "none"
+    source_date_epoch: int = 0
+    no_cache: bool = False
+    log: Path | None = None  # default: <output>.log
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced: the OCI archive, its index digest, the log."""
+
+    archive: Path
+    digest: str  # sha256:... of the image index (or manifest) in the archive
+    log: Path
+
+
+def _csv_field(text: str) -> str:
+    """Quote one field of buildx's CSV-style ``--output`` value if needed."""
+    if any(c in text for c in ',"\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _check_spec(spec: BuildSpec) -> None:
+    """Reject a spec that would become a wrong or ambiguous command line."""
+    where = f"build of {spec.dockerfile}"
+    if spec.network not in _NETWORKS:
+        raise AirlockError(where, f"network {spec.network!r} is not one of {_NETWORKS}",
+                           "use none (offline builds) or host")
+    if not spec.platforms:
+        raise AirlockError(where, "no platform given", "name at least one, e.g. linux/amd64")
+    for name in spec.contexts:
+        if not _CONTEXT_NAME.match(name):
+            raise AirlockError(where, f"build context name {name!r} is not valid",
+                               "use lower-case letters, digits, '.', '_', '-'")
+    for name in (*spec.build_args, *spec.secrets):
+        if not _ARG_NAME.match(name):
+            raise AirlockError(where, f"build argument or secret id {name!r} is not valid",
+                               "use letters, digits and '_'")
+    if "SOURCE_DATE_EPOCH" in spec.build_args:
+        raise AirlockError(where, "SOURCE_DATE_EPOCH is given as a build argument",
+                           "set BuildSpec.source_date_epoch instead")
+
+
+def _context_value(value: Path | str) -> str:
+    """A named context as buildx takes it: a reference, or an absolute folder."""
+    text = str(value)
+    if text.startswith(_REF_SCHEMES):
+        return text
+    return str(Path(text).resolve())
+
+
+def build_command(spec: BuildSpec) -> tuple[list[str], dict[str, str]]:
+    """Return the argv and the extra environment of ``docker buildx build``.
+
+    Pure: no engine needed, so the unit tests pin down every flag. Values
+    that may be secret never appear here: secrets are passed as file paths.
+    """
+    _check_spec(spec)
+    epoch = str(int(spec.source_date_epoch))
+    argv = ["docker", "buildx", "build", "--progress=plain", "--provenance=false",
+            "--sbom=false", "--network", spec.network,
+            "--platform", ",".join(spec.platforms),
+            "--file", str(spec.dockerfile.resolve())]
+    if spec.network == "host":
+        argv += ["--allow", "network.host"]
+    if spec.target:
+        argv += ["--target", spec.target]
+    if spec.no_cache:
+        argv.append("--no-cache")
+    for name in sorted(spec.contexts):
+        argv += ["--build-context", f"{name}={_context_value(spec.contexts[name])}"]
+    argv += ["--build-arg", f"SOURCE_DATE_EPOCH={epoch}"]
+    for name in sorted(spec.build_args):
+        argv += ["--build-arg", f"{name}={spec.build_args[name]}"]
+    for name in sorted(spec.secrets):
+        argv += ["--secret", f"id={name},src={Path(spec.secrets[name]).resolve()}"]
+    level = "annotation-index" if len(spec.platforms) > 1 else "annotation-manifest"
+    output = ["type=oci", f"dest={spec.output.resolve()}", "rewrite-timestamp=true"]
+    output += [_csv_field(f"{level}.{key}={spec.annotations[key]}")
+               for key in sorted(spec.annotations)]
+    argv += ["--output", ",".join(output), str(spec.context.resolve())]
+    env = {"SOURCE_DATE_EPOCH": epoch, "BUILDX_NO_DEFAULT_ATTESTATIONS": "1"}
+    return argv, env
+
+
+_ERROR_LINE = re.compile(r"^(ERROR|error):\s*(.*)$")
+_STEP_ERROR = re.compile(r"^#(\d+) ERROR: ")
+_STEP_OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*)$")
+
+
+def failure_line(log_text: str) -> str:
+    """The one line that says why a build failed, from buildx's plain output.
+
+    buildx ends with ``ERROR: failed to solve: process "/bin/sh -c ..." did
+    not complete successfully: exit code: N``; the last line that the failing
+    step (``#N ERROR: ...``) printed, e.g. ``ConnectionRefusedError: ...``,
+    is added, as it usually names the cause.
+    """
+    lines = [line.rstrip() for line in log_text.splitlines() if line.strip()]
+    error = ""
+    for line in reversed(lines):
+        match = _ERROR_LINE.match(line)
+        if match:
+            error = match.group(2)
+            break
+    if not error:
+        error = lines[-1] if lines else "no output"
+    failed = {m.group(1) for m in map(_STEP_ERROR.match, lines) if m}
+    cause = ""
+    for line in reversed(lines):
+        match = _STEP_OUTPUT.match(line)
+        if match and match.group(1) in failed:
+            cause = match.group(2).strip()
+            break
+    text = f"{error} (last output: {cause})" if cause and cause not in error else error
+    return " ".join(text.split())
+
+
+def archive_digest(archive: Path) -> str:
+    """The digest of the image an OCI archive holds (its one index.json entry)."""
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("index.json")
+            if member is None:
+                raise KeyError("index.json")
+            index = json.load(member)
+    except (OSError, KeyError, tarfile.TarError, ValueError) as error:
+        raise ToolError(str(archive), f"not a readable OCI archive: {error}") from error
+    manifests = index.get("manifests") or []
+    if len(manifests) != 1:
+        raise ToolError(str(archive), f"index.json lists {len(manifests)} images, expected 1")
+    return manifests[0]["digest"]
+
+
+def build(spec: BuildSpec, timeout: float | None = None) -> BuildResult:
+    """Run the build; return the archive, its digest and the log path.
+
+    The whole buildx output goes to the log (one file per build, kept for
+    the build record); a failure raises ToolError naming the failing step.
+    """
+    log = spec.log or spec.output.with_name(spec.output.name + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    spec.output.parent.mkdir(parents=True, exist_ok=True)
+    # Written under a temporary name: a failed or killed build never leaves
+    # a half-written archive where a later step would take it as a result.
+    tmp = spec.output.with_name(f".{spec.output.name}.tmp-{os.getpid()}")
+    argv, env = build_command(dataclasses.replace(spec, output=tmp))
+    where = f"docker buildx build {spec.dockerfile}"
+    with open(log, "w") as out:
+        out.write("$ " + " ".join(argv) + "\n")
+        out.flush()
+        try:
+            proc = subprocess.run(argv, env={**os.environ, **env}, stdout=out,
+                                  stderr=subprocess.STDOUT, timeout=timeout)
+        except FileNotFoundError as error:
+            raise ToolError(where, "the docker client is not installed", SETUP_FIX) from error
+        except subprocess.TimeoutExpired as error:
+            tmp.unlink(missing_ok=True)
+            raise ToolError(where, f"did not finish within {timeout} s",
+                            f"see {log}") from error
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise ToolError(where, failure_line(log.read_text(errors="replace")), f"log: {log}")
+    tmp.replace(spec.output)
+    return BuildResult(archive=spec.output, digest=archive_digest(spec.output), log=log)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What airlock needs to know about the engine, as plain data."""
+
+    server_version: str
+    buildx_version: str
+    containerd_snapshotter: bool
+    platforms: tuple[str, ...]
+
+
+def _run(argv: list[str], where: str, *, timeout: float | None = 60,
+         fix: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a short docker command; a failure is a ToolError with its last stderr line."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as error:
+        raise ToolError(where, "the docker client is not installed", SETUP_FIX) from error
+    except subprocess.TimeoutExpired as error:
+        raise ToolError(where, f"no answer within {timeout} s", fix) from error
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise ToolError(where, lines[-1].strip() if lines else f"exit code {proc.returncode}",
+                        fix)
+    return proc
+
+
+def info() -> EngineInfo:
+    """Ask the engine about itself (``docker info``, ``docker buildx``)."""
+    proc = _run(["docker", "info", "--format", "{{json .}}"], "docker info", fix=SETUP_FIX)
+    data = json.loads(proc.stdout)
+    if data.get("ServerErrors") or not data.get("ServerVersion"):
+        errors = data.get("ServerErrors") or ["the engine did not answer"]
+        raise ToolError("docker info", str(errors[-1]), SETUP_FIX)
+    status = data.get("DriverStatus") or []
+    snapshotter = any("io.containerd.snapshotter" in str(v) for pair in status for v in pair)
+    buildx = _run(["docker", "buildx", "version"], "docker buildx version",
+                  fix=SETUP_FIX).stdout.split()
+    inspect = _run(["docker", "buildx", "inspect"], "docker buildx inspect", fix=SETUP_FIX)
+    platforms: tuple[str, ...] = ()
+    for line in inspect.stdout.splitlines():
+        if line.startswith("Platforms:"):
+            platforms = tuple(p.strip() for p in line.split(":", 1)[1].split(",") if p.strip())
+    return EngineInfo(server_version=data["ServerVersion"],
+                      buildx_version=buildx[1] if len(buildx) > 1 else "?",
+                      containerd_snapshotter=snapshotter, platforms=platforms)
+
+
+def check(platforms: tuple[str, ...] = ()) -> EngineInfo:
+    """Fail with one clear line unless the engine can do airlock's builds.
+
+    Needed: a reachable engine, buildx, the containerd image store (multi-
+    platform builds with the default driver) and every requested platform.
+    """
+    engine = info()
+    if not engine.containerd_snapshotter:
+        raise ToolError("docker", "the engine does not use the containerd image store "
+                        "(multi-platform builds need it)", SETUP_FIX)
+    missing = [p for p in platforms if p not in engine.platforms]
+    if missing:
+        raise ToolError("docker buildx", f"the builder cannot build for {', '.join(missing)} "
+                        f"(it offers {', '.join(engine.platforms) or 'nothing'})",
+                        SETUP_FIX + " (it enables QEMU)")
+    return engine
+
+
+# --- containers: smoke tests, and jobs with bind mounts and a log ------------
+# (airlock wheels builds sdists, airlock debs computes package closures)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host folder (or file) seen inside a container at ``target``."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One throw-away ``docker run`` as plain data.
+
+    For jobs done ahead of a build inside an image of the target platform
+    (sdists built into wheels, apt computing a package closure) the output
+    may be long, so :func:`run_logged` writes it to ``log``. ``env`` values
+    reach the container through the docker client's environment
+    (``--env NAME``), never the command line.
+    """
+
+    image: str
+    command: tuple[str, ...]
+    log: Path | None = None
+    platform: str | None = None
+    network: str = "none"
+    mounts: tuple[Mount, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    entrypoint: str | None = None
+
+
+def run_spec_command(spec: RunSpec) -> list[str]:
+    """The argv of ``docker run`` for a :class:`RunSpec` (pure, for the tests).
+
+    ``--mount`` rather than ``-v``: a missing host path is an error instead
+    of a new empty folder, and a ``:`` in a path cannot be misread.
+    """
+    where = f"docker run {spec.image}"
+    if spec.network not in _NETWORKS:
+        raise AirlockError(where, f"network {spec.network!r} is not one of {_NETWORKS}",
+                           "use none (offline) or host")
+    argv = ["docker", "run", "--rm", "--pull", "missing", "--network", spec.network]
+    if spec.platform:
+        argv += ["--platform", spec.platform]
+    if spec.user:
+        argv += ["--user", spec.user]
+    if spec.entrypoint is not None:
+        argv += ["--entrypoint", spec.entrypoint]
+    for mount in spec.mounts:
+        source = Path(mount.source).resolve()
+        if "," in f"{source}{mount.target}":
+            raise AirlockError(str(source), "a bind-mounted path holds a comma",
+                               "use a folder whose path has none")
+        value = f"type=bind,source={source},target={mount.target}"
+        argv += ["--mount", value + (",readonly" if mount.read_only else "")]
+    for name in sorted(spec.env):
+        if not _ARG_NAME.match(name):
+            raise AirlockError(where, f"environment variable name {name!r} is not valid",
+                               "use letters, digits and '_'")
+        argv += ["--env", name]  # the value comes from the client's environment
+    return [*argv, spec.image, *spec.command]
+
+
+def _where(spec: RunSpec) -> str:
+    return f"docker run {spec.image}" + (f" ({spec.platform})" if spec.platform else "")
+
+
+def run_logged(spec: RunSpec, timeout: float | None = 3600) -> None:
+    """Run the container, its whole output in ``spec.log``; a failure is a ToolError.
+
+    The error names the last lines the command printed (callers that can
+    tell a user's mistake from them read the log themselves).
+    """
+    if spec.log is None:
+        raise AirlockError(_where(spec), "run_logged needs a log file", "set RunSpec.log")
+    argv = run_spec_command(spec)
+    spec.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(spec.log, "w") as out:
+        out.write("$ " + " ".join(argv) + "\n")
+        out.flush()
+        try:
+            proc = subprocess.run(argv, env={**os.environ, **spec.env}, stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=timeout)
+        except FileNotFoundError as error:
+            raise ToolError(_where(spec), "the docker client is not installed",
+                            SETUP_FIX) from error
+        except subprocess.TimeoutExpired as error:
+            raise ToolError(_where(spec), f"did not finish within {timeout} s",
+                            f"see {spec.log}") from error
+    if proc.returncode != 0:
+        lines = [line.strip() for line in spec.log.read_text(errors="replace").splitlines()
+                 if line.strip()][1:]
+        last = " | ".join(lines[-2:]) if lines else "no output"
+        raise ToolError(_where(spec), f"exit code {proc.returncode}: {last}",
+                        f"log: {spec.log}")
+
+
+def run(image: str, command: list[str], *, platform: str | None = None,
+        user: str | None = None, network: str = "none", entrypoint: str | None = None,
+        env: dict[str, str] | None = None, timeout: float | None = 300) -> str:
+    """Run ``command`` in a throw-away container and return its standard output.
+
+    For smoke tests of built images (``keystone-manage --version`` on each
+    platform); no network unless asked. A non-zero exit is a ToolError.
+    """
+    spec = RunSpec(image=image, command=tuple(command), platform=platform, user=user,
+                   network=network, entrypoint=entrypoint, env=dict(env or {}))
+    argv = run_spec_command(spec)
+    try:
+        proc = subprocess.run(argv, env={**os.environ, **spec.env}, capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    except FileNotFoundError as error:
+        raise ToolError(_where(spec), "the docker client is not installed", SETUP_FIX) from error
+    except subprocess.TimeoutExpired as error:
+        raise ToolError(_where(spec), f"did not finish within {timeout} s") from error
+    if proc.returncode != 0:
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+        raise ToolError(_where(spec), f"exit code {proc.returncode}: "
+                        f"{lines[-1] if lines else 'no output'}")
+    return proc.stdout
+
+
+def image_digest(ref: str, pull: bool = True) -> str | None:
+    """The digest that names ``ref`` in the engine's store (an index for a multi-platform image).
+
+    A reference by digest is its own answer. Otherwise the store is asked,
+    after a ``docker pull`` when ``pull`` and it is not there; None when the
+    image cannot be found. With the containerd image store an image's ID is
+    the digest of its index, the same digest the registry serves. An
+    unreachable engine is a ToolError, not "no such image".
+    """
+    if "@sha256:" in ref:
+        return ref.rsplit("@", 1)[1]
+    argv = ["docker", "image", "inspect", "--format", "{{.Id}}", ref]
+    where = f"docker image inspect {ref}"
+    proc = _inspect(argv, where)
+    if proc.returncode != 0 and pull:
+        subprocess.run(["docker", "pull", "-q", ref], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL)
+        proc = _inspect(argv, where)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
+
+
+def _inspect(argv: list[str], where: str) -> subprocess.CompletedProcess[str]:
+    """``docker image inspect``: "no such image" is an answer, anything else a ToolError."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError as error:
+        raise ToolError(where, "the docker client is not installed", SETUP_FIX) from error
+    if proc.returncode != 0 and "no such image" not in proc.stderr.lower():
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise ToolError(where, lines[-1].strip() if lines else f"exit code {proc.returncode}",
+                        SETUP_FIX)
+    return proc
+
+
+def remove_image(ref: str) -> None:
+    """Drop an image from the engine's store (tests, disk space); absent is fine."""
+    subprocess.run(["docker", "image", "rm", "--force", ref], capture_output=True, text=True)

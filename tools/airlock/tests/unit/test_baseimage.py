@@ -1,0 +1,104 @@
+"""Base image inputs, the mirror lookup and the mmdebstrap command (no engine)."""
+
+from __future__ import annotations
+
+import tempfile
+import unittest
+from pathlib import Path
+
+from airlock import baseimage
+from airlock.errors import AirlockError
+
+SOURCES = """\
+Types: deb
+# a comment
+URIs: http://mirror.invalid/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.invalid/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def spec(**changes) -> baseimage.BaseSpec:
+    base = dict(ref="127.0.0.1:5000/airlock/debian:bookworm", codename="bookworm",
+                platforms=("linux/amd64", "linux/arm64"), mirror="http://mirror.invalid/debian")
+    base.update(changes)
+    return baseimage.BaseSpec(**base)
+
+
+class TestMirror(unittest.TestCase):
+
+    def test_bookworm_entry_not_security(self):
+        self.assertEqual(baseimage.mirror_from_sources(SOURCES, "bookworm"),
+                         "http://mirror.invalid/debian")
+        self.assertEqual(baseimage.mirror_from_sources(SOURCES, "bookworm-security"),
+                         "http://mirror.invalid/debian-security")
+        self.assertIsNone(baseimage.mirror_from_sources(SOURCES, "trixie"))
+
+    def test_disabled_entries_are_ignored(self):
+        text = SOURCES.replace("Types: deb\n# a comment", "Types: deb\nEnabled: no")
+        self.assertIsNone(baseimage.mirror_from_sources(text, "bookworm"))
+
+    def test_variable_wins_and_absence_is_a_user_error(self):
+        with tempfile.NamedTemporaryFile("w") as sources:
+            sources.write(SOURCES)
+            sources.flush()
+            path = Path(sources.name)
+            self.assertEqual(baseimage.apt_mirror("bookworm", {}, path),
+                             "http://mirror.invalid/debian")
+            self.assertEqual(baseimage.apt_mirror(
+                "bookworm", {baseimage.MIRROR_ENV: "file:///srv/debian"}, path),
+                "file:///srv/debian")
+            with self.assertRaises(AirlockError) as caught:
+                baseimage.apt_mirror("trixie", {}, path)
+            self.assertIn(baseimage.MIRROR_ENV, str(caught.exception))
+
+    def test_release_epoch_from_a_file_mirror(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            dists = Path(tmp) / "dists" / "bookworm"
+            dists.mkdir(parents=True)
+            (dists / "Release").write_text("Origin: Debian\nDate: Sat, 10 May 2025 09:36:12 UTC\n")
+            self.assertEqual(baseimage.release_epoch(f"file://{tmp}", "bookworm"), 1746869772)
+
+
+class TestInputs(unittest.TestCase):
+
+    def test_digest_ignores_order_and_follows_content(self):
+        one = baseimage.input_digest(baseimage.inputs(spec(), "FROM scratch\n"))
+        same = baseimage.input_digest(baseimage.inputs(
+            spec(platforms=("linux/arm64", "linux/amd64"),
+                 packages=tuple(reversed(baseimage.DEFAULT_PACKAGES))), "FROM scratch\n"))
+        self.assertEqual(one, same)
+        for other in (baseimage.inputs(spec(codename="trixie"), "FROM scratch\n"),
+                      baseimage.inputs(spec(platforms=("linux/amd64",)), "FROM scratch\n"),
+                      baseimage.inputs(spec(packages=("python3",)), "FROM scratch\n"),
+                      baseimage.inputs(spec(mirror="http://other.invalid/d"), "FROM scratch\n"),
+                      baseimage.inputs(spec(), "FROM scratch\nENV A=1\n")):
+            self.assertNotEqual(baseimage.input_digest(other), one)
+
+
+class TestMmdebstrapCommand(unittest.TestCase):
+
+    def test_command(self):
+        argv = baseimage.mmdebstrap_command(spec(), "linux/arm64", Path("/w/rootfs-arm64.tar"))
+        self.assertEqual(argv[0], "mmdebstrap")
+        self.assertIn("--variant=minbase", argv)
+        self.assertIn("--include=ca-certificates,python3,usr-is-merged", argv)
+        self.assertIn("--architectures=arm64", argv)
+        self.assertIn("--format=tar", argv)
+        self.assertEqual(argv[-3:], ["bookworm", "/w/rootfs-arm64.tar",
+                                     "http://mirror.invalid/debian"])
+
+    def test_unknown_platform_is_a_user_error(self):
+        with self.assertRaises(AirlockError):
+            baseimage.mmdebstrap_command(spec(), "linux/riscv64", Path("/w/x.tar"))
+        self.assertEqual(baseimage.arch_of("linux/ppc64le"), ("ppc64le", "ppc64el"))
+
+
+if __name__ == "__main__":
+    unittest.main()
