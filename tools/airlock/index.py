@@ -282,4 +282,8 @@ def download_platform(pins: list[str], dest: Path, *, python_version: str,
         output = proc.stdout + proc.stderr
         missing = _NO_MATCH.search(output)
         spec = missing[1] if missing else f"{len(pins)} pins for {platforms[0]}"
+        if "Traceback (most recent call last)" in output and not missing:
+            # pip crashed (often: reading an sdist's metadata): its last line says why.
+            raise ToolError(f"pip download ({spec})", _shorten(output.strip().splitlines()[-1]),
+                            "run the pip download by hand to see the whole output")
         raise download_error(spec, index_url, output)

@@ -1,0 +1,368 @@
+"""The OS packages of one image, as a flat apt repository a ``--network none`` build installs.
+
+``airlock debs`` asks apt itself, *inside the base image of the build* (the
+same digest, for each platform), what installing the image's packages
+(:func:`airlock.packages.resolve`, profile ``runtime`` by default) would add
+to that image. apt knows what the base already holds; a closure computed
+anywhere else would miss or duplicate packages. The run has the host's
+network and the release's apt mirror (``$AIRLOCK_APT_MIRROR`` or the
+machine's own apt sources, :func:`airlock.baseimage.apt_mirror`), written
+into the container, never the image's own sources. It leaves::
+
+    DEST/<arch>/*.deb          the missing closure, exactly as apt verified it
+    DEST/<arch>/Packages       the index of a flat repository ("deb file:DIR ./")
+    DEST/<arch>/packages.txt   the packages to install, one a line
+                               (images/python-base/airlock-apt-install reads it)
+    DEST/<arch>/manifest.json  sha256 of every file, the base image digest,
+                               the mirror, the packages and their closure
+
+An empty package list gives an empty packages.txt and Packages: a valid,
+empty repository, made without running anything.
+
+The Packages stanzas are generated here from each .deb's control fields
+(``dpkg-deb -f`` in the container: the target distro's own dpkg reads its
+own compression) plus Filename, Size, MD5sum and SHA256, as apt-ftparchive
+writes them.
+
+Nothing changed, nothing done: the inputs (packages, base image digest,
+mirror, codename, platform, this recipe) are hashed into ``input_digest``; a
+repository whose manifest has that digest and whose files all match their
+sha256 is left alone, without running a container. Downloaded .debs are
+kept in a cache shared by every service (``<cache>/<distro>-<codename>/<arch>/``),
+so another service's repository fetches only what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airlock import baseimage, docker, packages, registry
+from airlock.errors import AirlockError, ToolError
+from airlock.release import Release
+
+RECIPE = "airlock-debs/1"
+FORMAT = 1
+COMPONENTS = ("main",)
+MANIFEST = "manifest.json"
+PACKAGES = "Packages"
+PACKAGES_TXT = "packages.txt"
+CACHE_ENV = "AIRLOCK_CACHE_DIR"
+
+# Runs in the base image as root: apt sources of the release's mirror
+# only, the shared cache as apt's archive folder, the closure printed by a
+# simulated install, then the download, then each new .deb's control fields.
+SCRIPT = r"""set -eu
+mirror=$1 codename=$2 components=$3 owner=$4
+printf 'deb %s %s %s\n' "$mirror" "$codename" "$components" > /tmp/airlock.list
+set -- -q -o Dir::Etc::SourceList=/tmp/airlock.list -o Dir::Etc::SourceParts=/dev/null \
+    -o Dir::Cache::Archives=/airlock/cache/ -o APT::Sandbox::User=root
+mkdir -p /airlock/cache/partial
+pkgs=$(cat /airlock/out/request.txt)
+apt-get "$@" update
+apt-get "$@" -s install --no-install-recommends $pkgs > /airlock/out/simulate.txt
+DEBIAN_FRONTEND=noninteractive apt-get "$@" -y -d install --no-install-recommends $pkgs
+cd /airlock/cache
+for deb in *.deb; do
+    [ -e "$deb" ] || continue
+    [ -s "$deb.control" ] && continue
+    dpkg-deb -f "$deb" > "$deb.control.tmp"
+    mv "$deb.control.tmp" "$deb.control"
+done
+rm -rf /airlock/cache/partial /airlock/cache/lock
+chown -R "$owner" /airlock/out /airlock/cache
+"""
+
+_INST = re.compile(r"^Inst (?P<name>\S+) (?:\[[^\]]*\] )?\((?P<version>\S+) .*"
+                   r"\[(?P<arch>[^\]\s]+)\]\)")
+_UNKNOWN = re.compile(r"^E: (?:Unable to locate package |Package '?)(?P<name>[^\s']+)",
+                      re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Deb:
+    """One package of the closure, as apt named it."""
+
+    name: str
+    version: str
+    arch: str
+
+    @property
+    def filename(self) -> str:
+        """The file name apt gives the download (``:`` of an epoch quoted as ``%3a``)."""
+        return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
+
+
+@dataclass
+class Result:
+    """What :func:`prepare` did for one platform."""
+
+    platform: str
+    dest: Path
+    changed: bool
+    manifest: dict
+    seconds: float = 0.0
+    downloaded: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def parse_simulation(text: str) -> list[Deb]:
+    """The packages a simulated ``apt-get install`` would unpack (its ``Inst`` lines)."""
+    found = []
+    for line in text.splitlines():
+        match = _INST.match(line)
+        if match:
+            found.append(Deb(match["name"].split(":")[0], match["version"], match["arch"]))
+    return found
+
+
+def unknown_package(log: str) -> str | None:
+    """The package apt could not find, from its output; None if that was not the failure."""
+    match = _UNKNOWN.search(log)
+    return match["name"] if match else None
+
+
+def packages_index(entries: list[tuple[str, str, int, str, str]]) -> str:
+    """A flat repository's ``Packages`` text (pure).
+
+    ``entries`` are ``(filename, control, size, md5, sha256)``, ``control``
+    the .deb's control fields as ``dpkg-deb -f`` prints them. Stanzas are
+    sorted by package, then file name, and end with the fields
+    apt-ftparchive adds; apt reads fields in any order.
+    """
+    stanzas = []
+    for filename, control, size, md5, sha256 in entries:
+        fields = control.rstrip("\n")
+        if not fields or not re.search(r"^Package: ", fields, re.MULTILINE):
+            raise ToolError(filename, "its control fields have no Package:",
+                            "the .deb is damaged; remove it from the cache")
+        name = re.search(r"^Package: (\S+)", fields, re.MULTILINE)[1]
+        fields = "\n".join(line for line in fields.splitlines()
+                           if not line.startswith(("Filename:", "Size:", "MD5sum:", "SHA256:")))
+        stanza = (f"{fields}\nFilename: ./{filename}\nSize: {size}\nMD5sum: {md5}\n"
+                  f"SHA256: {sha256}\n")
+        stanzas.append((name, filename, stanza))
+    return "\n".join(s for _, _, s in sorted(stanzas))
+
+
+def default_cache(env: dict[str, str] | None = None) -> Path:
+    """The cache root shared by every run: ``$AIRLOCK_CACHE_DIR``, else ``<work dir>/cache``."""
+    env = os.environ if env is None else env
+    return Path(env.get(CACHE_ENV) or Path(env.get(baseimage.WORK_ENV) or "work") / "cache")
+
+
+def pinned_base(ref: str) -> str:
+    """``repo@sha256:...`` of the base image: a digest reference as is, a tag looked up."""
+    if "@sha256:" in ref:
+        return ref
+    digest = registry.digest(ref)
+    if digest is None:
+        raise AirlockError(ref, "the base image is not in the registry",
+                           "run airlock base create (local default) or import the site's "
+                           "base image")
+    host, repo, _ = registry.split_ref(ref)
+    return f"{host}/{repo}@{digest}"
+
+
+def inputs(release: Release, service: str, profile: str, platform: str, names: list[str],
+           base: str, mirror: str) -> dict:
+    """What decides one platform's repository."""
+    return {"recipe": RECIPE, "release": release.name, "service": service, "profile": profile,
+            "platform": platform, "packages": sorted(names), "base_image": base,
+            "distro": release.distro.name, "codename": release.distro.codename,
+            "components": list(COMPONENTS), "mirror": mirror}
+
+
+def input_digest(recorded: dict) -> str:
+    text = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def prepare(release: Release, images_dir: Path, service: str, platforms, dest: Path, *,
+            base_image: str | None = None, profile: str = "runtime",
+            source: Path | None = None, cache: Path | None = None, force: bool = False,
+            env: dict[str, str] | None = None,
+            progress: Callable[[str], None] = _noop) -> list[Result]:
+    """Make (or keep) ``dest/<arch>/`` for each platform: see the module docstring.
+
+    ``base_image`` defaults to the release's (``release.base_image_ref()``); a
+    tag is pinned to its digest through the registry. ``source`` is the
+    service's prepared tree, whose own bindep.txt is merged as
+    :mod:`airlock.packages` explains. ``cache`` is the cache root (default:
+    :func:`default_cache`); .debs are kept under ``<cache>/debs``.
+    """
+    names = packages.resolve(release, images_dir, service, profile, source_dir=source)
+    base = pinned_base(base_image or release.base_image_ref(env))
+    mirror = baseimage.apt_mirror(release.distro.codename, env)
+    store = (cache or default_cache(env)) / "debs"
+    results = []
+    for platform in dict.fromkeys(platforms or release.platforms):
+        arch, debian_arch = baseimage.arch_of(platform)
+        started = time.monotonic()
+        recorded = inputs(release, service, profile, platform, names, base, mirror)
+        digest = input_digest(recorded)
+        out = dest / arch
+        if not force and is_current(out, digest):
+            progress(f"{out}: unchanged (inputs {digest[:19]})")
+            results.append(Result(platform, out, False, _read_json(out / MANIFEST) or {},
+                                  round(time.monotonic() - started, 1)))
+            continue
+        check_dest(out)
+        folder = store / f"{release.distro.name}-{release.distro.codename}" / debian_arch
+        closure, downloaded = ([], 0)
+        if names:
+            origin = str(images_dir / service / "bindep.txt")
+            if source is not None:
+                origin += f" or {source / 'bindep.txt'}"
+            closure, downloaded = download(base, platform, names, mirror,
+                                           release.distro.codename, folder, origin)
+        manifest = _assemble(out, recorded, digest, names, closure, folder)
+        seconds = round(time.monotonic() - started, 1)
+        progress(f"{out}: {len(names)} package(s), {len(closure)} .deb(s) "
+                 f"({downloaded} downloaded) in {seconds} s")
+        results.append(Result(platform, out, True, manifest, seconds, downloaded))
+    return results
+
+
+def run_spec(base: str, platform: str, mirror: str, codename: str, cache_dir: Path,
+             out_dir: Path) -> docker.RunSpec:
+    """The container that computes and downloads the closure (pure, for the tests)."""
+    owner = f"{os.getuid()}:{os.getgid()}"
+    return docker.RunSpec(
+        image=base, platform=platform, network="host", log=out_dir / "apt.log",
+        command=("sh", "-c", SCRIPT, "airlock-debs", mirror, codename, " ".join(COMPONENTS),
+                 owner),
+        mounts=(docker.Mount(cache_dir, "/airlock/cache", read_only=False),
+                docker.Mount(out_dir, "/airlock/out", read_only=False)))
+
+
+def download(base: str, platform: str, names: list[str], mirror: str, codename: str,
+             cache_dir: Path, origin: str = "bindep.txt") -> tuple[list[Deb], int]:
+    """Run apt in the base image: the closure of ``names`` and its .debs in ``cache_dir``.
+
+    Returns the closure and how many .debs were new to the cache. A package
+    the mirror does not have is the user's error, blamed on ``origin`` (the
+    bindep file that names it).
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in cache_dir.glob("*.deb")}
+    with tempfile.TemporaryDirectory(prefix="airlock-debs-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "request.txt").write_text("".join(f"{n}\n" for n in names))
+        spec = run_spec(base, platform, mirror, codename, cache_dir, tmp)
+        try:
+            docker.run_logged(spec)
+        except ToolError as error:
+            log = spec.log.read_text(errors="replace") if spec.log.is_file() else ""
+            unknown = unknown_package(log)
+            if unknown:
+                raise AirlockError(origin,
+                                   f"package {unknown!r} is not in {codename} "
+                                   f"({platform}) at {mirror}",
+                                   "fix the package name for this distro release") from None
+            raise ToolError(error.where, error.what,
+                            "check the apt mirror ($AIRLOCK_APT_MIRROR) and the network"
+                            ) from None
+        closure = parse_simulation((tmp / "simulate.txt").read_text())
+    missing = [d.filename for d in closure if not (cache_dir / d.filename).is_file()]
+    if missing:
+        raise ToolError(f"apt-get in {base} ({platform})",
+                        f"reported {len(missing)} package(s) it did not download, e.g. "
+                        f"{missing[0]}")
+    return closure, len({p.name for p in cache_dir.glob("*.deb")} - before)
+
+
+def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure: list[Deb],
+              cache_dir: Path) -> dict:
+    """Write the repository next to ``out`` and swap it into place; return its manifest."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        entries = []
+        for deb in sorted(closure, key=lambda d: d.filename):
+            src = cache_dir / deb.filename
+            _link_or_copy(src, stage / deb.filename)
+            control = (cache_dir / f"{deb.filename}.control").read_text()
+            data = src.read_bytes()
+            entries.append((deb.filename, control, len(data), hashlib.md5(data).hexdigest(),
+                            hashlib.sha256(data).hexdigest()))
+        (stage / PACKAGES).write_text(packages_index(entries))
+        (stage / PACKAGES_TXT).write_text("".join(f"{n}\n" for n in names))
+        files = {p.name: {"sha256": _sha256_file(p), "size": p.stat().st_size}
+                 for p in sorted(stage.iterdir())}
+        manifest = {"format": FORMAT, "input_digest": digest, "inputs": recorded,
+                    "closure": [{"package": d.name, "version": d.version, "arch": d.arch,
+                                 "file": d.filename} for d in closure],
+                    "files": files}
+        _write_json(stage / MANIFEST, manifest)
+        os.chmod(stage, 0o755)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(stage, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return manifest
+
+
+def check_dest(out: Path) -> None:
+    """Refuse to replace a folder that is not a repository of ours (it would be deleted)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                              and not (out / MANIFEST).is_file())):
+        raise AirlockError(str(out), "exists and is not an airlock apt repository "
+                           "(no manifest.json)", "choose a new or empty folder for --dest")
+
+
+def is_current(out: Path, digest: str) -> bool:
+    """Whether ``out`` holds the repository of these inputs, every file intact."""
+    manifest = _read_json(out / MANIFEST)
+    if not manifest or manifest.get("input_digest") != digest:
+        return False
+    listed = manifest.get("files") or {}
+    present = {p.name for p in out.iterdir()} - {MANIFEST}
+    return present == set(listed) and all(
+        _sha256_file(out / name) == entry.get("sha256") for name, entry in listed.items())
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)

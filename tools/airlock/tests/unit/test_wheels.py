@@ -1,0 +1,525 @@
+"""wheels, uv and index (pins for a platform): the pure parts, and a whole wheelhouse offline.
+
+The offline wheelhouse runs the real uv and pip against a local folder of
+tiny, valid wheels (``--no-index --find-links``): no network, no engine.
+It pins down the layout (pure wheels once in any/, the others per
+platform), the manifest's determinism and the "nothing changed, nothing
+done" rule.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+import unittest
+import zipfile
+from pathlib import Path
+
+from packaging.tags import Tag
+
+from airlock import constraints, index, uv, wheels
+from airlock.errors import AirlockError, ToolError
+from airlock.release import load_release
+from airlock.tests.unit.treefixture import make_tree
+
+
+def make_wheel(folder: Path, name: str, version: str, tag: str = "py3-none-any",
+               requires: tuple[str, ...] = ()) -> Path:
+    """A minimal valid wheel: enough metadata for uv to resolve and pip to fetch it."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    path = folder / f"{dist}-{tag}.whl"
+    meta = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{dist}.dist-info/METADATA", meta)
+        archive.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
+                         f"Root-Is-Purelib: true\nTag: {tag}\n")
+        archive.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+# An in-tree build backend that needs nothing: pip reads an sdist's metadata
+# through it offline (a real backend would have to be installed first).
+BACKEND = """\
+import os
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    name = os.path.join(metadata_directory, "{dist}.dist-info")
+    os.makedirs(name)
+    with open(os.path.join(name, "METADATA"), "w") as out:
+        out.write("Metadata-Version: 2.1\\nName: {name}\\nVersion: {version}\\n")
+    return "{dist}.dist-info"
+"""
+IN_TREE = ('[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+           'backend-path = ["."]\n')
+
+
+def make_sdist(folder: Path, name: str, version: str, pyproject: str | None) -> Path:
+    path = folder / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        files = {"PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"}
+        if pyproject is not None:
+            files["pyproject.toml"] = pyproject
+        if pyproject == IN_TREE:
+            files["backend.py"] = BACKEND.format(name=name, version=version,
+                                                 dist=f"{name}-{version}")
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}-{version}/{rel}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def make_source(root: Path, component: str, release: str, requirements: str,
+                pyproject: str | None = None) -> Path:
+    """A tree shaped like `airlock sources prepare` output."""
+    tree = root / component
+    (tree / ".airlock").mkdir(parents=True)
+    (tree / ".airlock" / "source.json").write_text(json.dumps(
+        {"component": component, "release": release, "version": "1.0"}))
+    (tree / "requirements.txt").write_text(requirements)
+    if pyproject is not None:
+        (tree / "pyproject.toml").write_text(pyproject)
+    return tree
+
+
+AMD64, ARM64 = wheels.TARGETS["linux/amd64"], wheels.TARGETS["linux/arm64"]
+
+
+class TestTags(unittest.TestCase):
+
+    def test_pip_platforms_x86_64_newest_first_with_legacy_aliases(self):
+        names = wheels.pip_platforms("x86_64")
+        self.assertEqual(names[0], "manylinux_2_28_x86_64")
+        self.assertEqual(names[-1], "linux_x86_64")
+        for alias in ("manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64",
+                      "manylinux_2_24_x86_64", "manylinux_2_5_x86_64"):
+            self.assertIn(alias, names)
+        self.assertLess(names.index("manylinux_2_17_x86_64"),
+                        names.index("manylinux2014_x86_64"))
+        self.assertNotIn("manylinux_2_29_x86_64", names)
+
+    def test_pip_platforms_aarch64_start_at_2_17(self):
+        names = wheels.pip_platforms("aarch64")
+        self.assertEqual(names[0], "manylinux_2_28_aarch64")
+        self.assertIn("manylinux2014_aarch64", names)
+        self.assertNotIn("manylinux_2_12_aarch64", names)
+        self.assertNotIn("manylinux2010_aarch64", names)
+        self.assertEqual(names[-1], "linux_aarch64")
+
+    def test_supported_tags_are_the_targets(self):
+        tags = wheels.supported_tags("3.11", "aarch64")
+        self.assertIn(Tag("cp311", "cp311", "manylinux_2_17_aarch64"), tags)
+        self.assertIn(Tag("cp39", "abi3", "manylinux_2_28_aarch64"), tags)
+        self.assertIn(Tag("py3", "none", "any"), tags)
+        self.assertNotIn(Tag("cp311", "cp311", "manylinux_2_17_x86_64"), tags)
+        self.assertNotIn(Tag("cp312", "cp312", "manylinux_2_17_aarch64"), tags)
+        self.assertLess(tags.index(Tag("cp311", "cp311", "manylinux_2_28_aarch64")),
+                        tags.index(Tag("py3", "none", "any")))
+
+    def test_python_platform_is_what_airlock_venv_installs_with(self):
+        self.assertEqual(AMD64.python_platform, "x86_64-manylinux_2_28")
+        self.assertEqual(ARM64.python_platform, "aarch64-manylinux_2_28")
+
+    def test_unknown_platform_is_a_user_error(self):
+        with self.assertRaises(AirlockError) as caught:
+            wheels.target("linux/s390x")
+        self.assertIn("linux/amd64", str(caught.exception))
+
+
+class TestChoose(unittest.TestCase):
+
+    FILES = [
+        "yappi-1.6.10.tar.gz",
+        "yappi-1.6.10-cp311-cp311-manylinux_2_5_x86_64.manylinux1_x86_64.whl",
+        "yappi-1.6.9-cp311-cp311-manylinux_2_17_aarch64.whl",
+        "PyYAML-6.0.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "PyYAML-6.0.2-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
+        "pyyaml-6.0.2.tar.gz",
+        "cryptography-43.0.3-cp39-abi3-manylinux_2_17_x86_64.whl",
+        "cryptography-43.0.3-cp39-abi3-manylinux_2_28_x86_64.whl",
+        "pbr-7.0.1-py2.py3-none-any.whl",
+        "pbr-7.0.1.tar.gz",
+    ]
+
+    def choose(self, name, version, machine):
+        return wheels.choose(self.FILES, name, version, wheels.supported_tags("3.11", machine))
+
+    def test_a_wheel_for_the_platform_beats_the_sdist(self):
+        self.assertEqual(self.choose("yappi", "1.6.10", "x86_64"),
+                         "yappi-1.6.10-cp311-cp311-manylinux_2_5_x86_64.manylinux1_x86_64.whl")
+        self.assertEqual(self.choose("pbr", "7.0.1", "aarch64"), "pbr-7.0.1-py2.py3-none-any.whl")
+
+    def test_the_sdist_when_no_wheel_fits_and_other_versions_do_not_count(self):
+        self.assertEqual(self.choose("yappi", "1.6.10", "aarch64"), "yappi-1.6.10.tar.gz")
+
+    def test_names_compare_canonically(self):
+        self.assertEqual(self.choose("pyyaml", "6.0.2", "aarch64"),
+                         "PyYAML-6.0.2-cp311-cp311-manylinux_2_17_aarch64"
+                         ".manylinux2014_aarch64.whl")
+
+    def test_the_best_tag_wins(self):
+        self.assertEqual(self.choose("cryptography", "43.0.3", "x86_64"),
+                         "cryptography-43.0.3-cp39-abi3-manylinux_2_28_x86_64.whl")
+
+    def test_nothing_for_an_absent_pin(self):
+        self.assertIsNone(self.choose("cryptography", "43.0.3", "aarch64"))
+        self.assertIsNone(self.choose("nosuch", "1.0", "x86_64"))
+
+
+class TestPlace(unittest.TestCase):
+
+    def test_pure_wheels_go_to_any(self):
+        self.assertEqual(wheels.place("pbr-7.0.1-py2.py3-none-any.whl", "arm64"),
+                         "any/pbr-7.0.1-py2.py3-none-any.whl")
+
+    def test_platform_wheels_go_to_their_arch(self):
+        self.assertEqual(wheels.place("cryptography-43.0.3-cp39-abi3-manylinux_2_28_x86_64.whl",
+                                      "amd64"),
+                         "amd64/cryptography-43.0.3-cp39-abi3-manylinux_2_28_x86_64.whl")
+        # uv's wheel is py3-none but carries a binary: not pure.
+        self.assertFalse(wheels.is_pure("uv-0.13.9-py3-none-manylinux_2_28_aarch64.whl"))
+        self.assertFalse(wheels.is_pure("yappi-1.6.10.tar.gz"))
+
+
+class TestRequirements(unittest.TestCase):
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.tmp = Path(tmp.name)
+
+    def test_comments_and_blank_lines_are_dropped(self):
+        path = self.tmp / "requirements.txt"
+        path.write_text("# comment\n\npbr!=2.1.0,>=2.0.0 # Apache-2.0\n"
+                        "pywin32;sys_platform=='win32'  # win only\nWebOb>=1.7.1\n")
+        self.assertEqual(wheels.read_requirements(path),
+                         ["pbr!=2.1.0,>=2.0.0", "pywin32;sys_platform=='win32'",
+                          "WebOb>=1.7.1"])
+
+    def test_options_are_refused_with_the_line(self):
+        path = self.tmp / "requirements.txt"
+        path.write_text("pbr\n-r other.txt\n")
+        with self.assertRaises(AirlockError) as caught:
+            wheels.read_requirements(path)
+        self.assertIn("requirements.txt:2", str(caught.exception))
+
+    def test_a_bad_line_is_refused(self):
+        path = self.tmp / "requirements.txt"
+        path.write_text("pbr >>= 2\n")
+        with self.assertRaises(AirlockError):
+            wheels.read_requirements(path)
+
+    def test_packages_built_from_source_are_not_resolved(self):
+        a = wheels.Source(Path("a"), "keystone", "keystone", ("oslo.messaging>=14", "pbr>=2"),
+                          ())
+        b = wheels.Source(Path("b"), "oslo.messaging", "oslo-messaging", ("pbr>=2", "amqp"), ())
+        self.assertEqual(wheels.requirements_in([a, b], {"keystone", "oslo-messaging"}),
+                         "pbr>=2\namqp\n")
+
+    def test_pyproject_build_requires_of_tree_and_sdist(self):
+        text = '[build-system]\nrequires = ["pbr>=6.1.1", "setuptools"]\n'
+        (self.tmp / "pyproject.toml").write_text(text)
+        self.assertEqual(wheels.pyproject_requires(self.tmp / "pyproject.toml"),
+                         ["pbr>=6.1.1", "setuptools"])
+        sdist = make_sdist(self.tmp, "yappi", "1.6.10",
+                           '[build-system]\nrequires = ["setuptools>=44"]\n')
+        self.assertEqual(wheels.sdist_requires(sdist), ["setuptools>=44"])
+        legacy = make_sdist(self.tmp, "testresources", "2.0.2", None)
+        self.assertEqual(wheels.sdist_requires(legacy), [])
+
+
+class TestBuildConstraints(unittest.TestCase):
+
+    def test_same_pins_everywhere_are_plain_lines(self):
+        text = wheels.render_build_constraints(
+            {"amd64": [("setuptools", "80.9.0"), ("pbr", "7.0.1")],
+             "arm64": [("pbr", "7.0.1"), ("setuptools", "80.9.0")]},
+            {"amd64": "x86_64", "arm64": "aarch64"})
+        self.assertEqual(text.splitlines()[1:], ["pbr==7.0.1", "setuptools==80.9.0"])
+
+    def test_pins_that_differ_get_a_marker_each(self):
+        text = wheels.render_build_constraints(
+            {"amd64": [("cython", "3.1.0")], "arm64": [("cython", "3.0.0")]},
+            {"amd64": "x86_64", "arm64": "aarch64"})
+        self.assertEqual(text.splitlines()[1:], [
+            "cython==3.1.0 ; platform_machine == 'x86_64'",
+            "cython==3.0.0 ; platform_machine == 'aarch64'"])
+
+    def test_build_base_takes_the_constraints_pins_first(self):
+        merged = constraints.Merged([
+            constraints.Constraint("pbr", "7.0.1"),
+            constraints.Constraint("setuptools", "79.0.0", "python_version>='3.10'"),
+            constraints.Constraint("setuptools", "44.0.0", "python_version=='2.7'")],
+            release="x", component=None)
+        self.assertEqual(wheels.build_pins(merged, "3.11"),
+                         {"setuptools": "79.0.0", "wheel": "0.45.1", "pbr": "7.0.1"})
+        self.assertEqual(wheels.uv_pin(merged, "3.11"), uv.UV_VERSION)
+        merged.append(constraints.Constraint("uv", "0.14.0"))
+        self.assertEqual(wheels.uv_pin(merged, "3.11"), "0.14.0")
+
+
+class TestUvAndPipCommands(unittest.TestCase):
+
+    def test_compile_command(self):
+        where = index.Locations(index_url="https://idx.example/simple",
+                                extra_index_urls=("file:///x",), find_links=("/w",))
+        cmd = uv.compile_command(Path("r.in"), [Path("c.txt"), Path("b.txt")],
+                                 python_version="3.11", python_platform="aarch64-manylinux_2_28",
+                                 where=where, cache_dir=Path("/c"), only_binary=True)
+        self.assertEqual(cmd[:3], ["uv", "pip", "compile"])
+        self.assertIn("--no-config", cmd)
+        self.assertEqual(cmd[cmd.index("--python-platform") + 1], "aarch64-manylinux_2_28")
+        self.assertEqual(cmd[cmd.index("--index-url") + 1], "https://idx.example/simple")
+        self.assertEqual(cmd[cmd.index("--extra-index-url") + 1], "file:///x")
+        self.assertEqual(cmd[cmd.index("--find-links") + 1], "/w")
+        self.assertEqual(cmd[cmd.index("--index-strategy") + 1], "unsafe-best-match")
+        self.assertEqual(cmd[cmd.index("--only-binary") + 1], ":all:")
+        self.assertEqual([cmd[i + 1] for i, a in enumerate(cmd) if a == "--constraint"],
+                         ["c.txt", "b.txt"])
+        self.assertEqual(cmd[-1], "r.in")
+
+    def test_no_index_has_no_index_url(self):
+        args = uv.index_args(index.Locations(find_links=("/w",), no_index=True))
+        self.assertIn("--no-index", args)
+        self.assertNotIn("--index-url", args)
+
+    def test_uv_env_drops_package_choices_and_trusts_pips_cert(self):
+        env = uv.env({"UV_INDEX_URL": "x", "UV_CONSTRAINT": "c", "PIP_CERT": "/ca.pem",
+                      "HOME": "/root"})
+        self.assertNotIn("UV_INDEX_URL", env)
+        self.assertNotIn("UV_CONSTRAINT", env)
+        self.assertEqual(env["SSL_CERT_FILE"], "/ca.pem")
+        self.assertEqual(env["HOME"], "/root")
+
+    def test_parse_pins(self):
+        self.assertEqual(uv.parse_pins("alembic==1.16.4\n\nPyYAML==6.0.2\n"),
+                         [("alembic", "1.16.4"), ("PyYAML", "6.0.2")])
+        with self.assertRaises(ToolError):
+            uv.parse_pins("-e file:///src\n")
+
+    def test_unsatisfiable_is_a_user_error_other_failures_are_tools(self):
+        error = uv.compile_error("error: No solution found when resolving dependencies\n"
+                                 "  cause: Because nosuch was not found and you require "
+                                 "nosuch>=1, we can conclude ...", "requirements of x",
+                                 "x86_64-manylinux_2_28")
+        self.assertNotIsInstance(error, ToolError)
+        self.assertIn("Because nosuch was not found", str(error))
+        self.assertIsInstance(uv.compile_error("error: Request failed after 3 retries",
+                                               "r", "p"), ToolError)
+
+    def test_pip_config_locations(self):
+        text = ("global.extra-index-url='file:///opt/a file:///opt/b'\n"
+                "global.find-links='/opt/wheels'\n"
+                "global.index-url='https://one/simple'\n"
+                "download.index-url='https://two/simple'\n"
+                ":env:.find-links='/env/wheels'\n"
+                "global.constraint='/etc/c.txt'\n")
+        where = index.parse_pip_config(text)
+        self.assertEqual(where, index.Locations(index_url="https://two/simple",
+                                                extra_index_urls=("file:///opt/a",
+                                                                  "file:///opt/b"),
+                                                find_links=("/env/wheels",)))
+        self.assertEqual(index.parse_pip_config(""), index.Locations())
+        self.assertTrue(index.parse_pip_config(":env:.no-index='true'\n").no_index)
+
+    def test_given_index_shuts_out_pips_configuration(self):
+        self.assertEqual(index.locations("https://idx/simple"),
+                         index.Locations(index_url="https://idx/simple"))
+        with tempfile.TemporaryDirectory() as folder:
+            where = index.locations(folder)
+            self.assertTrue(where.no_index)
+            self.assertEqual(where.find_links, (str(Path(folder).resolve()),))
+
+    def test_platform_download_command(self):
+        cmd = index.platform_download_command(Path("pins.txt"), Path("/cache"),
+                                              python_version="3.11",
+                                              platforms=["manylinux_2_28_aarch64",
+                                                         "linux_aarch64"],
+                                              index_url="https://idx/simple")
+        self.assertIn("--no-deps", cmd)
+        self.assertEqual(cmd[cmd.index("--abi") + 1], "cp311")
+        self.assertEqual(cmd[cmd.index("--implementation") + 1], "cp")
+        self.assertEqual([cmd[i + 1] for i, a in enumerate(cmd) if a == "--platform"],
+                         ["manylinux_2_28_aarch64", "linux_aarch64"])
+        self.assertEqual(cmd[cmd.index("--index-url") + 1], "https://idx/simple")
+        self.assertEqual(cmd[-2:], ["--requirement", "pins.txt"])
+
+    def test_build_command_in_the_venv_builder(self):
+        self.assertEqual(wheels.build_command("yappi-1.6.10.tar.gz"), (
+            "airlock-venv", "wheel", "--out", "/airlock/out", "--wheelhouse", "/airlock/wheels",
+            "--build-constraints", "/airlock/build-constraints.txt",
+            "/airlock/sdist/yappi-1.6.10.tar.gz"))
+
+
+class OfflineWheelhouse(unittest.TestCase):
+    """A whole wheelhouse from a local folder index: real uv, real pip, no network."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory(prefix="airlock-wheels-test-")
+        self.addCleanup(tmp.cleanup)
+        self.tmp = Path(tmp.name)
+        self.tree = make_tree(self.tmp / "data")
+        self.tree.append("releases/2025.2/upper-constraints.txt",
+                         "pbr===7.0.1\nfoo===1.0\nbar===2.0\n")
+        self.release = load_release(self.tree.layout, "2025.2")
+        self.index = self.tmp / "index"
+        self.index.mkdir()
+        for name, version in (("pbr", "7.0.1"), ("setuptools", "80.9.0"),
+                              ("wheel", "0.45.1"), ("foo", "1.0"), ("foo", "0.9")):
+            make_wheel(self.index, name, version)
+        make_wheel(self.index, "bar", "2.0", "cp311-cp311-manylinux_2_17_x86_64")
+        make_wheel(self.index, "bar", "2.0", "cp311-cp311-manylinux_2_17_aarch64")
+        for tag in ("py3-none-manylinux_2_17_x86_64", "py3-none-manylinux_2_28_aarch64"):
+            make_wheel(self.index, "uv", uv.UV_VERSION, tag)
+        self.sources = self.tmp / "src"
+        self.keystone = make_source(self.sources, "keystone", "2025.2",
+                                    "pbr>=2.0 # Apache-2.0\nfoo\nbar>=1\n",
+                                    '[build-system]\nrequires = ["pbr>=6.1.1"]\n')
+        self.cache = self.tmp / "cache"
+
+    def prepare(self, dest: Path, **kwargs):
+        return wheels.prepare(self.release, "keystone", ["linux/amd64", "linux/arm64"],
+                              [self.keystone], dest, index_url=str(self.index),
+                              cache=self.cache, **kwargs)
+
+    def test_layout_shares_pure_wheels_and_splits_the_others(self):
+        dest = self.tmp / "wheelhouse"
+        result = self.prepare(dest)
+        self.assertTrue(result.changed)
+        self.assertEqual(sorted(p.name for p in (dest / "any").iterdir()), [
+            "foo-1.0-py3-none-any.whl", "pbr-7.0.1-py3-none-any.whl",
+            "setuptools-80.9.0-py3-none-any.whl", "wheel-0.45.1-py3-none-any.whl"])
+        self.assertEqual(sorted(p.name for p in (dest / "amd64").iterdir()), [
+            "bar-2.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+            f"uv-{uv.UV_VERSION}-py3-none-manylinux_2_17_x86_64.whl"])
+        self.assertEqual(sorted(p.name for p in (dest / "arm64").iterdir()), [
+            "bar-2.0-cp311-cp311-manylinux_2_17_aarch64.whl",
+            f"uv-{uv.UV_VERSION}-py3-none-manylinux_2_28_aarch64.whl"])
+        manifest = json.loads((dest / "manifest.json").read_text())
+        self.assertEqual(manifest["platforms"]["arm64"]["requirements"],
+                         ["bar==2.0", "foo==1.0", "pbr==7.0.1"])
+        self.assertEqual(manifest["platforms"]["amd64"]["build"],
+                         ["pbr==7.0.1", "setuptools==80.9.0", "wheel==0.45.1"])
+        self.assertEqual(manifest["platforms"]["arm64"]["files"]["foo==1.0"],
+                         "any/foo-1.0-py3-none-any.whl")
+        self.assertEqual(manifest["built"], [])
+        self.assertEqual(set(manifest["files"]), {
+            f"{sub}/{p.name}" for sub in ("any", "amd64", "arm64")
+            for p in (dest / sub).iterdir()})
+        entry = manifest["files"]["any/foo-1.0-py3-none-any.whl"]
+        self.assertEqual(entry["sha256"], wheels.sha256_file(dest / "any" /
+                                                             "foo-1.0-py3-none-any.whl"))
+        self.assertEqual((dest / "build-constraints.txt").read_text().splitlines()[1:],
+                         ["pbr==7.0.1", "setuptools==80.9.0", "wheel==0.45.1"])
+        self.assertEqual((dest / "constraints.txt").read_text(),
+                         constraints.render(constraints.merged(self.release, "keystone")))
+        # Hard links into the cache: the bytes are stored once.
+        self.assertGreater(os.stat(dest / "any" / "foo-1.0-py3-none-any.whl").st_nlink, 1)
+
+    def test_nothing_changed_nothing_done_and_the_manifest_is_deterministic(self):
+        first, second = self.tmp / "one", self.tmp / "two"
+        self.assertGreater(self.prepare(first).downloaded, 0)
+        # Another wheelhouse of the same pins: every file from the cache.
+        other = self.prepare(second)
+        self.assertTrue(other.changed)
+        self.assertEqual(other.downloaded, 0)
+        self.assertEqual((first / "manifest.json").read_bytes(),
+                         (second / "manifest.json").read_bytes())
+        # Unchanged: not even the index is read (it is gone).
+        self.index.rename(self.tmp / "index-gone")
+        again = self.prepare(first)
+        self.assertFalse(again.changed)
+        self.assertEqual(again.manifest, json.loads((first / "manifest.json").read_text()))
+
+    def test_a_changed_input_or_a_damaged_file_makes_it_again(self):
+        dest = self.tmp / "wheelhouse"
+        self.prepare(dest)
+        (dest / "any" / "foo-1.0-py3-none-any.whl").unlink()
+        (dest / "any" / "foo-1.0-py3-none-any.whl").write_bytes(b"tampered")
+        self.assertTrue(self.prepare(dest).changed)
+        (dest / "amd64" / "stray-1.0-py3-none-any.whl").write_bytes(b"")
+        self.assertTrue(self.prepare(dest).changed)
+        self.assertFalse((dest / "amd64" / "stray-1.0-py3-none-any.whl").exists())
+        (self.keystone / "requirements.txt").write_text("foo\n")
+        result = self.prepare(dest)
+        self.assertTrue(result.changed)
+        self.assertNotIn("bar==2.0", result.manifest["platforms"]["amd64"]["requirements"])
+
+    def test_one_platform_only(self):
+        dest = self.tmp / "wheelhouse"
+        wheels.prepare(self.release, "keystone", ["linux/arm64"], [self.keystone], dest,
+                       index_url=str(self.index), cache=self.cache)
+        self.assertEqual(sorted(p.name for p in dest.iterdir() if p.is_dir()), ["any", "arm64"])
+
+    def test_a_pin_with_only_an_sdist_needs_the_venv_builder(self):
+        (self.index / "bar-2.0-cp311-cp311-manylinux_2_17_aarch64.whl").unlink()
+        make_sdist(self.index, "bar", "2.0", IN_TREE)
+        with self.assertRaises(AirlockError) as caught:
+            self.prepare(self.tmp / "wheelhouse")
+        self.assertIn("--venv-builder", str(caught.exception))
+        self.assertIn("bar==2.0 (arm64)", str(caught.exception))
+        self.assertFalse((self.tmp / "wheelhouse").exists())
+
+    def test_a_pin_missing_from_the_index_is_a_user_error(self):
+        self.tree.replace("releases/2025.2/upper-constraints.txt", "foo===1.0", "foo===3.0")
+        self.release = load_release(self.tree.layout, "2025.2")
+        with self.assertRaises(AirlockError) as caught:
+            self.prepare(self.tmp / "wheelhouse")
+        self.assertNotIsInstance(caught.exception, ToolError)
+        self.assertIn("requirements of keystone", str(caught.exception))
+
+    def test_the_service_tree_and_needed_libraries_must_be_given(self):
+        nova = make_source(self.sources, "nova", "2025.2", "foo\n")
+        with self.assertRaises(AirlockError) as caught:
+            wheels.prepare(self.release, "keystone", ["linux/amd64"], [nova],
+                           self.tmp / "w", index_url=str(self.index), cache=self.cache)
+        self.assertIn("no prepared tree of keystone", str(caught.exception))
+        (self.keystone / "requirements.txt").write_text("foo\noslo.messaging>=14\n")
+        with self.assertRaises(AirlockError) as caught:
+            self.prepare(self.tmp / "w")
+        self.assertIn("oslo-messaging", str(caught.exception))
+        library = make_source(self.sources, "oslo.messaging", "2025.2", "bar\n")
+        result = wheels.prepare(self.release, "keystone", ["linux/amd64"],
+                                [self.keystone, library], self.tmp / "w",
+                                index_url=str(self.index), cache=self.cache)
+        self.assertEqual(result.manifest["platforms"]["amd64"]["requirements"],
+                         ["bar==2.0", "foo==1.0"])
+
+    def test_a_source_of_another_release_is_refused(self):
+        other = make_source(self.tmp / "old", "keystone", "2025.1", "foo\n")
+        with self.assertRaises(AirlockError) as caught:
+            wheels.prepare(self.release, "keystone", ["linux/amd64"], [other],
+                           self.tmp / "w", index_url=str(self.index), cache=self.cache)
+        self.assertIn("2025.1", str(caught.exception))
+
+    def test_a_folder_that_is_not_a_wheelhouse_is_never_replaced(self):
+        dest = self.tmp / "precious"
+        dest.mkdir()
+        (dest / "notes.txt").write_text("mine")
+        with self.assertRaises(AirlockError):
+            self.prepare(dest)
+        self.assertEqual((dest / "notes.txt").read_text(), "mine")
+
+    def test_tool_wheels_flat_folder_of_uv(self):
+        dest = wheels.tool_wheels(self.release, ["linux/amd64", "linux/arm64"],
+                                  self.tmp / "tools", index_url=str(self.index),
+                                  cache=self.cache)
+        self.assertEqual(sorted(p.name for p in dest.iterdir()), [
+            "manifest.json", f"uv-{uv.UV_VERSION}-py3-none-manylinux_2_17_x86_64.whl",
+            f"uv-{uv.UV_VERSION}-py3-none-manylinux_2_28_aarch64.whl"])
+        before = (dest / "manifest.json").stat().st_mtime_ns
+        wheels.tool_wheels(self.release, ["linux/amd64", "linux/arm64"], dest,
+                           index_url=str(self.index), cache=self.cache)
+        self.assertEqual((dest / "manifest.json").stat().st_mtime_ns, before)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,183 @@
+"""The only module that runs uv on the host: resolving pins for a target platform.
+
+uv rather than pip because it resolves for a platform other than the one it
+runs on (``--python-platform aarch64-manylinux_2_28`` on an x86_64 machine)
+in a couple of seconds, reading only package metadata. pip then downloads
+the resolved pins (:mod:`airlock.index`): resolution and download speak to
+the same locations, so uv is given exactly the index, extra indexes and
+find-links pip would use (:func:`airlock.index.locations`), never its own
+configuration (``--no-config`` and the ``UV_*`` variables that choose
+indexes are shut out).
+
+:data:`UV_VERSION` is the uv that goes *into* the venv-builder image (its
+wheel is part of every wheelhouse). It is a constant, not whatever this
+machine happens to run, so that two machines make the same wheelhouse; a
+site changes it with a pin of ``uv`` in constraint-overrides.txt.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from airlock.errors import AirlockError, ToolError
+from airlock.index import Locations
+
+# The uv of the venv-builder image (the one the development venv installs).
+UV_VERSION = "0.13.9"
+
+SETUP_FIX = "install uv next to airlock (pip install uv) or put it on PATH"
+
+# uv variables that choose where packages come from or what they resolve to.
+_WHERE_FROM = ("UV_INDEX", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
+               "UV_FIND_LINKS", "UV_NO_INDEX", "UV_CONSTRAINT", "UV_OVERRIDE",
+               "UV_BUILD_CONSTRAINT", "UV_PRERELEASE", "UV_INDEX_STRATEGY",
+               "UV_EXCLUDE_NEWER", "UV_RESOLUTION", "UV_CONFIG_FILE", "UV_PYTHON",
+               "UV_OFFLINE", "UV_NO_BINARY", "UV_NO_BUILD")
+_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;#]+)\s*$")
+_NOT_FOUND = re.compile(r"(?:Because|because) (?:there is no version of|there are no "
+                        r"versions of) (\S+)")
+
+
+def binary() -> str:
+    """The uv to run: next to this Python (the venv airlock lives in), else on PATH."""
+    beside = Path(sys.executable).with_name("uv")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("uv")
+    if not found:
+        raise ToolError("uv", "is not installed", SETUP_FIX)
+    return found
+
+
+def version(uv: str | None = None) -> str:
+    """The version of the host's uv (``uv 0.13.9 (...)`` -> ``0.13.9``)."""
+    proc = _run([uv or binary(), "--version"], "uv --version")
+    words = proc.stdout.split()
+    return words[1] if len(words) > 1 else proc.stdout.strip()
+
+
+def index_args(where: Locations) -> list[str]:
+    """uv options naming the same locations as pip's.
+
+    ``unsafe-best-match``: pip picks the best version across every index;
+    uv's default (the first index that has the name) could miss a pin that
+    only a later index holds.
+    """
+    args: list[str] = []
+    if where.no_index:
+        args.append("--no-index")
+    elif where.index_url:
+        args += ["--index-url", where.index_url]
+    for url in where.extra_index_urls:
+        args += ["--extra-index-url", url]
+    for link in where.find_links:
+        args += ["--find-links", link]
+    return [*args, "--index-strategy", "unsafe-best-match"]
+
+
+def compile_command(requirements: Path, constraints: list[Path], *, python_version: str,
+                    python_platform: str, where: Locations,
+                    cache_dir: Path | None = None, only_binary: bool = False,
+                    uv: str = "uv") -> list[str]:
+    """The ``uv pip compile`` command line resolving ``requirements`` for one platform (pure).
+
+    No header or annotations: the output is just ``name==version`` lines,
+    for that Python and platform (markers already evaluated).
+    ``only_binary`` accepts wheels only: resolving against a wheelhouse
+    with it proves every pin installs on that platform without a build.
+    """
+    cmd = [uv, "pip", "compile", "--no-config", "--no-header", "--no-annotate",
+           "--no-progress", "--quiet", "--python-version", python_version,
+           "--python-platform", python_platform, *index_args(where)]
+    if only_binary:
+        cmd += ["--only-binary", ":all:"]
+    if cache_dir is not None:
+        cmd += ["--cache-dir", str(cache_dir)]
+    for path in constraints:
+        cmd += ["--constraint", str(path)]
+    return [*cmd, str(requirements)]
+
+
+def env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """uv's environment: the machine's, minus the variables that choose packages.
+
+    ``PIP_CERT`` (the CA bundle pip is told to trust) becomes
+    ``SSL_CERT_FILE`` unless that is set: uv then connects as pip does.
+    """
+    result = dict(os.environ if base is None else base)
+    for name in _WHERE_FROM:
+        result.pop(name, None)
+    if result.get("PIP_CERT") and not result.get("SSL_CERT_FILE"):
+        result["SSL_CERT_FILE"] = result["PIP_CERT"]
+    result["UV_NO_PROGRESS"] = "1"
+    return result
+
+
+def parse_pins(text: str, where: str = "uv pip compile") -> list[tuple[str, str]]:
+    """The ``(name, version)`` pairs of uv's output; anything else is a ToolError."""
+    pins = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _PIN.match(line)
+        if not match:
+            raise ToolError(where, f"unexpected line in uv's output: {line!r}")
+        pins.append((match["name"], match["version"]))
+    return pins
+
+
+def resolve(requirements: Path, constraints: list[Path], *, python_version: str,
+            python_platform: str, where: Locations, cache_dir: Path | None = None,
+            only_binary: bool = False, label: str | None = None) -> list[tuple[str, str]]:
+    """Resolve ``requirements`` under ``constraints`` for one platform: ``(name, version)``.
+
+    A resolution that cannot succeed (a requirement no version of which
+    satisfies the constraints) is the user's error, named ``label`` (default:
+    the file); the index or uv failing is a ToolError.
+    """
+    cmd = compile_command(requirements, constraints, python_version=python_version,
+                          python_platform=python_platform, where=where,
+                          cache_dir=cache_dir, only_binary=only_binary, uv=binary())
+    proc = _run(cmd, f"uv pip compile ({python_platform})", check=False)
+    if proc.returncode != 0:
+        raise compile_error(proc.stderr, label or str(requirements), python_platform)
+    return parse_pins(proc.stdout)
+
+
+def compile_error(stderr: str, requirements: str, python_platform: str) -> AirlockError:
+    """One line from uv's error: no solution (user) or uv/index failure (tool)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    text = " ".join(lines)
+    if "No solution found" in text or _NOT_FOUND.search(text):
+        because = re.search(r"\b[Bb]ecause\b.*", text)
+        reason = because[0] if because else text
+        return AirlockError(requirements, f"cannot be resolved for {python_platform}: "
+                            f"{_shorten(reason)}",
+                            "check the requirements against the release's constraints "
+                            "(constraint-overrides.txt)")
+    return ToolError(f"uv pip compile ({python_platform})",
+                     _shorten(lines[-1] if lines else "failed"),
+                     "check the package index and the network")
+
+
+def _run(cmd: list[str], where: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(cmd, env=env(), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError as error:
+        raise ToolError(where, f"{cmd[0]} is not installed", SETUP_FIX) from error
+    if check and proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise ToolError(where, _shorten(lines[-1] if lines else "failed"))
+    return proc
+
+
+def _shorten(text: str, limit: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -1,0 +1,947 @@
+"""The wheelhouse of one service: every Python file its offline build installs.
+
+``airlock wheels`` runs on the connected side (or against the bundle's
+index) and leaves a folder that a ``--network none`` build can install from::
+
+    WHEELHOUSE/any/        pure wheels (py3-none-any): one copy for every platform
+    WHEELHOUSE/amd64/      wheels for linux/amd64 only
+    WHEELHOUSE/arm64/      wheels for linux/arm64 only
+    WHEELHOUSE/constraints.txt        the merged constraints (what was resolved)
+    WHEELHOUSE/build-constraints.txt  exact pins of every build requirement
+    WHEELHOUSE/manifest.json          every file with its sha256, the pins per
+                                      platform, what was built from an sdist
+
+How, per platform:
+
+1. **resolve**: the sources' requirements.txt under the release's merged
+   constraints, with uv for that platform (:mod:`airlock.uv`);
+2. **download**: pip fetches each pin's best file for the platform
+   (:mod:`airlock.index`) into a download cache shared by every service and
+   release, so no file is fetched twice;
+3. **build requirements**: pbr, setuptools and wheel (exact pins: setuptools
+   81 dropped pkg_resources, which pbr needs) and whatever the sources' and
+   sdists' pyproject.toml ask for, resolved and downloaded the same way;
+   they land in the wheelhouse and in build-constraints.txt;
+4. **sdists**: a pin with no wheel for the platform is built into one inside
+   the venv-builder image *of that platform* (``docker run --network none``;
+   arm64 under QEMU, for these few only). It is built first on the build
+   platform: a pure result serves every platform and is not built again.
+
+Nothing changed, nothing done: every input that decides the wheelhouse
+(requirements, constraints, build pins, platforms, Python, the uv version,
+the index) is hashed into ``input_digest``; a wheelhouse whose manifest has
+that digest, whose files all have their recorded sha256, and whose wheels
+built from sdists came from the same venv-builder image is left as it is,
+without asking the index or the engine anything (the engine is asked for the
+image's digest only when the reference is a tag).
+
+The wheelhouse appears whole or not at all: it is assembled next to DEST
+(hard links into the cache) and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform as host
+import shutil
+import tarfile
+import tempfile
+import time
+import tomllib
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging import tags as ptags
+from packaging.markers import Marker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from airlock import constraints, docker, index, uv
+from airlock.errors import AirlockError, ToolError
+from airlock.release import Release, canonical_name
+
+# Bump with any change to how a wheelhouse is made: the input digest changes.
+RECIPE = "airlock-wheels/1"
+FORMAT = 1
+# Build requirements every wheelhouse carries: pbr builds every OpenStack
+# source, setuptools and wheel every legacy sdist. setuptools >= 81 has no
+# pkg_resources (pbr needs it); exact pins make builds repeatable. A pin of
+# the same name in the merged constraints wins over these.
+BUILD_BASE = {"setuptools": "80.9.0", "wheel": "0.45.1", "pbr": None}
+# Wheels built from sdists carry this time stamp in their zip entries.
+SDIST_EPOCH = 315532800  # 1980-01-01, the earliest a zip file can hold
+MANIFEST = "manifest.json"
+CONSTRAINTS = "constraints.txt"
+BUILD_CONSTRAINTS = "build-constraints.txt"
+PURE = "any"
+# The newest manylinux tag both airlock-venv (uv --python-platform) and the
+# target distros (Debian 12: glibc 2.36) accept.
+GLIBC_MINOR = 28
+CACHE_ENV = "AIRLOCK_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A platform a wheelhouse serves, in the names each tool wants."""
+
+    platform: str  # linux/amd64 (docker)
+    arch: str  # amd64 (the folder, TARGETARCH)
+    machine: str  # x86_64 (wheel tags)
+
+    @property
+    def python_platform(self) -> str:
+        """uv's ``--python-platform`` (as airlock-venv installs with)."""
+        return f"{self.machine}-manylinux_2_{GLIBC_MINOR}"
+
+
+TARGETS = {t.platform: t for t in (Target("linux/amd64", "amd64", "x86_64"),
+                                   Target("linux/arm64", "arm64", "aarch64"))}
+
+
+def target(platform: str) -> Target:
+    """The Target of ``linux/amd64`` or ``linux/arm64``; anything else is the user's error."""
+    try:
+        return TARGETS[platform]
+    except KeyError:
+        raise AirlockError(f"platform {platform}", "no wheelhouse recipe for it",
+                           f"use one of: {', '.join(TARGETS)}") from None
+
+
+def pip_platforms(machine: str, glibc_minor: int = GLIBC_MINOR) -> list[str]:
+    """pip's ``--platform`` values for ``machine``, most preferred first.
+
+    Every manylinux_2_N from the newest accepted down (pip does not expand
+    them itself), the legacy aliases (manylinux2014 = 2_17, 2010 = 2_12,
+    manylinux1 = 2_5; aarch64 starts at 2_17), then plain ``linux_<machine>``
+    (what a wheel built from an sdist is tagged).
+    """
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    lowest = 17 if machine == "aarch64" else 5
+    names = []
+    for minor in range(glibc_minor, lowest - 1, -1):
+        names.append(f"manylinux_2_{minor}_{machine}")
+        if minor in legacy and (machine in ("x86_64", "i686") or minor == 17):
+            names.append(f"{legacy[minor]}_{machine}")
+    return [*names, f"linux_{machine}"]
+
+
+def supported_tags(python_version: str, machine: str) -> list[ptags.Tag]:
+    """The wheel tags a CPython ``python_version`` on ``machine`` accepts, best first."""
+    major, minor = (int(part) for part in python_version.split(".")[:2])
+    platforms = pip_platforms(machine)
+    return [*ptags.cpython_tags((major, minor), abis=[f"cp{major}{minor}"],
+                                platforms=platforms),
+            *ptags.compatible_tags((major, minor), interpreter=f"cp{major}{minor}",
+                                   platforms=platforms)]
+
+
+def is_pure(filename: str) -> bool:
+    """Whether a wheel serves every platform (all its tags are ``none-any``)."""
+    if not filename.endswith(".whl"):
+        return False
+    _, _, _, found = parse_wheel_filename(filename)
+    return all(tag.abi == "none" and tag.platform == "any" for tag in found)
+
+
+def dist_of(filename: str) -> tuple[str, Version] | None:
+    """(canonical name, version) of a wheel or sdist file name; None for other files."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, _, _ = parse_wheel_filename(filename)
+        else:
+            name, version = parse_sdist_filename(filename)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+    return str(name), version
+
+
+def choose(filenames: list[str], name: str, version: str,
+           supported: list[ptags.Tag]) -> str | None:
+    """The file pip would install for pin ``name==version``: best-tagged wheel, else sdist.
+
+    ``supported`` is the target's tag list, best first (:func:`supported_tags`).
+    """
+    rank = {tag: i for i, tag in enumerate(supported)}
+    wanted = (canonical_name(name), Version(version))
+    best: tuple[int, int, str] | None = None
+    for filename in filenames:
+        if dist_of(filename) != wanted:
+            continue
+        if filename.endswith(".whl"):
+            ranks = [rank[t] for t in parse_wheel_filename(filename)[3] if t in rank]
+            if not ranks:
+                continue
+            candidate = (0, min(ranks), filename)
+        else:
+            candidate = (1, 0, filename)
+        best = candidate if best is None or candidate < best else best
+    return best[2] if best else None
+
+
+def place(filename: str, arch: str) -> str:
+    """Where a wheel goes in the wheelhouse: ``any/`` if pure, else ``<arch>/``."""
+    return f"{PURE if is_pure(filename) else arch}/{filename}"
+
+
+# --- sources ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """A prepared source tree as the wheelhouse sees it."""
+
+    path: Path
+    component: str
+    package: str  # canonical distribution name
+    requirements: tuple[str, ...]  # requirements.txt entries, comments stripped
+    build_requires: tuple[str, ...]  # pyproject.toml [build-system] requires
+
+
+def read_source(release: Release, path: Path) -> Source:
+    """A prepared tree (``airlock sources prepare``) of a component of ``release``."""
+    record_path = path / ".airlock" / "source.json"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        raise AirlockError(str(path), "not a prepared source tree (no .airlock/source.json)",
+                           "pass the folder that `airlock sources prepare` made") from None
+    component = record.get("component")
+    if record.get("release") != release.name:
+        raise AirlockError(str(record_path), f"prepared for release {record.get('release')}, "
+                           f"not {release.name}", "prepare it again for this release")
+    if component not in release.components:
+        raise AirlockError(str(record_path), f"component {component!r} is not in release "
+                           f"{release.name}", f"use one of: {', '.join(release.components)}")
+    package = canonical_name(release.components[component].component.package)
+    return Source(path=path, component=component, package=package,
+                  requirements=tuple(read_requirements(path / "requirements.txt")),
+                  build_requires=tuple(pyproject_requires(path / "pyproject.toml")))
+
+
+def read_requirements(path: Path) -> list[str]:
+    """The requirement lines of a requirements.txt, comments stripped.
+
+    Options (``-r``, ``-e``, ``--index-url`` ...) are refused: a source's
+    requirements name packages, and where they come from is airlock's choice.
+    """
+    if not path.is_file():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.split(" #", 1)[0].split("\t#", 1)[0].strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith("-"):
+            raise AirlockError(f"{path}:{number}", f"option {text.split()[0]!r} in a "
+                               "requirements file", "list package requirements only")
+        try:
+            Requirement(text)
+        except InvalidRequirement as error:
+            raise AirlockError(f"{path}:{number}", f"not a requirement: {error}",
+                               "write a PEP 508 requirement") from None
+        entries.append(text)
+    return entries
+
+
+def pyproject_requires(path: Path) -> list[str]:
+    """``[build-system] requires`` of a pyproject.toml file (none if it has none)."""
+    if not path.is_file():
+        return []
+    return _build_requires(path.read_bytes(), str(path))
+
+
+def sdist_requires(sdist: Path) -> list[str]:
+    """``[build-system] requires`` of the pyproject.toml at the top of an sdist."""
+    try:
+        if sdist.name.endswith(".zip"):
+            with zipfile.ZipFile(sdist) as archive:
+                names = [n for n in archive.namelist() if n.count("/") == 1
+                         and n.endswith("/pyproject.toml")]
+                return _build_requires(archive.read(names[0]), str(sdist)) if names else []
+        with tarfile.open(sdist) as archive:
+            for member in archive:
+                if member.name.count("/") == 1 and member.name.endswith("/pyproject.toml"):
+                    data = archive.extractfile(member)
+                    return _build_requires(data.read(), str(sdist)) if data else []
+    except (OSError, tarfile.TarError, zipfile.BadZipFile) as error:
+        raise ToolError(str(sdist), f"not a readable sdist: {error}") from None
+    return []
+
+
+def _build_requires(data: bytes, where: str) -> list[str]:
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise AirlockError(where, f"pyproject.toml is not valid TOML: {error}",
+                           "fix the file") from None
+    requires = (doc.get("build-system") or {}).get("requires") or []
+    return [str(r) for r in requires]
+
+
+def requirements_in(sources: list[Source], from_source: set[str]) -> str:
+    """The requirements to resolve: every source's, minus packages built from source.
+
+    A requirement on a component that is built from source is met by that
+    source (whose own requirements are in), never by the index.
+    """
+    lines: list[str] = []
+    for src in sources:
+        for text in src.requirements:
+            if canonical_name(Requirement(text).name) in from_source:
+                continue
+            if text not in lines:
+                lines.append(text)
+    return "".join(f"{line}\n" for line in lines)
+
+
+def check_sources(release: Release, service: str, sources: list[Source]) -> None:
+    """The service's own tree must be there, and every library it needs from source.
+
+    A library built from source is dropped from the constraints; without its
+    tree here, uv would take any version from the index.
+    """
+    given = {src.component for src in sources}
+    if service not in given:
+        raise AirlockError("--source", f"no prepared tree of {service} among the sources",
+                           f"pass --source <tree of airlock sources prepare --component "
+                           f"{service}>")
+    missing = set(constraints.from_source(release, service)) - {s.package for s in sources}
+    needed = sorted({canonical_name(Requirement(text).name) for src in sources
+                     for text in src.requirements} & missing)
+    if needed:
+        raise AirlockError("--source", f"{service} needs {', '.join(needed)}, which release "
+                           f"{release.name} builds from source",
+                           "pass --source for each (airlock sources prepare --component ...)")
+
+
+# --- the download cache -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Files shared by every wheelhouse: downloads, wheels built from sdists, choices.
+
+    ``files/`` holds what pip downloaded (a file name names one file on an
+    index); ``built/<key>/`` a wheel built from an sdist, ``key`` hashing the
+    sdist, the build pins, the builder image and the platform;
+    ``choices/<index>/<arch>.json`` which file pip picked for each pin, so a
+    pin already seen is not asked for again.
+    """
+
+    root: Path
+
+    @property
+    def files(self) -> Path:
+        return self.root / "files"
+
+    def choices_path(self, where: index.Locations, arch: str) -> Path:
+        key = hashlib.sha256(f"{RECIPE} {where.key()}".encode()).hexdigest()[:16]
+        return self.root / "choices" / key / f"{arch}.json"
+
+    def built_dir(self, key: str) -> Path:
+        return self.root / "built" / key
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the cache for this process: two airlock runs may share it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def default_cache(env: dict[str, str] | None = None) -> Path:
+    """The cache root shared by every run: ``$AIRLOCK_CACHE_DIR``, else ``<work dir>/cache``.
+
+    Wheels live under ``<root>/pypi``, .debs under ``<root>/debs``
+    (:mod:`airlock.debs`).
+    """
+    env = os.environ if env is None else env
+    return Path(env.get(CACHE_ENV) or Path(env.get("AIRLOCK_WORK_DIR") or "work") / "cache")
+
+
+def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Target, python_version: str,
+          index_url: str | None, where: index.Locations) -> dict[str, str]:
+    """The cached file of every pin for ``tgt``: ``{"name==version": filename}``.
+
+    Pins pip already chose a file for (recorded in the cache) cost nothing;
+    the others are downloaded in one pip call (files already in the cache
+    are not fetched again), then matched to their files by tag.
+    """
+    supported = supported_tags(python_version, tgt.machine)
+    wanted = sorted({f"{canonical_name(n)}=={v}" for n, v in pins})
+    with cache.locked():
+        path = cache.choices_path(where, tgt.arch)
+        known = _read_json(path) or {}
+        missing = [pin for pin in wanted
+                   if pin not in known or not (cache.files / known[pin]).is_file()]
+        if missing:
+            index.download_platform(missing, cache.files, python_version=python_version,
+                                    platforms=pip_platforms(tgt.machine), index_url=index_url)
+            names = sorted(p.name for p in cache.files.iterdir())
+            for pin in missing:
+                name, _, version = pin.partition("==")
+                found = choose(names, name, version, supported)
+                if found is None:
+                    raise ToolError(f"pip download {pin}", f"left no file for {tgt.platform} "
+                                    f"in {cache.files}", "see pip's output by running it by hand")
+                known[pin] = found
+            _write_json(path, known)
+    return {pin: known[pin] for pin in wanted}
+
+
+# --- building sdists ----------------------------------------------------------
+
+
+def native_target() -> Target | None:
+    """The Target this machine runs natively (no emulation), if it is one."""
+    machine = host.machine()
+    return next((t for t in TARGETS.values() if t.machine == machine), None)
+
+
+def build_key(sdist_sha256: str, build_constraints: str, builder: str, tgt: Target) -> str:
+    """The cache key of one wheel built from an sdist: everything its bytes depend on."""
+    text = json.dumps([RECIPE, sdist_sha256, build_constraints, builder, tgt.platform])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def build_command(sdist_name: str) -> tuple[str, ...]:
+    """What runs in the venv-builder container to build one sdist (see :func:`build_sdist`)."""
+    return ("airlock-venv", "wheel", "--out", "/airlock/out", "--wheelhouse", "/airlock/wheels",
+            "--build-constraints", f"/airlock/{BUILD_CONSTRAINTS}", f"/airlock/sdist/{sdist_name}")
+
+
+def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constraints: str,
+                builder: str, builder_digest: str, tgt: Target) -> tuple[Path, bool]:
+    """Build ``sdist`` into a wheel inside ``builder`` for ``tgt``, offline.
+
+    The container sees only the sdist, the build requirements' wheels and
+    build-constraints.txt, with no network: what the build needs must be in
+    the wheelhouse. A wheel built before from the same inputs is reused.
+    Returns the wheel (in the cache) and whether it was built just now.
+    """
+    key = build_key(sha256_file(sdist), build_constraints, builder_digest, tgt)
+    done = cache.built_dir(key)
+    found = sorted(done.glob("*.whl")) if done.is_dir() else []
+    if len(found) == 1:
+        return found[0], False
+    done.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=done.parent))
+    try:
+        for sub in ("wheels", "sdist", "out"):
+            (stage / sub).mkdir()
+        for path in build_files:
+            link_or_copy(path, stage / "wheels" / path.name)
+        link_or_copy(sdist, stage / "sdist" / sdist.name)
+        (stage / BUILD_CONSTRAINTS).write_text(build_constraints)
+        docker.run_logged(docker.RunSpec(
+            image=builder, command=build_command(sdist.name), platform=tgt.platform,
+            network="none", log=stage / "build.log", user=f"{os.getuid()}:{os.getgid()}",
+            mounts=(docker.Mount(stage, "/airlock", read_only=False),),
+            env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp"}))
+        wheels = sorted((stage / "out").glob("*.whl"))
+        if len(wheels) != 1:
+            raise ToolError(f"building {sdist.name} for {tgt.platform}",
+                            f"expected one wheel, got {[w.name for w in wheels] or 'none'}",
+                            f"log: {stage / 'build.log'}")
+        os.replace(wheels[0], stage / wheels[0].name)
+        for sub in ("wheels", "sdist", "out"):  # uv leaves a .gitignore in out/
+            shutil.rmtree(stage / sub)
+        os.chmod(stage, 0o755)
+        shutil.rmtree(done, ignore_errors=True)
+        os.replace(stage, done)
+    except BaseException:
+        # Keep the log of a failed build for the error message; drop the rest.
+        for sub in ("wheels", "sdist"):
+            shutil.rmtree(stage / sub, ignore_errors=True)
+        raise
+    return done / wheels[0].name, True
+
+
+# --- the wheelhouse -----------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What :func:`prepare` did, for the CLI and the build record."""
+
+    dest: Path
+    changed: bool
+    manifest: dict
+    seconds: dict[str, float] = field(default_factory=dict)
+    downloaded: int = 0  # files that were not in the cache before
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def build_pins(merged: constraints.Merged, python_version: str) -> dict[str, str]:
+    """Exact versions of the build base (setuptools, wheel, pbr): constraints first."""
+    pinned = pins_of(merged, python_version)
+    result = {}
+    for name, default in BUILD_BASE.items():
+        version = pinned.get(name, default)
+        if version:
+            result[name] = version
+    return result
+
+
+def pins_of(merged: constraints.Merged, python_version: str) -> dict[str, str]:
+    """``{canonical name: version}`` of the constraints that hold for ``python_version``."""
+    env = {"python_version": python_version, "python_full_version": f"{python_version}.0",
+           "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    result = {}
+    for pin in merged:
+        if pin.marker and not Marker(pin.marker).evaluate(env):
+            continue
+        result[pin.key] = pin.version
+    return result
+
+
+def uv_pin(merged: constraints.Merged, python_version: str) -> str:
+    """The uv version of the venv-builder: a pin in the constraints, else :data:`uv.UV_VERSION`."""
+    return pins_of(merged, python_version).get("uv", uv.UV_VERSION)
+
+
+def inputs(release: Release, service: str, targets: list[Target], requirements: str,
+           constraints_text: str, build_requirements: list[str], base_pins: dict[str, str],
+           uv_version: str, index_url: str | None) -> dict:
+    """What decides the wheelhouse (besides the index's files and the builder image)."""
+    return {
+        "recipe": RECIPE,
+        "release": release.name,
+        "service": service,
+        "python": release.python,
+        "platforms": sorted(t.platform for t in targets),
+        "requirements": _sha256_text(requirements),
+        "constraints": _sha256_text(constraints_text),
+        "build_requirements": sorted(build_requirements),
+        "build_base": dict(sorted(base_pins.items())),
+        "uv": uv_version,
+        "index": index_url or "pip configuration",
+    }
+
+
+def input_digest(recorded: dict) -> str:
+    text = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def render_build_constraints(per_arch: dict[str, list[tuple[str, str]]],
+                             machines: dict[str, str]) -> str:
+    """build-constraints.txt: one exact pin a line; per-platform markers only where they differ."""
+    versions: dict[str, dict[str, str]] = {}
+    names: dict[str, str] = {}
+    for arch, pins in per_arch.items():
+        for name, version in pins:
+            key = canonical_name(name)
+            names.setdefault(key, name)
+            versions.setdefault(key, {})[arch] = version
+    lines = ["# Build requirements of this wheelhouse; generated by airlock wheels.\n"]
+    for key in sorted(versions):
+        by_arch = versions[key]
+        if len(set(by_arch.values())) == 1 and len(by_arch) == len(per_arch):
+            lines.append(f"{names[key]}=={next(iter(by_arch.values()))}\n")
+            continue
+        for arch in sorted(by_arch):
+            lines.append(f"{names[key]}=={by_arch[arch]} ; platform_machine == "
+                         f"'{machines[arch]}'\n")
+    return "".join(lines)
+
+
+def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
+            index_url: str | None = None, venv_builder: str | None = None,
+            cache: Path | None = None, force: bool = False,
+            progress: Callable[[str], None] = _noop) -> Result:
+    """Make (or keep) the wheelhouse of ``service`` for ``platforms`` at ``dest``.
+
+    ``sources`` are prepared trees: the service's and those of the libraries
+    the release builds from source. ``venv_builder`` is the image that builds
+    sdists (needed only when a pin has no wheel for a platform). ``cache`` is
+    the cache root (default: :func:`default_cache`).
+    """
+    started = time.monotonic()
+    targets = [target(p) for p in dict.fromkeys(platforms or release.platforms)]
+    srcs = [read_source(release, Path(p)) for p in sources]
+    check_sources(release, service, srcs)
+    merged = constraints.merged(release, component=service)
+    constraints_text = constraints.render(merged)
+    requirements = requirements_in(srcs, {s.package for s in srcs})
+    base_pins = build_pins(merged, release.python)
+    build_requirements = sorted({*BUILD_BASE, *(r for s in srcs for r in s.build_requires)})
+    uv_version = uv_pin(merged, release.python)
+    recorded = inputs(release, service, targets, requirements, constraints_text,
+                      build_requirements, base_pins, uv_version, index_url)
+    digest = input_digest(recorded)
+    if not force and is_current(dest, digest, venv_builder):
+        progress(f"{dest}: unchanged (inputs {digest[:19]})")
+        return Result(dest, False, _read_json(dest / MANIFEST) or {},
+                      {"total": round(time.monotonic() - started, 1)})
+    check_dest(dest)
+    store = Cache((cache or default_cache()) / "pypi")
+    before = set(_listdir(store.files))
+    where = index.locations(index_url)
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="airlock-wheels-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "requirements.in").write_text(requirements)
+        (tmp / CONSTRAINTS).write_text(constraints_text)
+        (tmp / "build-base.txt").write_text(
+            "".join(f"{n}=={v}\n" for n, v in sorted(base_pins.items())))
+        pins: dict[str, list[tuple[str, str]]] = {}
+        files: dict[str, dict[str, str]] = {}
+        for tgt in targets:
+            clock = time.monotonic()
+            pins[tgt.arch] = uv.resolve(tmp / "requirements.in", [tmp / CONSTRAINTS],
+                                        python_version=release.python,
+                                        python_platform=tgt.python_platform, where=where,
+                                        cache_dir=store.root / "uv",
+                                        label=f"requirements of {service}")
+            seconds[f"resolve {tgt.arch}"] = round(time.monotonic() - clock, 1)
+            clock = time.monotonic()
+            files[tgt.arch] = fetch(store, [*pins[tgt.arch], ("uv", uv_version)], tgt,
+                                    release.python, index_url, where)
+            seconds[f"download {tgt.arch}"] = round(time.monotonic() - clock, 1)
+            progress(f"{tgt.arch}: {len(pins[tgt.arch])} pins resolved and fetched")
+        # Build requirements: the base, the sources', and every sdist's to build.
+        sdists = {store.files / f for arch in files for f in files[arch].values()
+                  if not f.endswith(".whl")}
+        wanted = sorted({*build_requirements,
+                         *(r for sdist in sorted(sdists) for r in sdist_requires(sdist))})
+        (tmp / "build.in").write_text("".join(f"{r}\n" for r in wanted))
+        build: dict[str, list[tuple[str, str]]] = {}
+        build_files: dict[str, dict[str, str]] = {}
+        for tgt in targets:
+            clock = time.monotonic()
+            build[tgt.arch] = uv.resolve(tmp / "build.in", [tmp / CONSTRAINTS,
+                                                             tmp / "build-base.txt"],
+                                         python_version=release.python,
+                                         python_platform=tgt.python_platform, where=where,
+                                         cache_dir=store.root / "uv",
+                                         label=f"build requirements of {service}")
+            build_files[tgt.arch] = fetch(store, build[tgt.arch], tgt, release.python,
+                                          index_url, where)
+            seconds[f"build requirements {tgt.arch}"] = round(time.monotonic() - clock, 1)
+            bad = sorted(p for p, f in build_files[tgt.arch].items() if not f.endswith(".whl"))
+            if bad:
+                raise ToolError(f"build requirements for {tgt.platform}",
+                                f"{', '.join(bad)} come only as sdists",
+                                "put a wheel of each on the package index")
+        build_text = render_build_constraints(build, {t.arch: t.machine for t in targets})
+        clock = time.monotonic()
+        built = _build_all(store, targets, files, build_files, build_text, venv_builder,
+                           progress)
+        if built:
+            seconds["build sdists"] = round(time.monotonic() - clock, 1)
+    layout = _layout(store, targets, files, build_files, built)
+    manifest = _manifest(recorded, digest, targets, pins, build, uv_version, layout, built,
+                         venv_builder)
+    _install(dest, layout, manifest, constraints_text, build_text)
+    downloaded = len(set(_listdir(store.files)) - before)
+    seconds["total"] = round(time.monotonic() - started, 1)
+    progress(f"{dest}: {len(manifest['files'])} files ({downloaded} downloaded, "
+             f"{len(built)} built) in {seconds['total']} s")
+    return Result(dest, True, manifest, seconds, downloaded)
+
+
+@dataclass(frozen=True)
+class Built:
+    """One wheel built from an sdist: which pin, for which platforms, where."""
+
+    pin: str
+    sdist: str
+    sdist_sha256: str
+    wheel: Path  # in the cache
+    built_on: str  # the platform whose venv-builder built it
+    serves: tuple[str, ...]  # the arches whose pin it is
+    builder: str
+    builder_digest: str
+
+
+def _build_all(store: Cache, targets: list[Target], files: dict[str, dict[str, str]],
+               build_files: dict[str, dict[str, str]], build_text: str,
+               venv_builder: str | None, progress: Callable[[str], None]) -> list[Built]:
+    """Build every sdist pin into a wheel: natively first, per platform only if not pure."""
+    needs: dict[tuple[str, str], list[Target]] = {}
+    for tgt in targets:
+        for pin, filename in files[tgt.arch].items():
+            if not filename.endswith(".whl"):
+                needs.setdefault((pin, filename), []).append(tgt)
+    if not needs:
+        return []
+    if not venv_builder:
+        names = ", ".join(sorted(f"{pin} ({'/'.join(t.arch for t in ts)})"
+                                 for (pin, _), ts in needs.items()))
+        raise AirlockError("--venv-builder", f"no wheel on the index for {names}",
+                           "build the venv-builder image (images/venv-builder) and pass "
+                           "--venv-builder IMAGE to build them from their sdists")
+    builder_digest = docker.image_digest(venv_builder)
+    if builder_digest is None:
+        raise AirlockError(venv_builder, "no such image in the engine or its registry",
+                           "build images/venv-builder first and pass its reference")
+    native = native_target()
+    result: list[Built] = []
+    for (pin, filename), wanting in sorted(needs.items()):
+        sdist = store.files / filename
+        order = list(wanting)
+        # A platform wheel of this pin on the index means the sdist compiles:
+        # building it natively first would only give a wheel nobody here needs.
+        compiles = any(not is_pure(files[t.arch][pin]) for t in targets
+                       if files[t.arch].get(pin, "").endswith(".whl"))
+        if (native and native not in wanting and not compiles
+                and _can_build_on(native, targets, build_files)):
+            order.insert(0, native)  # may give a pure wheel, sparing the emulated builds
+        elif native in wanting:
+            order.sort(key=lambda t: t != native)
+        remaining = list(wanting)
+        for tgt in order:
+            if not remaining:
+                break
+            clock = time.monotonic()
+            arch = tgt.arch if tgt.arch in build_files else targets[0].arch
+            deps = [store.files / f for f in build_files[arch].values()]
+            wheel, fresh = build_sdist(store, sdist, deps, build_text, venv_builder,
+                                       builder_digest, tgt)
+            progress(f"{pin}: built {wheel.name} on {tgt.platform} "
+                     f"({round(time.monotonic() - clock, 1)} s)" if fresh else
+                     f"{pin}: {wheel.name} for {tgt.platform} from the cache")
+            if is_pure(wheel.name):
+                serves = tuple(t.arch for t in remaining)
+                remaining = []
+            elif tgt in remaining:
+                serves = (tgt.arch,)
+                remaining.remove(tgt)
+            else:
+                continue  # a native build that is not pure serves no one here
+            result.append(Built(pin, filename, sha256_file(sdist), wheel, tgt.platform, serves,
+                                venv_builder, builder_digest))
+    return result
+
+
+def _can_build_on(native: Target, targets: list[Target],
+                  build_files: dict[str, dict[str, str]]) -> bool:
+    """Whether the build platform can build for a wheelhouse that does not serve it.
+
+    It can when it is a target (its build requirements are fetched) or when
+    the build requirements of the first target are all pure wheels.
+    """
+    if native in targets:
+        return True
+    return all(is_pure(f) for f in build_files[targets[0].arch].values())
+
+
+def _layout(store: Cache, targets: list[Target], files: dict[str, dict[str, str]],
+            build_files: dict[str, dict[str, str]], built: list[Built]) -> dict[str, dict]:
+    """Every wheelhouse file: ``{relative path: {"source": cache path, "pins": {arch: pin}}}``."""
+    replaced = {(arch, b.pin): b.wheel for b in built for arch in b.serves}
+    layout: dict[str, dict] = {}
+    for tgt in targets:
+        chosen = {**build_files[tgt.arch], **files[tgt.arch]}
+        for pin, filename in chosen.items():
+            path = replaced.get((tgt.arch, pin), store.files / filename)
+            rel = place(path.name, tgt.arch)
+            entry = layout.setdefault(rel, {"source": path, "pins": {}})
+            entry["pins"][tgt.arch] = pin
+    return layout
+
+
+def _manifest(recorded: dict, digest: str, targets: list[Target],
+              pins: dict[str, list[tuple[str, str]]], build: dict[str, list[tuple[str, str]]],
+              uv_version: str, layout: dict[str, dict], built: list[Built],
+              venv_builder: str | None) -> dict:
+    """The manifest: plain, sorted JSON; the same inputs give the same bytes."""
+    wheel_of: dict[str, dict[str, str]] = {t.arch: {} for t in targets}
+    for rel, entry in layout.items():
+        for arch, pin in entry["pins"].items():
+            wheel_of[arch][pin] = rel
+    return {
+        "format": FORMAT,
+        "input_digest": digest,
+        "inputs": recorded,
+        "platforms": {t.arch: {
+            "platform": t.platform,
+            "requirements": sorted(f"{canonical_name(n)}=={v}" for n, v in pins[t.arch]),
+            "build": sorted(f"{canonical_name(n)}=={v}" for n, v in build[t.arch]),
+            "tools": [f"uv=={uv_version}"],
+            "files": dict(sorted(wheel_of[t.arch].items())),
+        } for t in targets},
+        "built": [{"pin": b.pin, "sdist": b.sdist, "sdist_sha256": b.sdist_sha256,
+                   "wheel": place(b.wheel.name, b.serves[0]), "built_on": b.built_on,
+                   "serves": sorted(b.serves)} for b in built],
+        "builder": ({"image": venv_builder, "digest": built[0].builder_digest}
+                    if built else None),
+        "files": {rel: {"sha256": sha256_file(entry["source"]),
+                        "size": entry["source"].stat().st_size}
+                  for rel, entry in sorted(layout.items())},
+    }
+
+
+def check_dest(dest: Path) -> None:
+    """Refuse to replace a folder that is not a wheelhouse (it would be deleted)."""
+    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir())
+                                                and not (dest / MANIFEST).is_file())):
+        raise AirlockError(str(dest), "exists and is not a wheelhouse (no manifest.json)",
+                           "choose a new or empty folder for --dest")
+
+
+def _install(dest: Path, layout: dict[str, dict], manifest: dict, constraints_text: str,
+             build_text: str) -> None:
+    """Assemble the wheelhouse next to ``dest`` (hard links) and swap it into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+    try:
+        for sub in {PURE, *manifest["platforms"]}:
+            (stage / sub).mkdir()
+        for rel, entry in layout.items():
+            link_or_copy(entry["source"], stage / rel)
+        (stage / CONSTRAINTS).write_text(constraints_text)
+        (stage / BUILD_CONSTRAINTS).write_text(build_text)
+        _write_json(stage / MANIFEST, manifest)
+        os.chmod(stage, 0o755)
+        swap_into_place(stage, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def swap_into_place(stage: Path, dest: Path) -> None:
+    """Replace ``dest`` by ``stage`` (same parent): the old tree is gone only once the new is in."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(stage, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def is_current(dest: Path, digest: str, venv_builder: str | None) -> bool:
+    """Whether ``dest`` is the wheelhouse of these inputs, intact (see the module docstring)."""
+    manifest = _read_json(dest / MANIFEST)
+    if not manifest or manifest.get("input_digest") != digest:
+        return False
+    if not verify(dest, manifest):
+        return False
+    builder = manifest.get("builder")
+    if builder and venv_builder and builder.get("image") != venv_builder:
+        return docker.image_digest(venv_builder) == builder.get("digest")
+    return True
+
+
+def verify(dest: Path, manifest: dict) -> bool:
+    """Every file of the manifest is there with its sha256, and no other wheel is."""
+    listed = manifest.get("files") or {}
+    subs = {PURE, *(manifest.get("platforms") or {})}
+    present = {f"{sub}/{p.name}" for sub in subs if (dest / sub).is_dir()
+               for p in (dest / sub).iterdir()}
+    if present != set(listed):
+        return False
+    return all(sha256_file(dest / rel) == entry.get("sha256") for rel, entry in listed.items())
+
+
+# --- tools for the venv-builder image -----------------------------------------
+
+
+def tool_wheels(release: Release, platforms, dest: Path, *, index_url: str | None = None,
+                cache: Path | None = None) -> Path:
+    """A flat folder with uv's wheel for each platform: the venv-builder's ``wheels`` context.
+
+    Its manifest.json records the files' sha256, so the folder's content
+    (and an input digest computed over it) only changes with uv's version.
+    """
+    targets = [target(p) for p in dict.fromkeys(platforms or release.platforms)]
+    version = uv_pin(constraints.merged(release), release.python)
+    store = Cache((cache or default_cache()) / "pypi")
+    where = index.locations(index_url)
+    layout: dict[str, dict] = {}
+    for tgt in targets:
+        pin = f"uv=={version}"
+        filename = fetch(store, [("uv", version)], tgt, release.python, index_url, where)[pin]
+        if not filename.endswith(".whl"):
+            raise ToolError(pin, f"the index has no wheel of uv for {tgt.platform}",
+                            "put uv's wheels on the package index")
+        layout[filename] = {"source": store.files / filename, "pins": {tgt.arch: pin}}
+    manifest = {"format": FORMAT, "uv": version,
+                "files": {name: {"sha256": sha256_file(entry["source"]),
+                                 "size": entry["source"].stat().st_size}
+                          for name, entry in sorted(layout.items())}}
+    if _read_json(dest / MANIFEST) == manifest and all(
+            sha256_file(dest / n) == e["sha256"] for n, e in manifest["files"].items()) and \
+            sorted(p.name for p in dest.iterdir()) == sorted([*manifest["files"], MANIFEST]):
+        return dest
+    if dest.exists() and any(dest.iterdir()) and not (dest / MANIFEST).is_file():
+        raise AirlockError(str(dest), "exists and is not a tool wheel folder",
+                           "choose a new or empty folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+    try:
+        for name, entry in layout.items():
+            link_or_copy(entry["source"], stage / name)
+        _write_json(stage / MANIFEST, manifest)
+        os.chmod(stage, 0o755)
+        swap_into_place(stage, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return dest
+
+
+# --- small file helpers -------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_text(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """Hard-link ``src`` to ``dest`` (cache and wheelhouse share the bytes), else copy."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically, sorted, one key a line: same data, same bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
