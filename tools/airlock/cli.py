@@ -62,7 +62,8 @@ def cmd_refs_resolve(args: argparse.Namespace) -> int:
     from airlock.release import load_release
 
     release = load_release(_layout(args), args.release)
-    lock = refs.resolve_release(release, _git_base(args), jobs=args.jobs)
+    lock = refs.resolve_release(release, _git_base(args), jobs=args.jobs,
+                                only=args.component or None)
     _write(refs.dump_lock(lock), args.output)
     return 0
 
@@ -98,7 +99,7 @@ def cmd_packages(args: argparse.Namespace) -> int:
     from airlock.release import load_release
 
     layout = _layout(args)
-    release = load_release(layout, args.release)
+    release = load_release(layout, args.release or packages.default_release_name(layout))
     names = packages.resolve(release, layout.images_dir, args.service, args.profile,
                              source_dir=Path(args.source) if args.source else None)
     _write("".join(f"{n}\n" for n in names), args.output)
@@ -114,6 +115,105 @@ def cmd_mirror_create(args: argparse.Namespace) -> int:
     for row in mirror.create(release, Path(args.dest), index_url=index_url,
                              components=args.component or None):
         print(f"{row['component']}: {row['version']} -> {row['repo']} ({row['sha']})")
+    return 0
+
+
+def cmd_base_create(args: argparse.Namespace) -> int:
+    from airlock import baseimage
+    from airlock.release import load_release
+
+    layout = _layout(args)
+    release = load_release(layout, args.release)
+    spec = baseimage.spec_for_release(release)
+    work = Path(args.work_dir) if args.work_dir else baseimage.default_work_dir()
+    result = baseimage.create(spec, layout.images_dir, work, force=args.force,
+                              check_reproducible=args.check_reproducible, progress=print)
+    print(f"{result.ref}@{result.digest} {'built' if result.built else 'present'} "
+          f"(inputs {result.input_digest})")
+    return 0
+
+
+def _work_dir(args: argparse.Namespace) -> Path:
+    return Path(args.work_dir or os.environ.get("AIRLOCK_WORK_DIR") or "work")
+
+
+def _registry(args: argparse.Namespace) -> str:
+    return (args.registry or os.environ.get("AIRLOCK_REGISTRY")
+            or "127.0.0.1:5000/airlock").rstrip("/")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from airlock import build, summary
+    from airlock.release import load_release
+
+    layout = _layout(args)
+    opts = build.BuildOptions(
+        release=load_release(layout, args.release), layout=layout,
+        registry=_registry(args), work_dir=_work_dir(args),
+        services=tuple(args.service or ()), platforms=tuple(args.platform or ()),
+        git_base=_git_base(args),
+        index_url=args.index_url or os.environ.get("AIRLOCK_INDEX_URL"),
+        lock=Path(args.lock) if args.lock else None, no_cache=args.no_cache,
+        emulate_install=args.emulate_install)
+    record = build.run(opts, progress=lambda line: print(line, flush=True))
+    sys.stdout.write(summary.table(record))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from airlock import publish
+
+    path = _work_dir(args) / args.release / "build-record.json"
+    rows = publish.publish(publish.load_record(path),
+                           progress=lambda line: print(line, flush=True))
+    print(f"{len(rows)} image(s) published")
+    return 0
+
+
+def _platforms(args: argparse.Namespace, release) -> list[str]:
+    return list(dict.fromkeys(args.platform or release.platforms))
+
+
+def cmd_wheels(args: argparse.Namespace) -> int:
+    from airlock import wheels
+    from airlock.release import load_release
+
+    release = load_release(_layout(args), args.release)
+    index_url = args.index_url or os.environ.get("AIRLOCK_INDEX_URL")
+    platforms = _platforms(args, release)
+    cache = Path(args.cache) if args.cache else None
+    if args.tools_only:
+        dest = wheels.tool_wheels(release, platforms, Path(args.dest), index_url=index_url,
+                                  cache=cache)
+        print(f"{dest}: uv for {', '.join(platforms)}")
+        return 0
+    if not args.service or not args.source:
+        raise AirlockError("airlock wheels", "--service and --source are required",
+                           "pass the service and its prepared tree (or --tools-only)")
+    result = wheels.prepare(release, args.service, platforms, [Path(s) for s in args.source],
+                            Path(args.dest), index_url=index_url,
+                            venv_builder=args.venv_builder, cache=cache, force=args.force,
+                            progress=print)
+    state = "made" if result.changed else "unchanged"
+    timing = ", ".join(f"{k} {v} s" for k, v in result.seconds.items())
+    print(f"{result.dest}: {state} ({timing})")
+    return 0
+
+
+def cmd_debs(args: argparse.Namespace) -> int:
+    from airlock import debs
+    from airlock.release import load_release
+
+    layout = _layout(args)
+    release = load_release(layout, args.release)
+    cache = Path(args.cache) if args.cache else None
+    for row in debs.prepare(release, layout.images_dir, args.service, _platforms(args, release),
+                            Path(args.dest), base_image=args.base_image, profile=args.profile,
+                            source=Path(args.source) if args.source else None, cache=cache,
+                            force=args.force, progress=print):
+        print(f"{row.dest}: {'made' if row.changed else 'unchanged'} "
+              f"({len(row.manifest.get('closure', []))} .deb(s), base "
+              f"{row.manifest['inputs']['base_image']})")
     return 0
 
 
@@ -139,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: $AIRLOCK_GIT_BASE)")
     res.add_argument("--output", "-o", help="lock file to write (default: stdout)")
     res.add_argument("--jobs", type=int, default=8, help="parallel git queries (default 8)")
+    res.add_argument("--component", action="append",
+                     help="resolve only this component (repeatable; default: all)")
     _add_layout_options(res)
     res.set_defaults(func=cmd_refs_resolve)
 
@@ -180,6 +282,80 @@ def build_parser() -> argparse.ArgumentParser:
                     "else pip's own configuration)")
     _add_layout_options(mc)
     mc.set_defaults(func=cmd_mirror_create)
+    base = verbs.add_parser("base", help="the local default base image")
+    base_verbs = base.add_subparsers(dest="base_verb", required=True, metavar="VERB")
+    bc = base_verbs.add_parser("create", help="bootstrap Debian for each platform of the "
+                               "release and push the base image, unless the registry has it")
+    bc.add_argument("--release", required=True)
+    bc.add_argument("--work-dir", help="cache of root filesystems and archives "
+                    "(default: $AIRLOCK_WORK_DIR, else ./work)")
+    bc.add_argument("--force", action="store_true",
+                    help="bootstrap and build again even if the registry has it")
+    bc.add_argument("--check-reproducible", action="store_true",
+                    help="bootstrap each platform twice and compare (doubles the time)")
+    _add_layout_options(bc)
+    bc.set_defaults(func=cmd_base_create)
+
+    bld = verbs.add_parser("build", help="build a release's images (offline) unless the "
+                           "registry has them")
+    bld.add_argument("--release", required=True)
+    bld.add_argument("--service", action="append", help="repeatable; default: all")
+    bld.add_argument("--platform", action="append", help="repeatable; default: the release's")
+    bld.add_argument("--registry", help="repository prefix (default: $AIRLOCK_REGISTRY, "
+                     "else 127.0.0.1:5000/airlock)")
+    bld.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
+    bld.add_argument("--git-base", help="default: $AIRLOCK_GIT_BASE")
+    bld.add_argument("--index-url", help="default: $AIRLOCK_INDEX_URL, else pip's config")
+    bld.add_argument("--lock", help="refs lock to build (default: resolve now)")
+    bld.add_argument("--no-cache", action="store_true",
+                     help="build every image again, ignoring the registry and the cache")
+    bld.add_argument("--emulate-install", action="store_true",
+                     help="assemble each venv on its target platform (under QEMU) "
+                     "instead of natively; gives the same image, slower")
+    _add_layout_options(bld)
+    bld.set_defaults(func=cmd_build)
+
+    pub = verbs.add_parser("publish", help="push the last build's images, then tag them")
+    pub.add_argument("--release", required=True)
+    pub.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
+    pub.set_defaults(func=cmd_publish)
+    whl = verbs.add_parser("wheels", help="the wheelhouse of a service, for each platform")
+    whl.add_argument("--release", required=True)
+    whl.add_argument("--service", help="the service whose requirements are resolved")
+    whl.add_argument("--platform", action="append", choices=["linux/amd64", "linux/arm64"],
+                     help="target platform (repeatable; default: the release's platforms)")
+    whl.add_argument("--source", action="append", help="prepared source tree: the service's, "
+                     "and each library built from source (repeatable)")
+    whl.add_argument("--dest", required=True, help="the wheelhouse folder (made or replaced)")
+    whl.add_argument("--index-url", help="package index (default: $AIRLOCK_INDEX_URL, "
+                     "else pip's own configuration)")
+    whl.add_argument("--venv-builder", help="venv-builder image that builds sdists into "
+                     "wheels (needed when a pin has no wheel for a platform)")
+    whl.add_argument("--cache", help="download cache shared by every run (default: "
+                     "$AIRLOCK_CACHE_DIR, else $AIRLOCK_WORK_DIR/cache or ./work/cache)")
+    whl.add_argument("--force", action="store_true", help="resolve and assemble again even "
+                     "if the inputs are unchanged")
+    whl.add_argument("--tools-only", action="store_true", help="only uv's wheel for each "
+                     "platform, flat in DEST (the venv-builder's wheels context)")
+    _add_layout_options(whl)
+    whl.set_defaults(func=cmd_wheels)
+    deb = verbs.add_parser("debs", help="the offline apt repository of a service's packages")
+    deb.add_argument("--release", required=True)
+    deb.add_argument("--service", required=True, help="image whose bindep.txt is read")
+    deb.add_argument("--platform", action="append", choices=["linux/amd64", "linux/arm64"],
+                     help="target platform (repeatable; default: the release's platforms)")
+    deb.add_argument("--dest", required=True, help="folder of DEST/<arch>/ repositories")
+    deb.add_argument("--base-image", help="base image (default: the release's base_image; "
+                     "a tag is pinned to its digest)")
+    deb.add_argument("--profile", default="runtime", choices=["build", "runtime"],
+                     help="bindep profile (default runtime; build for venv-builder)")
+    deb.add_argument("--source", help="prepared source tree whose bindep.txt is merged in")
+    deb.add_argument("--cache", help="download cache shared by every run (default: "
+                     "$AIRLOCK_CACHE_DIR, else $AIRLOCK_WORK_DIR/cache or ./work/cache)")
+    deb.add_argument("--force", action="store_true", help="compute and download again even "
+                     "if the inputs are unchanged")
+    _add_layout_options(deb)
+    deb.set_defaults(func=cmd_debs)
     return parser
 
 

@@ -207,7 +207,13 @@ def platforms(ref: str) -> list[str]:
     if doc is None:
         raise ToolError(ref, "no such image in the registry")
     if doc.get("mediaType") not in _INDEX_TYPES and "manifests" not in doc:
-        return []
+        # A single-platform image: its platform is in the config, which
+        # skopeo inspect (not --raw) reads for us.
+        proc = _skopeo(["skopeo", "inspect", "--retry-times", "0", _tls(ref), *_auth_args(),
+                        f"docker://{ref}"], f"skopeo inspect {ref}", timeout=120)
+        conf = json.loads(proc.stdout)
+        return ["/".join(filter(None, (conf.get("Os"), conf.get("Architecture"),
+                                       conf.get("Variant"))))]
     found = []
     for entry in doc.get("manifests", []):
         plat = entry.get("platform") or {}

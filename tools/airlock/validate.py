@@ -19,7 +19,7 @@ from airlock.layout import Layout
 from airlock.release import Release
 
 # Files every images/<service>/ folder must hold (the Dockerfile joins later).
-IMAGE_FILES: tuple[str, ...] = ("bindep.txt",)
+IMAGE_FILES: tuple[str, ...] = ("Dockerfile", "bindep.txt")
 PATCH_SUFFIX = ".patch"
 
 

@@ -221,10 +221,15 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
     ("service without image folder",
      [("remove", "images/nova")], VALIDATE,
      "{R}/images/nova: no image folder for service 'nova' of releases 2025.1, 2025.2; "
-     "create it with bindep.txt"),
+     "create it with Dockerfile, bindep.txt"),
     ("image folder without bindep.txt",
      [("remove", "images/nova/bindep.txt")], VALIDATE,
-     "{R}/images/nova/bindep.txt: no such file; every image folder needs bindep.txt"),
+     "{R}/images/nova/bindep.txt: no such file; every image folder needs Dockerfile, "
+     "bindep.txt"),
+    ("image folder without Dockerfile",
+     [("remove", "images/nova/Dockerfile")], VALIDATE,
+     "{R}/images/nova/Dockerfile: no such file; every image folder needs Dockerfile, "
+     "bindep.txt"),
     ("constraints --component with an unknown component",
      [], [*CONSTRAINTS, "--component", "horizon"],
      "{R}/releases/2025.2/source-refs.yaml: unknown component 'horizon'; "

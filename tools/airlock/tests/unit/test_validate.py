@@ -68,7 +68,7 @@ class ValidateTest(TreeTestCase):
             "{R}/releases/2025.2/constraint-overrides.txt:2: '-nothing' removes a pin that "
             "upper-constraints does not have; delete this line",
             "{R}/images/keystone: no image folder for service 'keystone' of releases "
-            "2025.1, 2025.2; create it with bindep.txt",
+            "2025.1, 2025.2; create it with Dockerfile, bindep.txt",
             "{R}/patches/nova/2025.2/series: not a .patch file; only *.patch files may be in "
             "a patch folder; rename or remove it",
         ]
@@ -88,7 +88,7 @@ class ValidateTest(TreeTestCase):
             "{R}/releases/2025.2/source-refs.yaml: missing ref for service 'glance'; "
             'add glance: "<tag, branch or full SHA>"',
             "{R}/images/glance: no image folder for service 'glance' of release 2025.2; "
-            "create it with bindep.txt",
+            "create it with Dockerfile, bindep.txt",
             "{R}/patches/nova/2025.2/notes.txt: not a .patch file; only *.patch files may be "
             "in a patch folder; rename or remove it"])
         self.assertEqual(len(self.messages()), 5)  # a full run reports the strays too
@@ -113,7 +113,7 @@ class ValidateTest(TreeTestCase):
             "{R}/releases/2025.2/release.yaml:2: invalid YAML: expected the node content, but "
             "found '<stream end>'; fix the syntax",
             "{R}/images/nova: no image folder for service 'nova' of release 2025.1; "
-            "create it with bindep.txt"])
+            "create it with Dockerfile, bindep.txt"])
 
     def test_documentation_beside_patches_is_allowed(self) -> None:
         self.tree.write("patches/README.md", "# Patches\n")

@@ -119,6 +119,7 @@ def make_tree(root: Path) -> Tree:
     tree.write("releases/README.md", "# Release data\n")
     for service in SERVICES:
         tree.write(f"images/{service}/bindep.txt", "libffi-dev [build]\n")
+        tree.write(f"images/{service}/Dockerfile", "FROM scratch\n")
     tree.write(PATCH, "--- a/x\n+++ b/x\n")
     return tree
 

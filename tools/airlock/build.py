@@ -1,0 +1,309 @@
+"""Run a release's build: prepare every input, plan, build what is missing.
+
+The steps, each skipped when its result is already there:
+
+1. the base image must be in the registry (``airlock base create`` makes the
+   local default); its digest pins everything built on it;
+2. refs are resolved to a lock (or read from ``--lock``);
+3. each component's source is exported and patched (reused when the
+   prepared tree's record matches the lock and the patch series);
+4. python-base and venv-builder are built and pushed under an immutable
+   tag derived from their input digest;
+5. per service: wheelhouse and offline apt repository (``wheels``/``debs``),
+   then the input digest; a service image whose immutable tag is in the
+   registry is skipped, others are built to an OCI archive, with no network.
+
+Publishing the service archives is :mod:`airlock.publish`. The result is a
+build record (plain JSON) that publish, the summary table and the audit
+trail read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airlock import baseimage, constraints, debs, docker, plan, refs, registry, sources, wheels
+from airlock.errors import AirlockError
+from airlock.layout import Layout
+from airlock.release import Release
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What one ``airlock build`` was asked to do, as plain data."""
+
+    release: Release
+    layout: Layout
+    registry: str  # repository prefix, e.g. 127.0.0.1:5000/airlock
+    work_dir: Path
+    services: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
+    git_base: str | None = None
+    index_url: str | None = None
+    lock: Path | None = None
+    no_cache: bool = False
+    # Assemble the venv on the target platform (under emulation) instead of
+    # the build platform: for proving both give the same image.
+    emulate_install: bool = False
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def release_dir(opts: BuildOptions) -> Path:
+    return opts.work_dir / opts.release.name
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
+    """Build what is missing for the release; return the build record."""
+    release = opts.release
+    services = opts.services or release.services
+    unknown = [s for s in services if s not in release.services]
+    if unknown:
+        raise AirlockError(str(release.release_yaml_path), f"no service {', '.join(unknown)} "
+                           f"in this release", f"choose from {', '.join(release.services)}")
+    platforms = opts.platforms or release.platforms
+    bad = [p for p in platforms if p not in release.platforms]
+    if bad:
+        raise AirlockError(str(release.release_yaml_path), f"platform {', '.join(bad)} is not "
+                           f"built for this release",
+                           f"choose from {', '.join(release.platforms)}")
+    if opts.emulate_install and len(platforms) != 1:
+        raise AirlockError("--emulate-install", "assembles the venv on one target platform",
+                           "pass exactly one --platform")
+    started = time.monotonic()
+    docker.check(tuple(platforms))
+    work = release_dir(opts)
+    work.mkdir(parents=True, exist_ok=True)
+
+    base_ref = release.base_image_ref(opts.env)
+    base_digest = registry.digest(base_ref)
+    if base_digest is None:
+        raise AirlockError(base_ref, "the base image is not in the registry",
+                           f"run airlock base create --release {release.name} "
+                           "(local default) or import the site's base image")
+    base_pinned = f"{_repo_of(base_ref)}@{base_digest}"
+    base_epoch = _base_epoch(base_pinned)
+    progress(f"base image {base_pinned} (SOURCE_DATE_EPOCH {base_epoch})")
+
+    components = _components(release, services)
+    lock = _lock(opts, components)
+    record: dict = {"release": release.name, "registry": opts.registry,
+                    "platforms": list(platforms), "base_image": base_pinned,
+                    "lock": lock, "images": []}
+
+    cache = opts.work_dir / "cache"
+    dep_digests: dict[str, str] = {}
+    refs_by_job: dict[str, str] = {}
+
+    def base_job(job: plan.ImageJob) -> None:
+        row = _build_one(opts, job, dep_digests, base_digest, work, progress, push=True,
+                         dep_refs=refs_by_job)
+        dep_digests[job.name] = row["input_digest"]
+        refs_by_job[job.name] = row["ref"]
+        record["images"].append(row)
+
+    base_job(plan.ImageJob("python-base", opts.layout.images_dir / "python-base",
+                           tuple(platforms), build_args={"BASE_IMAGE": base_pinned},
+                           source_date_epoch=base_epoch))
+    # venv-builder's compilers come from an apt repository computed in
+    # python-base (what it lacks is exactly what must be installed).
+    tools = wheels.tool_wheels(release, platforms, work / "tool-wheels",
+                               index_url=opts.index_url, cache=cache)
+    progress(f"venv-builder: OS packages for {', '.join(platforms)}")
+    builder_debs = work / "debs" / "venv-builder"
+    debs.prepare(release, opts.layout.images_dir, "venv-builder", platforms, builder_debs,
+                 base_image=refs_by_job["python-base"], profile="build", cache=cache)
+    base_job(plan.ImageJob("venv-builder", opts.layout.images_dir / "venv-builder",
+                           tuple(platforms), contexts={"wheels": tools, "debs": builder_debs},
+                           depends={"python-base": "PYTHON_BASE"},
+                           source_date_epoch=base_epoch))
+
+    for service in services:
+        srcs = [_source(opts, lock, name, work, progress) for name in components[service]]
+        ctx = _service_contexts(opts, service, platforms, srcs, work, refs_by_job, cache,
+                                progress)
+        version = json.loads((srcs[-1] / sources.RECORD).read_text())["version"]
+        # Never older than the base: the exporter would rewrite (and so
+        # duplicate) every base layer with older time stamps.
+        epoch = max([base_epoch, *(json.loads((s / sources.RECORD).read_text())["committed-at"]
+                                   for s in srcs)])
+        job = plan.ImageJob(
+            service, opts.layout.images_dir / service, tuple(platforms), contexts=ctx,
+            depends={"python-base": "PYTHON_BASE", "venv-builder": "VENV_BUILDER"},
+            version=version, source_date_epoch=epoch, service=True)
+        row = _build_one(opts, job, dep_digests, base_digest, work, progress, push=False,
+                         dep_refs=refs_by_job)
+        record["images"].append(row)
+    record["seconds"] = round(time.monotonic() - started, 1)
+    _write_record(work / "build-record.json", record)
+    return record
+
+
+def _repo_of(ref: str) -> str:
+    """``host/repo:tag`` or ``host/repo@digest`` -> ``host/repo``."""
+    host, repo, _ = registry.split_ref(ref)
+    return f"{host}/{repo}"
+
+
+def _base_epoch(base_ref: str) -> int:
+    """The SOURCE_DATE_EPOCH the base image was made with (its annotation).
+
+    A site's own base image without it gets 0: still reproducible, but its
+    layers are rewritten by the exporter instead of shared.
+    """
+    notes = registry.annotations(base_ref) or {}
+    try:
+        return int(notes.get(baseimage.EPOCH_KEY, 0))
+    except ValueError:
+        return 0
+
+
+def _components(release: Release, services) -> dict[str, list[str]]:
+    """Per service: the components installed from source into its image.
+
+    Every library built from source goes into every image (that is why the
+    constraints drop its pin), then the service itself, last.
+    """
+    libraries = [ref.name for ref in release.libraries()]
+    return {service: [*libraries, service] for service in services}
+
+
+def _lock(opts: BuildOptions, components: dict[str, list[str]]) -> dict:
+    if opts.lock:
+        return refs.load_lock(opts.lock)
+    needed = sorted({name for names in components.values() for name in names})
+    return refs.resolve_release(opts.release, opts.git_base, only=needed)
+
+
+def _source(opts: BuildOptions, lock: dict, component: str, work: Path,
+            progress: Progress) -> Path:
+    """The prepared tree of ``component``, reused when it still matches."""
+    dest = work / "src" / component
+    series = sources.patch_series(opts.layout.patches_dir, component, opts.release.name)
+    if sources.is_current(dest, lock["components"][component], series):
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    progress(f"{component}: preparing source at {lock['components'][component]['sha'][:12]}")
+    sources.prepare(opts.release, component, lock, opts.layout.patches_dir, dest)
+    return dest
+
+
+def _service_contexts(opts: BuildOptions, service: str, platforms, srcs: list[Path],
+                      work: Path, refs_by_job: dict[str, str], cache: Path,
+                      progress: Progress) -> dict[str, Path]:
+    """Named build contexts of a service image: source, wheels, constraints, debs."""
+    release = opts.release
+    wheelhouse = work / "wheels" / service
+    progress(f"{service}: wheelhouse for {', '.join(platforms)}")
+    wheels.prepare(release, service, platforms, srcs, wheelhouse, index_url=opts.index_url,
+                   venv_builder=refs_by_job["venv-builder"], cache=cache)
+    cons = work / "constraints" / service
+    cons.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(cons / "constraints.txt",
+                      constraints.render(constraints.merged(release, component=service)))
+    _write_if_changed(cons / "build-constraints.txt",
+                      (wheelhouse / "build-constraints.txt").read_text())
+    apt = work / "debs" / service
+    progress(f"{service}: OS packages for {', '.join(platforms)}")
+    # Computed in python-base, the image the packages are installed into.
+    debs.prepare(release, opts.layout.images_dir, service, platforms, apt,
+                 base_image=refs_by_job["python-base"], source=srcs[-1], cache=cache)
+    return {"sources": _sources_context(srcs, work / "ctx" / service / "sources"),
+            "wheels": wheelhouse, "constraints": cons, "debs": apt}
+
+
+def _sources_context(srcs: list[Path], dest: Path) -> Path:
+    """One folder holding every prepared tree as ``NN-<component>``.
+
+    A named build context is one folder; hard links make it without copying
+    (the build mounts it copy-on-write, so nothing writes through).
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for number, src in enumerate(srcs):
+        shutil.copytree(src, dest / f"{number:02d}-{src.name}", symlinks=True,
+                        copy_function=os.link)
+    return dest
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, str],
+               base_digest: str, work: Path, progress: Progress, *, push: bool,
+               dep_refs: dict[str, str] | None = None) -> dict:
+    """Build one image unless its input digest is already in the registry."""
+    inputs = plan.job_inputs(job, dep_digests, base_digest)
+    digest = plan.input_digest(inputs)
+    tag = plan.immutable_tag(job, opts.release.name, digest)
+    ref = f"{opts.registry}/{job.name}:{tag}"
+    row = {"image": job.name, "service": job.service, "version": job.version,
+           "platforms": list(job.platforms), "input_digest": digest, "inputs": inputs,
+           "tag": tag, "moving_tags": plan.moving_tags(job, opts.release.name) if job.service
+           else [], "ref": ref}
+    started = time.monotonic()
+    existing = None if opts.no_cache else registry.digest(ref)
+    if existing:
+        progress(f"{job.name}: {tag} is in the registry, skipped")
+        row.update(status="skipped", digest=existing, seconds=0.0,
+                   ref=f"{_repo_of(ref)}@{existing}")
+        row["size"] = _registry_size(row["ref"])
+        return row
+    args = dict(job.build_args)
+    for dep, arg in job.depends.items():
+        args[arg] = (dep_refs or {})[dep]
+    if opts.emulate_install and job.service:
+        # One value for the whole build: hence one platform at a time.
+        args["INSTALL_PLATFORM"] = job.platforms[0]
+    archive = work / "out" / f"{job.name}.oci.tar"
+    progress(f"{job.name}: building {tag} for {', '.join(job.platforms)}")
+    result = docker.build(docker.BuildSpec(
+        dockerfile=job.image_dir / "Dockerfile", context=job.image_dir, output=archive,
+        platforms=job.platforms, contexts=dict(job.contexts), build_args=args,
+        annotations={"org.opencontainers.image.version": job.version or "",
+                     "dev.airlock.input-digest": digest,
+                     "dev.airlock.release": opts.release.name},
+        source_date_epoch=job.source_date_epoch, no_cache=opts.no_cache))
+    row.update(status="built", digest=result.digest, archive=str(result.archive),
+               contexts={k: str(v) for k, v in job.contexts.items()}, build_args=args,
+               log=str(result.log), seconds=round(time.monotonic() - started, 1),
+               size=archive.stat().st_size)
+    if push:
+        pushed = registry.push_archive(result.archive, ref)
+        row["ref"] = f"{_repo_of(ref)}@{pushed}"
+    else:
+        row["ref"] = f"{_repo_of(ref)}@{result.digest}"
+    return row
+
+
+def _registry_size(ref: str) -> int:
+    """Compressed size of every platform's layers and config at ``ref``."""
+    doc = registry.manifest(ref) or {}
+    total = 0
+    for entry in doc.get("manifests", []) or [doc]:
+        child = doc if entry is doc else registry.manifest(f"{_repo_of(ref)}@{entry['digest']}")
+        if child:
+            total += sum(layer.get("size", 0) for layer in child.get("layers", []))
+            total += (child.get("config") or {}).get("size", 0)
+    return total
+
+
+def _write_record(path: Path, record: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,150 @@
+"""The build plan: which images, in which order, from which inputs.
+
+Plain data in, plain data out, no effect: the DAG (python-base and
+venv-builder before every service), the service x platform matrix, and an
+**input digest** per image. The input digest is a sha256 over everything
+that decides the image's bytes (its image folder, every named build
+context, the build arguments, the platforms, the input digests of the
+images it is built on, the base image digest). Builds are reproducible, so
+the same input digest means the same image: an image whose input digest is
+already in the registry need not be built again (exact skip-existing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The images every service image is built on, in build order.
+BASE_IMAGES = ("python-base", "venv-builder")
+DIGEST_LEN = 12  # hex characters of the input digest in tags
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to build: its folder, contexts, arguments and dependencies.
+
+    ``contexts`` maps named build contexts to local folders. ``depends``
+    names jobs whose image references are passed as build arguments
+    (``arg_for_dep``): the reference is only known once that job has run,
+    but its input digest is known now, so this job's input digest is too.
+    """
+
+    name: str
+    image_dir: Path
+    platforms: tuple[str, ...]
+    contexts: dict[str, Path] = field(default_factory=dict)
+    build_args: dict[str, str] = field(default_factory=dict)
+    depends: dict[str, str] = field(default_factory=dict)  # job name -> build arg
+    version: str | None = None  # services: the component version (tags)
+    source_date_epoch: int = 0
+    service: bool = False
+
+
+def tree_digest(path: Path) -> str:
+    """sha256 over a folder: relative paths, file type, exec bit, content.
+
+    Times and owners are left out (the build rewrites them); the exec bit is
+    kept because it ends up in the image.
+    """
+    digest = hashlib.sha256()
+    if path.is_file():
+        digest.update(b"F" + _file_sha(path).encode())
+        return digest.hexdigest()
+    for top, dirs, files in os.walk(path):
+        dirs.sort()
+        rel_top = Path(top).relative_to(path)
+        for name in sorted(files + [d for d in dirs if Path(top, d).is_symlink()]):
+            full = Path(top, name)
+            rel = str(rel_top / name).encode()
+            st = full.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                digest.update(b"L" + rel + b"\0" + os.readlink(full).encode() + b"\0")
+            else:
+                mode = b"x" if st.st_mode & 0o111 else b"-"
+                digest.update(b"F" + rel + b"\0" + mode + _file_sha(full).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def job_inputs(job: ImageJob, dep_digests: dict[str, str], base_digest: str) -> dict:
+    """Everything that decides the job's image, as canonical plain data."""
+    return {
+        "image": job.name,
+        "image_dir": tree_digest(job.image_dir),
+        "contexts": {name: tree_digest(path) for name, path in sorted(job.contexts.items())},
+        "build_args": dict(sorted(job.build_args.items())),
+        "platforms": sorted(job.platforms),
+        "depends": {dep: dep_digests[dep] for dep in sorted(job.depends)},
+        "base_image": base_digest,
+        "source_date_epoch": job.source_date_epoch,
+    }
+
+
+def input_digest(inputs: dict) -> str:
+    """The sha256 of the canonical JSON of an image's inputs."""
+    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def order(jobs: list[ImageJob]) -> list[ImageJob]:
+    """Jobs in dependency order (stable for jobs with no order between them)."""
+    by_name = {job.name: job for job in jobs}
+    done: list[ImageJob] = []
+    seen: set[str] = set()
+
+    def visit(job: ImageJob, path: tuple[str, ...]) -> None:
+        if job.name in seen:
+            return
+        if job.name in path:
+            raise ValueError(f"dependency cycle: {' -> '.join((*path, job.name))}")
+        for dep in job.depends:
+            visit(by_name[dep], (*path, job.name))
+        seen.add(job.name)
+        done.append(job)
+
+    for job in jobs:
+        visit(job, ())
+    return done
+
+
+def digests(jobs: list[ImageJob], base_digest: str) -> dict[str, tuple[str, dict]]:
+    """Input digest (and the inputs behind it) of every job, deps first."""
+    result: dict[str, tuple[str, dict]] = {}
+    for job in order(jobs):
+        inputs = job_inputs(job, {d: result[d][0] for d in job.depends}, base_digest)
+        result[job.name] = (input_digest(inputs), inputs)
+    return result
+
+
+def short(digest: str) -> str:
+    """The tag-sized prefix of an input digest."""
+    return digest.split(":", 1)[-1][:DIGEST_LEN]
+
+
+def immutable_tag(job: ImageJob, release: str, digest: str) -> str:
+    """``<version>-<release>-<digest prefix>`` (services) or ``<release>-<prefix>``.
+
+    Never moves: the same tag always names the same inputs, so the same bytes.
+    """
+    prefix = f"{job.version}-{release}" if job.version else release
+    return f"{prefix}-{short(digest)}"
+
+
+def moving_tags(job: ImageJob, release: str) -> list[str]:
+    """Tags that follow the newest build: ``<release>`` and ``<version>``."""
+    tags = [release]
+    if job.version:
+        tags.append(job.version)
+    return tags

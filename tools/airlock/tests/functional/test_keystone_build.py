@@ -1,0 +1,146 @@
+"""keystone for 2025.2, both platforms, offline, published, reproducible.
+
+The issue's proof, end to end with real parts: the local source mirror made
+from the released sdist, a wheelhouse from the package index (sdist-only
+pins built in venv-builder per platform), an offline apt repository, a
+buildx build with the network off, a push to a real registry. Then both
+platform images run (arm64 under QEMU), a --no-cache rebuild gives the same
+index digest, a plain rebuild skips everything, and the arm64 venv
+assembled natively equals the one assembled under emulation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import unittest
+
+import yaml
+
+from airlock import docker, registry
+from airlock.tests.functional import pipeline
+from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
+
+RELEASE = "2025.2"
+PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
+def pinned_version() -> str:
+    refs = yaml.safe_load((REPO_ROOT / "releases" / RELEASE / "source-refs.yaml").read_text())
+    return str(refs["keystone"])
+
+
+class KeystoneBuildTest(unittest.TestCase):
+    record: dict
+    prefix: str
+    git: str
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        require_engine()
+        base_image()
+        cls.prefix = pipeline.fresh_prefix("keystone")
+        cls.git = pipeline.git_base("keystone")
+        cls.record = pipeline.build(RELEASE, cls.prefix, "--service", "keystone",
+                                    "--git-base", cls.git)
+        pipeline.airlock("publish", "--release", RELEASE)
+        cls.keystone = pipeline.image(cls.record, "keystone")
+        cls.ref = cls.keystone["ref"]
+
+    def run_in(self, platform: str, *command: str, user: str | None = None) -> str:
+        return docker.run(self.ref, list(command), platform=platform, user=user).strip()
+
+    def test_first_build_built_every_image(self) -> None:
+        self.assertEqual({row["image"]: row["status"] for row in self.record["images"]},
+                         {"python-base": "built", "venv-builder": "built",
+                          "keystone": "built"})
+        self.assertEqual(self.keystone["platforms"], list(PLATFORMS))
+
+    def test_keystone_manage_reports_the_pinned_version_on_both_platforms(self) -> None:
+        for platform in PLATFORMS:
+            with self.subTest(platform=platform):
+                self.assertEqual(self.run_in(platform, "keystone-manage", "--version"),
+                                 pinned_version())
+                machine = self.run_in(platform, "uname", "-m")
+                self.assertEqual(machine, {"linux/amd64": "x86_64",
+                                           "linux/arm64": "aarch64"}[platform])
+
+    def test_runs_as_42424_without_compiler_uv_or_pip(self) -> None:
+        for platform in PLATFORMS:
+            with self.subTest(platform=platform):
+                self.assertEqual(self.run_in(platform, "id", "-u"), "42424")
+                self.assertEqual(self.run_in(platform, "id", "-g"), "42424")
+                found = self.run_in(platform, "sh", "-c",
+                                    "for c in gcc cc uv pip pip3; do command -v $c; done; "
+                                    "python3 -m pip --version 2>/dev/null; "
+                                    "ls /usr/include 2>/dev/null; true")
+                self.assertEqual(found, "")
+
+    def test_applied_patch_record_matches_patches_folder(self) -> None:
+        patches = sorted((REPO_ROOT / "patches" / "keystone" / RELEASE).glob("*.patch"))
+        self.assertTrue(patches, "the release ships at least one keystone patch")
+        expected = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                    for p in patches]
+        for platform in PLATFORMS:
+            with self.subTest(platform=platform):
+                record = json.loads(self.run_in(
+                    platform, "cat", "/var/lib/openstack/share/airlock/keystone.json"))
+                self.assertEqual(record["patches"], expected)
+                self.assertEqual(record["version"], pinned_version())
+
+    def test_published_tags_point_at_the_built_index(self) -> None:
+        repo = self.ref.split("@", 1)[0]
+        for tag in (self.keystone["tag"], RELEASE, pinned_version()):
+            with self.subTest(tag=tag):
+                self.assertEqual(registry.digest(f"{repo}:{tag}"), self.keystone["digest"])
+        self.assertEqual(sorted(registry.platforms(self.ref)), sorted(PLATFORMS))
+        self.assertTrue(self.keystone["tag"].startswith(f"{pinned_version()}-{RELEASE}-"))
+
+    def test_rebuild_without_cache_is_identical_then_nothing_is_rebuilt(self) -> None:
+        again = pipeline.build(RELEASE, self.prefix, "--service", "keystone",
+                               "--git-base", self.git, "--no-cache")
+        for name in ("python-base", "venv-builder", "keystone"):
+            with self.subTest(image=name):
+                self.assertEqual(pipeline.image(again, name)["digest"],
+                                 pipeline.image(self.record, name)["digest"])
+                self.assertEqual(pipeline.image(again, name)["status"], "built")
+        noop = pipeline.build(RELEASE, self.prefix, "--service", "keystone",
+                              "--git-base", self.git)
+        self.assertEqual({row["image"]: row["status"] for row in noop["images"]},
+                         {"python-base": "skipped", "venv-builder": "skipped",
+                          "keystone": "skipped"})
+        self.assertEqual(pipeline.image(noop, "keystone")["digest"], self.keystone["digest"])
+
+    def test_arm64_venv_assembled_natively_equals_emulated(self) -> None:
+        common = ("--service", "keystone", "--git-base", self.git, "--platform",
+                  "linux/arm64", "--no-cache")
+        native = pipeline.image(pipeline.build(RELEASE, self.prefix, *common), "keystone")
+        native_content = archive_content(native["archive"])
+        emulated = pipeline.image(
+            pipeline.build(RELEASE, self.prefix, *common, "--emulate-install"), "keystone")
+        self.assertEqual(native["digest"], emulated["digest"])
+        # ... and it is the arm64 image of the two-platform index: the same
+        # config and layers (the manifests differ only by annotations, which
+        # name the build's inputs, platforms included).
+        repo = self.ref.split("@", 1)[0]
+        index = registry.manifest(self.ref)
+        child = next(m["digest"] for m in index["manifests"]
+                     if m["platform"]["architecture"] == "arm64")
+        doc = registry.manifest(f"{repo}@{child}")
+        self.assertEqual((doc["config"]["digest"], [x["digest"] for x in doc["layers"]]),
+                         native_content)
+
+
+def archive_content(archive: str) -> tuple[str, list[str]]:
+    """Config and layer digests of the single image in an OCI archive."""
+    with tarfile.open(archive) as tar:
+        def blob(digest: str) -> dict:
+            member = tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1])
+            assert member is not None
+            return json.load(member)
+
+        index_file = tar.extractfile("index.json")
+        assert index_file is not None
+        manifest = blob(json.load(index_file)["manifests"][0]["digest"])
+        return manifest["config"]["digest"], [x["digest"] for x in manifest["layers"]]

@@ -1,0 +1,124 @@
+"""Benchmark keystone's build: times, sizes and ratios, printed, never asserted.
+
+    tox -e bench                  (or: python tools/bench.py [--release 2025.2])
+
+Measures on this machine, with the local default (base image, source
+mirror, local registry) that ./tools/run-local sets up:
+
+- cold build time of keystone per platform (``--no-cache``, one platform
+  at a time), and the arm64/amd64 ratio;
+- the no-op rebuild of every image built here for the release (nothing
+  changed: every image is skipped);
+- keystone's runtime image size unpacked, and the size of the same image
+  with the build stage left in (its build target), and their ratio.
+
+Timed tests would flake on noisy machines; this script prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from airlock import docker
+
+TOP = Path(__file__).resolve().parents[1]
+
+
+def airlock(*args: str) -> float:
+    """Run ``airlock ARGS``; return the seconds it took."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "airlock.cli", *args], cwd=TOP,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bench: airlock {' '.join(args)} failed:\n{proc.stdout[-2000:]}"
+                 f"{proc.stderr[-2000:]}")
+    return time.monotonic() - started
+
+
+def record(work: Path, release: str) -> dict:
+    return json.loads((work / release / "build-record.json").read_text())
+
+
+def keystone(rec: dict) -> dict:
+    return next(row for row in rec["images"] if row["image"] == "keystone")
+
+
+def unpacked_size(ref: str, platform: str) -> int:
+    """Bytes of the image's file system, as ``du`` inside it sees them."""
+    out = docker.run(ref, ["du", "-sxb", "/"], platform=platform, user="0")
+    return int(out.split()[0])
+
+
+def build_stage_size(row: dict, work: Path, images_dir: Path) -> int:
+    """Size of keystone's image had the build stage been shipped (target build)."""
+    archive = work / "bench" / "keystone-build-stage.oci.tar"
+    spec = docker.BuildSpec(
+        dockerfile=images_dir / "keystone" / "Dockerfile", context=images_dir / "keystone",
+        output=archive, platforms=("linux/amd64",),
+        contexts={k: Path(v) for k, v in row["contexts"].items()},
+        build_args=row["build_args"], target="build")
+    result = docker.build(spec)
+    ref = f"127.0.0.1:5000/airlock-bench/keystone-build-stage:{uuid.uuid4().hex[:8]}"
+    from airlock import registry
+
+    registry.push_archive(result.archive, ref)
+    return unpacked_size(ref, "linux/amd64")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release", default="2025.2")
+    args = parser.parse_args()
+    work = Path(os.environ.get("AIRLOCK_WORK_DIR") or TOP / "work")
+    prefix = f"127.0.0.1:5000/airlock-bench/{uuid.uuid4().hex[:8]}"
+    git = str(work / "git")
+    common = ["--release", args.release, "--registry", prefix, "--work-dir", str(work),
+              "--git-base", git]
+    airlock("base", "create", "--release", args.release, "--work-dir", str(work))
+    airlock("mirror", "create", "--release", args.release, "--dest", git,
+            "--component", "keystone")
+    # Warm the wheelhouse and apt repository: they are prepared ahead of the
+    # build (and measured by their own steps), not part of the build time.
+    airlock("build", *common, "--service", "keystone")
+
+    cold = {}
+    for platform in ("linux/amd64", "linux/arm64"):
+        total = airlock("build", *common, "--service", "keystone", "--platform", platform,
+                        "--no-cache")
+        cold[platform] = (total, keystone(record(work, args.release))["seconds"])
+    both = airlock("build", *common, "--service", "keystone", "--no-cache")
+    both_image = keystone(record(work, args.release))["seconds"]
+    airlock("publish", "--release", args.release, "--work-dir", str(work))
+    row = keystone(record(work, args.release))
+    noop = airlock("build", *common, "--service", "keystone")
+    noop_rec = record(work, args.release)
+
+    ref = f"{row['ref'].split('@')[0]}@{row['digest']}"
+    runtime = unpacked_size(ref, "linux/amd64")
+    with_build = build_stage_size(row, work, TOP / "images")
+
+    mb = 1e6
+    amd, arm = cold["linux/amd64"], cold["linux/arm64"]
+    print(f"keystone {row['version']} for {args.release}, on {os.cpu_count()} cores")
+    print(f"  cold build, amd64:            {amd[0]:7.1f} s  (keystone image {amd[1]:.1f} s)")
+    print(f"  cold build, arm64:            {arm[0]:7.1f} s  (keystone image {arm[1]:.1f} s)")
+    print(f"  arm64/amd64 build-time ratio: {arm[1] / amd[1]:7.2f}x (keystone image step)")
+    print(f"  cold build, both platforms:   {both:7.1f} s  (keystone image {both_image:.1f} s)")
+    skipped = sum(1 for r in noop_rec["images"] if r["status"] == "skipped")
+    print(f"  no-op rebuild:                {noop:7.1f} s  ({skipped}/{len(noop_rec['images'])}"
+          f" images skipped; target < 10 s)")
+    print(f"  runtime image, unpacked:      {runtime / mb:7.1f} MB (target <= 300 MB)")
+    print(f"  with the build stage left in: {with_build / mb:7.1f} MB "
+          f"({with_build / runtime:.2f}x the runtime image)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
