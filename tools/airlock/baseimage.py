@@ -42,7 +42,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airlock import docker, registry
+from airlock import docker, files, registry
 from airlock.errors import AirlockError, ToolError
 
 if TYPE_CHECKING:  # the model only; importing it here would tie us to its loader
@@ -222,11 +222,8 @@ def mmdebstrap_command(spec: BaseSpec, platform: str, dest: Path) -> list[str]:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    """``sha256:<hex>`` of a file (the form the base image's inputs record)."""
+    return "sha256:" + files.sha256_file(path)
 
 
 def bootstrap(spec: BaseSpec, platform: str, dest: Path, epoch: int, log: Path) -> Path:

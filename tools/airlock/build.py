@@ -28,7 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlock import baseimage, constraints, debs, docker, plan, refs, registry, sources, wheels
+from airlock import (
+    baseimage,
+    constraints,
+    debs,
+    docker,
+    files,
+    plan,
+    refs,
+    registry,
+    sources,
+    wheels,
+)
 from airlock.errors import AirlockError
 from airlock.layout import Layout
 from airlock.release import Release
@@ -146,7 +157,7 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
                          dep_refs=refs_by_job)
         record["images"].append(row)
     record["seconds"] = round(time.monotonic() - started, 1)
-    _write_record(work / "build-record.json", record)
+    files.write_json(work / "build-record.json", record)
     return record
 
 
@@ -301,9 +312,3 @@ def _registry_size(ref: str) -> int:
             total += sum(layer.get("size", 0) for layer in child.get("layers", []))
             total += (child.get("config") or {}).get("size", 0)
     return total
-
-
-def _write_record(path: Path, record: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)

@@ -47,6 +47,10 @@ from pathlib import Path
 
 from airlock import baseimage, docker, packages, registry
 from airlock.errors import AirlockError, ToolError
+from airlock.files import link_or_copy as _link_or_copy
+from airlock.files import read_json as _read_json
+from airlock.files import sha256_file as _sha256_file
+from airlock.files import write_json as _write_json
 from airlock.release import Release
 
 RECIPE = "airlock-debs/1"
@@ -337,32 +341,3 @@ def is_current(out: Path, digest: str) -> bool:
     present = {p.name for p in out.iterdir()} - {MANIFEST}
     return present == set(listed) and all(
         _sha256_file(out / name) == entry.get("sha256") for name, entry in listed.items())
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)

@@ -19,6 +19,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airlock.files import sha256_file
+
 # The images every service image is built on, in build order.
 BASE_IMAGES = ("python-base", "venv-builder")
 DIGEST_LEN = 12  # hex characters of the input digest in tags
@@ -53,7 +55,7 @@ def tree_digest(path: Path) -> str:
     """
     digest = hashlib.sha256()
     if path.is_file():
-        digest.update(b"F" + _file_sha(path).encode())
+        digest.update(b"F" + sha256_file(path).encode())
         return digest.hexdigest()
     for top, dirs, files in os.walk(path):
         dirs.sort()
@@ -66,16 +68,8 @@ def tree_digest(path: Path) -> str:
                 digest.update(b"L" + rel + b"\0" + os.readlink(full).encode() + b"\0")
             else:
                 mode = b"x" if st.st_mode & 0o111 else b"-"
-                digest.update(b"F" + rel + b"\0" + mode + _file_sha(full).encode() + b"\0")
+                digest.update(b"F" + rel + b"\0" + mode + sha256_file(full).encode() + b"\0")
     return digest.hexdigest()
-
-
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def job_inputs(job: ImageJob, dep_digests: dict[str, str], base_digest: str) -> dict:

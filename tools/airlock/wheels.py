@@ -70,6 +70,9 @@ from packaging.version import InvalidVersion, Version
 
 from airlock import constraints, docker, index, uv
 from airlock.errors import AirlockError, ToolError
+from airlock.files import link_or_copy, sha256_file
+from airlock.files import read_json as _read_json
+from airlock.files import write_json as _write_json
 from airlock.release import Release, canonical_name
 
 # Bump with any change to how a wheelhouse is made: the input digest changes.
@@ -904,24 +907,8 @@ def tool_wheels(release: Release, platforms, dest: Path, *, index_url: str | Non
 # --- small file helpers -------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sha256_text(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def link_or_copy(src: Path, dest: Path) -> None:
-    """Hard-link ``src`` to ``dest`` (cache and wheelhouse share the bytes), else copy."""
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
 
 
 def _listdir(path: Path) -> list[str]:
@@ -929,19 +916,3 @@ def _listdir(path: Path) -> list[str]:
         return os.listdir(path)
     except OSError:
         return []
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically, sorted, one key a line: same data, same bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
