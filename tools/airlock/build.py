@@ -114,6 +114,11 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
                     "lock": lock, "images": []}
 
     cache = opts.work_dir / "cache"
+    # The images below the services also hold the build platform: every
+    # service's build stage runs on it (FROM --platform=$BUILDPLATFORM), and
+    # so do the sdist builds whose result serves every platform.
+    native = wheels.native_target()
+    base_platforms = tuple(sorted({*platforms, *([native.platform] if native else [])}))
     dep_digests: dict[str, str] = {}
     refs_by_job: dict[str, str] = {}
 
@@ -125,18 +130,18 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
         record["images"].append(row)
 
     base_job(plan.ImageJob("python-base", opts.layout.images_dir / "python-base",
-                           tuple(platforms), build_args={"BASE_IMAGE": base_pinned},
+                           base_platforms, build_args={"BASE_IMAGE": base_pinned},
                            source_date_epoch=base_epoch))
     # venv-builder's compilers come from an apt repository computed in
     # python-base (what it lacks is exactly what must be installed).
-    tools = wheels.tool_wheels(release, platforms, work / "tool-wheels",
+    tools = wheels.tool_wheels(release, base_platforms, work / "tool-wheels",
                                index_url=opts.index_url, cache=cache)
-    progress(f"venv-builder: OS packages for {', '.join(platforms)}")
+    progress(f"venv-builder: OS packages for {', '.join(base_platforms)}")
     builder_debs = work / "debs" / "venv-builder"
-    debs.prepare(release, opts.layout.images_dir, "venv-builder", platforms, builder_debs,
+    debs.prepare(release, opts.layout.images_dir, "venv-builder", base_platforms, builder_debs,
                  base_image=refs_by_job["python-base"], profile="build", cache=cache)
     base_job(plan.ImageJob("venv-builder", opts.layout.images_dir / "venv-builder",
-                           tuple(platforms), contexts={"wheels": tools, "debs": builder_debs},
+                           base_platforms, contexts={"wheels": tools, "debs": builder_debs},
                            depends={"python-base": "PYTHON_BASE"},
                            source_date_epoch=base_epoch))
 
