@@ -28,6 +28,16 @@ MAIN_COMMANDS = {
 }
 
 
+# pbr's wsgi_scripts, which uv does not write: airlock-venv does.
+WSGI_SCRIPTS = {
+    "glance": ["glance-wsgi-api"],
+    "placement": ["placement-api"],
+    "nova": ["nova-api-wsgi", "nova-metadata-wsgi"],
+    "neutron": ["neutron-api"],
+    "cinder": ["cinder-wsgi"],
+}
+
+
 class AllServicesAmd64Test(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
@@ -52,3 +62,22 @@ class AllServicesAmd64Test(unittest.TestCase):
                 self.assertIn(expected.format(version=self.refs[service]), output)
                 self.assertEqual(docker.run(ref, ["id", "-u"], platform="linux/amd64").strip(),
                                  "42424")
+
+    def test_wsgi_entry_points_are_there_and_import(self) -> None:
+        for service, scripts in WSGI_SCRIPTS.items():
+            row = pipeline.image(self.record, service)
+            ref = f"{row['ref'].split('@')[0]}@{row['digest']}"
+            for script in scripts:
+                with self.subTest(service=service, script=script):
+                    path = f"/var/lib/openstack/bin/{script}"
+                    # The module holding the application factory imports
+                    # (the factory itself wants a configuration to run).
+                    out = docker.run(ref, ["sh", "-c", f"test -x {path} && head -n 1 {path} && "
+                                           f"python3 -c \"import ast, importlib; "
+                                           f"t = ast.parse(open('{path}').read()); "
+                                           f"m = [n.module for n in t.body if "
+                                           f"isinstance(n, ast.ImportFrom)][0]; "
+                                           f"importlib.import_module(m); print('imported', m)\""],
+                                     platform="linux/amd64")
+                    self.assertIn("#!/var/lib/openstack/bin/python", out)
+                    self.assertIn("imported", out)

@@ -6,10 +6,10 @@ pip's own configuration; the download cache is new, so the first run is a
 cold one. The sdists with no wheel (testresources; yappi on arm64) are built
 in the venv-builder image of the target platform, arm64 under QEMU.
 
-The venv-builder is made here from images/venv-builder (base image + uv's
-wheels from ``airlock wheels --tools-only``), plus a layer with its bindep
-``build`` packages (gcc, headers) from ``airlock debs --profile build``:
-images/venv-builder/Dockerfile does not install them yet, and yappi is C.
+The venv-builder is made here the way ``airlock build`` makes it:
+images/python-base on the base image, then images/venv-builder on it with
+uv's wheels (``airlock wheels --tools-only``) and its bindep ``build``
+packages (gcc, headers: yappi is C) from ``airlock debs --profile build``.
 """
 
 from __future__ import annotations
@@ -34,16 +34,6 @@ from airlock.tests.functional import engine
 WORK = Path(os.environ.get("AIRLOCK_WORK_DIR") or engine.REPO_ROOT / "work")
 SETUP_CACHE = WORK / "cache"  # the builder's inputs: shared with other runs
 
-# What images/venv-builder/Dockerfile should do itself (see the module docstring).
-BUILD_PACKAGES_DOCKERFILE = """\
-ARG VENV_BUILDER
-FROM ${VENV_BUILDER}
-ARG TARGETARCH
-ARG SOURCE_DATE_EPOCH
-RUN --mount=type=bind,from=debs,target=/debs \\
-    --mount=type=bind,from=tools,target=/tools \\
-    sh /tools/airlock-apt-install "/debs/${TARGETARCH}"
-"""
 ELF_MACHINE = {"amd64": 0x3E, "arm64": 0xB7}
 
 
@@ -58,30 +48,28 @@ def airlock(*args: str) -> str:
 
 
 def make_venv_builder(tmp: Path, base: str) -> str:
-    """The venv-builder image with its build packages, pushed; its reference by digest."""
+    """python-base then venv-builder, pushed; venv-builder's reference by digest."""
     root = str(engine.REPO_ROOT)
+    images = engine.REPO_ROOT / "images"
+    python_base = docker.build(docker.BuildSpec(
+        dockerfile=images / "python-base" / "Dockerfile", context=images / "python-base",
+        output=tmp / "python-base.oci.tar", platforms=engine.PLATFORMS,
+        build_args={"BASE_IMAGE": base}))
+    pushed = registry.push_archive(python_base.archive, f"{engine.TEST_REPO}/python-base:wheels")
+    python_base_ref = f"{engine.TEST_REPO}/python-base@{pushed}"
     tools, debs = tmp / "tools", tmp / "venv-builder-debs"
     airlock("wheels", "--release", engine.RELEASE, "--tools-only", "--dest", str(tools),
             "--cache", str(SETUP_CACHE), "--root", root)
     airlock("debs", "--release", engine.RELEASE, "--service", "venv-builder", "--profile",
-            "build", "--dest", str(debs), "--base-image", base, "--cache", str(SETUP_CACHE),
-            "--root", root)
-    images = engine.REPO_ROOT / "images"
-    plain = docker.build(docker.BuildSpec(
+            "build", "--dest", str(debs), "--base-image", python_base_ref,
+            "--cache", str(SETUP_CACHE), "--root", root)
+    builder = docker.build(docker.BuildSpec(
         dockerfile=images / "venv-builder" / "Dockerfile", context=images / "venv-builder",
         output=tmp / "venv-builder.oci.tar", platforms=engine.PLATFORMS,
-        contexts={"wheels": tools}, build_args={"BASE_IMAGE": base}))
-    digest = registry.push_archive(plain.archive, f"{engine.TEST_REPO}/venv-builder:wheels")
-    context = tmp / "with-build-packages"
-    context.mkdir()
-    (context / "Dockerfile").write_text(BUILD_PACKAGES_DOCKERFILE)
-    full = docker.build(docker.BuildSpec(
-        dockerfile=context / "Dockerfile", context=context,
-        output=tmp / "venv-builder-build.oci.tar", platforms=engine.PLATFORMS,
-        contexts={"debs": debs, "tools": images / "python-base"},
-        build_args={"VENV_BUILDER": f"{engine.TEST_REPO}/venv-builder@{digest}"}))
-    ref = f"{engine.TEST_REPO}/venv-builder-build"
-    return f"{ref}@{registry.push_archive(full.archive, f'{ref}:wheels')}"
+        contexts={"wheels": tools, "debs": debs},
+        build_args={"PYTHON_BASE": python_base_ref}))
+    ref = f"{engine.TEST_REPO}/venv-builder"
+    return f"{ref}@{registry.push_archive(builder.archive, f'{ref}:wheels')}"
 
 
 def elf_machine(data: bytes) -> int:
