@@ -47,6 +47,7 @@ from pathlib import Path
 
 from airlock import baseimage, docker, packages, registry
 from airlock.errors import AirlockError, ToolError
+from airlock.files import check_replaceable, swap_into_place
 from airlock.files import link_or_copy as _link_or_copy
 from airlock.files import read_json as _read_json
 from airlock.files import sha256_file as _sha256_file
@@ -223,7 +224,7 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
             results.append(Result(platform, out, False, _read_json(out / MANIFEST) or {},
                                   round(time.monotonic() - started, 1)))
             continue
-        check_dest(out)
+        check_replaceable(out, MANIFEST, "an airlock apt repository")
         folder = store / f"{release.distro.name}-{release.distro.codename}" / debian_arch
         closure, downloaded = ([], 0)
         if names:
@@ -312,24 +313,11 @@ def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure:
                     "files": files}
         _write_json(stage / MANIFEST, manifest)
         os.chmod(stage, 0o755)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(stage, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return manifest
 
-
-def check_dest(out: Path) -> None:
-    """Refuse to replace a folder that is not a repository of ours (it would be deleted)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir())
-                                              and not (out / MANIFEST).is_file())):
-        raise AirlockError(str(out), "exists and is not an airlock apt repository "
-                           "(no manifest.json)", "choose a new or empty folder for --dest")
 
 
 def is_current(out: Path, digest: str) -> bool:

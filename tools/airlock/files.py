@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+from airlock.errors import AirlockError
+
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's content, read in blocks (wheels can be large)."""
@@ -46,3 +48,26 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+def check_replaceable(dest: Path, marker: str, what: str) -> None:
+    """Refuse to replace a folder that is not one we wrote: replacing deletes it.
+
+    Ours means it holds ``marker`` (the manifest every prepared tree ends
+    with); an empty folder or a missing one is fine too.
+    """
+    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir())
+                                                and not (dest / marker).is_file())):
+        raise AirlockError(str(dest), f"exists and is not {what} (no {marker})",
+                           "choose a new or empty folder for --dest")
+
+
+def swap_into_place(stage: Path, dest: Path) -> None:
+    """Replace ``dest`` by ``stage`` (same parent): the old tree is gone only once the new is in."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(stage, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

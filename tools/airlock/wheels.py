@@ -70,7 +70,7 @@ from packaging.version import InvalidVersion, Version
 
 from airlock import constraints, docker, index, uv
 from airlock.errors import AirlockError, ToolError
-from airlock.files import link_or_copy, sha256_file
+from airlock.files import check_replaceable, link_or_copy, sha256_file, swap_into_place
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
 from airlock.release import Release, canonical_name
@@ -597,7 +597,7 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
         progress(f"{dest}: unchanged (inputs {digest[:19]})")
         return Result(dest, False, _read_json(dest / MANIFEST) or {},
                       {"total": round(time.monotonic() - started, 1)})
-    check_dest(dest)
+    check_replaceable(dest, MANIFEST, "a wheelhouse")
     store = Cache((cache or default_cache()) / "pypi")
     before = set(_listdir(store.files))
     where = index.locations(index_url)
@@ -796,13 +796,6 @@ def _manifest(recorded: dict, digest: str, targets: list[Target],
     }
 
 
-def check_dest(dest: Path) -> None:
-    """Refuse to replace a folder that is not a wheelhouse (it would be deleted)."""
-    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir())
-                                                and not (dest / MANIFEST).is_file())):
-        raise AirlockError(str(dest), "exists and is not a wheelhouse (no manifest.json)",
-                           "choose a new or empty folder for --dest")
-
 
 def _install(dest: Path, layout: dict[str, dict], manifest: dict, constraints_text: str,
              build_text: str) -> None:
@@ -822,16 +815,6 @@ def _install(dest: Path, layout: dict[str, dict], manifest: dict, constraints_te
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
-
-def swap_into_place(stage: Path, dest: Path) -> None:
-    """Replace ``dest`` by ``stage`` (same parent): the old tree is gone only once the new is in."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(stage, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def is_current(dest: Path, digest: str, venv_builder: str | None) -> bool:
