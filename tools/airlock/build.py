@@ -20,7 +20,6 @@ trail read.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -149,11 +148,11 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
         srcs = [_source(opts, lock, name, work, progress) for name in components[service]]
         ctx = _service_contexts(opts, service, platforms, srcs, work, refs_by_job, cache,
                                 progress)
-        version = json.loads((srcs[-1] / sources.RECORD).read_text())["version"]
+        records = [sources.read_record(s) for s in srcs]
+        version = records[-1]["version"]
         # Never older than the base: the exporter would rewrite (and so
         # duplicate) every base layer with older time stamps.
-        epoch = max([base_epoch, *(json.loads((s / sources.RECORD).read_text())["committed-at"]
-                                   for s in srcs)])
+        epoch = max([base_epoch, *(r["committed-at"] for r in records)])
         job = plan.ImageJob(
             service, opts.layout.images_dir / service, tuple(platforms), contexts=ctx,
             depends={"python-base": "PYTHON_BASE", "venv-builder": "VENV_BUILDER"},

@@ -29,6 +29,7 @@ from packaging.version import InvalidVersion, Version
 
 from airlock import git
 from airlock.errors import AirlockError, ToolError
+from airlock.files import read_json
 from airlock.release import Release
 
 RECORD = Path(".airlock") / "source.json"
@@ -92,16 +93,26 @@ def check_dest(dest: Path) -> None:
         raise AirlockError(str(dest), "exists", "remove it or choose another --dest")
 
 
+def read_record(tree: Path) -> dict[str, Any]:
+    """The record :func:`prepare` left in ``tree`` (commit, version, patches, time).
+
+    A tree without a readable record was not prepared by airlock: say so
+    rather than build from it.
+    """
+    record = read_json(tree / RECORD)
+    if record is None:
+        raise AirlockError(str(tree / RECORD), "missing or unreadable",
+                           "prepare the tree again with 'airlock sources prepare'")
+    return record
+
+
 def is_current(tree: Path, entry: dict[str, str], series: list[Path]) -> bool:
     """Whether a prepared ``tree`` is what :func:`prepare` would make now.
 
     True when its record names the locked SHA and exactly this patch series
     (names and sha256s, in order): then a build can reuse it as it is.
     """
-    try:
-        record = json.loads((tree / RECORD).read_text())
-    except (OSError, ValueError):
-        return False
+    record = read_json(tree / RECORD) or {}
     wanted = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
               for p in series]
     return record.get("sha") == entry.get("sha") and record.get("patches") == wanted
