@@ -7,6 +7,8 @@ fresh registry prefix so that its first build really builds.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -14,6 +16,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from airlock import cli
 from airlock.tests.functional.engine import REGISTRY, REPO_ROOT
 
 WORK = Path(os.environ.get("AIRLOCK_FUNCTIONAL_WORK_DIR") or REPO_ROOT / "work" / "functional")
@@ -34,6 +37,20 @@ def airlock(*args: str, check: bool = True, env: dict[str, str] | None = None
         raise AssertionError(f"airlock {' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def airlock_here(*args: str) -> str:
+    """``airlock ARGS`` in this process (the caller's environment); its standard output.
+
+    For steps whose output the test reads and whose work folder the test
+    chooses itself; a failure raises with airlock's own error lines.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    if code != 0:
+        raise AssertionError(f"airlock {' '.join(args)} exited {code}: {err.getvalue()}")
+    return out.getvalue()
 
 
 def git_base(*components: str, release: str = "2025.2") -> str:

@@ -22,17 +22,10 @@ from airlock import cli, debs, docker, packages
 from airlock.layout import resolve_layout
 from airlock.release import load_release
 from airlock.tests.functional import engine
+from airlock.tests.functional.pipeline import airlock_here as airlock
 
 APT_INSTALL = engine.REPO_ROOT / "images" / "python-base" / "airlock-apt-install"
 
-
-def airlock(*args: str) -> str:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(list(args))
-    if code != 0:
-        raise AssertionError(f"airlock {' '.join(args)} exited {code}: {err.getvalue()}")
-    return out.getvalue()
 
 
 def install_offline(base: str, repo: Path, names: list[str], log: Path) -> str:

@@ -14,8 +14,6 @@ packages (gcc, headers: yappi is C) from ``airlock debs --profile build``.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -26,25 +24,17 @@ import unittest
 import zipfile
 from pathlib import Path
 
-from airlock import cli, docker, index, registry, uv, wheels
+from airlock import docker, index, registry, uv, wheels
 from airlock.layout import resolve_layout
 from airlock.release import canonical_name, load_release
 from airlock.tests.functional import engine
+from airlock.tests.functional.pipeline import airlock_here as airlock
 
 WORK = Path(os.environ.get("AIRLOCK_WORK_DIR") or engine.REPO_ROOT / "work")
 SETUP_CACHE = WORK / "cache"  # the builder's inputs: shared with other runs
 
 ELF_MACHINE = {"amd64": 0x3E, "arm64": 0xB7}
 
-
-def airlock(*args: str) -> str:
-    """``airlock ARGS`` in this process; its standard output, or the failure."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(list(args))
-    if code != 0:
-        raise AssertionError(f"airlock {' '.join(args)} exited {code}: {err.getvalue()}")
-    return out.getvalue()
 
 
 def make_venv_builder(tmp: Path, base: str) -> str:
