@@ -38,6 +38,7 @@ from airlock import (
     registry,
     sources,
     wheels,
+    wheeltags,
 )
 from airlock.errors import AirlockError
 from airlock.layout import Layout
@@ -116,7 +117,7 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
     # The images below the services also hold the build platform: every
     # service's build stage runs on it (FROM --platform=$BUILDPLATFORM), and
     # so do the sdist builds whose result serves every platform.
-    native = wheels.native_target()
+    native = wheeltags.native_target()
     base_platforms = tuple(sorted({*platforms, *([native.platform] if native else [])}))
     dep_digests: dict[str, str] = {}
     refs_by_job: dict[str, str] = {}

@@ -37,446 +37,52 @@ image's digest only when the reference is a tag).
 
 The wheelhouse appears whole or not at all: it is assembled next to DEST
 (hard links into the cache) and renamed into place.
+
+This module decides and assembles; its parts live apart: platforms and
+wheel tags in :mod:`airlock.wheeltags`, what a source tree asks for in
+:mod:`airlock.pysource`, the shared cache and sdist builds in
+:mod:`airlock.wheelcache`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import platform as host
 import shutil
-import tarfile
 import tempfile
 import time
-import tomllib
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging import tags as ptags
 from packaging.markers import Marker
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion, Version
 
 from airlock import constraints, docker, index, uv
 from airlock.errors import AirlockError, ToolError
 from airlock.files import check_replaceable, link_or_copy, sha256_file, swap_into_place
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
+from airlock.pysource import check_sources, read_source, requirements_in, sdist_requires
 from airlock.release import Release, canonical_name
+from airlock.wheelcache import (
+    BUILD_CONSTRAINTS,
+    RECIPE,
+    Cache,
+    build_sdist,
+    default_cache,
+    fetch,
+)
+from airlock.wheeltags import PURE, Target, is_pure, native_target, place, target
 
-# Bump with any change to how a wheelhouse is made: the input digest changes.
-RECIPE = "airlock-wheels/1"
 FORMAT = 1
 # Build requirements every wheelhouse carries: pbr builds every OpenStack
 # source, setuptools and wheel every legacy sdist. setuptools >= 81 has no
 # pkg_resources (pbr needs it); exact pins make builds repeatable. A pin of
 # the same name in the merged constraints wins over these.
 BUILD_BASE = {"setuptools": "80.9.0", "wheel": "0.45.1", "pbr": None}
-# Wheels built from sdists carry this time stamp in their zip entries.
-SDIST_EPOCH = 315532800  # 1980-01-01, the earliest a zip file can hold
 MANIFEST = "manifest.json"
 CONSTRAINTS = "constraints.txt"
-BUILD_CONSTRAINTS = "build-constraints.txt"
-PURE = "any"
-# The newest manylinux tag both airlock-venv (uv --python-platform) and the
-# target distros (Debian 12: glibc 2.36) accept.
-GLIBC_MINOR = 28
-CACHE_ENV = "AIRLOCK_CACHE_DIR"
-
-
-@dataclass(frozen=True)
-class Target:
-    """A platform a wheelhouse serves, in the names each tool wants."""
-
-    platform: str  # linux/amd64 (docker)
-    arch: str  # amd64 (the folder, TARGETARCH)
-    machine: str  # x86_64 (wheel tags)
-
-    @property
-    def python_platform(self) -> str:
-        """uv's ``--python-platform`` (as airlock-venv installs with)."""
-        return f"{self.machine}-manylinux_2_{GLIBC_MINOR}"
-
-
-TARGETS = {t.platform: t for t in (Target("linux/amd64", "amd64", "x86_64"),
-                                   Target("linux/arm64", "arm64", "aarch64"))}
-
-
-def target(platform: str) -> Target:
-    """The Target of ``linux/amd64`` or ``linux/arm64``; anything else is the user's error."""
-    try:
-        return TARGETS[platform]
-    except KeyError:
-        raise AirlockError(f"platform {platform}", "no wheelhouse recipe for it",
-                           f"use one of: {', '.join(TARGETS)}") from None
-
-
-def pip_platforms(machine: str, glibc_minor: int = GLIBC_MINOR) -> list[str]:
-    """pip's ``--platform`` values for ``machine``, most preferred first.
-
-    Every manylinux_2_N from the newest accepted down (pip does not expand
-    them itself), the legacy aliases (manylinux2014 = 2_17, 2010 = 2_12,
-    manylinux1 = 2_5; aarch64 starts at 2_17), then plain ``linux_<machine>``
-    (what a wheel built from an sdist is tagged).
-    """
-    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-    lowest = 17 if machine == "aarch64" else 5
-    names = []
-    for minor in range(glibc_minor, lowest - 1, -1):
-        names.append(f"manylinux_2_{minor}_{machine}")
-        if minor in legacy and (machine in ("x86_64", "i686") or minor == 17):
-            names.append(f"{legacy[minor]}_{machine}")
-    return [*names, f"linux_{machine}"]
-
-
-def supported_tags(python_version: str, machine: str) -> list[ptags.Tag]:
-    """The wheel tags a CPython ``python_version`` on ``machine`` accepts, best first."""
-    major, minor = (int(part) for part in python_version.split(".")[:2])
-    platforms = pip_platforms(machine)
-    return [*ptags.cpython_tags((major, minor), abis=[f"cp{major}{minor}"],
-                                platforms=platforms),
-            *ptags.compatible_tags((major, minor), interpreter=f"cp{major}{minor}",
-                                   platforms=platforms)]
-
-
-def is_pure(filename: str) -> bool:
-    """Whether a wheel serves every platform (all its tags are ``none-any``)."""
-    if not filename.endswith(".whl"):
-        return False
-    _, _, _, found = parse_wheel_filename(filename)
-    return all(tag.abi == "none" and tag.platform == "any" for tag in found)
-
-
-def dist_of(filename: str) -> tuple[str, Version] | None:
-    """(canonical name, version) of a wheel or sdist file name; None for other files."""
-    try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-        else:
-            name, version = parse_sdist_filename(filename)
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        return None
-    return str(name), version
-
-
-def choose(filenames: list[str], name: str, version: str,
-           supported: list[ptags.Tag]) -> str | None:
-    """The file pip would install for pin ``name==version``: best-tagged wheel, else sdist.
-
-    ``supported`` is the target's tag list, best first (:func:`supported_tags`).
-    """
-    rank = {tag: i for i, tag in enumerate(supported)}
-    wanted = (canonical_name(name), Version(version))
-    best: tuple[int, int, str] | None = None
-    for filename in filenames:
-        if dist_of(filename) != wanted:
-            continue
-        if filename.endswith(".whl"):
-            ranks = [rank[t] for t in parse_wheel_filename(filename)[3] if t in rank]
-            if not ranks:
-                continue
-            candidate = (0, min(ranks), filename)
-        else:
-            candidate = (1, 0, filename)
-        best = candidate if best is None or candidate < best else best
-    return best[2] if best else None
-
-
-def place(filename: str, arch: str) -> str:
-    """Where a wheel goes in the wheelhouse: ``any/`` if pure, else ``<arch>/``."""
-    return f"{PURE if is_pure(filename) else arch}/{filename}"
-
-
-# --- sources ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    """A prepared source tree as the wheelhouse sees it."""
-
-    path: Path
-    component: str
-    package: str  # canonical distribution name
-    requirements: tuple[str, ...]  # requirements.txt entries, comments stripped
-    build_requires: tuple[str, ...]  # pyproject.toml [build-system] requires
-
-
-def read_source(release: Release, path: Path) -> Source:
-    """A prepared tree (``airlock sources prepare``) of a component of ``release``."""
-    record_path = path / ".airlock" / "source.json"
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError):
-        raise AirlockError(str(path), "not a prepared source tree (no .airlock/source.json)",
-                           "pass the folder that `airlock sources prepare` made") from None
-    component = record.get("component")
-    if record.get("release") != release.name:
-        raise AirlockError(str(record_path), f"prepared for release {record.get('release')}, "
-                           f"not {release.name}", "prepare it again for this release")
-    if component not in release.components:
-        raise AirlockError(str(record_path), f"component {component!r} is not in release "
-                           f"{release.name}", f"use one of: {', '.join(release.components)}")
-    package = canonical_name(release.components[component].component.package)
-    return Source(path=path, component=component, package=package,
-                  requirements=tuple(read_requirements(path / "requirements.txt")),
-                  build_requires=tuple(pyproject_requires(path / "pyproject.toml")))
-
-
-def read_requirements(path: Path) -> list[str]:
-    """The requirement lines of a requirements.txt, comments stripped.
-
-    Options (``-r``, ``-e``, ``--index-url`` ...) are refused: a source's
-    requirements name packages, and where they come from is airlock's choice.
-    """
-    if not path.is_file():
-        return []
-    entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        text = line.split(" #", 1)[0].split("\t#", 1)[0].strip()
-        if not text or text.startswith("#"):
-            continue
-        if text.startswith("-"):
-            raise AirlockError(f"{path}:{number}", f"option {text.split()[0]!r} in a "
-                               "requirements file", "list package requirements only")
-        try:
-            Requirement(text)
-        except InvalidRequirement as error:
-            raise AirlockError(f"{path}:{number}", f"not a requirement: {error}",
-                               "write a PEP 508 requirement") from None
-        entries.append(text)
-    return entries
-
-
-def pyproject_requires(path: Path) -> list[str]:
-    """``[build-system] requires`` of a pyproject.toml file (none if it has none)."""
-    if not path.is_file():
-        return []
-    return _build_requires(path.read_bytes(), str(path))
-
-
-def sdist_requires(sdist: Path) -> list[str]:
-    """``[build-system] requires`` of the pyproject.toml at the top of an sdist."""
-    try:
-        if sdist.name.endswith(".zip"):
-            with zipfile.ZipFile(sdist) as archive:
-                names = [n for n in archive.namelist() if n.count("/") == 1
-                         and n.endswith("/pyproject.toml")]
-                return _build_requires(archive.read(names[0]), str(sdist)) if names else []
-        with tarfile.open(sdist) as archive:
-            for member in archive:
-                if member.name.count("/") == 1 and member.name.endswith("/pyproject.toml"):
-                    data = archive.extractfile(member)
-                    return _build_requires(data.read(), str(sdist)) if data else []
-    except (OSError, tarfile.TarError, zipfile.BadZipFile) as error:
-        raise ToolError(str(sdist), f"not a readable sdist: {error}") from None
-    return []
-
-
-def _build_requires(data: bytes, where: str) -> list[str]:
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise AirlockError(where, f"pyproject.toml is not valid TOML: {error}",
-                           "fix the file") from None
-    requires = (doc.get("build-system") or {}).get("requires") or []
-    return [str(r) for r in requires]
-
-
-def requirements_in(sources: list[Source], from_source: set[str]) -> str:
-    """The requirements to resolve: every source's, minus packages built from source.
-
-    A requirement on a component that is built from source is met by that
-    source (whose own requirements are in), never by the index.
-    """
-    lines: list[str] = []
-    for src in sources:
-        for text in src.requirements:
-            if canonical_name(Requirement(text).name) in from_source:
-                continue
-            if text not in lines:
-                lines.append(text)
-    return "".join(f"{line}\n" for line in lines)
-
-
-def check_sources(release: Release, service: str, sources: list[Source]) -> None:
-    """The service's own tree must be there, and every library it needs from source.
-
-    A library built from source is dropped from the constraints; without its
-    tree here, uv would take any version from the index.
-    """
-    given = {src.component for src in sources}
-    if service not in given:
-        raise AirlockError("--source", f"no prepared tree of {service} among the sources",
-                           f"pass --source <tree of airlock sources prepare --component "
-                           f"{service}>")
-    missing = set(constraints.from_source(release, service)) - {s.package for s in sources}
-    needed = sorted({canonical_name(Requirement(text).name) for src in sources
-                     for text in src.requirements} & missing)
-    if needed:
-        raise AirlockError("--source", f"{service} needs {', '.join(needed)}, which release "
-                           f"{release.name} builds from source",
-                           "pass --source for each (airlock sources prepare --component ...)")
-
-
-# --- the download cache -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cache:
-    """Files shared by every wheelhouse: downloads, wheels built from sdists, choices.
-
-    ``files/`` holds what pip downloaded (a file name names one file on an
-    index); ``built/<key>/`` a wheel built from an sdist, ``key`` hashing the
-    sdist, the build pins, the builder image and the platform;
-    ``choices/<index>/<arch>.json`` which file pip picked for each pin, so a
-    pin already seen is not asked for again.
-    """
-
-    root: Path
-
-    @property
-    def files(self) -> Path:
-        return self.root / "files"
-
-    def choices_path(self, where: index.Locations, arch: str) -> Path:
-        key = hashlib.sha256(f"{RECIPE} {where.key()}".encode()).hexdigest()[:16]
-        return self.root / "choices" / key / f"{arch}.json"
-
-    def built_dir(self, key: str) -> Path:
-        return self.root / "built" / key
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the cache for this process: two airlock runs may share it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def default_cache(env: dict[str, str] | None = None) -> Path:
-    """The cache root shared by every run: ``$AIRLOCK_CACHE_DIR``, else ``<work dir>/cache``.
-
-    Wheels live under ``<root>/pypi``, .debs under ``<root>/debs``
-    (:mod:`airlock.debs`).
-    """
-    env = os.environ if env is None else env
-    return Path(env.get(CACHE_ENV) or Path(env.get("AIRLOCK_WORK_DIR") or "work") / "cache")
-
-
-def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Target, python_version: str,
-          index_url: str | None, where: index.Locations) -> dict[str, str]:
-    """The cached file of every pin for ``tgt``: ``{"name==version": filename}``.
-
-    Pins pip already chose a file for (recorded in the cache) cost nothing;
-    the others are downloaded in one pip call (files already in the cache
-    are not fetched again), then matched to their files by tag.
-    """
-    supported = supported_tags(python_version, tgt.machine)
-    wanted = sorted({f"{canonical_name(n)}=={v}" for n, v in pins})
-    with cache.locked():
-        path = cache.choices_path(where, tgt.arch)
-        known = _read_json(path) or {}
-        missing = [pin for pin in wanted
-                   if pin not in known or not (cache.files / known[pin]).is_file()]
-        if missing:
-            index.download_platform(missing, cache.files, python_version=python_version,
-                                    platforms=pip_platforms(tgt.machine), index_url=index_url)
-            names = sorted(p.name for p in cache.files.iterdir())
-            for pin in missing:
-                name, _, version = pin.partition("==")
-                found = choose(names, name, version, supported)
-                if found is None:
-                    raise ToolError(f"pip download {pin}", f"left no file for {tgt.platform} "
-                                    f"in {cache.files}", "see pip's output by running it by hand")
-                known[pin] = found
-            _write_json(path, known)
-    return {pin: known[pin] for pin in wanted}
-
-
-# --- building sdists ----------------------------------------------------------
-
-
-def native_target() -> Target | None:
-    """The Target this machine runs natively (no emulation), if it is one."""
-    machine = host.machine()
-    return next((t for t in TARGETS.values() if t.machine == machine), None)
-
-
-def build_key(sdist_sha256: str, build_constraints: str, builder: str, tgt: Target) -> str:
-    """The cache key of one wheel built from an sdist: everything its bytes depend on."""
-    text = json.dumps([RECIPE, sdist_sha256, build_constraints, builder, tgt.platform])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def build_command(sdist_name: str) -> tuple[str, ...]:
-    """What runs in the venv-builder container to build one sdist (see :func:`build_sdist`)."""
-    return ("airlock-venv", "wheel", "--out", "/airlock/out", "--wheelhouse", "/airlock/wheels",
-            "--build-constraints", f"/airlock/{BUILD_CONSTRAINTS}", f"/airlock/sdist/{sdist_name}")
-
-
-def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constraints: str,
-                builder: str, builder_digest: str, tgt: Target) -> tuple[Path, bool]:
-    """Build ``sdist`` into a wheel inside ``builder`` for ``tgt``, offline.
-
-    The container sees only the sdist, the build requirements' wheels and
-    build-constraints.txt, with no network: what the build needs must be in
-    the wheelhouse. A wheel built before from the same inputs is reused.
-    Returns the wheel (in the cache) and whether it was built just now.
-    """
-    key = build_key(sha256_file(sdist), build_constraints, builder_digest, tgt)
-    done = cache.built_dir(key)
-    found = sorted(done.glob("*.whl")) if done.is_dir() else []
-    if len(found) == 1:
-        return found[0], False
-    done.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=done.parent))
-    try:
-        for sub in ("wheels", "sdist", "out"):
-            (stage / sub).mkdir()
-        for path in build_files:
-            link_or_copy(path, stage / "wheels" / path.name)
-        link_or_copy(sdist, stage / "sdist" / sdist.name)
-        (stage / BUILD_CONSTRAINTS).write_text(build_constraints)
-        docker.run_logged(docker.RunSpec(
-            image=builder, command=build_command(sdist.name), platform=tgt.platform,
-            network="none", log=stage / "build.log", user=f"{os.getuid()}:{os.getgid()}",
-            mounts=(docker.Mount(stage, "/airlock", read_only=False),),
-            env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp"}))
-        wheels = sorted((stage / "out").glob("*.whl"))
-        if len(wheels) != 1:
-            raise ToolError(f"building {sdist.name} for {tgt.platform}",
-                            f"expected one wheel, got {[w.name for w in wheels] or 'none'}",
-                            f"log: {stage / 'build.log'}")
-        os.replace(wheels[0], stage / wheels[0].name)
-        for sub in ("wheels", "sdist", "out"):  # uv leaves a .gitignore in out/
-            shutil.rmtree(stage / sub)
-        os.chmod(stage, 0o755)
-        shutil.rmtree(done, ignore_errors=True)
-        os.replace(stage, done)
-    except BaseException:
-        # Keep the log of a failed build for the error message; drop the rest.
-        for sub in ("wheels", "sdist"):
-            shutil.rmtree(stage / sub, ignore_errors=True)
-        raise
-    return done / wheels[0].name, True
-
-
-# --- the wheelhouse -----------------------------------------------------------
 
 
 @dataclass

@@ -24,7 +24,7 @@ import unittest
 import zipfile
 from pathlib import Path
 
-from airlock import docker, index, registry, uv, wheels
+from airlock import docker, index, registry, uv, wheels, wheeltags
 from airlock.layout import resolve_layout
 from airlock.release import canonical_name, load_release
 from airlock.tests.functional import engine
@@ -128,7 +128,7 @@ class KeystoneWheelhouseTest(unittest.TestCase):
 
     def test_the_wheelhouse_alone_resolves_keystone_with_wheels_only(self) -> None:
         """What the offline build does: uv, wheels only, any/ + <arch>/, no index."""
-        for tgt in (wheels.TARGETS["linux/amd64"], wheels.TARGETS["linux/arm64"]):
+        for tgt in (wheeltags.TARGETS["linux/amd64"], wheeltags.TARGETS["linux/arm64"]):
             with self.subTest(arch=tgt.arch):
                 where = index.Locations(find_links=(str(self.dest / "any"),
                                                     str(self.dest / tgt.arch)), no_index=True)
@@ -166,11 +166,11 @@ class KeystoneWheelhouseTest(unittest.TestCase):
     def test_pure_wheels_are_not_duplicated(self) -> None:
         pure = {p.name for p in (self.dest / "any").iterdir()}
         self.assertTrue(pure)
-        self.assertTrue(all(wheels.is_pure(name) for name in pure))
+        self.assertTrue(all(wheeltags.is_pure(name) for name in pure))
         for arch in ("amd64", "arm64"):
             names = {p.name for p in (self.dest / arch).iterdir()}
             self.assertFalse(names & pure, arch)
-            self.assertFalse([n for n in names if wheels.is_pure(n)], arch)
+            self.assertFalse([n for n in names if wheeltags.is_pure(n)], arch)
         self.assertEqual(len(self.manifest["files"]),
                          sum(1 for p in self.dest.glob("*/*.whl")))
         # A pure pin of both platforms points at the one file in any/.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from packaging.tags import Tag
 
-from airlock import constraints, index, uv, wheels
+from airlock import constraints, index, pysource, uv, wheelcache, wheels, wheeltags
 from airlock.errors import AirlockError, ToolError
 from airlock.release import load_release
 from airlock.tests.unit.treefixture import make_tree
@@ -90,13 +90,13 @@ def make_source(root: Path, component: str, release: str, requirements: str,
     return tree
 
 
-AMD64, ARM64 = wheels.TARGETS["linux/amd64"], wheels.TARGETS["linux/arm64"]
+AMD64, ARM64 = wheeltags.TARGETS["linux/amd64"], wheeltags.TARGETS["linux/arm64"]
 
 
 class TestTags(unittest.TestCase):
 
     def test_pip_platforms_x86_64_newest_first_with_legacy_aliases(self):
-        names = wheels.pip_platforms("x86_64")
+        names = wheeltags.pip_platforms("x86_64")
         self.assertEqual(names[0], "manylinux_2_28_x86_64")
         self.assertEqual(names[-1], "linux_x86_64")
         for alias in ("manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64",
@@ -107,7 +107,7 @@ class TestTags(unittest.TestCase):
         self.assertNotIn("manylinux_2_29_x86_64", names)
 
     def test_pip_platforms_aarch64_start_at_2_17(self):
-        names = wheels.pip_platforms("aarch64")
+        names = wheeltags.pip_platforms("aarch64")
         self.assertEqual(names[0], "manylinux_2_28_aarch64")
         self.assertIn("manylinux2014_aarch64", names)
         self.assertNotIn("manylinux_2_12_aarch64", names)
@@ -115,7 +115,7 @@ class TestTags(unittest.TestCase):
         self.assertEqual(names[-1], "linux_aarch64")
 
     def test_supported_tags_are_the_targets(self):
-        tags = wheels.supported_tags("3.11", "aarch64")
+        tags = wheeltags.supported_tags("3.11", "aarch64")
         self.assertIn(Tag("cp311", "cp311", "manylinux_2_17_aarch64"), tags)
         self.assertIn(Tag("cp39", "abi3", "manylinux_2_28_aarch64"), tags)
         self.assertIn(Tag("py3", "none", "any"), tags)
@@ -130,7 +130,7 @@ class TestTags(unittest.TestCase):
 
     def test_unknown_platform_is_a_user_error(self):
         with self.assertRaises(AirlockError) as caught:
-            wheels.target("linux/s390x")
+            wheeltags.target("linux/s390x")
         self.assertIn("linux/amd64", str(caught.exception))
 
 
@@ -150,7 +150,8 @@ class TestChoose(unittest.TestCase):
     ]
 
     def choose(self, name, version, machine):
-        return wheels.choose(self.FILES, name, version, wheels.supported_tags("3.11", machine))
+        supported = wheeltags.supported_tags("3.11", machine)
+        return wheeltags.choose(self.FILES, name, version, supported)
 
     def test_a_wheel_for_the_platform_beats_the_sdist(self):
         self.assertEqual(self.choose("yappi", "1.6.10", "x86_64"),
@@ -177,16 +178,16 @@ class TestChoose(unittest.TestCase):
 class TestPlace(unittest.TestCase):
 
     def test_pure_wheels_go_to_any(self):
-        self.assertEqual(wheels.place("pbr-7.0.1-py2.py3-none-any.whl", "arm64"),
+        self.assertEqual(wheeltags.place("pbr-7.0.1-py2.py3-none-any.whl", "arm64"),
                          "any/pbr-7.0.1-py2.py3-none-any.whl")
 
     def test_platform_wheels_go_to_their_arch(self):
-        self.assertEqual(wheels.place("cryptography-43.0.3-cp39-abi3-manylinux_2_28_x86_64.whl",
+        self.assertEqual(wheeltags.place("cryptography-43.0.3-cp39-abi3-manylinux_2_28_x86_64.whl",
                                       "amd64"),
                          "amd64/cryptography-43.0.3-cp39-abi3-manylinux_2_28_x86_64.whl")
         # uv's wheel is py3-none but carries a binary: not pure.
-        self.assertFalse(wheels.is_pure("uv-0.13.9-py3-none-manylinux_2_28_aarch64.whl"))
-        self.assertFalse(wheels.is_pure("yappi-1.6.10.tar.gz"))
+        self.assertFalse(wheeltags.is_pure("uv-0.13.9-py3-none-manylinux_2_28_aarch64.whl"))
+        self.assertFalse(wheeltags.is_pure("yappi-1.6.10.tar.gz"))
 
 
 class TestRequirements(unittest.TestCase):
@@ -200,7 +201,7 @@ class TestRequirements(unittest.TestCase):
         path = self.tmp / "requirements.txt"
         path.write_text("# comment\n\npbr!=2.1.0,>=2.0.0 # Apache-2.0\n"
                         "pywin32;sys_platform=='win32'  # win only\nWebOb>=1.7.1\n")
-        self.assertEqual(wheels.read_requirements(path),
+        self.assertEqual(pysource.read_requirements(path),
                          ["pbr!=2.1.0,>=2.0.0", "pywin32;sys_platform=='win32'",
                           "WebOb>=1.7.1"])
 
@@ -208,32 +209,32 @@ class TestRequirements(unittest.TestCase):
         path = self.tmp / "requirements.txt"
         path.write_text("pbr\n-r other.txt\n")
         with self.assertRaises(AirlockError) as caught:
-            wheels.read_requirements(path)
+            pysource.read_requirements(path)
         self.assertIn("requirements.txt:2", str(caught.exception))
 
     def test_a_bad_line_is_refused(self):
         path = self.tmp / "requirements.txt"
         path.write_text("pbr >>= 2\n")
         with self.assertRaises(AirlockError):
-            wheels.read_requirements(path)
+            pysource.read_requirements(path)
 
     def test_packages_built_from_source_are_not_resolved(self):
-        a = wheels.Source(Path("a"), "keystone", "keystone", ("oslo.messaging>=14", "pbr>=2"),
+        a = pysource.Source(Path("a"), "keystone", "keystone", ("oslo.messaging>=14", "pbr>=2"),
                           ())
-        b = wheels.Source(Path("b"), "oslo.messaging", "oslo-messaging", ("pbr>=2", "amqp"), ())
-        self.assertEqual(wheels.requirements_in([a, b], {"keystone", "oslo-messaging"}),
+        b = pysource.Source(Path("b"), "oslo.messaging", "oslo-messaging", ("pbr>=2", "amqp"), ())
+        self.assertEqual(pysource.requirements_in([a, b], {"keystone", "oslo-messaging"}),
                          "pbr>=2\namqp\n")
 
     def test_pyproject_build_requires_of_tree_and_sdist(self):
         text = '[build-system]\nrequires = ["pbr>=6.1.1", "setuptools"]\n'
         (self.tmp / "pyproject.toml").write_text(text)
-        self.assertEqual(wheels.pyproject_requires(self.tmp / "pyproject.toml"),
+        self.assertEqual(pysource.pyproject_requires(self.tmp / "pyproject.toml"),
                          ["pbr>=6.1.1", "setuptools"])
         sdist = make_sdist(self.tmp, "yappi", "1.6.10",
                            '[build-system]\nrequires = ["setuptools>=44"]\n')
-        self.assertEqual(wheels.sdist_requires(sdist), ["setuptools>=44"])
+        self.assertEqual(pysource.sdist_requires(sdist), ["setuptools>=44"])
         legacy = make_sdist(self.tmp, "testresources", "2.0.2", None)
-        self.assertEqual(wheels.sdist_requires(legacy), [])
+        self.assertEqual(pysource.sdist_requires(legacy), [])
 
 
 class TestBuildConstraints(unittest.TestCase):
@@ -353,7 +354,7 @@ class TestUvAndPipCommands(unittest.TestCase):
         self.assertEqual(cmd[-2:], ["--requirement", "pins.txt"])
 
     def test_build_command_in_the_venv_builder(self):
-        self.assertEqual(wheels.build_command("yappi-1.6.10.tar.gz"), (
+        self.assertEqual(wheelcache.build_command("yappi-1.6.10.tar.gz"), (
             "airlock-venv", "wheel", "--out", "/airlock/out", "--wheelhouse", "/airlock/wheels",
             "--build-constraints", "/airlock/build-constraints.txt",
             "/airlock/sdist/yappi-1.6.10.tar.gz"))

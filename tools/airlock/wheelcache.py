@@ -1,0 +1,170 @@
+"""The cache every wheelhouse draws on: downloads and wheels built from sdists.
+
+Shared by every service and release (and by concurrent airlock runs, under
+a lock), so that no file is fetched twice and no sdist is built twice for
+the same inputs. Building an sdist happens here too: its result is a cache
+entry keyed by everything its bytes depend on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from airlock import docker, index
+from airlock.errors import ToolError
+from airlock.files import link_or_copy, sha256_file
+from airlock.files import read_json as _read_json
+from airlock.files import write_json as _write_json
+from airlock.release import canonical_name
+from airlock.wheeltags import Target, choose, pip_platforms, supported_tags
+
+# Bump with any change to how a wheelhouse is made: the input digest changes.
+RECIPE = "airlock-wheels/1"
+BUILD_CONSTRAINTS = "build-constraints.txt"
+# Wheels built from sdists carry this time stamp in their zip entries.
+SDIST_EPOCH = 315532800  # 1980-01-01, the earliest a zip file can hold
+CACHE_ENV = "AIRLOCK_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Files shared by every wheelhouse: downloads, wheels built from sdists, choices.
+
+    ``files/`` holds what pip downloaded (a file name names one file on an
+    index); ``built/<key>/`` a wheel built from an sdist, ``key`` hashing the
+    sdist, the build pins, the builder image and the platform;
+    ``choices/<index>/<arch>.json`` which file pip picked for each pin, so a
+    pin already seen is not asked for again.
+    """
+
+    root: Path
+
+    @property
+    def files(self) -> Path:
+        return self.root / "files"
+
+    def choices_path(self, where: index.Locations, arch: str) -> Path:
+        key = hashlib.sha256(f"{RECIPE} {where.key()}".encode()).hexdigest()[:16]
+        return self.root / "choices" / key / f"{arch}.json"
+
+    def built_dir(self, key: str) -> Path:
+        return self.root / "built" / key
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the cache for this process: two airlock runs may share it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def default_cache(env: dict[str, str] | None = None) -> Path:
+    """The cache root shared by every run: ``$AIRLOCK_CACHE_DIR``, else ``<work dir>/cache``.
+
+    Wheels live under ``<root>/pypi``, .debs under ``<root>/debs``
+    (:mod:`airlock.debs`).
+    """
+    env = os.environ if env is None else env
+    return Path(env.get(CACHE_ENV) or Path(env.get("AIRLOCK_WORK_DIR") or "work") / "cache")
+
+
+def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Target, python_version: str,
+          index_url: str | None, where: index.Locations) -> dict[str, str]:
+    """The cached file of every pin for ``tgt``: ``{"name==version": filename}``.
+
+    Pins pip already chose a file for (recorded in the cache) cost nothing;
+    the others are downloaded in one pip call (files already in the cache
+    are not fetched again), then matched to their files by tag.
+    """
+    supported = supported_tags(python_version, tgt.machine)
+    wanted = sorted({f"{canonical_name(n)}=={v}" for n, v in pins})
+    with cache.locked():
+        path = cache.choices_path(where, tgt.arch)
+        known = _read_json(path) or {}
+        missing = [pin for pin in wanted
+                   if pin not in known or not (cache.files / known[pin]).is_file()]
+        if missing:
+            index.download_platform(missing, cache.files, python_version=python_version,
+                                    platforms=pip_platforms(tgt.machine), index_url=index_url)
+            names = sorted(p.name for p in cache.files.iterdir())
+            for pin in missing:
+                name, _, version = pin.partition("==")
+                found = choose(names, name, version, supported)
+                if found is None:
+                    raise ToolError(f"pip download {pin}", f"left no file for {tgt.platform} "
+                                    f"in {cache.files}", "see pip's output by running it by hand")
+                known[pin] = found
+            _write_json(path, known)
+    return {pin: known[pin] for pin in wanted}
+
+
+def build_key(sdist_sha256: str, build_constraints: str, builder: str, tgt: Target) -> str:
+    """The cache key of one wheel built from an sdist: everything its bytes depend on."""
+    text = json.dumps([RECIPE, sdist_sha256, build_constraints, builder, tgt.platform])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def build_command(sdist_name: str) -> tuple[str, ...]:
+    """What runs in the venv-builder container to build one sdist (see :func:`build_sdist`)."""
+    return ("airlock-venv", "wheel", "--out", "/airlock/out", "--wheelhouse", "/airlock/wheels",
+            "--build-constraints", f"/airlock/{BUILD_CONSTRAINTS}", f"/airlock/sdist/{sdist_name}")
+
+
+def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constraints: str,
+                builder: str, builder_digest: str, tgt: Target) -> tuple[Path, bool]:
+    """Build ``sdist`` into a wheel inside ``builder`` for ``tgt``, offline.
+
+    The container sees only the sdist, the build requirements' wheels and
+    build-constraints.txt, with no network: what the build needs must be in
+    the wheelhouse. A wheel built before from the same inputs is reused.
+    Returns the wheel (in the cache) and whether it was built just now.
+    """
+    key = build_key(sha256_file(sdist), build_constraints, builder_digest, tgt)
+    done = cache.built_dir(key)
+    found = sorted(done.glob("*.whl")) if done.is_dir() else []
+    if len(found) == 1:
+        return found[0], False
+    done.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=done.parent))
+    try:
+        for sub in ("wheels", "sdist", "out"):
+            (stage / sub).mkdir()
+        for path in build_files:
+            link_or_copy(path, stage / "wheels" / path.name)
+        link_or_copy(sdist, stage / "sdist" / sdist.name)
+        (stage / BUILD_CONSTRAINTS).write_text(build_constraints)
+        docker.run_logged(docker.RunSpec(
+            image=builder, command=build_command(sdist.name), platform=tgt.platform,
+            network="none", log=stage / "build.log", user=f"{os.getuid()}:{os.getgid()}",
+            mounts=(docker.Mount(stage, "/airlock", read_only=False),),
+            env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp"}))
+        wheels = sorted((stage / "out").glob("*.whl"))
+        if len(wheels) != 1:
+            raise ToolError(f"building {sdist.name} for {tgt.platform}",
+                            f"expected one wheel, got {[w.name for w in wheels] or 'none'}",
+                            f"log: {stage / 'build.log'}")
+        os.replace(wheels[0], stage / wheels[0].name)
+        for sub in ("wheels", "sdist", "out"):  # uv leaves a .gitignore in out/
+            shutil.rmtree(stage / sub)
+        os.chmod(stage, 0o755)
+        shutil.rmtree(done, ignore_errors=True)
+        os.replace(stage, done)
+    except BaseException:
+        # Keep the log of a failed build for the error message; drop the rest.
+        for sub in ("wheels", "sdist"):
+            shutil.rmtree(stage / sub, ignore_errors=True)
+        raise
+    return done / wheels[0].name, True
