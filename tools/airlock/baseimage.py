@@ -34,23 +34,18 @@ import json
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airlock import docker, files, registry
+from airlock import aptmirror, docker, files, registry
 from airlock.errors import AirlockError, ToolError
 
 if TYPE_CHECKING:  # the model only; importing it here would tie us to its loader
     from airlock.release import Release
 
-MIRROR_ENV = "AIRLOCK_APT_MIRROR"
 WORK_ENV = "AIRLOCK_WORK_DIR"
-DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 DEFAULT_PACKAGES = ("ca-certificates", "python3", "usr-is-merged")
 VARIANT = "minbase"
 IMAGE_DIR = "debian-base"  # under images/
@@ -99,70 +94,6 @@ class BaseResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-# --- the apt mirror -----------------------------------------------------------
-
-
-def mirror_from_sources(text: str, codename: str) -> str | None:
-    """The first ``URIs:`` of the deb822 stanza whose ``Suites:`` holds ``codename``."""
-    for stanza in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line.startswith("#") or ":" not in line or line[:1].isspace():
-                continue
-            key, _, value = line.partition(":")
-            fields[key.strip().lower()] = value.strip()
-        if fields.get("enabled", "yes").lower() == "no":
-            continue
-        if codename in fields.get("suites", "").split() and fields.get("uris"):
-            return fields["uris"].split()[0]
-    return None
-
-
-def apt_mirror(codename: str, env: dict[str, str] | None = None,
-               sources: Path = DEBIAN_SOURCES) -> str:
-    """The Debian mirror to bootstrap from: ``$AIRLOCK_APT_MIRROR``, else the machine's.
-
-    Nothing in the repository names a mirror host: the default is the
-    machine's own apt configuration for ``codename``.
-    """
-    env = os.environ if env is None else env
-    if env.get(MIRROR_ENV):
-        return env[MIRROR_ENV]
-    try:
-        found = mirror_from_sources(sources.read_text(), codename)
-    except OSError:
-        found = None
-    if not found:
-        raise AirlockError(str(sources), f"no apt entry for {codename} to take the mirror from",
-                           f"set {MIRROR_ENV}=<Debian mirror URL>")
-    return found
-
-
-def release_epoch(mirror: str, codename: str, timeout: float = 60) -> int:
-    """``SOURCE_DATE_EPOCH`` of a mirror state: the Date: of its Release file.
-
-    The same mirror state gives the same epoch on every machine, unlike the
-    clock. Read from ``dists/<codename>/InRelease`` (or ``Release``); a
-    ``file://`` mirror works too.
-    """
-    base = mirror.rstrip("/")
-    last_error = ""
-    for name in ("InRelease", "Release"):
-        url = f"{base}/dists/{codename}/{name}"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310
-                text = answer.read().decode("utf-8", "replace")
-        except (urllib.error.URLError, OSError) as error:
-            last_error = f"{url}: {getattr(error, 'reason', error)}"
-            continue
-        for line in text.splitlines():
-            if line.startswith("Date:"):
-                return int(parsedate_to_datetime(line[5:].strip()).timestamp())
-        last_error = f"{url}: no Date: field"
-    raise ToolError(f"apt mirror {mirror}", f"cannot read the {codename} Release file "
-                    f"({last_error})", f"check the mirror or set {MIRROR_ENV}")
-
-
 # --- inputs -------------------------------------------------------------------
 
 
@@ -195,11 +126,11 @@ def input_digest(recorded: dict[str, object]) -> str:
 
 
 def spec_for_release(release: Release, env: dict[str, str] | None = None,
-                     sources: Path = DEBIAN_SOURCES) -> BaseSpec:
+                     sources: Path = aptmirror.DEBIAN_SOURCES) -> BaseSpec:
     """The base image a release asks for (reference, codename, platforms)."""
     return BaseSpec(ref=release.base_image_ref(env), codename=release.distro.codename,
                     platforms=tuple(release.platforms),
-                    mirror=apt_mirror(release.distro.codename, env, sources))
+                    mirror=aptmirror.apt_mirror(release.distro.codename, env, sources))
 
 
 # --- bootstrap ----------------------------------------------------------------
@@ -303,7 +234,7 @@ def create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = Fa
     (cache / "inputs.json").write_text(json.dumps(inputs_doc, indent=2, sort_keys=True) + "\n")
     epoch_file = cache / "source-date-epoch"
     if force or not epoch_file.is_file():
-        epoch_file.write_text(f"{release_epoch(spec.mirror, spec.codename)}\n")
+        epoch_file.write_text(f"{aptmirror.release_epoch(spec.mirror, spec.codename)}\n")
     epoch = int(epoch_file.read_text())
 
     rootfs: dict[str, Path] = {}

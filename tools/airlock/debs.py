@@ -6,7 +6,7 @@ same digest, for each platform), what installing the image's packages
 to that image. apt knows what the base already holds; a closure computed
 anywhere else would miss or duplicate packages. The run has the host's
 network and the release's apt mirror (``$AIRLOCK_APT_MIRROR`` or the
-machine's own apt sources, :func:`airlock.baseimage.apt_mirror`), written
+machine's own apt sources, :func:`airlock.aptmirror.apt_mirror`), written
 into the container, never the image's own sources. It leaves::
 
     DEST/<arch>/*.deb          the missing closure, exactly as apt verified it
@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlock import baseimage, docker, packages, registry
+from airlock import aptmirror, baseimage, docker, packages, registry
 from airlock.errors import AirlockError, ToolError
 from airlock.files import check_replaceable, swap_into_place
 from airlock.files import link_or_copy as _link_or_copy
@@ -210,7 +210,7 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     """
     names = packages.resolve(release, images_dir, service, profile, source_dir=source)
     base = pinned_base(base_image or release.base_image_ref(env))
-    mirror = baseimage.apt_mirror(release.distro.codename, env)
+    mirror = aptmirror.apt_mirror(release.distro.codename, env)
     store = (cache or default_cache(env)) / "debs"
     results = []
     for platform in dict.fromkeys(platforms or release.platforms):

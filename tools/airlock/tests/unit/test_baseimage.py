@@ -6,7 +6,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import baseimage
+from airlock import aptmirror, baseimage
 from airlock.errors import AirlockError
 
 SOURCES = """\
@@ -34,36 +34,36 @@ def spec(**changes) -> baseimage.BaseSpec:
 class TestMirror(unittest.TestCase):
 
     def test_bookworm_entry_not_security(self):
-        self.assertEqual(baseimage.mirror_from_sources(SOURCES, "bookworm"),
+        self.assertEqual(aptmirror.mirror_from_sources(SOURCES, "bookworm"),
                          "http://mirror.invalid/debian")
-        self.assertEqual(baseimage.mirror_from_sources(SOURCES, "bookworm-security"),
+        self.assertEqual(aptmirror.mirror_from_sources(SOURCES, "bookworm-security"),
                          "http://mirror.invalid/debian-security")
-        self.assertIsNone(baseimage.mirror_from_sources(SOURCES, "trixie"))
+        self.assertIsNone(aptmirror.mirror_from_sources(SOURCES, "trixie"))
 
     def test_disabled_entries_are_ignored(self):
         text = SOURCES.replace("Types: deb\n# a comment", "Types: deb\nEnabled: no")
-        self.assertIsNone(baseimage.mirror_from_sources(text, "bookworm"))
+        self.assertIsNone(aptmirror.mirror_from_sources(text, "bookworm"))
 
     def test_variable_wins_and_absence_is_a_user_error(self):
         with tempfile.NamedTemporaryFile("w") as sources:
             sources.write(SOURCES)
             sources.flush()
             path = Path(sources.name)
-            self.assertEqual(baseimage.apt_mirror("bookworm", {}, path),
+            self.assertEqual(aptmirror.apt_mirror("bookworm", {}, path),
                              "http://mirror.invalid/debian")
-            self.assertEqual(baseimage.apt_mirror(
-                "bookworm", {baseimage.MIRROR_ENV: "file:///srv/debian"}, path),
+            self.assertEqual(aptmirror.apt_mirror(
+                "bookworm", {aptmirror.MIRROR_ENV: "file:///srv/debian"}, path),
                 "file:///srv/debian")
             with self.assertRaises(AirlockError) as caught:
-                baseimage.apt_mirror("trixie", {}, path)
-            self.assertIn(baseimage.MIRROR_ENV, str(caught.exception))
+                aptmirror.apt_mirror("trixie", {}, path)
+            self.assertIn(aptmirror.MIRROR_ENV, str(caught.exception))
 
     def test_release_epoch_from_a_file_mirror(self):
         with tempfile.TemporaryDirectory() as tmp:
             dists = Path(tmp) / "dists" / "bookworm"
             dists.mkdir(parents=True)
             (dists / "Release").write_text("Origin: Debian\nDate: Sat, 10 May 2025 09:36:12 UTC\n")
-            self.assertEqual(baseimage.release_epoch(f"file://{tmp}", "bookworm"), 1746869772)
+            self.assertEqual(aptmirror.release_epoch(f"file://{tmp}", "bookworm"), 1746869772)
 
 
 class TestInputs(unittest.TestCase):
