@@ -106,9 +106,11 @@ def main() -> int:
     release_noop = None
     if not args.keystone_only:
         airlock("build", *common)  # every service, every platform: built once
+        # Not published: the rebuild keeps the archives (status "kept").
         seconds = airlock("build", *common)
         rec = record(work, args.release)
-        release_noop = (seconds, sum(1 for r in rec["images"] if r["status"] == "skipped"),
+        release_noop = (seconds, sum(1 for r in rec["images"]
+                                     if r["status"] in ("skipped", "kept")),
                         len(rec["images"]), sum(len(r["platforms"]) for r in rec["images"]))
 
     ref = f"{row['ref'].split('@')[0]}@{row['digest']}"

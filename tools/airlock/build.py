@@ -40,7 +40,7 @@ from airlock import (
     wheels,
     wheeltags,
 )
-from airlock.errors import AirlockError
+from airlock.errors import AirlockError, ToolError
 from airlock.layout import Layout
 from airlock.release import Release
 
@@ -280,13 +280,20 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
                    ref=f"{_repo_of(ref)}@{existing}")
         row["size"] = _registry_size(row["ref"])
         return row
+    archive = work / "out" / f"{job.name}.oci.tar"
+    kept = None if opts.no_cache or opts.emulate_install else _kept_archive(archive, digest, ref)
+    if kept:
+        progress(f"{job.name}: {tag} was built before and is not published yet, kept")
+        row.update(status="kept", digest=kept, archive=str(archive), seconds=0.0,
+                   size=archive.stat().st_size, ref=f"{_repo_of(ref)}@{kept}")
+        return row
     args = dict(job.build_args)
     for dep, arg in job.depends.items():
         args[arg] = (dep_refs or {})[dep]
     if opts.emulate_install and job.service:
         # One value for the whole build: hence one platform at a time.
         args["INSTALL_PLATFORM"] = job.platforms[0]
-    archive = work / "out" / f"{job.name}.oci.tar"
+    _archive_note(archive).unlink(missing_ok=True)  # a failed build leaves nothing to keep
     progress(f"{job.name}: building {tag} for {', '.join(job.platforms)}")
     result = docker.build(docker.BuildSpec(
         dockerfile=job.image_dir / "Dockerfile", context=job.image_dir, output=archive,
@@ -299,12 +306,37 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
                contexts={k: str(v) for k, v in job.contexts.items()}, build_args=args,
                log=str(result.log), seconds=round(time.monotonic() - started, 1),
                size=archive.stat().st_size)
+    files.write_json(_archive_note(archive), {"input_digest": digest, "ref": ref,
+                                              "digest": result.digest})
     if push:
         pushed = registry.push_archive(result.archive, ref)
         row["ref"] = f"{_repo_of(ref)}@{pushed}"
     else:
         row["ref"] = f"{_repo_of(ref)}@{result.digest}"
     return row
+
+
+def _archive_note(archive: Path) -> Path:
+    """What an archive was built from: written once the build has succeeded."""
+    return archive.with_name(archive.name.removesuffix(".tar") + ".json")
+
+
+def _kept_archive(archive: Path, digest: str, ref: str) -> str | None:
+    """The image digest of an earlier build of these exact inputs, still on disk.
+
+    A build that was not published (yet) is not in the registry, but its
+    archive is the image these inputs make: building again would give the
+    same digest, only slower. Kept when its note names the same input
+    digest and destination and the archive still holds the noted image.
+    """
+    note = files.read_json(_archive_note(archive))
+    if not note or note.get("input_digest") != digest or note.get("ref") != ref:
+        return None
+    try:
+        found = docker.archive_digest(archive)
+    except ToolError:
+        return None
+    return found if found == note.get("digest") else None
 
 
 def _registry_size(ref: str) -> int:

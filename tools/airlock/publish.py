@@ -55,7 +55,7 @@ def publish(record: dict, progress: Progress = _noop) -> list[dict]:
 def _publish_one(image: dict, progress: Progress) -> dict:
     repo = image["ref"].split("@", 1)[0]
     immutable = f"{repo}:{image['tag']}"
-    if image["status"] == "built":
+    if image["status"] in ("built", "kept"):
         progress(f"{image['image']}: pushing {immutable}")
         pushed = registry.push_archive(Path(image["archive"]), immutable)
         if pushed != image["digest"]:

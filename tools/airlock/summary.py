@@ -1,7 +1,8 @@
 """The build summary table: what an operator reads at the end of a build.
 
 Pure formatting of a build record (plain data) into text, one row per
-image: image, platforms, digest, size, time, built or skipped.
+image: image, platforms, digest, size, time, and built, kept (built before
+but not published yet) or skipped (already in the registry).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def table(record: dict) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]
-    built = sum(1 for image in record["images"] if image["status"] == "built")
-    lines.append(f"{len(record['images'])} image(s): {built} built, "
-                 f"{len(record['images']) - built} skipped, in {record.get('seconds', 0):.1f}s")
+    count = {status: sum(1 for image in record["images"] if image["status"] == status)
+             for status in ("built", "kept", "skipped")}
+    kept = f"{count['kept']} kept (built before, not published), " if count["kept"] else ""
+    lines.append(f"{len(record['images'])} image(s): {count['built']} built, {kept}"
+                 f"{count['skipped']} skipped, in {record.get('seconds', 0):.1f}s")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ import unittest
 
 import yaml
 
-from airlock import docker
+from airlock import docker, registry
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
 
@@ -46,8 +46,12 @@ class AllServicesAmd64Test(unittest.TestCase):
         services = list(MAIN_COMMANDS)
         git = pipeline.git_base(*services)
         args = [arg for s in services for arg in ("--service", s)]
-        cls.record = pipeline.build(RELEASE, pipeline.fresh_prefix("services"), *args,
-                                    "--platform", "linux/amd64", "--git-base", git)
+        prefix = pipeline.fresh_prefix("services")
+        common = [*args, "--platform", "linux/amd64", "--git-base", git]
+        cls.record = pipeline.build(RELEASE, prefix, *common)
+        # Nothing published yet: a second build keeps the archives it made,
+        # and publish then pushes those (from the second build's record).
+        cls.again = pipeline.build(RELEASE, prefix, *common)
         pipeline.airlock("publish", "--release", RELEASE)
         cls.refs = yaml.safe_load(
             (REPO_ROOT / "releases" / RELEASE / "source-refs.yaml").read_text())
@@ -62,6 +66,19 @@ class AllServicesAmd64Test(unittest.TestCase):
                 self.assertIn(expected.format(version=self.refs[service]), output)
                 self.assertEqual(docker.run(ref, ["id", "-u"], platform="linux/amd64").strip(),
                                  "42424")
+
+    def test_unpublished_images_are_kept_not_built_again(self) -> None:
+        self.assertEqual({row["image"]: row["status"] for row in self.again["images"]},
+                         {"python-base": "skipped", "venv-builder": "skipped",
+                          **{service: "kept" for service in MAIN_COMMANDS}})
+        for service in MAIN_COMMANDS:
+            with self.subTest(service=service):
+                self.assertEqual(pipeline.image(self.again, service)["digest"],
+                                 pipeline.image(self.record, service)["digest"])
+                # publish pushed the kept archive: the registry serves it
+                row = pipeline.image(self.again, service)
+                tagged = f"{row['ref'].split('@')[0]}:{row['tag']}"
+                self.assertEqual(registry.digest(tagged), row["digest"])
 
     def test_wsgi_entry_points_are_there_and_import(self) -> None:
         for service, scripts in WSGI_SCRIPTS.items():
