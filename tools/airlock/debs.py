@@ -319,7 +319,6 @@ def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure:
     return manifest
 
 
-
 def is_current(out: Path, digest: str) -> bool:
     """Whether ``out`` holds the repository of these inputs, every file intact."""
     manifest = _read_json(out / MANIFEST)

@@ -39,7 +39,7 @@ def read_source(release: Release, path: Path) -> Source:
     record = read_json(record_path)
     if record is None:
         raise AirlockError(str(path), "not a prepared source tree (no .airlock/source.json)",
-                           "pass the folder that `airlock sources prepare` made") from None
+                           "pass the folder that `airlock sources prepare` made")
     component = record.get("component")
     if record.get("release") != release.name:
         raise AirlockError(str(record_path), f"prepared for release {record.get('release')}, "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from airlock import docker, index
 from airlock.errors import ToolError
-from airlock.files import link_or_copy, sha256_file
+from airlock.files import link_or_copy, sha256_file, swap_into_place
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
 from airlock.release import canonical_name
@@ -160,8 +160,7 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
         for sub in ("wheels", "sdist", "out"):  # uv leaves a .gitignore in out/
             shutil.rmtree(stage / sub)
         os.chmod(stage, 0o755)
-        shutil.rmtree(done, ignore_errors=True)
-        os.replace(stage, done)
+        swap_into_place(stage, done)
     except BaseException:
         # Keep the log of a failed build for the error message; drop the rest.
         for sub in ("wheels", "sdist"):

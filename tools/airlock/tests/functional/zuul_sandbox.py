@@ -128,6 +128,11 @@ class Sandbox:
     def web_url(self) -> str:
         return f"http://{HOST}:{self.ports.web}"
 
+    @property
+    def marker(self) -> Path:
+        """Names the versions the venv was made for; its absence means no venv."""
+        return self.venv / ".airlock-sandbox"
+
     def _pidfile(self, name: str) -> Path:
         return self.base / "run" / f"{name}.pid"
 
@@ -138,7 +143,7 @@ class Sandbox:
 
         Kept between runs: a marker names the versions it was made for.
         """
-        marker = self.venv / ".airlock-sandbox"
+        marker = self.marker
         want = f"zuul=={ZUUL_VERSION} zuul-client=={ZUUL_CLIENT_VERSION}\n"
         if marker.is_file() and marker.read_text() == want:
             print(f"zuul-sandbox: ok: {self.venv} ({want.strip()})")
@@ -174,7 +179,7 @@ class Sandbox:
         if os.geteuid() != 0:
             raise SandboxError("run as root (it starts sshd, ZooKeeper, PostgreSQL)")
         self._require_tools()
-        marker = self.venv / ".airlock-sandbox"
+        marker = self.marker
         if not marker.is_file():
             raise SandboxError(f"no Zuul venv in {self.venv}; run tools/zuul-sandbox install")
         self.stop(quiet=True)
