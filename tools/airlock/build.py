@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +92,15 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
     if opts.emulate_install and len(platforms) != 1:
         raise AirlockError("--emulate-install", "assembles the venv on one target platform",
                            "pass exactly one --platform")
+    # Input digests and wheelhouse checks hash every context file; most did
+    # not change since the last run (see files.remembered_digests).
+    with files.remembered_digests(opts.work_dir / "cache" / "file-digests.json"):
+        return _run_checked(opts, services, platforms, progress)
+
+
+def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequence[str],
+                 progress: Progress) -> dict:
+    release = opts.release
     started = time.monotonic()
     docker.check(tuple(platforms))
     work = release_dir(opts)

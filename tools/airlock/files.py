@@ -7,22 +7,89 @@ half-written file (write to a temporary name, then rename).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from airlock.errors import AirlockError
 
+# File digests remembered while a ``remembered_digests`` block runs:
+# "dev:ino" -> [size, mtime_ns, ctime_ns, hex digest, path]. A build hashes
+# every file of its contexts to compute input digests, and wheelhouses share
+# their wheels by hard link, so most files are seen many times in one run and
+# again in the next; re-reading them is what made a no-op rebuild slow.
+_memo: dict[str, list] | None = None
+# A file whose last change is this close to the moment it is hashed is not
+# remembered: the kernel stamps times from a coarse clock, so a second write
+# in the same tick could keep size, mtime and ctime (git's "racy" files).
+RACY_NS = 2_000_000_000
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's content, read in blocks (wheels can be large)."""
+
+def _content_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's content, read in blocks (wheels can be large).
+
+    Inside ``remembered_digests`` a file already hashed is not read again
+    while its inode, size, mtime and ctime are unchanged. ctime cannot be set
+    by hand and moves on every write, so an edited file is always re-read.
+    """
+    if _memo is None:
+        return _content_sha256(path)
+    before = os.stat(path)
+    key = f"{before.st_dev}:{before.st_ino}"
+    seen = [before.st_size, before.st_mtime_ns, before.st_ctime_ns]
+    hit = _memo.get(key)
+    if hit is not None and hit[:3] == seen:
+        return hit[3]
+    started = time.time_ns()
+    hexdigest = _content_sha256(path)
+    after = os.stat(path)
+    if ([after.st_size, after.st_mtime_ns, after.st_ctime_ns] == seen
+            and max(before.st_mtime_ns, before.st_ctime_ns) < started - RACY_NS):
+        _memo[key] = [*seen, hexdigest, str(Path(path).absolute())]
+    return hexdigest
+
+
+@contextlib.contextmanager
+def remembered_digests(store: Path) -> Iterator[None]:
+    """Remember file digests in ``store`` across runs (see ``sha256_file``).
+
+    A missing or unreadable store starts empty: it is only a cache. On the
+    way out, entries whose path no longer names the same inode are dropped,
+    so the store stays the size of the files that still exist.
+    """
+    global _memo
+    if _memo is not None:  # nested: the outer block owns the store
+        yield
+        return
+    loaded = read_json(store) or {}
+    _memo = {key: entry for key, entry in loaded.items()
+             if isinstance(entry, list) and len(entry) == 5}
+    try:
+        yield
+    finally:
+        memo, _memo = _memo, None
+        write_json(store, {key: entry for key, entry in memo.items() if _same_inode(key, entry[4])})
+
+
+def _same_inode(key: str, path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return f"{st.st_dev}:{st.st_ino}" == key
 
 
 def link_or_copy(src: Path, dest: Path) -> None:

@@ -1,11 +1,16 @@
-"""files: replacing a prepared folder never deletes what airlock did not write."""
+"""files: replacing a prepared folder never deletes what airlock did not write;
+remembered digests are never stale."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import tempfile
+import time
 import unittest
 from pathlib import Path
+from unittest import mock
 
 from airlock import files
 from airlock.errors import AirlockError
@@ -64,3 +69,63 @@ class SwapIntoPlaceTest(unittest.TestCase):
             files.swap_into_place(stage, root / "repo")
             self.assertTrue((root / "repo").is_dir())
             self.assertFalse(stage.exists())
+
+
+class RememberedDigestsTest(unittest.TestCase):
+    """A no-op build must not re-read unchanged files, and never trust a changed one."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp)
+        self.store = self.tmp / "cache" / "file-digests.json"
+        self.file = self.tmp / "a.whl"
+        self.file.write_bytes(b"first content")
+        self.first = hashlib.sha256(b"first content").hexdigest()
+
+    def not_racy(self):
+        """Trust files changed just now (the test cannot wait for the real window)."""
+        return mock.patch.object(files, "RACY_NS", -10**12)
+
+    def test_a_remembered_file_is_not_read_again_in_this_run_or_the_next(self) -> None:
+        no_read = mock.patch.object(files, "_content_sha256", side_effect=AssertionError("read"))
+        with self.not_racy():
+            with files.remembered_digests(self.store):
+                self.assertEqual(files.sha256_file(self.file), self.first)
+                with no_read:
+                    self.assertEqual(files.sha256_file(self.file), self.first)
+            with no_read, files.remembered_digests(self.store):
+                self.assertEqual(files.sha256_file(self.file), self.first)
+
+    def test_an_edited_file_is_read_again_even_with_size_and_mtime_restored(self) -> None:
+        with self.not_racy(), files.remembered_digests(self.store):
+            self.assertEqual(files.sha256_file(self.file), self.first)
+            st = self.file.stat()
+            time.sleep(0.05)  # a later clock tick: the edit gets a new ctime
+            self.file.write_bytes(b"other content")  # same size
+            os.utime(self.file, ns=(st.st_atime_ns, st.st_mtime_ns))
+            self.assertEqual(files.sha256_file(self.file),
+                             hashlib.sha256(b"other content").hexdigest())
+
+    def test_a_file_changed_just_now_is_not_remembered(self) -> None:
+        with files.remembered_digests(self.store):
+            self.assertEqual(files.sha256_file(self.file), self.first)
+        self.assertEqual(files.read_json(self.store), {})
+
+    def test_entries_of_removed_files_are_dropped_and_a_broken_store_starts_empty(self) -> None:
+        self.store.parent.mkdir()
+        self.store.write_text("{not json")
+        kept = self.tmp / "b.whl"
+        kept.write_bytes(b"kept")
+        with self.not_racy(), files.remembered_digests(self.store):
+            files.sha256_file(self.file)
+            files.sha256_file(kept)
+            self.file.unlink()
+        entries = files.read_json(self.store)
+        self.assertEqual([entry[4] for entry in entries.values()], [str(kept)])
+
+    def test_outside_a_block_nothing_is_remembered(self) -> None:
+        files.sha256_file(self.file)
+        with mock.patch.object(files, "_content_sha256", return_value="x") as read:
+            files.sha256_file(self.file)
+        read.assert_called_once()
+        self.assertFalse(self.store.exists())
