@@ -183,9 +183,14 @@ def pinned_base(ref: str) -> str:
 
 def inputs(release: Release, service: str, profile: str, platform: str, names: list[str],
            base: str, mirror: str) -> dict:
-    """What decides one platform's repository."""
+    """What decides one platform's repository.
+
+    The base image counts by digest only: the manifest is part of the
+    image's inputs, and the registry it was pushed to must not change them.
+    """
     return {"recipe": RECIPE, "release": release.name, "service": service, "profile": profile,
-            "platform": platform, "packages": sorted(names), "base_image": base,
+            "platform": platform, "packages": sorted(names),
+            "base_image": base.rsplit("@", 1)[1],
             "distro": release.distro.name, "codename": release.distro.codename,
             "components": list(COMPONENTS), "mirror": mirror}
 

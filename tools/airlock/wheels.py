@@ -394,8 +394,9 @@ def _manifest(recorded: dict, digest: str, targets: list[Target],
         "built": [{"pin": b.pin, "sdist": b.sdist, "sdist_sha256": b.sdist_sha256,
                    "wheel": place(b.wheel.name, b.serves[0]), "built_on": b.built_on,
                    "serves": sorted(b.serves)} for b in built],
-        "builder": ({"image": venv_builder, "digest": built[0].builder_digest}
-                    if built else None),
+        # By digest only: the manifest is part of the image's inputs, and
+        # where venv-builder was pushed to must not change them.
+        "builder": {"digest": built[0].builder_digest} if built else None,
         "files": {rel: {"sha256": sha256_file(entry["source"]),
                         "size": entry["source"].stat().st_size}
                   for rel, entry in sorted(layout.items())},
@@ -431,9 +432,18 @@ def is_current(dest: Path, digest: str, venv_builder: str | None) -> bool:
     if not verify(dest, manifest):
         return False
     builder = manifest.get("builder")
-    if builder and venv_builder and builder.get("image") != venv_builder:
-        return docker.image_digest(venv_builder) == builder.get("digest")
+    if builder and "image" in builder:
+        return False  # made when the builder's reference was an input: make it again
+    if builder and venv_builder:
+        return _image_digest(venv_builder) == builder.get("digest")
     return True
+
+
+def _image_digest(ref: str) -> str | None:
+    """The digest of ``ref``: read off a digest reference, else looked up."""
+    if "@sha256:" in ref:
+        return ref.rsplit("@", 1)[1]
+    return docker.image_digest(ref)
 
 
 def verify(dest: Path, manifest: dict) -> bool:

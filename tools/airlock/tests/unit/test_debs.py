@@ -174,7 +174,7 @@ class TestRepository(unittest.TestCase):
             self.assertEqual((out / "packages.txt").read_text(), "")
             self.assertEqual((out / "Packages").read_text(), "")
             manifest = json.loads((out / "manifest.json").read_text())
-            self.assertEqual(manifest["inputs"]["base_image"], BASE)
+            self.assertEqual(manifest["inputs"]["base_image"], BASE.rsplit("@", 1)[1])
             self.assertEqual(manifest["inputs"]["mirror"], "http://mirror.invalid/debian")
             self.assertEqual(manifest["closure"], [])
             self.assertEqual(set(manifest["files"]), {"Packages", "packages.txt"})
