@@ -435,15 +435,9 @@ def is_current(dest: Path, digest: str, venv_builder: str | None) -> bool:
     if builder and "image" in builder:
         return False  # made when the builder's reference was an input: make it again
     if builder and venv_builder:
-        return _image_digest(venv_builder) == builder.get("digest")
+        # A digest reference (what a build passes) is read, never looked up.
+        return docker.image_digest(venv_builder) == builder.get("digest")
     return True
-
-
-def _image_digest(ref: str) -> str | None:
-    """The digest of ``ref``: read off a digest reference, else looked up."""
-    if "@sha256:" in ref:
-        return ref.rsplit("@", 1)[1]
-    return docker.image_digest(ref)
 
 
 def verify(dest: Path, manifest: dict) -> bool:
