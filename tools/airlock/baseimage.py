@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -152,6 +153,43 @@ def mmdebstrap_command(spec: BaseSpec, platform: str, dest: Path) -> list[str]:
             spec.codename, str(dest), spec.mirror]
 
 
+def check_prerequisites(platforms, which=shutil.which, runs=None) -> None:
+    """Fail in a second, naming the package, rather than minutes into mmdebstrap.
+
+    mmdebstrap only *recommends* arch-test, yet refuses a foreign
+    architecture without it; and a foreign root filesystem needs the
+    kernel to run that architecture's binaries (QEMU through binfmt_misc).
+    """
+    if which("mmdebstrap") is None:
+        raise ToolError("mmdebstrap", "is not installed",
+                        "install the Debian package mmdebstrap (tools/setup-host build-host)")
+    foreign = [p for p in platforms if arch_of(p)[1] != _native_debian_arch()]
+    if not foreign:
+        return
+    if which("arch-test") is None:
+        raise ToolError("arch-test", f"is not installed; mmdebstrap needs it to bootstrap "
+                        f"{', '.join(foreign)}",
+                        "install the Debian package arch-test (tools/setup-host build-host)")
+    runs = runs or _arch_runs
+    for platform in foreign:
+        if not runs(arch_of(platform)[1]):
+            raise ToolError(f"platform {platform}", "this machine cannot run its binaries "
+                            "(arch-test fails: no QEMU registered in binfmt_misc)",
+                            "install qemu-user-static and binfmt-support "
+                            "(tools/setup-host build-host)")
+
+
+def _native_debian_arch() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _arch_runs(debian_arch: str) -> bool:
+    proc = subprocess.run(["arch-test", debian_arch], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    return proc.returncode == 0
+
+
 def sha256_file(path: Path) -> str:
     """``sha256:<hex>`` of a file (the form the base image's inputs record)."""
     return "sha256:" + files.sha256_file(path)
@@ -228,6 +266,7 @@ def create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = Fa
             progress(f"{spec.ref}: holds {have} with other inputs ({have_inputs}); rebuilding")
 
     docker.check(spec.platforms)
+    check_prerequisites(spec.platforms)
     cache = work_dir / "base" / f"{spec.codename}-{wanted.split(':')[1][:16]}"
     rootfs_dir = cache / "rootfs"  # the build context: the tarballs only
     rootfs_dir.mkdir(parents=True, exist_ok=True)

@@ -102,3 +102,34 @@ class TestMmdebstrapCommand(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestPrerequisites(unittest.TestCase):
+    """base create names the missing package before a five-minute bootstrap."""
+
+    def which(self, *present):
+        return lambda name: f"/usr/bin/{name}" if name in present else None
+
+    def test_missing_mmdebstrap_names_the_package(self):
+        with self.assertRaises(baseimage.ToolError) as caught:
+            baseimage.check_prerequisites(("linux/amd64",), which=self.which("arch-test"))
+        self.assertIn("install the Debian package mmdebstrap", str(caught.exception))
+
+    def test_foreign_platform_needs_arch_test(self):
+        foreign = "linux/arm64" if baseimage._native_debian_arch() != "arm64" else "linux/amd64"
+        with self.assertRaises(baseimage.ToolError) as caught:
+            baseimage.check_prerequisites((foreign,), which=self.which("mmdebstrap"))
+        self.assertEqual(str(caught.exception).split(":")[0], "arch-test")
+        self.assertIn("install the Debian package arch-test", str(caught.exception))
+        # The native platform alone needs no arch-test.
+        native = "linux/amd64" if foreign == "linux/arm64" else "linux/arm64"
+        baseimage.check_prerequisites((native,), which=self.which("mmdebstrap"))
+
+    def test_foreign_platform_that_cannot_run(self):
+        foreign = "linux/arm64" if baseimage._native_debian_arch() != "arm64" else "linux/amd64"
+        with self.assertRaises(baseimage.ToolError) as caught:
+            baseimage.check_prerequisites((foreign,), which=self.which("mmdebstrap", "arch-test"),
+                                          runs=lambda arch: False)
+        self.assertIn("qemu-user-static", str(caught.exception))
+        baseimage.check_prerequisites((foreign,), which=self.which("mmdebstrap", "arch-test"),
+                                      runs=lambda arch: True)
