@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from airlock import docker
+from airlock.ext import docker
 
 TOP = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def build_stage_size(row: dict, work: Path, images_dir: Path) -> int:
         build_args=row["build_args"], target="build")
     result = docker.build(spec)
     ref = f"127.0.0.1:5000/airlock-bench/keystone-build-stage:{uuid.uuid4().hex[:8]}"
-    from airlock import registry
+    from airlock.ext import registry
 
     registry.push_archive(result.archive, ref)
     return unpacked_size(ref, "linux/amd64")

@@ -23,7 +23,7 @@ def _add_layout_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _layout(args: argparse.Namespace):
-    from airlock.layout import resolve_layout
+    from airlock.data.layout import resolve_layout
 
     return resolve_layout(args.root, args.releases_dir, args.patches_dir, args.images_dir)
 
@@ -44,7 +44,7 @@ def _write(text: str, output: str | None) -> None:
 
 
 def cmd_release_validate(args: argparse.Namespace) -> int:
-    from airlock import validate
+    from airlock.data import validate
 
     layout = _layout(args)
     errors = validate.validate(layout, args.releases or None)
@@ -58,8 +58,8 @@ def cmd_release_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_refs_resolve(args: argparse.Namespace) -> int:
-    from airlock import refs
-    from airlock.release import load_release
+    from airlock.data import refs
+    from airlock.data.release import load_release
 
     release = load_release(_layout(args), args.release)
     lock = refs.resolve_release(release, _git_base(args), jobs=args.jobs,
@@ -69,8 +69,9 @@ def cmd_refs_resolve(args: argparse.Namespace) -> int:
 
 
 def cmd_sources_prepare(args: argparse.Namespace) -> int:
-    from airlock import refs, sources
-    from airlock.release import load_release
+    from airlock.data import refs
+    from airlock.data.release import load_release
+    from airlock.inputs import sources
 
     layout = _layout(args)
     release = load_release(layout, args.release)
@@ -85,8 +86,8 @@ def cmd_sources_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_constraints(args: argparse.Namespace) -> int:
-    from airlock import constraints
-    from airlock.release import load_release
+    from airlock.data import constraints
+    from airlock.data.release import load_release
 
     release = load_release(_layout(args), args.release)
     _write(constraints.render(constraints.merged(release, component=args.component)),
@@ -95,8 +96,8 @@ def cmd_constraints(args: argparse.Namespace) -> int:
 
 
 def cmd_packages(args: argparse.Namespace) -> int:
-    from airlock import packages
-    from airlock.release import load_release
+    from airlock.data import packages
+    from airlock.data.release import load_release
 
     layout = _layout(args)
     release = load_release(layout, args.release or packages.default_release_name(layout))
@@ -107,8 +108,8 @@ def cmd_packages(args: argparse.Namespace) -> int:
 
 
 def cmd_mirror_create(args: argparse.Namespace) -> int:
-    from airlock import mirror
-    from airlock.release import load_release
+    from airlock.data.release import load_release
+    from airlock.inputs import mirror
 
     release = load_release(_layout(args), args.release)
     index_url = args.index_url or os.environ.get("AIRLOCK_INDEX_URL")
@@ -119,8 +120,8 @@ def cmd_mirror_create(args: argparse.Namespace) -> int:
 
 
 def cmd_base_create(args: argparse.Namespace) -> int:
-    from airlock import baseimage
-    from airlock.release import load_release
+    from airlock.data.release import load_release
+    from airlock.inputs import baseimage
 
     layout = _layout(args)
     release = load_release(layout, args.release)
@@ -143,8 +144,8 @@ def _registry(args: argparse.Namespace) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from airlock import build, summary
-    from airlock.release import load_release
+    from airlock.data.release import load_release
+    from airlock.image import build, summary
 
     layout = _layout(args)
     opts = build.BuildOptions(
@@ -161,7 +162,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from airlock import publish
+    from airlock.image import publish
 
     path = _work_dir(args) / args.release / "build-record.json"
     rows = publish.publish(publish.load_record(path),
@@ -175,8 +176,8 @@ def _platforms(args: argparse.Namespace, release) -> list[str]:
 
 
 def cmd_wheels(args: argparse.Namespace) -> int:
-    from airlock import wheels
-    from airlock.release import load_release
+    from airlock.data.release import load_release
+    from airlock.inputs import wheels
 
     release = load_release(_layout(args), args.release)
     index_url = args.index_url or os.environ.get("AIRLOCK_INDEX_URL")
@@ -201,8 +202,8 @@ def cmd_wheels(args: argparse.Namespace) -> int:
 
 
 def cmd_debs(args: argparse.Namespace) -> int:
-    from airlock import debs
-    from airlock.release import load_release
+    from airlock.data.release import load_release
+    from airlock.inputs import debs
 
     layout = _layout(args)
     release = load_release(layout, args.release)

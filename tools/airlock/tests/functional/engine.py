@@ -11,9 +11,10 @@ import os
 from functools import cache
 from pathlib import Path
 
-from airlock import baseimage, docker, registry
-from airlock.layout import resolve_layout
-from airlock.release import load_release
+from airlock.data.layout import resolve_layout
+from airlock.data.release import load_release
+from airlock.ext import docker, registry
+from airlock.inputs import baseimage
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 RELEASE = "2025.2"

@@ -6,7 +6,9 @@ import contextlib
 import io
 import unittest
 
-from airlock import baseimage, cli, docker, registry
+from airlock import cli
+from airlock.ext import docker, registry
+from airlock.inputs import baseimage
 from airlock.tests.functional import engine
 
 

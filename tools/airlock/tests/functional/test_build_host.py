@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
-from airlock import docker, registry
 from airlock.errors import ToolError
+from airlock.ext import docker, registry
 from airlock.tests.functional import engine
 
 DOCKERFILE = """\

@@ -18,9 +18,12 @@ import time
 import unittest
 from pathlib import Path
 
-from airlock import cli, debs, docker, packages
-from airlock.layout import resolve_layout
-from airlock.release import load_release
+from airlock import cli
+from airlock.data import packages
+from airlock.data.layout import resolve_layout
+from airlock.data.release import load_release
+from airlock.ext import docker
+from airlock.inputs import debs
 from airlock.tests.functional import engine
 from airlock.tests.functional.pipeline import airlock_here as airlock
 

@@ -18,7 +18,7 @@ import unittest
 
 import yaml
 
-from airlock import docker, registry
+from airlock.ext import docker, registry
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
 

@@ -16,9 +16,12 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import cli, git, mirror, packages, refs
-from airlock.layout import resolve_layout
-from airlock.release import load_release
+from airlock import cli
+from airlock.data import packages, refs
+from airlock.data.layout import resolve_layout
+from airlock.data.release import load_release
+from airlock.ext import git
+from airlock.inputs import mirror
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 RELEASE = "2025.2"

@@ -16,7 +16,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import registry
+from airlock.ext import registry
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
 

@@ -24,9 +24,10 @@ import unittest
 import zipfile
 from pathlib import Path
 
-from airlock import docker, index, registry, uv, wheels, wheeltags
-from airlock.layout import resolve_layout
-from airlock.release import canonical_name, load_release
+from airlock.data.layout import resolve_layout
+from airlock.data.release import canonical_name, load_release
+from airlock.ext import docker, index, registry, uv
+from airlock.inputs import wheels, wheeltags
 from airlock.tests.functional import engine
 from airlock.tests.functional.pipeline import airlock_here as airlock
 

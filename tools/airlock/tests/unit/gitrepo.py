@@ -11,8 +11,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from airlock import git
-from airlock.release import SERVICES, Component, ComponentRef, Distro, Release
+from airlock.data.release import SERVICES, Component, ComponentRef, Distro, Release
+from airlock.ext import git
 
 # 2025-01-01T00:00:00Z; every commit of a repository is one minute later.
 EPOCH = 1735689600

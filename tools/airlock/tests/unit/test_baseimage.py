@@ -6,8 +6,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import aptmirror, baseimage
 from airlock.errors import AirlockError
+from airlock.inputs import aptmirror, baseimage
 
 SOURCES = """\
 Types: deb

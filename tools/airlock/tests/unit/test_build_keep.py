@@ -9,7 +9,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import build, files, summary
+from airlock import files
+from airlock.image import build, summary
 
 DIGEST = "sha256:" + "a" * 64
 INPUTS = "sha256:" + "b" * 64

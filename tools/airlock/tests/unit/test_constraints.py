@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 
-from airlock import constraints
-from airlock.constraints import Constraint, merged, render
+from airlock.data import constraints
+from airlock.data.constraints import Constraint, merged, render
+from airlock.data.layout import Layout
+from airlock.data.release import load_release, release_names
 from airlock.errors import AirlockError
-from airlock.layout import Layout
-from airlock.release import load_release, release_names
 from airlock.tests.unit.treefixture import REPO_ROOT, TreeTestCase
 
 UC = "releases/2025.2/upper-constraints.txt"

@@ -11,9 +11,10 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import debs, docker
+from airlock.data.release import load_release
 from airlock.errors import AirlockError, ToolError
-from airlock.release import load_release
+from airlock.ext import docker
+from airlock.inputs import debs
 from airlock.tests.unit.treefixture import make_tree
 
 SIMULATION = """\

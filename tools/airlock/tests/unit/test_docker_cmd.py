@@ -14,8 +14,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import docker
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import docker
 
 
 def spec(**changes) -> docker.BuildSpec:

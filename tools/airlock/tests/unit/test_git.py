@@ -1,4 +1,4 @@
-"""airlock.git against real repositories: ls-remote, fetch by SHA, describe, apply."""
+"""airlock.ext.git against real repositories: ls-remote, fetch by SHA, describe, apply."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import git
 from airlock.errors import ToolError
+from airlock.ext import git
 from airlock.tests.unit.gitrepo import GitRepo, numbered
 
 

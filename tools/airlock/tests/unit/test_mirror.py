@@ -17,9 +17,10 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import git, index, mirror
+from airlock.data.release import Component, ComponentRef, Distro, Release
 from airlock.errors import AirlockError, ToolError
-from airlock.release import Component, ComponentRef, Distro, Release
+from airlock.ext import git, index
+from airlock.inputs import mirror
 
 # 2025-06-01T00:00:00Z: the newest file time of the test sdists.
 MTIME = 1748736000

@@ -14,10 +14,10 @@ from pathlib import Path
 import distro as host_distro
 from bindep.depends import Depends
 
-from airlock import packages
+from airlock.data import packages
+from airlock.data.layout import Layout, find_root
+from airlock.data.release import Distro, Release
 from airlock.errors import AirlockError
-from airlock.layout import Layout, find_root
-from airlock.release import Distro, Release
 
 ROOT = find_root(Path(__file__).parent)
 assert ROOT is not None

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from airlock import refs
 from airlock.cli import main
+from airlock.data import refs
 from airlock.errors import AirlockError, ErrorList, ToolError
 from airlock.tests.unit.gitrepo import GitRepo, make_release, write_data_tree
 

@@ -7,8 +7,8 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
-from airlock import registry
 from airlock.errors import AirlockError
+from airlock.ext import registry
 
 
 class TestSplitRef(unittest.TestCase):

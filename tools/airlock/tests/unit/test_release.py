@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import unittest
 
-from airlock.errors import AirlockError
-from airlock.layout import Layout
-from airlock.release import (
+from airlock.data.layout import Layout
+from airlock.data.release import (
     SERVICES,
     Component,
     load_release,
     load_release_checked,
     release_names,
 )
+from airlock.errors import AirlockError
 from airlock.tests.unit.treefixture import REPO_ROOT, TreeTestCase
 
 SHA = "0e88245f" + "a" * 32

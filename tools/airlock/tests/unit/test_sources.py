@@ -11,9 +11,10 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import refs, sources
 from airlock.cli import main
+from airlock.data import refs
 from airlock.errors import AirlockError, ToolError
+from airlock.inputs import sources
 from airlock.tests.unit.gitrepo import EPOCH, GitRepo, make_release, numbered, write_data_tree
 
 FOO = "keystone/common/foo.py"

@@ -6,8 +6,9 @@ import contextlib
 import io
 import unittest
 
-from airlock import cli, validate
-from airlock.layout import Layout
+from airlock import cli
+from airlock.data import validate
+from airlock.data.layout import Layout
 from airlock.tests.unit.treefixture import REPO_ROOT, TreeTestCase
 
 

@@ -20,9 +20,11 @@ from pathlib import Path
 
 from packaging.tags import Tag
 
-from airlock import constraints, index, pysource, uv, wheelcache, wheels, wheeltags
+from airlock.data import constraints
+from airlock.data.release import load_release
 from airlock.errors import AirlockError, ToolError
-from airlock.release import load_release
+from airlock.ext import index, uv
+from airlock.inputs import pysource, wheelcache, wheels, wheeltags
 from airlock.tests.unit.treefixture import make_tree
 
 

@@ -6,7 +6,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import yamlfile
+from airlock.data import yamlfile
 from airlock.errors import AirlockError
 
 

@@ -13,7 +13,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock.layout import Layout
+from airlock.data.layout import Layout
 
 # The repository checkout: tools/airlock/tests/unit/ -> four levels up.
 REPO_ROOT = Path(__file__).resolve().parents[4]

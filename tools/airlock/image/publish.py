@@ -11,7 +11,7 @@ Order matters, so that nobody ever pulls a partial image by a tag:
 
 Images the build skipped are already in the registry: only their moving
 tags are (re)written. Registry errors are retried with backoff by
-:mod:`airlock.registry`; credentials come from its auth file variable,
+:mod:`airlock.ext.registry`; credentials come from its auth file variable,
 never from the command line.
 """
 
@@ -21,8 +21,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from airlock import registry
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import registry
 
 Progress = Callable[[str], None]
 

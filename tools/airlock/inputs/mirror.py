@@ -6,7 +6,7 @@ mirror factory before the first sync) gets an honest substitute from what a
 package index already publishes: the released sdist of each component.
 
 For each component whose ref is a released version, the sdist of
-``<package>==<version>`` is downloaded (:mod:`airlock.index`) and written
+``<package>==<version>`` is downloaded (:mod:`airlock.ext.index`) and written
 into the bare repository ``DEST/openstack/<project>`` (no ``.git`` suffix,
 so ``--git-base DEST`` works for ``refs resolve`` and ``sources prepare``):
 
@@ -39,9 +39,9 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from airlock import git, index
+from airlock.data.release import ComponentRef, Release
 from airlock.errors import AirlockError, ToolError
-from airlock.release import ComponentRef, Release
+from airlock.ext import git, index
 
 IDENT = "airlock mirror <mirror@airlock.invalid>"
 # Downloads in flight at once (pip processes): the machines have two cores.

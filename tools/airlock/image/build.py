@@ -13,7 +13,7 @@ The steps, each skipped when its result is already there:
    then the input digest; a service image whose immutable tag is in the
    registry is skipped, others are built to an OCI archive, with no network.
 
-Publishing the service archives is :mod:`airlock.publish`. The result is a
+Publishing the service archives is :mod:`airlock.image.publish`. The result is a
 build record (plain JSON) that publish, the summary table and the audit
 trail read.
 """
@@ -27,22 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlock import (
-    baseimage,
-    constraints,
-    debs,
-    docker,
-    files,
-    plan,
-    refs,
-    registry,
-    sources,
-    wheels,
-    wheeltags,
-)
+from airlock import files
+from airlock.data import constraints, refs
+from airlock.data.layout import Layout
+from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
-from airlock.layout import Layout
-from airlock.release import Release
+from airlock.ext import docker, registry
+from airlock.image import plan
+from airlock.inputs import baseimage, debs, sources, wheels, wheeltags
 
 Progress = Callable[[str], None]
 
@@ -309,7 +301,7 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
         platforms=job.platforms, contexts=dict(job.contexts), build_args=args,
         annotations={"org.opencontainers.image.version": job.version or "",
                      "dev.airlock.input-digest": digest,
-                     "dev.airlock.release": opts.release.name},
+                     "dev.airlock.data.release": opts.release.name},
         source_date_epoch=job.source_date_epoch, no_cache=opts.no_cache))
     row.update(status="built", digest=result.digest, archive=str(result.archive),
                contexts={k: str(v) for k, v in job.contexts.items()}, build_args=args,

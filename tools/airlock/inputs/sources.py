@@ -27,10 +27,10 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from airlock import git
+from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import git
 from airlock.files import read_json
-from airlock.release import Release
 
 RECORD = Path(".airlock") / "source.json"
 

@@ -10,7 +10,7 @@ notes): ``--network none`` unless asked otherwise, ``--provenance=false``
 (Nexus rejects attestation manifests), ``SOURCE_DATE_EPOCH`` both in the
 environment and as a build argument, and the OCI exporter with
 ``rewrite-timestamp=true`` (the image/registry exporters of the default driver
-refuse it). The result is an OCI archive that :mod:`airlock.registry` pushes
+refuse it). The result is an OCI archive that :mod:`airlock.ext.registry` pushes
 with its digests intact.
 """
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from airlock import constraints
+from airlock.data import constraints
+from airlock.data.release import Release, canonical_name
 from airlock.errors import AirlockError, ToolError
 from airlock.files import read_json
-from airlock.release import Release, canonical_name
-from airlock.sources import RECORD
+from airlock.inputs.sources import RECORD
 
 
 @dataclass(frozen=True)

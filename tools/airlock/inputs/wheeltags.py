@@ -21,8 +21,8 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from airlock.data.release import canonical_name
 from airlock.errors import AirlockError
-from airlock.release import canonical_name
 
 PURE = "any"
 # The newest manylinux tag both airlock-venv (uv --python-platform) and the

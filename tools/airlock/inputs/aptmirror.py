@@ -4,8 +4,8 @@ One module owns the mirror: which URL to use (``$AIRLOCK_APT_MIRROR``, else
 the machine's own apt sources, so nothing in the repository names a host)
 and reading its Release file over HTTP (or ``file://``), whose date pins
 the SOURCE_DATE_EPOCH of everything bootstrapped from that mirror state.
-The base image (:mod:`airlock.baseimage`) and the offline apt repositories
-(:mod:`airlock.debs`) both take the mirror from here.
+The base image (:mod:`airlock.inputs.baseimage`) and the offline apt repositories
+(:mod:`airlock.inputs.debs`) both take the mirror from here.
 """
 
 from __future__ import annotations

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from airlock import docker, index
+from airlock.data.release import canonical_name
 from airlock.errors import ToolError
+from airlock.ext import docker, index
 from airlock.files import link_or_copy, sha256_file, swap_into_place
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
-from airlock.release import canonical_name
-from airlock.wheeltags import Target, choose, pip_platforms, supported_tags
+from airlock.inputs.wheeltags import Target, choose, pip_platforms, supported_tags
 
 # Bump with any change to how a wheelhouse is made: the input digest changes.
 RECIPE = "airlock-wheels/1"
@@ -75,7 +75,7 @@ def default_cache(env: dict[str, str] | None = None) -> Path:
     """The cache root shared by every run: ``$AIRLOCK_CACHE_DIR``, else ``<work dir>/cache``.
 
     Wheels live under ``<root>/pypi``, .debs under ``<root>/debs``
-    (:mod:`airlock.debs`).
+    (:mod:`airlock.inputs.debs`).
     """
     env = os.environ if env is None else env
     return Path(env.get(CACHE_ENV) or Path(env.get("AIRLOCK_WORK_DIR") or "work") / "cache")

@@ -23,9 +23,10 @@ from typing import Any
 
 import yaml
 
-from airlock import git, yamlfile
+from airlock.data import yamlfile
+from airlock.data.release import ComponentRef, Release
 from airlock.errors import AirlockError, ErrorList, ToolError
-from airlock.release import ComponentRef, Release
+from airlock.ext import git
 
 ENTRY_FIELDS = ("sha", "ref", "repo", "resolved-at")
 

@@ -2,11 +2,11 @@
 
 ``airlock debs`` asks apt itself, *inside the base image of the build* (the
 same digest, for each platform), what installing the image's packages
-(:func:`airlock.packages.resolve`, profile ``runtime`` by default) would add
+(:func:`airlock.data.packages.resolve`, profile ``runtime`` by default) would add
 to that image. apt knows what the base already holds; a closure computed
 anywhere else would miss or duplicate packages. The run has the host's
 network and the release's apt mirror (``$AIRLOCK_APT_MIRROR`` or the
-machine's own apt sources, :func:`airlock.aptmirror.apt_mirror`), written
+machine's own apt sources, :func:`airlock.inputs.aptmirror.apt_mirror`), written
 into the container, never the image's own sources. It leaves::
 
     DEST/<arch>/*.deb          the missing closure, exactly as apt verified it
@@ -45,14 +45,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlock import aptmirror, baseimage, docker, packages, registry
+from airlock.data import packages
+from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import docker, registry
 from airlock.files import check_replaceable, swap_into_place
 from airlock.files import link_or_copy as _link_or_copy
 from airlock.files import read_json as _read_json
 from airlock.files import sha256_file as _sha256_file
 from airlock.files import write_json as _write_json
-from airlock.release import Release
+from airlock.inputs import aptmirror, baseimage
 
 RECIPE = "airlock-debs/1"
 FORMAT = 1
@@ -210,7 +212,7 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     ``base_image`` defaults to the release's (``release.base_image_ref()``); a
     tag is pinned to its digest through the registry. ``source`` is the
     service's prepared tree, whose own bindep.txt is merged as
-    :mod:`airlock.packages` explains. ``cache`` is the cache root (default:
+    :mod:`airlock.data.packages` explains. ``cache`` is the cache root (default:
     :func:`default_cache`); .debs are kept under ``<cache>/debs``.
     """
     names = packages.resolve(release, images_dir, service, profile, source_dir=source)

@@ -64,9 +64,9 @@ from bindep import depends as bindep_depends
 from bindep.depends import Depends, DependsException
 from packaging.version import InvalidVersion, Version
 
+from airlock.data.layout import Layout
+from airlock.data.release import Distro, Release
 from airlock.errors import AirlockError
-from airlock.layout import Layout
-from airlock.release import Distro, Release
 
 PROFILES = ("build", "runtime")
 # Images every service image is built on: they have a bindep.txt too.

@@ -17,9 +17,9 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from airlock import yamlfile
+from airlock.data import yamlfile
+from airlock.data.layout import Layout
 from airlock.errors import AirlockError
-from airlock.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def load_release_checked(layout: Layout, name: str) -> tuple[Release | None, lis
 
     Checks release.yaml and source-refs.yaml (types, required keys,
     duplicate keys, unknown components); cross-file checks (images, patches,
-    overrides) live in :mod:`airlock.validate`.
+    overrides) live in :mod:`airlock.data.validate`.
 
     ``release validate`` wants every error in one run, so nothing stops at
     the first one. The Release is None only when release.yaml is unusable
@@ -251,7 +251,7 @@ def pinned_packages(path: Path) -> set[str]:
     """Canonical names of the packages pinned in an upper-constraints file.
 
     Only the names: enough to tell a library component from a typo. The full
-    parse, with its errors, is :mod:`airlock.constraints` (which sits above
+    parse, with its errors, is :mod:`airlock.data.constraints` (which sits above
     this module, so it cannot be used here); a malformed line is reported
     there by ``release validate``.
     """

@@ -14,9 +14,9 @@ index) and leaves a folder that a ``--network none`` build can install from::
 How, per platform:
 
 1. **resolve**: the sources' requirements.txt under the release's merged
-   constraints, with uv for that platform (:mod:`airlock.uv`);
+   constraints, with uv for that platform (:mod:`airlock.ext.uv`);
 2. **download**: pip fetches each pin's best file for the platform
-   (:mod:`airlock.index`) into a download cache shared by every service and
+   (:mod:`airlock.ext.index`) into a download cache shared by every service and
    release, so no file is fetched twice;
 3. **build requirements**: pbr, setuptools and wheel (exact pins: setuptools
    81 dropped pkg_resources, which pbr needs) and whatever the sources' and
@@ -39,9 +39,9 @@ The wheelhouse appears whole or not at all: it is assembled next to DEST
 (hard links into the cache) and renamed into place.
 
 This module decides and assembles; its parts live apart: platforms and
-wheel tags in :mod:`airlock.wheeltags`, what a source tree asks for in
-:mod:`airlock.pysource`, the shared cache and sdist builds in
-:mod:`airlock.wheelcache`.
+wheel tags in :mod:`airlock.inputs.wheeltags`, what a source tree asks for in
+:mod:`airlock.inputs.pysource`, the shared cache and sdist builds in
+:mod:`airlock.inputs.wheelcache`.
 """
 
 from __future__ import annotations
@@ -58,14 +58,15 @@ from pathlib import Path
 
 from packaging.markers import Marker
 
-from airlock import constraints, docker, index, uv
+from airlock.data import constraints
+from airlock.data.release import Release, canonical_name
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import docker, index, uv
 from airlock.files import check_replaceable, link_or_copy, sha256_file, swap_into_place
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
-from airlock.pysource import check_sources, read_source, requirements_in, sdist_requires
-from airlock.release import Release, canonical_name
-from airlock.wheelcache import (
+from airlock.inputs.pysource import check_sources, read_source, requirements_in, sdist_requires
+from airlock.inputs.wheelcache import (
     BUILD_CONSTRAINTS,
     RECIPE,
     Cache,
@@ -73,7 +74,7 @@ from airlock.wheelcache import (
     default_cache,
     fetch,
 )
-from airlock.wheeltags import PURE, Target, is_pure, native_target, place, target
+from airlock.inputs.wheeltags import PURE, Target, is_pure, native_target, place, target
 
 FORMAT = 1
 # Build requirements every wheelhouse carries: pbr builds every OpenStack

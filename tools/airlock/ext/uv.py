@@ -3,9 +3,9 @@
 uv rather than pip because it resolves for a platform other than the one it
 runs on (``--python-platform aarch64-manylinux_2_28`` on an x86_64 machine)
 in a couple of seconds, reading only package metadata. pip then downloads
-the resolved pins (:mod:`airlock.index`): resolution and download speak to
+the resolved pins (:mod:`airlock.ext.index`): resolution and download speak to
 the same locations, so uv is given exactly the index, extra indexes and
-find-links pip would use (:func:`airlock.index.locations`), never its own
+find-links pip would use (:func:`airlock.ext.index.locations`), never its own
 configuration (``--no-config`` and the ``UV_*`` variables that choose
 indexes are shut out).
 
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from airlock.errors import AirlockError, ToolError
-from airlock.index import Locations
+from airlock.ext.index import Locations
 
 # The uv of the venv-builder image (the one the development venv installs).
 UV_VERSION = "0.13.9"

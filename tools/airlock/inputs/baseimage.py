@@ -40,11 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airlock import aptmirror, docker, files, registry
+from airlock import files
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import docker, registry
+from airlock.inputs import aptmirror
 
 if TYPE_CHECKING:  # the model only; importing it here would tie us to its loader
-    from airlock.release import Release
+    from airlock.data.release import Release
 
 WORK_ENV = "AIRLOCK_WORK_DIR"
 DEFAULT_PACKAGES = ("ca-certificates", "python3", "usr-is-merged")

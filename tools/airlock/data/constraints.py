@@ -25,8 +25,8 @@ from pathlib import Path
 
 from packaging.markers import InvalidMarker, Marker
 
+from airlock.data.release import Release, canonical_name
 from airlock.errors import AirlockError
-from airlock.release import Release, canonical_name
 
 # name===version[;marker]: names as PEP 508 allows them, === (arbitrary
 # equality) as upper-constraints writes every pin.

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airlock import constraints, yamlfile
-from airlock import release as release_mod
+from airlock.data import constraints, yamlfile
+from airlock.data import release as release_mod
+from airlock.data.layout import Layout
+from airlock.data.release import Release
 from airlock.errors import AirlockError
-from airlock.layout import Layout
-from airlock.release import Release
 
 # Files every images/<service>/ folder must hold (the Dockerfile joins later).
 IMAGE_FILES: tuple[str, ...] = ("Dockerfile", "bindep.txt")

@@ -1,0 +1,2 @@
+"""The image build: input digests, the build itself, publishing and the summary.
+"""
