@@ -1,6 +1,6 @@
 """zuul.d/ in a real Zuul, loaded the way a site loads it.
 
-The sandbox (zuul_sandbox.py, also ``tools/zuul-sandbox``) runs a real Zuul
+The sandbox (airlock/sandbox/zuul.py, also ``tools/zuul-sandbox``) runs a real Zuul
 on 127.0.0.1 whose tenant has the site's config project (base job, static
 node, the pipelines example of ``zuul-config/``) and this checkout's HEAD as
 an untrusted project. The tenant must load without a single configuration
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from airlock.tests.functional import zuul_sandbox
+from airlock.sandbox import zuul as zuul_sandbox
 
 JOB = "airlock-validate-releases"
 PIPELINE = "sandbox"

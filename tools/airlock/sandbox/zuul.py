@@ -52,7 +52,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SITE_TEMPLATE = Path(__file__).resolve().parent / "zuul_site"
 PIPELINES_EXAMPLE = "zuul-config/pipelines.yaml"
 
