@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from airlock import settings
+from airlock.data import platforms
 from airlock.errors import AirlockError
 
 
@@ -29,7 +31,7 @@ def _layout(args: argparse.Namespace):
 
 
 def _git_base(args: argparse.Namespace) -> str | None:
-    return args.git_base or os.environ.get("AIRLOCK_GIT_BASE")
+    return settings.git_base(args.git_base)
 
 
 def _write(text: str, output: str | None) -> None:
@@ -112,7 +114,7 @@ def cmd_mirror_create(args: argparse.Namespace) -> int:
     from airlock.inputs import mirror
 
     release = load_release(_layout(args), args.release)
-    index_url = args.index_url or os.environ.get("AIRLOCK_INDEX_URL")
+    index_url = settings.index_url(args.index_url)
     for row in mirror.create(release, Path(args.dest), index_url=index_url,
                              components=args.component or None):
         print(f"{row['component']}: {row['version']} -> {row['repo']} ({row['sha']})")
@@ -126,7 +128,7 @@ def cmd_base_create(args: argparse.Namespace) -> int:
     layout = _layout(args)
     release = load_release(layout, args.release)
     spec = baseimage.spec_for_release(release)
-    work = Path(args.work_dir) if args.work_dir else baseimage.default_work_dir()
+    work = settings.work_dir(args.work_dir)
     result = baseimage.create(spec, layout.images_dir, work, force=args.force,
                               check_reproducible=args.check_reproducible, progress=print)
     print(f"{result.ref}@{result.digest} {'built' if result.built else 'present'} "
@@ -135,12 +137,11 @@ def cmd_base_create(args: argparse.Namespace) -> int:
 
 
 def _work_dir(args: argparse.Namespace) -> Path:
-    return Path(args.work_dir or os.environ.get("AIRLOCK_WORK_DIR") or "work")
+    return settings.work_dir(args.work_dir)
 
 
 def _registry(args: argparse.Namespace) -> str:
-    return (args.registry or os.environ.get("AIRLOCK_REGISTRY")
-            or "127.0.0.1:5000/airlock").rstrip("/")
+    return settings.registry(args.registry)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -151,9 +152,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     opts = build.BuildOptions(
         release=load_release(layout, args.release), layout=layout,
         registry=_registry(args), work_dir=_work_dir(args),
+        cache_dir=settings.cache_dir(work=_work_dir(args)),
         services=tuple(args.service or ()), platforms=tuple(args.platform or ()),
         git_base=_git_base(args),
-        index_url=args.index_url or os.environ.get("AIRLOCK_INDEX_URL"),
+        index_url=settings.index_url(args.index_url),
         lock=Path(args.lock) if args.lock else None, no_cache=args.no_cache,
         emulate_install=args.emulate_install)
     record = build.run(opts, progress=lambda line: print(line, flush=True))
@@ -180,7 +182,7 @@ def cmd_wheels(args: argparse.Namespace) -> int:
     from airlock.inputs import wheels
 
     release = load_release(_layout(args), args.release)
-    index_url = args.index_url or os.environ.get("AIRLOCK_INDEX_URL")
+    index_url = settings.index_url(args.index_url)
     platforms = _platforms(args, release)
     cache = Path(args.cache) if args.cache else None
     if args.tools_only:
@@ -303,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--service", action="append", help="repeatable; default: all")
     bld.add_argument("--platform", action="append", help="repeatable; default: the release's")
     bld.add_argument("--registry", help="repository prefix (default: $AIRLOCK_REGISTRY, "
-                     "else 127.0.0.1:5000/airlock)")
+                     f"else {settings.DEFAULT_REGISTRY})")
     bld.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
     bld.add_argument("--git-base", help="default: $AIRLOCK_GIT_BASE")
     bld.add_argument("--index-url", help="default: $AIRLOCK_INDEX_URL, else pip's config")
@@ -323,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     whl = verbs.add_parser("wheels", help="the wheelhouse of a service, for each platform")
     whl.add_argument("--release", required=True)
     whl.add_argument("--service", help="the service whose requirements are resolved")
-    whl.add_argument("--platform", action="append", choices=["linux/amd64", "linux/arm64"],
+    whl.add_argument("--platform", action="append", choices=platforms.NAMES,
                      help="target platform (repeatable; default: the release's platforms)")
     whl.add_argument("--source", action="append", help="prepared source tree: the service's, "
                      "and each library built from source (repeatable)")
@@ -343,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     deb = verbs.add_parser("debs", help="the offline apt repository of a service's packages")
     deb.add_argument("--release", required=True)
     deb.add_argument("--service", required=True, help="image whose bindep.txt is read")
-    deb.add_argument("--platform", action="append", choices=["linux/amd64", "linux/arm64"],
+    deb.add_argument("--platform", action="append", choices=platforms.NAMES,
                      help="target platform (repeatable; default: the release's platforms)")
     deb.add_argument("--dest", required=True, help="folder of DEST/<arch>/ repositories")
     deb.add_argument("--base-image", help="base image (default: the release's base_image; "

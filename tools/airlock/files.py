@@ -100,6 +100,16 @@ def link_or_copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
+def json_digest(data: object) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``data``: every input digest is one.
+
+    Sorted keys and no spaces: the same data gives the same digest, however
+    it was assembled.
+    """
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def read_json(path: Path) -> dict | None:
     """A JSON object from ``path``; None when absent, unreadable or not an object."""
     try:

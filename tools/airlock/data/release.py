@@ -17,6 +17,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from airlock.data import platforms as platforms_mod
 from airlock.data import yamlfile
 from airlock.data.layout import Layout
 from airlock.errors import AirlockError
@@ -175,7 +176,6 @@ def load_release(layout: Layout, name: str) -> Release:
 
 # Files a release folder must hold; constraint-overrides.txt is optional.
 RELEASE_FILES = ("release.yaml", "source-refs.yaml", "upper-constraints.txt")
-PLATFORMS = ("linux/amd64", "linux/arm64")
 
 # Top-level keys of release.yaml and an example value for "add it" messages.
 _RELEASE_KEYS = {
@@ -184,7 +184,7 @@ _RELEASE_KEYS = {
     "python": '"3.N"',
     "distro": '{name: debian, codename: bookworm, version: "12"}',
     "base_image": '"${AIRLOCK_BASE_IMAGE:-<registry>/<image>:<tag>}"',
-    "platforms": f"[{', '.join(PLATFORMS)}]",
+    "platforms": f"[{', '.join(platforms_mod.NAMES)}]",
     "services": f"[{', '.join(SERVICES)}]",
 }
 _DISTRO_KEYS = {"name": "debian", "codename": "bookworm", "version": '"12"'}
@@ -393,7 +393,7 @@ def _load_release_yaml(path: Path, folder: str, errors: list[AirlockError],
         python = None
     distro = _distro(path, data, errors)
     base_image = _base_image(path, data, errors)
-    platforms = _names(path, data, "platforms", list(PLATFORMS), errors)
+    platforms = _names(path, data, "platforms", list(platforms_mod.NAMES), errors)
     services = _names(path, data, "services", list(SERVICES), errors)
     for key in data:
         if key not in _RELEASE_KEYS:

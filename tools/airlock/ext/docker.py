@@ -452,8 +452,3 @@ def _inspect(argv: list[str], where: str) -> subprocess.CompletedProcess[str]:
         raise ToolError(where, lines[-1].strip() if lines else f"exit code {proc.returncode}",
                         SETUP_FIX)
     return proc
-
-
-def remove_image(ref: str) -> None:
-    """Drop an image from the engine's store (tests, disk space); absent is fine."""
-    subprocess.run(["docker", "image", "rm", "--force", ref], capture_output=True, text=True)

@@ -54,13 +54,6 @@ def binary() -> str:
     return found
 
 
-def version(uv: str | None = None) -> str:
-    """The version of the host's uv (``uv 0.13.9 (...)`` -> ``0.13.9``)."""
-    proc = _run([uv or binary(), "--version"], "uv --version")
-    words = proc.stdout.split()
-    return words[1] if len(words) > 1 else proc.stdout.strip()
-
-
 def index_args(where: Locations) -> list[str]:
     """uv options naming the same locations as pip's.
 

@@ -29,12 +29,13 @@ from pathlib import Path
 
 from airlock import files
 from airlock.data import constraints, refs
+from airlock.data import platforms as platforms_mod
 from airlock.data.layout import Layout
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import docker, registry
 from airlock.image import plan
-from airlock.inputs import baseimage, debs, sources, wheels, wheeltags
+from airlock.inputs import baseimage, debs, sources, wheels
 
 Progress = Callable[[str], None]
 
@@ -47,6 +48,7 @@ class BuildOptions:
     layout: Layout
     registry: str  # repository prefix, e.g. 127.0.0.1:5000/airlock
     work_dir: Path
+    cache_dir: Path
     services: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ()
     git_base: str | None = None
@@ -86,7 +88,7 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
                            "pass exactly one --platform")
     # Input digests and wheelhouse checks hash every context file; most did
     # not change since the last run (see files.remembered_digests).
-    with files.remembered_digests(opts.work_dir / "cache" / "file-digests.json"):
+    with files.remembered_digests(opts.cache_dir / "file-digests.json"):
         return _run_checked(opts, services, platforms, progress)
 
 
@@ -114,11 +116,11 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
                     "platforms": list(platforms), "base_image": base_pinned,
                     "lock": lock, "images": []}
 
-    cache = opts.work_dir / "cache"
+    cache = opts.cache_dir
     # The images below the services also hold the build platform: every
     # service's build stage runs on it (FROM --platform=$BUILDPLATFORM), and
     # so do the sdist builds whose result serves every platform.
-    native = wheeltags.native_target()
+    native = platforms_mod.native()
     base_platforms = tuple(sorted({*platforms, *([native.platform] if native else [])}))
     dep_digests: dict[str, str] = {}
     refs_by_job: dict[str, str] = {}
@@ -266,7 +268,7 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
                dep_refs: dict[str, str] | None = None) -> dict:
     """Build one image unless its input digest is already in the registry."""
     inputs = plan.job_inputs(job, dep_digests, base_digest)
-    digest = plan.input_digest(inputs)
+    digest = files.json_digest(inputs)
     tag = plan.immutable_tag(job, opts.release.name, digest)
     ref = f"{opts.registry}/{job.name}:{tag}"
     row = {"image": job.name, "service": job.service, "version": job.version,

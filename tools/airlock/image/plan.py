@@ -13,7 +13,6 @@ already in the registry need not be built again (exact skip-existing).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 from dataclasses import dataclass, field
@@ -21,8 +20,6 @@ from pathlib import Path
 
 from airlock.files import sha256_file
 
-# The images every service image is built on, in build order.
-BASE_IMAGES = ("python-base", "venv-builder")
 DIGEST_LEN = 12  # hex characters of the input digest in tags
 
 
@@ -84,42 +81,6 @@ def job_inputs(job: ImageJob, dep_digests: dict[str, str], base_digest: str) -> 
         "base_image": base_digest,
         "source_date_epoch": job.source_date_epoch,
     }
-
-
-def input_digest(inputs: dict) -> str:
-    """The sha256 of the canonical JSON of an image's inputs."""
-    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(blob).hexdigest()
-
-
-def order(jobs: list[ImageJob]) -> list[ImageJob]:
-    """Jobs in dependency order (stable for jobs with no order between them)."""
-    by_name = {job.name: job for job in jobs}
-    done: list[ImageJob] = []
-    seen: set[str] = set()
-
-    def visit(job: ImageJob, path: tuple[str, ...]) -> None:
-        if job.name in seen:
-            return
-        if job.name in path:
-            raise ValueError(f"dependency cycle: {' -> '.join((*path, job.name))}")
-        for dep in job.depends:
-            visit(by_name[dep], (*path, job.name))
-        seen.add(job.name)
-        done.append(job)
-
-    for job in jobs:
-        visit(job, ())
-    return done
-
-
-def digests(jobs: list[ImageJob], base_digest: str) -> dict[str, tuple[str, dict]]:
-    """Input digest (and the inputs behind it) of every job, deps first."""
-    result: dict[str, tuple[str, dict]] = {}
-    for job in order(jobs):
-        inputs = job_inputs(job, {d: result[d][0] for d in job.depends}, base_digest)
-        result[job.name] = (input_digest(inputs), inputs)
-    return result
 
 
 def short(digest: str) -> str:

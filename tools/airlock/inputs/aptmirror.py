@@ -11,6 +11,7 @@ The base image (:mod:`airlock.inputs.baseimage`) and the offline apt repositorie
 from __future__ import annotations
 
 import os
+import sys
 import urllib.error
 import urllib.request
 from email.utils import parsedate_to_datetime
@@ -20,10 +21,12 @@ from airlock.errors import AirlockError, ToolError
 
 MIRROR_ENV = "AIRLOCK_APT_MIRROR"
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+SOURCES_LIST = Path("/etc/apt/sources.list")
 
 
-def mirror_from_sources(text: str, codename: str) -> str | None:
-    """The first ``URIs:`` of the deb822 stanza whose ``Suites:`` holds ``codename``."""
+def _deb822_entries(text: str) -> list[tuple[str, list[str]]]:
+    """(first URI, suites) of each enabled ``Types: deb`` stanza of a deb822 file."""
+    entries = []
     for stanza in text.split("\n\n"):
         fields: dict[str, str] = {}
         for line in stanza.splitlines():
@@ -33,29 +36,67 @@ def mirror_from_sources(text: str, codename: str) -> str | None:
             fields[key.strip().lower()] = value.strip()
         if fields.get("enabled", "yes").lower() == "no":
             continue
-        if codename in fields.get("suites", "").split() and fields.get("uris"):
-            return fields["uris"].split()[0]
+        if "deb" not in fields.get("types", "deb").split() or not fields.get("uris"):
+            continue
+        entries.append((fields["uris"].split()[0], fields.get("suites", "").split()))
+    return entries
+
+
+def _one_line_entries(text: str) -> list[tuple[str, list[str]]]:
+    """(URI, [suite]) of each ``deb [options] URI suite ...`` line of a sources.list."""
+    entries = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words or words[0] != "deb":
+            continue
+        words = words[1:]
+        if words and words[0].startswith("["):
+            while words and not words[0].endswith("]"):
+                words = words[1:]
+            words = words[1:]
+        if len(words) >= 2:
+            entries.append((words[0], [words[1]]))
+    return entries
+
+
+def mirror_from_sources(text: str, codename: str) -> str | None:
+    """The mirror of ``codename`` in apt sources text (deb822 or one-line form).
+
+    The entry whose suites name ``codename`` wins. A host of another
+    release has none (a Debian 13 host building a bookworm base): then the
+    mirror of the host's own main suite (a suite without ``-updates`` or
+    ``-security``) serves, as a Debian mirror carries every release.
+    """
+    entries = _deb822_entries(text) if "URIs:" in text else _one_line_entries(text)
+    for uri, suites in entries:
+        if codename in suites:
+            return uri
+    for uri, suites in entries:
+        if any("-" not in suite for suite in suites):
+            return uri
     return None
 
 
 def apt_mirror(codename: str, env: dict[str, str] | None = None,
-               sources: Path = DEBIAN_SOURCES) -> str:
+               sources: tuple[Path, ...] = (DEBIAN_SOURCES, SOURCES_LIST)) -> str:
     """The Debian mirror to bootstrap from: ``$AIRLOCK_APT_MIRROR``, else the machine's.
 
     Nothing in the repository names a mirror host: the default is the
-    machine's own apt configuration for ``codename``.
+    machine's own apt configuration (the first of ``sources`` that has an
+    entry) for ``codename``.
     """
     env = os.environ if env is None else env
     if env.get(MIRROR_ENV):
         return env[MIRROR_ENV]
-    try:
-        found = mirror_from_sources(sources.read_text(), codename)
-    except OSError:
-        found = None
-    if not found:
-        raise AirlockError(str(sources), f"no apt entry for {codename} to take the mirror from",
-                           f"set {MIRROR_ENV}=<Debian mirror URL>")
-    return found
+    for path in sources:
+        try:
+            found = mirror_from_sources(path.read_text(), codename)
+        except OSError:
+            found = None
+        if found:
+            return found
+    raise AirlockError(str(sources[0]), f"no apt entry for {codename} to take the mirror from",
+                       f"set {MIRROR_ENV}=<Debian mirror URL>")
 
 
 def release_epoch(mirror: str, codename: str, timeout: float = 60) -> int:
@@ -81,3 +122,20 @@ def release_epoch(mirror: str, codename: str, timeout: float = 60) -> int:
         last_error = f"{url}: no Date: field"
     raise ToolError(f"apt mirror {mirror}", f"cannot read the {codename} Release file "
                     f"({last_error})", f"check the mirror or set {MIRROR_ENV}")
+
+
+def main(argv: list[str]) -> int:
+    """``python3 -m airlock.inputs.aptmirror CODENAME``: the mirror, for tools/setup-host."""
+    if len(argv) != 1:
+        print("usage: python3 -m airlock.inputs.aptmirror CODENAME", file=sys.stderr)
+        return 2
+    try:
+        print(apt_mirror(argv[0]))
+    except AirlockError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

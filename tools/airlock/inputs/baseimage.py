@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airlock import files
+from airlock.data import platforms as platforms_mod
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import docker, registry
 from airlock.inputs import aptmirror
@@ -48,7 +49,6 @@ from airlock.inputs import aptmirror
 if TYPE_CHECKING:  # the model only; importing it here would tie us to its loader
     from airlock.data.release import Release
 
-WORK_ENV = "AIRLOCK_WORK_DIR"
 DEFAULT_PACKAGES = ("ca-certificates", "python3", "usr-is-merged")
 VARIANT = "minbase"
 IMAGE_DIR = "debian-base"  # under images/
@@ -61,15 +61,6 @@ INPUTS_KEY = "io.airlock.base.inputs"
 # an epoch at least as late: rewrite-timestamp then leaves the base layers
 # as they are (same digests, shared, not uploaded again).
 EPOCH_KEY = "io.airlock.base.source-date-epoch"
-
-# platform -> (Docker's TARGETARCH, Debian's architecture name)
-_ARCHES = {
-    "linux/amd64": ("amd64", "amd64"),
-    "linux/arm64": ("arm64", "arm64"),
-    "linux/ppc64le": ("ppc64le", "ppc64el"),
-    "linux/s390x": ("s390x", "s390x"),
-}
-
 
 @dataclass(frozen=True)
 class BaseSpec:
@@ -100,15 +91,6 @@ class BaseResult:
 # --- inputs -------------------------------------------------------------------
 
 
-def arch_of(platform: str) -> tuple[str, str]:
-    """(TARGETARCH, Debian architecture) of a platform, or a user error."""
-    try:
-        return _ARCHES[platform]
-    except KeyError:
-        raise AirlockError(f"platform {platform}", "has no Debian base image recipe",
-                           f"use one of {', '.join(_ARCHES)}") from None
-
-
 def inputs(spec: BaseSpec, dockerfile_text: str) -> dict[str, object]:
     """The recorded inputs of a base image (what decides its content)."""
     return {
@@ -122,14 +104,9 @@ def inputs(spec: BaseSpec, dockerfile_text: str) -> dict[str, object]:
     }
 
 
-def input_digest(recorded: dict[str, object]) -> str:
-    """sha256 of the canonical JSON of the inputs."""
-    text = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
 def spec_for_release(release: Release, env: dict[str, str] | None = None,
-                     sources: Path = aptmirror.DEBIAN_SOURCES) -> BaseSpec:
+                     sources: tuple[Path, ...] = (aptmirror.DEBIAN_SOURCES,
+                                                  aptmirror.SOURCES_LIST)) -> BaseSpec:
     """The base image a release asks for (reference, codename, platforms)."""
     return BaseSpec(ref=release.base_image_ref(env), codename=release.distro.codename,
                     platforms=tuple(release.platforms),
@@ -147,7 +124,7 @@ def mmdebstrap_command(spec: BaseSpec, platform: str, dest: Path) -> list[str]:
     that the tarball does not depend on the machine (the engine provides
     both at run time).
     """
-    _, debian_arch = arch_of(platform)
+    debian_arch = platforms_mod.get(platform).debian
     return ["mmdebstrap", f"--variant={spec.variant}",
             f"--include={','.join(sorted(set(spec.packages)))}",
             f"--architectures={debian_arch}", "--format=tar", "--skip=output/dev",
@@ -165,25 +142,20 @@ def check_prerequisites(platforms, which=shutil.which, runs=None) -> None:
     if which("mmdebstrap") is None:
         raise ToolError("mmdebstrap", "is not installed",
                         "install the Debian package mmdebstrap (tools/setup-host build-host)")
-    foreign = [p for p in platforms if arch_of(p)[1] != _native_debian_arch()]
+    foreign = platforms_mod.foreign(platforms)
     if not foreign:
         return
     if which("arch-test") is None:
         raise ToolError("arch-test", f"is not installed; mmdebstrap needs it to bootstrap "
-                        f"{', '.join(foreign)}",
+                        f"{', '.join(p.platform for p in foreign)}",
                         "install the Debian package arch-test (tools/setup-host build-host)")
     runs = runs or _arch_runs
     for platform in foreign:
-        if not runs(arch_of(platform)[1]):
-            raise ToolError(f"platform {platform}", "this machine cannot run its binaries "
+        if not runs(platform.debian):
+            raise ToolError(f"platform {platform.platform}", "this machine cannot run its binaries "
                             "(arch-test fails: no QEMU registered in binfmt_misc)",
                             "install qemu-user-static and binfmt-support "
                             "(tools/setup-host build-host)")
-
-
-def _native_debian_arch() -> str:
-    machine = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def _arch_runs(debian_arch: str) -> bool:
@@ -247,12 +219,12 @@ def create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = Fa
     unless both tarballs are identical (doubles the bootstrap time).
     """
     for platform in spec.platforms:
-        arch_of(platform)
+        platforms_mod.get(platform)
     dockerfile = images_dir / IMAGE_DIR / "Dockerfile"
     if not dockerfile.is_file():
         raise AirlockError(str(dockerfile), "missing", "restore images/debian-base/Dockerfile")
     inputs_doc = inputs(spec, dockerfile.read_text())
-    wanted = input_digest(inputs_doc)
+    wanted = files.json_digest(inputs_doc)
     seconds: dict[str, float] = {}
 
     if not force:
@@ -280,7 +252,7 @@ def create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = Fa
 
     rootfs: dict[str, Path] = {}
     for platform in spec.platforms:
-        target_arch, _ = arch_of(platform)
+        target_arch = platforms_mod.get(platform).arch
         tar = rootfs_dir / f"rootfs-{target_arch}.tar"
         rootfs[platform] = tar
         if tar.is_file() and not force:
@@ -323,9 +295,3 @@ def create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = Fa
              f"push {seconds['push']} s)")
     return BaseResult(spec.ref, pushed, wanted, built=True, source_date_epoch=epoch,
                       archive=result.archive, rootfs=rootfs, seconds=seconds)
-
-
-def default_work_dir(env: dict[str, str] | None = None) -> Path:
-    """``$AIRLOCK_WORK_DIR``, else ./work."""
-    env = os.environ if env is None else env
-    return Path(env.get(WORK_ENV) or "work")

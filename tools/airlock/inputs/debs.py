@@ -35,7 +35,6 @@ so another service's repository fetches only what is new.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -45,16 +44,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airlock import settings
 from airlock.data import packages
+from airlock.data import platforms as platforms_mod
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import docker, registry
-from airlock.files import check_replaceable, swap_into_place
+from airlock.files import check_replaceable, json_digest, swap_into_place
 from airlock.files import link_or_copy as _link_or_copy
 from airlock.files import read_json as _read_json
 from airlock.files import sha256_file as _sha256_file
 from airlock.files import write_json as _write_json
-from airlock.inputs import aptmirror, baseimage
+from airlock.inputs import aptmirror
 
 RECIPE = "airlock-debs/1"
 FORMAT = 1
@@ -62,7 +63,6 @@ COMPONENTS = ("main",)
 MANIFEST = "manifest.json"
 PACKAGES = "Packages"
 PACKAGES_TXT = "packages.txt"
-CACHE_ENV = "AIRLOCK_CACHE_DIR"
 
 # Runs in the base image as root: apt sources of the release's mirror
 # only, the shared cache as apt's archive folder, the closure printed by a
@@ -164,12 +164,6 @@ def packages_index(entries: list[tuple[str, str, int, str, str]]) -> str:
     return "\n".join(s for _, _, s in sorted(stanzas))
 
 
-def default_cache(env: dict[str, str] | None = None) -> Path:
-    """The cache root shared by every run: ``$AIRLOCK_CACHE_DIR``, else ``<work dir>/cache``."""
-    env = os.environ if env is None else env
-    return Path(env.get(CACHE_ENV) or Path(env.get(baseimage.WORK_ENV) or "work") / "cache")
-
-
 def pinned_base(ref: str) -> str:
     """``repo@sha256:...`` of the base image: a digest reference as is, a tag looked up."""
     if "@sha256:" in ref:
@@ -197,11 +191,6 @@ def inputs(release: Release, service: str, profile: str, platform: str, names: l
             "components": list(COMPONENTS), "mirror": mirror}
 
 
-def input_digest(recorded: dict) -> str:
-    text = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
 def prepare(release: Release, images_dir: Path, service: str, platforms, dest: Path, *,
             base_image: str | None = None, profile: str = "runtime",
             source: Path | None = None, cache: Path | None = None, force: bool = False,
@@ -213,18 +202,18 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     tag is pinned to its digest through the registry. ``source`` is the
     service's prepared tree, whose own bindep.txt is merged as
     :mod:`airlock.data.packages` explains. ``cache`` is the cache root (default:
-    :func:`default_cache`); .debs are kept under ``<cache>/debs``.
+    :func:`airlock.settings.cache_dir`); .debs are kept under ``<cache>/debs``.
     """
     names = packages.resolve(release, images_dir, service, profile, source_dir=source)
     base = pinned_base(base_image or release.base_image_ref(env))
     mirror = aptmirror.apt_mirror(release.distro.codename, env)
-    store = (cache or default_cache(env)) / "debs"
+    store = (cache or settings.cache_dir(env=env)) / "debs"
     results = []
     for platform in dict.fromkeys(platforms or release.platforms):
-        arch, debian_arch = baseimage.arch_of(platform)
+        arch, debian_arch = platforms_mod.get(platform).arch, platforms_mod.get(platform).debian
         started = time.monotonic()
         recorded = inputs(release, service, profile, platform, names, base, mirror)
-        digest = input_digest(recorded)
+        digest = json_digest(recorded)
         out = dest / arch
         if not force and is_current(out, digest):
             progress(f"{out}: unchanged (inputs {digest[:19]})")

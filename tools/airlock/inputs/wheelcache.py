@@ -19,20 +19,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from airlock.data.platforms import Platform
 from airlock.data.release import canonical_name
 from airlock.errors import ToolError
 from airlock.ext import docker, index
 from airlock.files import link_or_copy, sha256_file, swap_into_place
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
-from airlock.inputs.wheeltags import Target, choose, pip_platforms, supported_tags
+from airlock.inputs.wheeltags import choose, pip_platforms, supported_tags
 
 # Bump with any change to how a wheelhouse is made: the input digest changes.
 RECIPE = "airlock-wheels/1"
 BUILD_CONSTRAINTS = "build-constraints.txt"
 # Wheels built from sdists carry this time stamp in their zip entries.
 SDIST_EPOCH = 315532800  # 1980-01-01, the earliest a zip file can hold
-CACHE_ENV = "AIRLOCK_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -71,17 +71,7 @@ class Cache:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def default_cache(env: dict[str, str] | None = None) -> Path:
-    """The cache root shared by every run: ``$AIRLOCK_CACHE_DIR``, else ``<work dir>/cache``.
-
-    Wheels live under ``<root>/pypi``, .debs under ``<root>/debs``
-    (:mod:`airlock.inputs.debs`).
-    """
-    env = os.environ if env is None else env
-    return Path(env.get(CACHE_ENV) or Path(env.get("AIRLOCK_WORK_DIR") or "work") / "cache")
-
-
-def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Target, python_version: str,
+def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Platform, python_version: str,
           index_url: str | None, where: index.Locations) -> dict[str, str]:
     """The cached file of every pin for ``tgt``: ``{"name==version": filename}``.
 
@@ -111,7 +101,7 @@ def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Target, python_version
     return {pin: known[pin] for pin in wanted}
 
 
-def build_key(sdist_sha256: str, build_constraints: str, builder: str, tgt: Target) -> str:
+def build_key(sdist_sha256: str, build_constraints: str, builder: str, tgt: Platform) -> str:
     """The cache key of one wheel built from an sdist: everything its bytes depend on."""
     text = json.dumps([RECIPE, sdist_sha256, build_constraints, builder, tgt.platform])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -124,7 +114,7 @@ def build_command(sdist_name: str) -> tuple[str, ...]:
 
 
 def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constraints: str,
-                builder: str, builder_digest: str, tgt: Target) -> tuple[Path, bool]:
+                builder: str, builder_digest: str, tgt: Platform) -> tuple[Path, bool]:
     """Build ``sdist`` into a wheel inside ``builder`` for ``tgt``, offline.
 
     The container sees only the sdist, the build requirements' wheels and

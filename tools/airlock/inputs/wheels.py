@@ -47,7 +47,6 @@ wheel tags in :mod:`airlock.inputs.wheeltags`, what a source tree asks for in
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -58,11 +57,20 @@ from pathlib import Path
 
 from packaging.markers import Marker
 
+from airlock import settings
 from airlock.data import constraints
+from airlock.data import platforms as platforms_mod
+from airlock.data.platforms import Platform
 from airlock.data.release import Release, canonical_name
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import docker, index, uv
-from airlock.files import check_replaceable, link_or_copy, sha256_file, swap_into_place
+from airlock.files import (
+    check_replaceable,
+    json_digest,
+    link_or_copy,
+    sha256_file,
+    swap_into_place,
+)
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
 from airlock.inputs.pysource import check_sources, read_source, requirements_in, sdist_requires
@@ -71,10 +79,9 @@ from airlock.inputs.wheelcache import (
     RECIPE,
     Cache,
     build_sdist,
-    default_cache,
     fetch,
 )
-from airlock.inputs.wheeltags import PURE, Target, is_pure, native_target, place, target
+from airlock.inputs.wheeltags import PURE, is_pure, place
 
 FORMAT = 1
 # Build requirements every wheelhouse carries: pbr builds every OpenStack
@@ -130,7 +137,7 @@ def uv_pin(merged: constraints.Merged, python_version: str) -> str:
     return pins_of(merged, python_version).get("uv", uv.UV_VERSION)
 
 
-def inputs(release: Release, service: str, targets: list[Target], requirements: str,
+def inputs(release: Release, service: str, targets: list[Platform], requirements: str,
            constraints_text: str, build_requirements: list[str], base_pins: dict[str, str],
            uv_version: str, index_url: str | None) -> dict:
     """What decides the wheelhouse (besides the index's files and the builder image)."""
@@ -147,11 +154,6 @@ def inputs(release: Release, service: str, targets: list[Target], requirements: 
         "uv": uv_version,
         "index": index_url or "pip configuration",
     }
-
-
-def input_digest(recorded: dict) -> str:
-    text = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def render_build_constraints(per_arch: dict[str, list[tuple[str, str]]],
@@ -185,10 +187,10 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     ``sources`` are prepared trees: the service's and those of the libraries
     the release builds from source. ``venv_builder`` is the image that builds
     sdists (needed only when a pin has no wheel for a platform). ``cache`` is
-    the cache root (default: :func:`default_cache`).
+    the cache root (default: :func:`airlock.settings.cache_dir`).
     """
     started = time.monotonic()
-    targets = [target(p) for p in dict.fromkeys(platforms or release.platforms)]
+    targets = [platforms_mod.get(p) for p in dict.fromkeys(platforms or release.platforms)]
     srcs = [read_source(release, Path(p)) for p in sources]
     check_sources(release, service, srcs)
     merged = constraints.merged(release, component=service)
@@ -199,13 +201,13 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     uv_version = uv_pin(merged, release.python)
     recorded = inputs(release, service, targets, requirements, constraints_text,
                       build_requirements, base_pins, uv_version, index_url)
-    digest = input_digest(recorded)
+    digest = json_digest(recorded)
     if not force and is_current(dest, digest, venv_builder):
         progress(f"{dest}: unchanged (inputs {digest[:19]})")
         return Result(dest, False, _read_json(dest / MANIFEST) or {},
                       {"total": round(time.monotonic() - started, 1)})
     check_replaceable(dest, MANIFEST, "a wheelhouse")
-    store = Cache((cache or default_cache()) / "pypi")
+    store = Cache((cache or settings.cache_dir()) / "pypi")
     before = set(_listdir(store.files))
     where = index.locations(index_url)
     seconds: dict[str, float] = {}
@@ -285,11 +287,11 @@ class Built:
     builder_digest: str
 
 
-def _build_all(store: Cache, targets: list[Target], files: dict[str, dict[str, str]],
+def _build_all(store: Cache, targets: list[Platform], files: dict[str, dict[str, str]],
                build_files: dict[str, dict[str, str]], build_text: str,
                venv_builder: str | None, progress: Callable[[str], None]) -> list[Built]:
     """Build every sdist pin into a wheel: natively first, per platform only if not pure."""
-    needs: dict[tuple[str, str], list[Target]] = {}
+    needs: dict[tuple[str, str], list[Platform]] = {}
     for tgt in targets:
         for pin, filename in files[tgt.arch].items():
             if not filename.endswith(".whl"):
@@ -306,7 +308,7 @@ def _build_all(store: Cache, targets: list[Target], files: dict[str, dict[str, s
     if builder_digest is None:
         raise AirlockError(venv_builder, "no such image in the engine or its registry",
                            "build images/venv-builder first and pass its reference")
-    native = native_target()
+    native = platforms_mod.native()
     result: list[Built] = []
     for (pin, filename), wanting in sorted(needs.items()):
         sdist = store.files / filename
@@ -345,7 +347,7 @@ def _build_all(store: Cache, targets: list[Target], files: dict[str, dict[str, s
     return result
 
 
-def _can_build_on(native: Target, targets: list[Target],
+def _can_build_on(native: Platform, targets: list[Platform],
                   build_files: dict[str, dict[str, str]]) -> bool:
     """Whether the build platform can build for a wheelhouse that does not serve it.
 
@@ -357,7 +359,7 @@ def _can_build_on(native: Target, targets: list[Target],
     return all(is_pure(f) for f in build_files[targets[0].arch].values())
 
 
-def _layout(store: Cache, targets: list[Target], files: dict[str, dict[str, str]],
+def _layout(store: Cache, targets: list[Platform], files: dict[str, dict[str, str]],
             build_files: dict[str, dict[str, str]], built: list[Built]) -> dict[str, dict]:
     """Every wheelhouse file: ``{relative path: {"source": cache path, "pins": {arch: pin}}}``."""
     replaced = {(arch, b.pin): b.wheel for b in built for arch in b.serves}
@@ -372,7 +374,7 @@ def _layout(store: Cache, targets: list[Target], files: dict[str, dict[str, str]
     return layout
 
 
-def _manifest(recorded: dict, digest: str, targets: list[Target],
+def _manifest(recorded: dict, digest: str, targets: list[Platform],
               pins: dict[str, list[tuple[str, str]]], build: dict[str, list[tuple[str, str]]],
               uv_version: str, layout: dict[str, dict], built: list[Built],
               venv_builder: str | None) -> dict:
@@ -462,9 +464,9 @@ def tool_wheels(release: Release, platforms, dest: Path, *, index_url: str | Non
     Its manifest.json records the files' sha256, so the folder's content
     (and an input digest computed over it) only changes with uv's version.
     """
-    targets = [target(p) for p in dict.fromkeys(platforms or release.platforms)]
+    targets = [platforms_mod.get(p) for p in dict.fromkeys(platforms or release.platforms)]
     version = uv_pin(constraints.merged(release), release.python)
-    store = Cache((cache or default_cache()) / "pypi")
+    store = Cache((cache or settings.cache_dir()) / "pypi")
     where = index.locations(index_url)
     layout: dict[str, dict] = {}
     for tgt in targets:

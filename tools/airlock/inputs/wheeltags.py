@@ -1,16 +1,11 @@
 """Wheel tags and platforms: which file of a pin a target platform installs.
 
-The wheelhouse serves docker platforms (``linux/amd64``), which name
-themselves three ways: the docker platform, the folder and TARGETARCH
-(``amd64``) and the wheel tag machine (``x86_64``). This module keeps that
-mapping and answers, from file names alone, what pip would pick and where
-a file goes in the wheelhouse.
+The wheelhouse serves the platforms of :mod:`airlock.data.platforms`. This
+module answers, from file names alone, what pip would pick for one of them
+and where a file goes in the wheelhouse.
 """
 
 from __future__ import annotations
-
-import platform as host
-from dataclasses import dataclass
 
 from packaging import tags as ptags
 from packaging.utils import (
@@ -21,43 +16,11 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from airlock.data import platforms
 from airlock.data.release import canonical_name
-from airlock.errors import AirlockError
 
 PURE = "any"
-# The newest manylinux tag both airlock-venv (uv --python-platform) and the
-# target distros (Debian 12: glibc 2.36) accept.
-GLIBC_MINOR = 28
-
-
-@dataclass(frozen=True)
-class Target:
-    """A platform a wheelhouse serves, in the names each tool wants."""
-
-    platform: str  # linux/amd64 (docker)
-    arch: str  # amd64 (the folder, TARGETARCH)
-    machine: str  # x86_64 (wheel tags)
-
-    @property
-    def python_platform(self) -> str:
-        """uv's ``--python-platform`` (as airlock-venv installs with)."""
-        return f"{self.machine}-manylinux_2_{GLIBC_MINOR}"
-
-
-TARGETS = {t.platform: t for t in (Target("linux/amd64", "amd64", "x86_64"),
-                                   Target("linux/arm64", "arm64", "aarch64"))}
-
-
-def target(platform: str) -> Target:
-    """The Target of ``linux/amd64`` or ``linux/arm64``; anything else is the user's error."""
-    try:
-        return TARGETS[platform]
-    except KeyError:
-        raise AirlockError(f"platform {platform}", "no wheelhouse recipe for it",
-                           f"use one of: {', '.join(TARGETS)}") from None
-
-
-def pip_platforms(machine: str, glibc_minor: int = GLIBC_MINOR) -> list[str]:
+def pip_platforms(machine: str, glibc_minor: int = platforms.GLIBC_MINOR) -> list[str]:
     """pip's ``--platform`` values for ``machine``, most preferred first.
 
     Every manylinux_2_N from the newest accepted down (pip does not expand
@@ -131,9 +94,3 @@ def choose(filenames: list[str], name: str, version: str,
 def place(filename: str, arch: str) -> str:
     """Where a wheel goes in the wheelhouse: ``any/`` if pure, else ``<arch>/``."""
     return f"{PURE if is_pure(filename) else arch}/{filename}"
-
-
-def native_target() -> Target | None:
-    """The Target this machine runs natively (no emulation), if it is one."""
-    machine = host.machine()
-    return next((t for t in TARGETS.values() if t.machine == machine), None)

@@ -11,6 +11,8 @@ import os
 from functools import cache
 from pathlib import Path
 
+from airlock import settings
+from airlock.data import platforms
 from airlock.data.layout import resolve_layout
 from airlock.data.release import load_release
 from airlock.ext import docker, registry
@@ -18,7 +20,7 @@ from airlock.inputs import baseimage
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 RELEASE = "2025.2"
-PLATFORMS = ("linux/amd64", "linux/arm64")
+PLATFORMS = platforms.NAMES
 REGISTRY = "127.0.0.1:5000"
 TEST_REPO = f"{REGISTRY}/airlock-test"
 
@@ -40,7 +42,7 @@ def base_image() -> tuple[baseimage.BaseSpec, baseimage.BaseResult]:
     """
     layout = resolve_layout(str(REPO_ROOT))
     spec = baseimage.spec_for_release(load_release(layout, RELEASE))
-    work = Path(os.environ.get(baseimage.WORK_ENV) or REPO_ROOT / "work")
+    work = Path(os.environ.get(settings.WORK_ENV) or REPO_ROOT / "work")
     return spec, baseimage.create(spec, layout.images_dir, work)
 
 

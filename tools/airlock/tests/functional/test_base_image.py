@@ -7,6 +7,7 @@ import io
 import unittest
 
 from airlock import cli
+from airlock.data import platforms
 from airlock.ext import docker, registry
 from airlock.inputs import baseimage
 from airlock.tests.functional import engine
@@ -32,7 +33,7 @@ class BaseImageTest(unittest.TestCase):
                 self.assertRegex(out.strip(), r"^Python 3\.11\.\d+$")
                 arch = docker.run(self.image, ["dpkg", "--print-architecture"],
                                   platform=platform).strip()
-                self.assertEqual(arch, baseimage.arch_of(platform)[1])
+                self.assertEqual(arch, platforms.get(platform).debian)
 
     def test_recorded_inputs_make_a_second_run_a_no_op(self):
         notes = registry.annotations(self.spec.ref)

@@ -19,11 +19,10 @@ import unittest
 import yaml
 
 from airlock.ext import docker, registry
-from airlock.tests.functional import pipeline
+from airlock.tests.functional import engine, pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
 
 RELEASE = "2025.2"
-PLATFORMS = ("linux/amd64", "linux/arm64")
 
 
 def pinned_version() -> str:
@@ -55,10 +54,10 @@ class KeystoneBuildTest(unittest.TestCase):
         self.assertEqual({row["image"]: row["status"] for row in self.record["images"]},
                          {"python-base": "built", "venv-builder": "built",
                           "keystone": "built"})
-        self.assertEqual(self.keystone["platforms"], list(PLATFORMS))
+        self.assertEqual(self.keystone["platforms"], list(engine.PLATFORMS))
 
     def test_keystone_manage_reports_the_pinned_version_on_both_platforms(self) -> None:
-        for platform in PLATFORMS:
+        for platform in engine.PLATFORMS:
             with self.subTest(platform=platform):
                 self.assertEqual(self.run_in(platform, "keystone-manage", "--version"),
                                  pinned_version())
@@ -67,7 +66,7 @@ class KeystoneBuildTest(unittest.TestCase):
                                            "linux/arm64": "aarch64"}[platform])
 
     def test_runs_as_42424_without_compiler_uv_or_pip(self) -> None:
-        for platform in PLATFORMS:
+        for platform in engine.PLATFORMS:
             with self.subTest(platform=platform):
                 self.assertEqual(self.run_in(platform, "id", "-u"), "42424")
                 self.assertEqual(self.run_in(platform, "id", "-g"), "42424")
@@ -82,7 +81,7 @@ class KeystoneBuildTest(unittest.TestCase):
         self.assertTrue(patches, "the release ships at least one keystone patch")
         expected = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
                     for p in patches]
-        for platform in PLATFORMS:
+        for platform in engine.PLATFORMS:
             with self.subTest(platform=platform):
                 record = json.loads(self.run_in(
                     platform, "cat", "/var/lib/openstack/share/airlock/keystone.json"))
@@ -94,7 +93,7 @@ class KeystoneBuildTest(unittest.TestCase):
         for tag in (self.keystone["tag"], RELEASE, pinned_version()):
             with self.subTest(tag=tag):
                 self.assertEqual(registry.digest(f"{repo}:{tag}"), self.keystone["digest"])
-        self.assertEqual(sorted(registry.platforms(self.ref)), sorted(PLATFORMS))
+        self.assertEqual(sorted(registry.platforms(self.ref)), sorted(engine.PLATFORMS))
         self.assertTrue(self.keystone["tag"].startswith(f"{pinned_version()}-{RELEASE}-"))
 
     def test_rebuild_without_cache_is_identical_then_nothing_is_rebuilt(self) -> None:

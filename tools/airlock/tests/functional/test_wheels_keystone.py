@@ -24,6 +24,7 @@ import unittest
 import zipfile
 from pathlib import Path
 
+from airlock.data import platforms
 from airlock.data.layout import resolve_layout
 from airlock.data.release import canonical_name, load_release
 from airlock.ext import docker, index, registry, uv
@@ -129,7 +130,7 @@ class KeystoneWheelhouseTest(unittest.TestCase):
 
     def test_the_wheelhouse_alone_resolves_keystone_with_wheels_only(self) -> None:
         """What the offline build does: uv, wheels only, any/ + <arch>/, no index."""
-        for tgt in (wheeltags.TARGETS["linux/amd64"], wheeltags.TARGETS["linux/arm64"]):
+        for tgt in (platforms.PLATFORMS["linux/amd64"], platforms.PLATFORMS["linux/arm64"]):
             with self.subTest(arch=tgt.arch):
                 where = index.Locations(find_links=(str(self.dest / "any"),
                                                     str(self.dest / tgt.arch)), no_index=True)

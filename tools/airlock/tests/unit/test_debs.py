@@ -14,6 +14,7 @@ from pathlib import Path
 from airlock.data.release import load_release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import docker
+from airlock.files import json_digest
 from airlock.inputs import debs
 from airlock.tests.unit.treefixture import make_tree
 
@@ -192,13 +193,13 @@ class TestRepository(unittest.TestCase):
 
     def test_the_inputs_name_packages_base_and_platform(self):
         one = debs.inputs(self.release, "nova", "runtime", "linux/amd64", ["sudo"], BASE, "m")
-        self.assertNotEqual(debs.input_digest(one), debs.input_digest(
+        self.assertNotEqual(json_digest(one), json_digest(
             debs.inputs(self.release, "nova", "runtime", "linux/amd64", ["sudo", "lsscsi"],
                         BASE, "m")))
-        self.assertNotEqual(debs.input_digest(one), debs.input_digest(
+        self.assertNotEqual(json_digest(one), json_digest(
             debs.inputs(self.release, "nova", "runtime", "linux/amd64", ["sudo"],
                         BASE.replace("a", "b"), "m")))
-        self.assertEqual(debs.input_digest(one), debs.input_digest(dict(reversed(one.items()))))
+        self.assertEqual(json_digest(one), json_digest(dict(reversed(one.items()))))
 
     def test_a_folder_that_is_not_a_repository_is_never_replaced(self):
         out = self.tmp / "debs" / "amd64"

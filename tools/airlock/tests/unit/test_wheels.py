@@ -20,7 +20,7 @@ from pathlib import Path
 
 from packaging.tags import Tag
 
-from airlock.data import constraints
+from airlock.data import constraints, platforms
 from airlock.data.release import load_release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import index, uv
@@ -92,7 +92,7 @@ def make_source(root: Path, component: str, release: str, requirements: str,
     return tree
 
 
-AMD64, ARM64 = wheeltags.TARGETS["linux/amd64"], wheeltags.TARGETS["linux/arm64"]
+AMD64, ARM64 = platforms.PLATFORMS["linux/amd64"], platforms.PLATFORMS["linux/arm64"]
 
 
 class TestTags(unittest.TestCase):
@@ -132,7 +132,7 @@ class TestTags(unittest.TestCase):
 
     def test_unknown_platform_is_a_user_error(self):
         with self.assertRaises(AirlockError) as caught:
-            wheeltags.target("linux/s390x")
+            platforms.get("linux/s390x")
         self.assertIn("linux/amd64", str(caught.exception))
 
 
