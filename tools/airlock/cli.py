@@ -1,19 +1,47 @@
 """``airlock <verb>``: parse arguments, call one module, map errors to exit codes.
 
-No logic lives here. Exit codes: 0 success, 1 a user error (bad input, with
-one line per error on stderr), 2 an external tool or service failed.
+No logic lives here. Exit codes: 0 success; 1 a user error (bad input or a
+usage mistake, one line per error on stderr); 2 an external tool, service
+or the system failed; 3 an internal error (a bug in airlock, one line, the
+traceback only with AIRLOCK_DEBUG=1); 130 interrupted (SIGINT), 143
+terminated (SIGTERM, SIGHUP). Whatever ends a run, the ``finally`` blocks of
+the modules run, so no staging folder or temporary file is left behind.
+Every line printed is redacted: no URL credential reaches the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import traceback
 from pathlib import Path
 
 from airlock import settings
 from airlock.data import platforms
 from airlock.errors import AirlockError
+from airlock.urls import redact
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit 1 (2 means a tool failed)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise AirlockError(self.prog, message, f"see {self.prog} --help")
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so every cleanup runs."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+def _say(line: str) -> None:
+    """A progress line: redacted, flushed (a log under Zuul shows it at once)."""
+    print(redact(line), flush=True)
 
 
 def _add_layout_options(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +65,11 @@ def _git_base(args: argparse.Namespace) -> str | None:
 def _write(text: str, output: str | None) -> None:
     """Write to FILE atomically (never half-written), or to stdout."""
     if not output:
-        sys.stdout.write(text)
+        sys.stdout.write(redact(text))
         return
-    path = Path(output)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from airlock.files import write_atomic
+
+    write_atomic(Path(output), text)
 
 
 def cmd_release_validate(args: argparse.Namespace) -> int:
@@ -55,7 +82,7 @@ def cmd_release_validate(args: argparse.Namespace) -> int:
     if errors:
         return 1
     names = args.releases or validate.release_names(layout)
-    print(f"{len(names)} release(s) valid: {', '.join(names)}")
+    _say(f"{len(names)} release(s) valid: {', '.join(names)}")
     return 0
 
 
@@ -82,7 +109,7 @@ def cmd_sources_prepare(args: argparse.Namespace) -> int:
     else:
         lock = refs.resolve_release(release, _git_base(args), only=[args.component])
     record = sources.prepare(release, args.component, lock, layout.patches_dir, Path(args.dest))
-    print(f"{args.component}: {record['sha']} exported to {args.dest} "
+    _say(f"{args.component}: {record['sha']} exported to {args.dest} "
           f"with {len(record['patches'])} patch(es)")
     return 0
 
@@ -117,7 +144,7 @@ def cmd_mirror_create(args: argparse.Namespace) -> int:
     index_url = settings.index_url(args.index_url)
     for row in mirror.create(release, Path(args.dest), index_url=index_url,
                              components=args.component or None):
-        print(f"{row['component']}: {row['version']} -> {row['repo']} ({row['sha']})")
+        _say(f"{row['component']}: {row['version']} -> {row['repo']} ({row['sha']})")
     return 0
 
 
@@ -130,8 +157,8 @@ def cmd_base_create(args: argparse.Namespace) -> int:
     spec = baseimage.spec_for_release(release)
     work = settings.work_dir(args.work_dir)
     result = baseimage.create(spec, layout.images_dir, work, force=args.force,
-                              check_reproducible=args.check_reproducible, progress=print)
-    print(f"{result.ref}@{result.digest} {'built' if result.built else 'present'} "
+                              check_reproducible=args.check_reproducible, progress=_say)
+    _say(f"{result.ref}@{result.digest} {'built' if result.built else 'present'} "
           f"(inputs {result.input_digest})")
     return 0
 
@@ -158,8 +185,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         index_url=settings.index_url(args.index_url),
         lock=Path(args.lock) if args.lock else None, no_cache=args.no_cache,
         emulate_install=args.emulate_install)
-    record = build.run(opts, progress=lambda line: print(line, flush=True))
-    sys.stdout.write(summary.table(record))
+    record = build.run(opts, progress=_say)
+    sys.stdout.write(redact(summary.table(record)))
     return 0
 
 
@@ -168,8 +195,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     path = _work_dir(args) / args.release / "build-record.json"
     rows = publish.publish(publish.load_record(path),
-                           progress=lambda line: print(line, flush=True))
-    print(f"{len(rows)} image(s) published")
+                           progress=_say)
+    _say(f"{len(rows)} image(s) published")
     return 0
 
 
@@ -188,7 +215,7 @@ def cmd_wheels(args: argparse.Namespace) -> int:
     if args.tools_only:
         dest = wheels.tool_wheels(release, platforms, Path(args.dest), index_url=index_url,
                                   cache=cache)
-        print(f"{dest}: uv for {', '.join(platforms)}")
+        _say(f"{dest}: uv for {', '.join(platforms)}")
         return 0
     if not args.service or not args.source:
         raise AirlockError("airlock wheels", "--service and --source are required",
@@ -196,10 +223,10 @@ def cmd_wheels(args: argparse.Namespace) -> int:
     result = wheels.prepare(release, args.service, platforms, [Path(s) for s in args.source],
                             Path(args.dest), index_url=index_url,
                             venv_builder=args.venv_builder, cache=cache, force=args.force,
-                            progress=print)
+                            progress=_say)
     state = "made" if result.changed else "unchanged"
     timing = ", ".join(f"{k} {v} s" for k, v in result.seconds.items())
-    print(f"{result.dest}: {state} ({timing})")
+    _say(f"{result.dest}: {state} ({timing})")
     return 0
 
 
@@ -213,15 +240,15 @@ def cmd_debs(args: argparse.Namespace) -> int:
     for row in debs.prepare(release, layout.images_dir, args.service, _platforms(args, release),
                             Path(args.dest), base_image=args.base_image, profile=args.profile,
                             source=Path(args.source) if args.source else None, cache=cache,
-                            force=args.force, progress=print):
-        print(f"{row.dest}: {'made' if row.changed else 'unchanged'} "
+                            force=args.force, progress=_say):
+        _say(f"{row.dest}: {'made' if row.changed else 'unchanged'} "
               f"({len(row.manifest.get('closure', []))} .deb(s), base "
               f"{row.manifest['inputs']['base_image']})")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="airlock",
         description="Build OpenStack service images offline, reproducibly, for several "
         "releases and platforms.")
@@ -363,8 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except AirlockError as error:
         print(str(error), file=sys.stderr)
@@ -372,6 +401,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("airlock: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("airlock: terminated", file=sys.stderr)
+        return 143
+    except OSError as error:
+        # The system refused (disk full, permission denied): not a bug.
+        where = f"{error.filename}: " if error.filename else ""
+        print(redact(f"airlock: {where}{error.strerror or error}"), file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("AIRLOCK_DEBUG"):
+            traceback.print_exc()
+        print(redact(f"airlock: internal error: {type(error).__name__}: {error}"
+                     "; please report it (AIRLOCK_DEBUG=1 shows the traceback)"
+                     ).replace("\n", " "), file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

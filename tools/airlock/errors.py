@@ -8,6 +8,8 @@ do, and a non-zero exit code; never a traceback. Every module raises
 
 from __future__ import annotations
 
+from airlock.urls import redact
+
 
 class AirlockError(Exception):
     """A failure the user can act on, rendered as one line.
@@ -30,8 +32,9 @@ class AirlockError(Exception):
         text = f"{self.where}: {self.what}" if self.where else self.what
         if self.fix:
             text += f"; {self.fix}"
-        # One line, always: an embedded newline would break the contract.
-        return " ".join(text.split("\n"))
+        # One line, always: an embedded newline would break the contract;
+        # and never a credential, whatever URL a tool's message quoted.
+        return redact(" ".join(text.split("\n")))
 
 
 class ToolError(AirlockError):
@@ -56,3 +59,9 @@ class ErrorList(AirlockError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+class InternalError(AirlockError):
+    """Something airlock did not expect: a bug, reported as one line, not a traceback."""
+
+    exit_code = 3

@@ -1,8 +1,16 @@
-"""Small file helpers every preparation step shares.
+"""Small file helpers every step shares: safe reads, atomic writes, digests.
 
 Caches, wheelhouses, apt repositories and build records are written so that
 the same data gives the same bytes (sorted JSON) and a crash never leaves a
 half-written file (write to a temporary name, then rename).
+
+Every file airlock reads from a user (release data, patches, locks, build
+records) goes through :func:`read_bytes`/:func:`read_text`: regular files
+only, of a bounded size, opened without blocking, so that a FIFO, a device
+or a huge file is one clear line instead of a hang. Every file airlock
+writes goes through :func:`write_atomic` (a new temporary file beside the
+target, renamed over it: a symbolic link at the target is replaced, never
+written through) or, inside a tree it did not create, :func:`create_new`.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ import hashlib
 import json
 import os
 import shutil
+import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,21 +120,146 @@ def json_digest(data: object) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def read_json(path: Path) -> dict | None:
-    """A JSON object from ``path``; None when absent, unreadable or not an object."""
+# Limits of what airlock reads from users: far above any real file, far
+# below what would exhaust memory or time.
+MiB = 1 << 20
+DATA_LIMIT = 4 * MiB  # release.yaml, source-refs.yaml, constraints, bindep.txt, locks
+PATCH_LIMIT = 16 * MiB
+RECORD_LIMIT = 64 * MiB  # build records, manifests
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, for "is a FIFO, not a regular file"."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_bytes(path: Path, *, limit: int = DATA_LIMIT, fix: str = "check the path",
+               within: Path | None = None) -> bytes:
+    """The content of the regular file ``path``, at most ``limit`` bytes.
+
+    Anything else is one AirlockError naming the file: missing, a directory,
+    a FIFO or device (opened without blocking, never read), too large,
+    unreadable. With ``within``, a path that resolves outside that folder
+    (a symbolic link out of the tree) is refused too.
+    """
+    where = str(path)
+    if within is not None:
+        try:
+            Path(path).resolve().relative_to(Path(within).resolve())
+        except ValueError:
+            raise AirlockError(where, f"leads outside {within} (a symbolic link?)",
+                               "replace the link by the file itself") from None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        kind = "a dangling symbolic link" if os.path.islink(path) else None
+        raise AirlockError(where, f"is {kind}" if kind else "no such file", fix) from None
+    except OSError as error:
+        raise AirlockError(where, f"cannot open: {error.strerror}", fix) from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise AirlockError(where, f"is {_kind(mode)}, not a regular file", fix)
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise AirlockError(where, f"cannot read: {error.strerror}", fix) from None
+    if len(data) > limit:
+        raise AirlockError(where, f"is larger than {limit // MiB} MiB, the limit for this file",
+                           fix)
+    return data
+
+
+def read_text(path: Path, *, limit: int = DATA_LIMIT, fix: str = "check the path",
+              within: Path | None = None) -> str:
+    """:func:`read_bytes` decoded as UTF-8; other bytes are one line naming the file."""
+    data = read_bytes(path, limit=limit, fix=fix, within=within)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise AirlockError(str(path), f"not UTF-8 text ({error.reason} at byte {error.start})",
+                           "save the file as UTF-8") from None
+
+
+def read_json(path: Path, limit: int = RECORD_LIMIT) -> dict | None:
+    """A JSON object from ``path``; None when absent, unreadable or not an object.
+
+    For caches and notes airlock wrote itself, where anything odd means
+    "make it again".
+    """
+    try:
+        data = json.loads(read_bytes(path, limit=limit))
+    except (AirlockError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Replace ``path`` whole, or leave it as it was: never half-written.
+
+    The data goes to a new temporary file beside ``path`` (created
+    exclusively: a leftover or a planted link is never opened), then is
+    renamed over it; a symbolic link at ``path`` is replaced, not followed.
+    Failures are one line naming the path.
+    """
+    path = Path(path)
+    parent = path.parent
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as error:
+        if not parent.is_dir():
+            raise AirlockError(str(parent), "no such folder",
+                               "create it first, or write somewhere else") from None
+        raise AirlockError(str(path), f"cannot create a file in {parent}: {error.strerror}",
+                           "write somewhere else, or fix the permissions") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            os.fchmod(handle.fileno(), mode)
+        os.replace(tmp, path)
+    except OSError as error:
+        what = "is a directory" if os.path.isdir(path) and not os.path.islink(path) \
+            else f"cannot write: {error.strerror}"
+        raise AirlockError(str(path), what, "write somewhere else") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def create_new(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Create ``path``, which must not exist, without following a link at it.
+
+    For writing inside a tree airlock did not create (a prepared source,
+    a staging folder filled by a tool): ``O_EXCL | O_NOFOLLOW`` make a file
+    or link already there an error instead of a write somewhere else.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode)
+    except FileExistsError:
+        raise AirlockError(str(path), "already exists (a file or a symbolic link)",
+                           "the tree must not hold it; remove it from the source or patch"
+                           ) from None
+    except OSError as error:
+        raise AirlockError(str(path), f"cannot create: {error.strerror}",
+                           "check the folder") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically, sorted, one key a line: same data, same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def check_replaceable(dest: Path, marker: str, what: str) -> None:

@@ -145,3 +145,35 @@ class TestPrerequisites(unittest.TestCase):
         self.assertIn("qemu-user-static", str(caught.exception))
         baseimage.check_prerequisites((foreign,), which=self.which("mmdebstrap", "arch-test"),
                                       runs=lambda arch: True)
+
+
+class TestProgramsComeFromBindep(unittest.TestCase):
+    """Every program airlock runs is installed by bindep.txt (a fresh machine has it)."""
+
+    def test_every_package_is_in_bindep(self):
+        from airlock.ext import exec as ext_exec
+        from airlock.tests.unit.treefixture import REPO_ROOT
+
+        listed = set()
+        for line in (REPO_ROOT / "bindep.txt").read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                listed.add(line.split()[0])
+        for program, package in ext_exec.PACKAGES.items():
+            self.assertIn(package, listed, f"{program} comes from {package}, not in bindep.txt")
+
+    def test_a_missing_program_names_its_package(self):
+        from airlock.ext import exec as ext_exec
+
+        with self.assertRaises(baseimage.ToolError) as caught:
+            ext_exec.run(["/nonexistent/bin/skopeo", "inspect"], where="skopeo inspect x",
+                         timeout=5)
+        self.assertEqual(str(caught.exception), "skopeo inspect x: skopeo is not installed; "
+                         "install the Debian package skopeo (as root: tools/setup-host "
+                         "build-host)")
+
+    def test_a_timeout_is_one_line(self):
+        from airlock.ext import exec as ext_exec
+
+        with self.assertRaises(baseimage.ToolError) as caught:
+            ext_exec.run(["sleep", "5"], where="sleep", timeout=0.2)
+        self.assertIn("did not finish within 0.2 s", str(caught.exception))

@@ -1,0 +1,98 @@
+"""The one way airlock runs an external program: a timeout, a log, one line on failure.
+
+Every module of :mod:`airlock.ext` runs its program through :func:`run`, so
+that every call has a timeout (nothing hangs forever), a program that is
+not installed names the Debian package to install (:data:`PACKAGES`, the
+one table of what airlock runs and where it comes from, which a unit test
+holds against bindep.txt), a log never records a credential (the command
+line is redacted), and a failure is a :class:`ToolError` carrying the
+program's own last words.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from airlock.errors import ToolError
+from airlock.urls import redact
+
+# Program -> the Debian package that provides it (bindep.txt installs each).
+PACKAGES = {
+    "git": "git",
+    "docker": "docker-cli",
+    "skopeo": "skopeo",
+    "mmdebstrap": "mmdebstrap",
+    "arch-test": "arch-test",
+}
+SETUP = "tools/setup-host build-host"
+
+
+def install_fix(program: str) -> str:
+    """What to do when ``program`` is missing: the package, and the script that installs it."""
+    name = Path(program).name
+    package = PACKAGES.get(name)
+    if package is None:
+        return f"install {name}"
+    return f"install the Debian package {package} (as root: {SETUP})"
+
+
+def last_line(text: str, default: str = "") -> str:
+    """The last non-blank line of a program's output: usually the one that says why."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
+def run(argv: Sequence[str], *, where: str, timeout: float, env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None, input: str | bytes | None = None,
+        log: Path | None = None, check: bool = True, text: bool = True,
+        fix: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``argv`` and return the completed process.
+
+    ``env`` is the whole environment (default: this process's). With
+    ``log``, stdout and stderr go to that file after a first line holding
+    the (redacted) command; otherwise both are captured. With ``check``, a
+    non-zero exit raises ToolError(``where``, the last line of stderr (or
+    of the log), ``fix``). A program that is not installed, and a run that
+    outlives ``timeout`` seconds, are ToolErrors whatever ``check`` says.
+    """
+    argv = [str(a) for a in argv]
+    try:
+        if log is None:
+            proc = subprocess.run(argv, env=env, cwd=cwd, input=input, text=text,
+                                  capture_output=True, timeout=timeout,
+                                  stdin=None if input is not None else subprocess.DEVNULL)
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as out:
+                out.write("$ " + redact(" ".join(argv)) + "\n")
+                out.flush()
+                proc = subprocess.run(argv, env=env, cwd=cwd, input=input, text=text,
+                                      stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+                                      stdin=None if input is not None else subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise ToolError(where, f"{Path(argv[0]).name} is not installed",
+                        install_fix(argv[0])) from None
+    except PermissionError as error:
+        raise ToolError(where, f"cannot run {argv[0]}: {error.strerror}",
+                        install_fix(argv[0])) from None
+    except subprocess.TimeoutExpired:
+        raise ToolError(where, f"did not finish within {timeout:g} s",
+                        f"see {log}" if log else fix) from None
+    if check and proc.returncode != 0:
+        if log is not None:
+            said = last_line(log.read_text(errors="replace"))
+        else:
+            stderr = proc.stderr if isinstance(proc.stderr, str) else \
+                proc.stderr.decode("utf-8", "replace")
+            said = last_line(stderr)
+        raise ToolError(where, said or f"exit code {proc.returncode}",
+                        fix or (f"log: {log}" if log else None))
+    return proc
+
+
+def environ(**extra: str) -> dict[str, str]:
+    """This process's environment with ``extra`` on top: the usual ``env`` for :func:`run`."""
+    return {**os.environ, **extra}
