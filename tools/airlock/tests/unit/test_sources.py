@@ -7,7 +7,11 @@ import hashlib
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -390,6 +394,69 @@ class CliTest(unittest.TestCase):
         code, out, err = self.run_cli(*args)
         self.assertEqual((code, out, err.splitlines()),
                          (1, "", [f"{dest}: exists; remove it or choose another --dest"]))
+
+
+class TerminateTest(unittest.TestCase):
+    """SIGTERM or SIGHUP in the middle of a long patch series leaves nothing behind.
+
+    A real ``python -m airlock.cli sources prepare`` with 2000 patches (each
+    adds a file): the signal is sent once the staging tree holds a few of
+    them, so it lands mid-series whatever the machine's speed.
+    """
+
+    PATCHES = 2000
+
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="airlock-test-sources-term-")
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+        repo = GitRepo(self.root / "upstream" / "keystone")
+        repo.commit({"setup.py": "# pbr\n"}, "base")
+        repo.tag("28.1.0")
+        self.data = write_data_tree(self.root / "data", f'keystone:\n  ref: "28.1.0"\n'
+                                    f'  repo: "{repo.url}"\n')
+        folder = self.data / "patches" / "keystone" / "2025.2"
+        folder.mkdir(parents=True)
+        for n in range(self.PATCHES):
+            (folder / f"{n:04d}-add.patch").write_text(
+                f"diff --git a/extra/f{n:04d} b/extra/f{n:04d}\nnew file mode 100644\n"
+                f"--- /dev/null\n+++ b/extra/f{n:04d}\n@@ -0,0 +1 @@\n+{n}\n")
+        self.out = self.root / "out"
+        self.out.mkdir()
+
+    def interrupt(self, signum: int) -> tuple[int, str]:
+        dest = self.out / "keystone"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airlock.cli", "sources", "prepare", "--release", "2025.2",
+             "--component", "keystone", "--dest", str(dest), "--root", str(self.data)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                if len(list(self.out.glob(".keystone.airlock-*/tree/extra/*"))) >= 20:
+                    break
+                time.sleep(0.02)
+            self.assertIsNone(proc.poll(), "the run ended before it could be interrupted")
+            self.assertTrue(list(self.out.glob(".keystone.airlock-*")), "no staging folder")
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return proc.returncode, err
+
+    def test_sigterm_and_sighup_clean_up_the_staging_folder(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            with self.subTest(signal=signal.Signals(signum).name):
+                code, err = self.interrupt(signum)
+                self.assertEqual((code, err), (143, "airlock: terminated\n"))
+                self.assertEqual(os.listdir(self.out), [], "staging or destination left")
+
+    def test_sigint_cleans_up_too(self) -> None:
+        code, err = self.interrupt(signal.SIGINT)
+        self.assertEqual((code, err), (130, "airlock: interrupted\n"))
+        self.assertEqual(os.listdir(self.out), [])
 
 
 if __name__ == "__main__":
