@@ -125,15 +125,15 @@ def read_record(tree: Path) -> dict[str, Any]:
     A tree without a readable record was not prepared by airlock: say so
     rather than build from it.
     """
-    record = _own_record(tree)
+    record = own_record(tree)
     if record is None:
         raise AirlockError(str(tree / RECORD), "missing or unreadable",
                            "prepare the tree again with 'airlock sources prepare'")
     return record
 
 
-def _own_record(tree: Path) -> dict[str, Any] | None:
-    """The record in ``tree``, read only when neither the tree nor its record is a link.
+def own_record(tree: Path) -> dict[str, Any] | None:
+    """The record in ``tree``, read only when neither the tree nor its record is a link; None else.
 
     A symbolic link at the tree, at ``.airlock`` or at the record would make
     a build take a folder (or a record) from anywhere on the host.
@@ -153,7 +153,7 @@ def is_current(tree: Path, entry: dict[str, str], series: list[Path]) -> bool:
     True when its record names the locked SHA and exactly this patch series
     (names and sha256s, in order): then a build can reuse it as it is.
     """
-    record = _own_record(tree) or {}
+    record = own_record(tree) or {}
     wanted = [{"name": p.name, "sha256": hashlib.sha256(_patch_bytes(p)).hexdigest()}
               for p in series]
     return record.get("sha") == entry.get("sha") and record.get("patches") == wanted

@@ -222,6 +222,32 @@ class TestRequirements(unittest.TestCase):
         with self.assertRaises(AirlockError):
             pysource.read_requirements(path)
 
+    def test_a_file_that_links_out_of_the_tree_is_never_read(self):
+        release = load_release(make_tree(self.tmp / "data").layout, "2025.2")
+        host = self.tmp / "host"
+        host.write_text("root:secret-hash:0:0\n")
+        tree = make_source(self.tmp / "src", "keystone", "2025.2", "pbr\n")
+        inside = tree / "requirements" / "main.txt"
+        inside.parent.mkdir()
+        inside.write_text("pbr\nfoo\n")
+        (tree / "requirements.txt").unlink()
+        (tree / "requirements.txt").symlink_to("requirements/main.txt")
+        self.assertEqual(pysource.read_source(release, tree).requirements, ("pbr", "foo"))
+        for name in ("requirements.txt", "pyproject.toml"):
+            (tree / name).unlink(missing_ok=True)
+            (tree / name).symlink_to(host)
+            with self.subTest(name=name), self.assertRaises(AirlockError) as caught:
+                pysource.read_source(release, tree)
+            self.assertEqual(str(caught.exception), f"{tree / name}: leads outside {tree} (a "
+                             "symbolic link?); replace the link by the file itself")
+            (tree / name).unlink()
+        record = tree / ".airlock" / "source.json"
+        record.rename(self.tmp / "record.json")
+        record.symlink_to(self.tmp / "record.json")
+        with self.assertRaises(AirlockError) as caught:
+            pysource.read_source(release, tree)
+        self.assertIn("not a prepared source tree", str(caught.exception))
+
     def test_packages_built_from_source_are_not_resolved(self):
         a = pysource.Source(Path("a"), "keystone", "keystone", ("oslo.messaging>=14", "pbr>=2"),
                           ())
