@@ -272,9 +272,10 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
 def apt_auth(mirror: str) -> tuple[str, str | None]:
     """The mirror as apt's sources list names it, and its ``auth.conf`` entry (if any).
 
-    apt takes credentials from ``auth.conf`` (``machine host/path login U
-    password P``), never from the URL: there they would be printed in
-    apt's output and written into the log.
+    apt takes credentials from ``auth.conf`` (``machine scheme://host/path
+    login U password P``), never from the URL: there they would be printed
+    in apt's output and written into the log. The scheme is always named:
+    without it apt uses an entry for https only.
     """
     bare = strip_userinfo(mirror)
     if not has_userinfo(mirror):
@@ -285,7 +286,7 @@ def apt_auth(mirror: str) -> tuple[str, str | None]:
     host = parts.hostname or ""
     if parts.port:
         host += f":{parts.port}"
-    machine = f"{host}{parts.path}".rstrip("/")
+    machine = f"{parts.scheme}://{host}{parts.path}".rstrip("/")
     return bare, f"machine {machine} login {login} password {password}"
 
 

@@ -8,7 +8,9 @@ any engine or network:
   protocol v2 included) for the bare or non-bare repositories below a
   folder, behind HTTP Basic auth;
 - :class:`PackageIndex`: a PEP 503 simple index of the files in a folder
-  (sdists, wheels), behind HTTP Basic auth.
+  (sdists, wheels), behind HTTP Basic auth;
+- :class:`AuthProxy`: another HTTP server (an apt mirror) behind HTTP Basic
+  auth: what a site's Nexus in front of Debian looks like.
 
 Each runs in a thread of the test process (``with GitServer(root, users)
 as server``), answers 401 to a request without the right password, and
@@ -23,7 +25,9 @@ import html
 import re
 import subprocess
 import threading
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -240,3 +244,26 @@ class PackageIndex(_AuthServer):
                      {"Content-Type": "application/octet-stream"})
                 return
         send(request, 404, b"not found\n")
+
+
+class AuthProxy(_AuthServer):
+    """``GET``/``HEAD`` of ``upstream`` + path, password required (a mirror behind a Nexus)."""
+
+    def __init__(self, upstream: str, users: dict[str, str]) -> None:
+        super().__init__(users)
+        self.upstream = upstream.rstrip("/")
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        read_body(request)
+        url = self.upstream + request.path
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method=request.command),
+                                        timeout=120) as answer:
+                body = answer.read()
+                headers = {"Content-Type": answer.headers.get("Content-Type",
+                                                              "application/octet-stream")}
+                if answer.headers.get("Last-Modified"):
+                    headers["Last-Modified"] = answer.headers["Last-Modified"]
+                send(request, answer.status, body, headers)
+        except urllib.error.HTTPError as error:
+            send(request, error.code, error.read())

@@ -143,7 +143,7 @@ class TestRunSpec(unittest.TestCase):
                              Path("/l"))
         self.assertEqual(spec.env, {
             "AIRLOCK_MIRROR": "https://apt.site.example:8443/debian/",
-            "AIRLOCK_APT_AUTH": "machine apt.site.example:8443/debian login bot@site "
+            "AIRLOCK_APT_AUTH": "machine https://apt.site.example:8443/debian login bot@site "
                                 "password s3cr/t"})
         self.assertNotIn("s3cr", " ".join(docker.run_spec_command(spec)))
 
@@ -249,7 +249,7 @@ class TestScript(unittest.TestCase):
                              "deb https://apt.example/debian bookworm main\n")
             auth = self.log / f"auth-{number}"
             self.assertEqual(auth.read_text(),
-                             "machine apt.example/debian login bot password s3cret\n")
+                             "machine https://apt.example/debian login bot password s3cret\n")
             self.assertEqual(stat.S_IMODE(auth.stat().st_mode), 0o600)
 
     def test_links_in_the_cache_are_neither_read_nor_written_through(self):
