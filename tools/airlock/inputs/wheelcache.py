@@ -69,14 +69,19 @@ class Cache:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the cache for this process: two airlock runs may share it."""
+        """Hold the cache for this process: two airlock runs may share it.
+
+        The lock file is opened without following a link and never
+        truncated: a link planted at it cannot make root empty a host file.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and with it the lock
 
 
 def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Platform, python_version: str,

@@ -436,6 +436,14 @@ class TestSdistBuildStage(unittest.TestCase):
         self.assertIn("expected one wheel, got ['a-1-py3-none-any.whl', "
                       "'b-1-py3-none-any.whl']", self.refused())
 
+    def test_a_link_at_the_cache_lock_is_not_followed(self):
+        cache = wheelcache.Cache(self.tmp / "cache")
+        cache.root.mkdir()
+        (cache.root / ".lock").symlink_to(self.host / "shadow.whl")
+        with self.assertRaises(OSError), cache.locked():
+            pass
+        self.assertEqual((self.host / "shadow.whl").read_text(), "root:secret\n")
+
     def test_a_failed_build_leaves_its_log_and_no_staging_folder(self):
         cache = wheelcache.Cache(self.tmp / "cache")
         sdist = make_sdist(self.tmp, "x", "1.0", IN_TREE)
