@@ -108,7 +108,8 @@ def cmd_sources_prepare(args: argparse.Namespace) -> int:
         lock = refs.load_lock(Path(args.lock))
     else:
         lock = refs.resolve_release(release, _git_base(args), only=[args.component])
-    record = sources.prepare(release, args.component, lock, layout.patches_dir, Path(args.dest))
+    record = sources.prepare(release, args.component, lock, layout.patches_dir, Path(args.dest),
+                             git_base=_git_base(args))
     _say(f"{args.component}: {record['sha']} exported to {args.dest} "
           f"with {len(record['patches'])} patch(es)")
     return 0

@@ -16,6 +16,7 @@ written through) or, inside a tree it did not create, :func:`create_new`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -103,11 +104,47 @@ def _same_inode(key: str, path: str) -> bool:
 
 
 def link_or_copy(src: Path, dest: Path) -> None:
-    """Hard-link ``src`` to ``dest`` (a cache and its users share the bytes), else copy."""
+    """Hard-link ``src`` to ``dest`` (a cache and its users share the bytes), else copy.
+
+    ``src`` must be a regular file itself: caches and staging folders are
+    filled by other programs (pip, apt and builds in containers running as
+    root), and a symbolic link there would be carried into a wheelhouse or
+    an apt repository by a hard link, or followed out of the tree by a copy
+    (``/etc/shadow`` into an image). The file opened and checked is the
+    one linked (a link that turns out to name another file is undone) or
+    copied, so nothing can be swapped in between. ``dest`` must not exist.
+    """
     try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        what = ("is a symbolic link, not a regular file" if error.errno == errno.ELOOP
+                else f"cannot open: {error.strerror}")
+        raise AirlockError(str(src), what, "remove it; airlock takes regular files only"
+                           ) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise AirlockError(str(src), f"is {_kind(st.st_mode)}, not a regular file",
+                               "remove it; airlock takes regular files only")
+        try:
+            os.link(src, dest, follow_symlinks=False)
+        except OSError as error:
+            if error.errno == errno.EEXIST:
+                raise
+        else:
+            linked = os.lstat(dest)
+            if (linked.st_dev, linked.st_ino) == (st.st_dev, st.st_ino):
+                return
+            os.unlink(dest)
+            raise AirlockError(str(src), "changed while it was being linked",
+                               "run again; nothing else may write into the cache meanwhile")
+        with os.fdopen(os.dup(fd), "rb") as source, open(dest, "xb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+            target.flush()
+            os.fchmod(target.fileno(), stat.S_IMODE(st.st_mode))
+            os.utime(target.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+    finally:
+        os.close(fd)
 
 
 def json_digest(data: object) -> str:

@@ -11,6 +11,12 @@ The lock is plain data, dumped as YAML::
     release: "2025.2"
     components:
       keystone: {sha: <40 hex>, ref: "28.1.0", repo: <url>, resolved-at: <UTC ISO-8601>}
+
+``repo`` never holds a credential: a URL given as
+``https://user:token@host/...`` is used as given to resolve, and recorded as
+``https://host/...`` (:func:`airlock.urls.strip_userinfo`); whoever fetches
+from the lock gets the credential back from the URL of that run
+(:func:`airlock.urls.with_credentials`) or from git's own ``~/.netrc``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from airlock.data import yamlfile
 from airlock.data.release import ComponentRef, Release
 from airlock.errors import AirlockError, ErrorList, ToolError
 from airlock.ext import git
+from airlock.urls import strip_userinfo
 
 ENTRY_FIELDS = ("sha", "ref", "repo", "resolved-at")
 
@@ -82,28 +89,36 @@ def _attempt(release: Release, ref: ComponentRef,
 
 
 def resolve_ref(ref: ComponentRef, git_base: str | None, where: str) -> dict[str, str]:
-    """Resolve one ComponentRef to its lock entry; ``where`` names it in errors."""
+    """Resolve one ComponentRef to its lock entry; ``where`` names it in errors.
+
+    git is given the URL with its credentials; the entry and every message
+    name it without.
+    """
     repo = ref.repo_url(git_base)
+    shown = strip_userinfo(repo)
     fix = ("check the entry's repo: in source-refs.yaml" if ref.repo else
            "check --git-base / AIRLOCK_GIT_BASE (the repository is "
            f"<git-base>/openstack/{ref.component.project}) or give the entry a repo:")
     try:
-        sha = _find_commit(ref.ref, repo, where)
+        sha = _find_commit(ref.ref, repo, where, shown)
     except ToolError as error:
-        raise ToolError(where, f"cannot read repository {repo}: {error.what}", fix) from None
-    return {"sha": sha, "ref": ref.ref, "repo": repo, "resolved-at": _now()}
+        raise ToolError(where, f"cannot read repository {shown}: {error.what}", fix) from None
+    return {"sha": sha, "ref": ref.ref, "repo": shown, "resolved-at": _now()}
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _find_commit(name: str, repo: str, where: str) -> str:
-    """The commit SHA ``name`` stands for in ``repo``; AirlockError if none or ambiguous."""
+def _find_commit(name: str, repo: str, where: str, shown: str) -> str:
+    """The commit SHA ``name`` stands for in ``repo``; AirlockError if none or ambiguous.
+
+    ``shown`` is ``repo`` as messages name it (no credentials).
+    """
     if _FULL_SHA.fullmatch(name):
         sha = name.lower()
         if not git.has_commit(repo, sha):
-            raise AirlockError(where, f"commit {sha} not found in {repo}",
+            raise AirlockError(where, f"commit {sha} not found in {shown}",
                                "check the SHA, or update the mirror that serves this repository")
         return sha
     if name.startswith("refs/"):
@@ -112,16 +127,16 @@ def _find_commit(name: str, repo: str, where: str) -> str:
                                          tags=name.startswith("refs/tags/")))
         if name in found:
             return found[name]
-        raise _unknown(name, repo, where)
+        raise _unknown(name, shown, where)
     found = git.peeled(git.ls_remote(repo, [name, f"{name}^{{}}"], heads=True, tags=True))
     tag, branch = found.get(f"refs/tags/{name}"), found.get(f"refs/heads/{name}")
     if tag and branch:
-        raise AirlockError(where, f"ref \"{name}\" is both a branch and a tag in {repo}",
+        raise AirlockError(where, f"ref \"{name}\" is both a branch and a tag in {shown}",
                            f"write refs/tags/{name} or refs/heads/{name}")
     sha = tag or branch
     if sha:
         return sha
-    raise _unknown(name, repo, where)
+    raise _unknown(name, shown, where)
 
 
 def _unknown(name: str, repo: str, where: str) -> AirlockError:
@@ -179,4 +194,7 @@ def _entry(path: Path, parent: Any, name: Any, entry: Any, fix: str) -> dict[str
     if not _FULL_SHA.fullmatch(entry["sha"]):
         raise AirlockError(yamlfile.where(path, entry, "sha"),
                            f"component {name}: sha is not a 40-character hex SHA", fix)
-    return {field: entry[field] for field in ENTRY_FIELDS}
+    # A lock written by hand (or by an older airlock) may hold a credential:
+    # it is not carried on into records; the run's URLs give it back.
+    return {**{field: entry[field] for field in ENTRY_FIELDS},
+            "repo": strip_userinfo(entry["repo"])}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -207,16 +208,36 @@ def _lock(opts: BuildOptions, components: dict[str, list[str]]) -> dict:
 
 def _source(opts: BuildOptions, lock: dict, component: str, work: Path,
             progress: Progress) -> Path:
-    """The prepared tree of ``component``, reused when it still matches."""
+    """The prepared tree of ``component``, reused when it still matches.
+
+    A link at its place is never current (a build would take a folder from
+    anywhere on the host) and is replaced, the folder it points to left alone.
+    """
     dest = work / "src" / component
     series = sources.patch_series(opts.layout.patches_dir, component, opts.release.name)
     if sources.is_current(dest, lock["components"][component], series):
         return dest
-    if dest.exists():
-        shutil.rmtree(dest)
+    _remove(dest)
     progress(f"{component}: preparing source at {lock['components'][component]['sha'][:12]}")
-    sources.prepare(opts.release, component, lock, opts.layout.patches_dir, dest)
+    sources.prepare(opts.release, component, lock, opts.layout.patches_dir, dest,
+                    git_base=opts.git_base)
     return dest
+
+
+def _remove(path: Path) -> None:
+    """Remove what is at ``path``: a folder with all it holds, or a file or link itself.
+
+    ``lstat``, then ``rmtree`` (which never follows a link inside): a link
+    is unlinked, never the folder it points to emptied.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def _service_contexts(opts: BuildOptions, service: str, platforms, srcs: list[Path],
@@ -247,10 +268,16 @@ def _sources_context(srcs: list[Path], dest: Path) -> Path:
     """One folder holding every prepared tree as ``NN-<component>``.
 
     A named build context is one folder; hard links make it without copying
-    (the build mounts it copy-on-write, so nothing writes through).
+    (the build mounts it copy-on-write, so nothing writes through). Links in
+    a tree are copied as links, never followed: a tree that is itself a link
+    is refused, and whatever was at ``dest`` (a link too) is removed, not
+    followed.
     """
-    if dest.exists():
-        shutil.rmtree(dest)
+    for src in srcs:
+        if stat.S_ISLNK(os.lstat(src).st_mode):
+            raise AirlockError(str(src), "is a symbolic link, not a prepared tree",
+                               "remove it; airlock prepares the tree again")
+    _remove(dest)
     dest.mkdir(parents=True)
     for number, src in enumerate(srcs):
         shutil.copytree(src, dest / f"{number:02d}-{src.name}", symlinks=True,

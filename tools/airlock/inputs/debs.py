@@ -29,18 +29,33 @@ mirror, codename, platform, this recipe) are hashed into ``input_digest``; a
 repository whose manifest has that digest and whose files all match their
 sha256 is left alone, without running a container. Downloaded .debs are
 kept in a cache shared by every service (``<cache>/<distro>-<codename>/<arch>/``),
-so another service's repository fetches only what is new.
+so another service's repository fetches only what is new; two airlock runs
+on one host take turns at it (a lock beside it, held while apt fills it and
+while a repository is assembled from it).
+
+The container runs as root and fills the cache and its output folder: on
+the host, only regular files are read or linked from them (a link, to a
+host file or anywhere else, is an error, never followed), and the
+container's log is written outside what it sees. The mirror is recorded
+without credentials (a new token is no new input); a mirror URL with
+``user:password@`` reaches apt as an ``auth.conf`` entry through the
+container's environment, never on a command line or in a sources list.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,12 +65,13 @@ from airlock.data import platforms as platforms_mod
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import docker, registry
-from airlock.files import check_replaceable, json_digest, swap_into_place
+from airlock.files import MiB, check_replaceable, json_digest, swap_into_place
 from airlock.files import link_or_copy as _link_or_copy
 from airlock.files import read_json as _read_json
 from airlock.files import sha256_file as _sha256_file
 from airlock.files import write_json as _write_json
 from airlock.inputs import aptmirror
+from airlock.urls import has_userinfo, strip_userinfo
 
 RECIPE = "airlock-debs/1"
 FORMAT = 1
@@ -64,32 +80,46 @@ MANIFEST = "manifest.json"
 PACKAGES = "Packages"
 PACKAGES_TXT = "packages.txt"
 
-# Runs in the base image as root: apt sources of the release's mirror
-# only, the shared cache as apt's archive folder, the closure printed by a
-# simulated install, then the download, then each new .deb's control fields.
+# Runs in the base image as root, in the folder TOP (/airlock): apt sources
+# of the release's mirror only ($AIRLOCK_MIRROR, with its credentials, if
+# any, in an auth.conf from $AIRLOCK_APT_AUTH), the shared cache as apt's
+# archive folder, the closure printed by a simulated install, then the
+# download, then each new .deb's control fields (regular files only).
 SCRIPT = r"""set -eu
-mirror=$1 codename=$2 components=$3 owner=$4
-printf 'deb %s %s %s\n' "$mirror" "$codename" "$components" > /tmp/airlock.list
-set -- -q -o Dir::Etc::SourceList=/tmp/airlock.list -o Dir::Etc::SourceParts=/dev/null \
-    -o Dir::Cache::Archives=/airlock/cache/ -o APT::Sandbox::User=root
-mkdir -p /airlock/cache/partial
-pkgs=$(cat /airlock/out/request.txt)
+top=$1 codename=$2 components=$3 owner=$4
+work=$(mktemp -d)
+printf 'deb %s %s %s\n' "$AIRLOCK_MIRROR" "$codename" "$components" > "$work/sources.list"
+set -- -q -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o "Dir::Cache::Archives=$top/cache/" -o APT::Sandbox::User=root
+if [ -n "${AIRLOCK_APT_AUTH:-}" ]; then
+    (umask 077 && printf '%s\n' "$AIRLOCK_APT_AUTH" > "$work/auth.conf")
+    set -- "$@" -o "Dir::Etc::netrc=$work/auth.conf"
+fi
+mkdir -p "$top/cache/partial"
+pkgs=$(cat "$top/out/request.txt")
 apt-get "$@" update
-apt-get "$@" -s install --no-install-recommends $pkgs > /airlock/out/simulate.txt
+apt-get "$@" -s install --no-install-recommends $pkgs > "$top/out/simulate.txt"
 DEBIAN_FRONTEND=noninteractive apt-get "$@" -y -d install --no-install-recommends $pkgs
-cd /airlock/cache
+cd "$top/cache"
 for deb in *.deb; do
-    [ -e "$deb" ] || continue
-    [ -s "$deb.control" ] && continue
+    if [ -L "$deb" ] || [ ! -f "$deb" ]; then continue; fi
+    if [ -s "$deb.control" ] && [ ! -L "$deb.control" ]; then continue; fi
+    rm -f "$deb.control" "$deb.control.tmp"
     dpkg-deb -f "$deb" > "$deb.control.tmp"
     mv "$deb.control.tmp" "$deb.control"
 done
-rm -rf /airlock/cache/partial /airlock/cache/lock
-chown -R "$owner" /airlock/out /airlock/cache
+rm -rf "$work" "$top/cache/partial" "$top/cache/lock"
+chown -R "$owner" "$top/out" "$top/cache"
 """
+TOP = "/airlock"
+# What the host reads from the container's files, at most.
+CONTROL_LIMIT = 1 * MiB
+SIMULATION_LIMIT = 16 * MiB
 
-_INST = re.compile(r"^Inst (?P<name>\S+) (?:\[[^\]]*\] )?\((?P<version>\S+) .*"
-                   r"\[(?P<arch>[^\]\s]+)\]\)")
+# Debian's own rules for names, versions and architectures: whatever apt's
+# output says, a file name made of them stays inside the cache folder.
+_INST = re.compile(r"^Inst (?P<name>[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?) (?:\[[^\]]*\] )?"
+                   r"\((?P<version>[A-Za-z0-9.+~:-]+) .*\[(?P<arch>[a-z0-9-]+)\]\)")
 _UNKNOWN = re.compile(r"^E: (?:Unable to locate package |Package '?)(?P<name>[^\s']+)",
                       re.MULTILINE)
 
@@ -183,12 +213,13 @@ def inputs(release: Release, service: str, profile: str, platform: str, names: l
 
     The base image counts by digest only: the manifest is part of the
     image's inputs, and the registry it was pushed to must not change them.
+    The mirror counts without its credentials, for the same reason.
     """
     return {"recipe": RECIPE, "release": release.name, "service": service, "profile": profile,
             "platform": platform, "packages": sorted(names),
             "base_image": base.rsplit("@", 1)[1],
             "distro": release.distro.name, "codename": release.distro.codename,
-            "components": list(COMPONENTS), "mirror": mirror}
+            "components": list(COMPONENTS), "mirror": strip_userinfo(mirror)}
 
 
 def prepare(release: Release, images_dir: Path, service: str, platforms, dest: Path, *,
@@ -223,13 +254,14 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
         check_replaceable(out, MANIFEST, "an airlock apt repository")
         folder = store / f"{release.distro.name}-{release.distro.codename}" / debian_arch
         closure, downloaded = ([], 0)
-        if names:
-            origin = str(images_dir / service / "bindep.txt")
-            if source is not None:
-                origin += f" or {source / 'bindep.txt'}"
-            closure, downloaded = download(base, platform, names, mirror,
-                                           release.distro.codename, folder, origin)
-        manifest = _assemble(out, recorded, digest, names, closure, folder)
+        with cache_locked(folder):
+            if names:
+                origin = str(images_dir / service / "bindep.txt")
+                if source is not None:
+                    origin += f" or {source / 'bindep.txt'}"
+                closure, downloaded = download(base, platform, names, mirror,
+                                               release.distro.codename, folder, origin)
+            manifest = _assemble(out, recorded, digest, names, closure, folder)
         seconds = round(time.monotonic() - started, 1)
         progress(f"{out}: {len(names)} package(s), {len(closure)} .deb(s) "
                  f"({downloaded} downloaded) in {seconds} s")
@@ -237,16 +269,59 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     return results
 
 
+def apt_auth(mirror: str) -> tuple[str, str | None]:
+    """The mirror as apt's sources list names it, and its ``auth.conf`` entry (if any).
+
+    apt takes credentials from ``auth.conf`` (``machine scheme://host/path
+    login U password P``), never from the URL: there they would be printed
+    in apt's output and written into the log. The scheme is always named:
+    without it apt uses an entry for https only.
+    """
+    bare = strip_userinfo(mirror)
+    if not has_userinfo(mirror):
+        return bare, None
+    parts = urllib.parse.urlsplit(mirror)
+    login = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    machine = f"{parts.scheme}://{host}{parts.path}".rstrip("/")
+    return bare, f"machine {machine} login {login} password {password}"
+
+
 def run_spec(base: str, platform: str, mirror: str, codename: str, cache_dir: Path,
-             out_dir: Path) -> docker.RunSpec:
-    """The container that computes and downloads the closure (pure, for the tests)."""
+             out_dir: Path, log: Path) -> docker.RunSpec:
+    """The container that computes and downloads the closure (pure, for the tests).
+
+    It sees ``cache_dir`` and ``out_dir``; ``log`` lies outside both, out of
+    its reach. The mirror (and its credentials) travel in the environment.
+    """
     owner = f"{os.getuid()}:{os.getgid()}"
+    bare, auth = apt_auth(mirror)
+    env = {"AIRLOCK_MIRROR": bare, **({"AIRLOCK_APT_AUTH": auth} if auth else {})}
     return docker.RunSpec(
-        image=base, platform=platform, network="host", log=out_dir / "apt.log",
-        command=("sh", "-c", SCRIPT, "airlock-debs", mirror, codename, " ".join(COMPONENTS),
+        image=base, platform=platform, network="host", log=log, env=env,
+        command=("sh", "-c", SCRIPT, "airlock-debs", TOP, codename, " ".join(COMPONENTS),
                  owner),
-        mounts=(docker.Mount(cache_dir, "/airlock/cache", read_only=False),
-                docker.Mount(out_dir, "/airlock/out", read_only=False)))
+        mounts=(docker.Mount(cache_dir, f"{TOP}/cache", read_only=False),
+                docker.Mount(out_dir, f"{TOP}/out", read_only=False)))
+
+
+@contextlib.contextmanager
+def cache_locked(cache_dir: Path) -> Iterator[None]:
+    """Hold the .deb cache ``cache_dir`` for this process: two airlock runs may share it.
+
+    The lock file lies beside the cache, outside what the container sees.
+    """
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cache_dir.parent / f".{cache_dir.name}.lock",
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def download(base: str, platform: str, names: list[str], mirror: str, codename: str,
@@ -255,14 +330,17 @@ def download(base: str, platform: str, names: list[str], mirror: str, codename: 
 
     Returns the closure and how many .debs were new to the cache. A package
     the mirror does not have is the user's error, blamed on ``origin`` (the
-    bindep file that names it).
+    bindep file that names it). The caller holds :func:`cache_locked`.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in cache_dir.glob("*.deb")}
+    shown = strip_userinfo(mirror)
     with tempfile.TemporaryDirectory(prefix="airlock-debs-") as tmp_name:
         tmp = Path(tmp_name)
-        (tmp / "request.txt").write_text("".join(f"{n}\n" for n in names))
-        spec = run_spec(base, platform, mirror, codename, cache_dir, tmp)
+        (tmp / "out").mkdir()
+        (tmp / "out" / "request.txt").write_text("".join(f"{n}\n" for n in names))
+        spec = run_spec(base, platform, mirror, codename, cache_dir, tmp / "out",
+                        tmp / "apt.log")
         try:
             docker.run_logged(spec)
         except ToolError as error:
@@ -271,18 +349,49 @@ def download(base: str, platform: str, names: list[str], mirror: str, codename: 
             if unknown:
                 raise AirlockError(origin,
                                    f"package {unknown!r} is not in {codename} "
-                                   f"({platform}) at {mirror}",
+                                   f"({platform}) at {shown}",
                                    "fix the package name for this distro release") from None
             raise ToolError(error.where, error.what,
                             "check the apt mirror ($AIRLOCK_APT_MIRROR) and the network"
                             ) from None
-        closure = parse_simulation((tmp / "simulate.txt").read_text())
-    missing = [d.filename for d in closure if not (cache_dir / d.filename).is_file()]
+        simulation = read_regular(tmp / "out" / "simulate.txt", SIMULATION_LIMIT)
+        closure = parse_simulation(simulation.decode("utf-8", "replace"))
+    missing = [d.filename for d in closure if not _is_regular(cache_dir / d.filename)]
     if missing:
         raise ToolError(f"apt-get in {base} ({platform})",
                         f"reported {len(missing)} package(s) it did not download, e.g. "
                         f"{missing[0]}")
     return closure, len({p.name for p in cache_dir.glob("*.deb")} - before)
+
+
+def _is_regular(path: Path) -> bool:
+    """Whether ``path`` itself (not what a link there points to) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, a regular file itself, at most ``limit``: a container wrote it.
+
+    A link (to a host file: a root container may plant one) is an error,
+    never followed; so are FIFOs, devices and files over the limit.
+    """
+    fix = "remove it; the cache and the output of apt hold regular files only"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        what = ("is a symbolic link, not a regular file" if error.errno == errno.ELOOP
+                else f"cannot open: {error.strerror}")
+        raise ToolError(str(path), what, fix) from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ToolError(str(path), "is not a regular file", fix)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ToolError(str(path), f"is larger than {limit // MiB} MiB", fix)
+    return data
 
 
 def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure: list[Deb],
@@ -293,12 +402,12 @@ def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure:
     try:
         entries = []
         for deb in sorted(closure, key=lambda d: d.filename):
-            src = cache_dir / deb.filename
-            _link_or_copy(src, stage / deb.filename)
-            control = (cache_dir / f"{deb.filename}.control").read_text()
-            data = src.read_bytes()
-            entries.append((deb.filename, control, len(data), hashlib.md5(data).hexdigest(),
-                            hashlib.sha256(data).hexdigest()))
+            # Regular files only, and the sums of the very file linked.
+            _link_or_copy(cache_dir / deb.filename, stage / deb.filename)
+            control = read_regular(cache_dir / f"{deb.filename}.control", CONTROL_LIMIT)
+            size, md5, sha256 = _sums(stage / deb.filename)
+            entries.append((deb.filename, control.decode("utf-8", "replace"), size, md5,
+                            sha256))
         (stage / PACKAGES).write_text(packages_index(entries))
         (stage / PACKAGES_TXT).write_text("".join(f"{n}\n" for n in names))
         files = {p.name: {"sha256": _sha256_file(p), "size": p.stat().st_size}
@@ -313,6 +422,17 @@ def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return manifest
+
+
+def _sums(path: Path) -> tuple[int, str, str]:
+    """Size, MD5 and SHA256 of a file, read in blocks (a .deb may be large)."""
+    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            md5.update(block)
+            sha256.update(block)
+            size += len(block)
+    return size, md5.hexdigest(), sha256.hexdigest()
 
 
 def is_current(out: Path, digest: str) -> bool:

@@ -88,7 +88,7 @@ def create(release: Release, dest: Path, index_url: str | None = None,
 
 def _already(dest: Path, ref: ComponentRef, release_name: str) -> dict[str, Any] | None:
     """The row of a component whose tag and stable branch are already in place."""
-    repo = dest / "openstack" / ref.component.project
+    repo = repo_path(dest, ref)
     if not (repo / "HEAD").is_file():
         return None
     tagged = git.rev_sha(repo, f"refs/tags/{ref.ref}^{{commit}}")
@@ -96,6 +96,20 @@ def _already(dest: Path, ref: ComponentRef, release_name: str) -> dict[str, Any]
         return None
     return {"component": ref.name, "version": ref.ref, "repo": str(repo), "sha": tagged,
             "action": "unchanged"}
+
+
+def repo_path(dest: Path, ref: ComponentRef) -> Path:
+    """``dest/openstack/<project>``, refused when a link is on the way.
+
+    airlock runs as root: a link there would have git write a repository
+    wherever it points.
+    """
+    repo = dest / "openstack" / ref.component.project
+    for path in (dest / "openstack", repo):
+        if path.is_symlink():
+            raise AirlockError(str(path), "is a symbolic link", "choose another --dest, "
+                               "or put the folder itself there")
+    return repo
 
 
 def select(release: Release, names: list[str] | None) -> list[ComponentRef]:
@@ -140,7 +154,7 @@ def is_release_version(ref: str) -> bool:
 def import_sdist(sdist: Path, dest: Path, ref: ComponentRef, release_name: str
                  ) -> dict[str, Any]:
     """Write the sdist as the tag ``ref.ref`` and branch ``stable/<release>`` of its repo."""
-    repo = dest / "openstack" / ref.component.project
+    repo = repo_path(dest, ref)
     version, branch = ref.ref, f"stable/{release_name}"
     files, when = read_sdist(sdist)
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()

@@ -3,10 +3,15 @@
 Only what a tree declares is read (requirements.txt and pyproject.toml's
 ``[build-system] requires``); nothing is executed. The same reading serves
 an sdist's pyproject.toml, whose build needs join the wheelhouse too.
+
+A tree comes from upstream and the site's patches: a file in it that is a
+link leading out of it (``requirements.txt -> /etc/shadow``) is refused,
+never read (airlock runs as root, and a bad line is quoted in the error).
 """
 
 from __future__ import annotations
 
+import os
 import tarfile
 import tomllib
 import zipfile
@@ -18,8 +23,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from airlock.data import constraints
 from airlock.data.release import Release, canonical_name
 from airlock.errors import AirlockError, ToolError
-from airlock.files import read_json
-from airlock.inputs.sources import RECORD
+from airlock.files import read_text
+from airlock.inputs.sources import RECORD, own_record
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class Source:
 def read_source(release: Release, path: Path) -> Source:
     """A prepared tree (``airlock sources prepare``) of a component of ``release``."""
     record_path = path / RECORD
-    record = read_json(record_path)
+    record = own_record(path)
     if record is None:
         raise AirlockError(str(path), "not a prepared source tree (no .airlock/source.json)",
                            "pass the folder that `airlock sources prepare` made")
@@ -49,20 +54,31 @@ def read_source(release: Release, path: Path) -> Source:
                            f"{release.name}", f"use one of: {', '.join(release.components)}")
     package = canonical_name(release.components[component].component.package)
     return Source(path=path, component=component, package=package,
-                  requirements=tuple(read_requirements(path / "requirements.txt")),
-                  build_requires=tuple(pyproject_requires(path / "pyproject.toml")))
+                  requirements=tuple(read_requirements(path / "requirements.txt", tree=path)),
+                  build_requires=tuple(pyproject_requires(path / "pyproject.toml", tree=path)))
 
 
-def read_requirements(path: Path) -> list[str]:
+def _tree_file(path: Path, tree: Path | None) -> str | None:
+    """The text of ``path`` in a source tree; None when there is none.
+
+    Inside ``tree`` (when given) only: a link out of the tree is an error.
+    """
+    if not os.path.lexists(path):
+        return None
+    return read_text(path, within=tree, fix="a prepared tree holds regular files here")
+
+
+def read_requirements(path: Path, tree: Path | None = None) -> list[str]:
     """The requirement lines of a requirements.txt, comments stripped.
 
     Options (``-r``, ``-e``, ``--index-url`` ...) are refused: a source's
     requirements name packages, and where they come from is airlock's choice.
     """
-    if not path.is_file():
+    text = _tree_file(path, tree)
+    if text is None:
         return []
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         text = line.split(" #", 1)[0].split("\t#", 1)[0].strip()
         if not text or text.startswith("#"):
             continue
@@ -78,11 +94,12 @@ def read_requirements(path: Path) -> list[str]:
     return entries
 
 
-def pyproject_requires(path: Path) -> list[str]:
+def pyproject_requires(path: Path, tree: Path | None = None) -> list[str]:
     """``[build-system] requires`` of a pyproject.toml file (none if it has none)."""
-    if not path.is_file():
+    text = _tree_file(path, tree)
+    if text is None:
         return []
-    return _build_requires(path.read_bytes(), str(path))
+    return _build_requires(text.encode("utf-8"), str(path))
 
 
 def sdist_requires(sdist: Path) -> list[str]:

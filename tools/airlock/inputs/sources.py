@@ -9,7 +9,17 @@ its exact inputs.
 The destination appears whole or not at all: everything happens in a
 staging directory next to it, renamed into place at the end, so that no
 failure (a patch that does not apply, a repository that cannot be read, an
-interrupt) leaves a half-patched tree behind for a later step to build.
+interrupt, SIGTERM) leaves a half-patched tree behind for a later step to
+build.
+
+airlock runs as root and the tree is written by others (upstream, the
+site's patches): nothing airlock does in it follows a symbolic link out of
+it. ``.airlock`` is airlock's own name: a tree or a patch that puts
+anything there is refused, and the record is created fresh, never written
+through a link. The lock and the record hold the repository without
+credentials (:mod:`airlock.urls`); a credential comes back at fetch time
+only from a URL given in this run (``--git-base``, a ``repo:`` entry) or
+from git's own mechanisms (``~/.netrc``).
 """
 
 from __future__ import annotations
@@ -20,8 +30,9 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +41,31 @@ from packaging.version import InvalidVersion, Version
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import git
-from airlock.files import read_json
+from airlock.files import PATCH_LIMIT, create_new, read_bytes, read_json
+from airlock.urls import strip_userinfo, with_credentials
 
-RECORD = Path(".airlock") / "source.json"
+OWN = ".airlock"  # the folder of airlock's record: no tree or patch may touch it
+RECORD = Path(OWN) / "source.json"
 
 
 def prepare(release: Release, component: str, lock: dict[str, Any], patches_dir: Path,
-            dest: Path) -> dict[str, Any]:
+            dest: Path, *, git_base: str | None = None) -> dict[str, Any]:
     """Export ``component`` at its locked SHA into ``dest``, patched; return the record.
 
     Patches are ``patches_dir/<component>/<release>/*.patch``, applied in
     lexical order of their names. ``dest`` must not exist or be an empty
-    folder.
+    folder. ``git_base`` is the one this run was given: the credentials of
+    a locked repository under it come from it (see :func:`given_urls`).
     """
     entry = locked_entry(release, component, lock)
     check_dest(dest)
     series = patch_series(patches_dir, component, release.name)
+    given = given_urls(release, git_base)
     staging = _staging(dest)
     try:
         tree = staging / "tree"
         tree.mkdir()
-        record = _build(tree, staging / "git", release.name, component, entry, series)
+        record = _build(tree, staging / "git", release.name, component, entry, series, given)
         try:
             os.replace(tree, dest)
         except OSError as error:
@@ -59,6 +74,17 @@ def prepare(release: Release, component: str, lock: dict[str, Any], patches_dir:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
+
+
+def given_urls(release: Release, git_base: str | None) -> list[str]:
+    """The URLs this run was given, whose credentials a locked repository may use.
+
+    The git base (``--git-base``, ``$AIRLOCK_GIT_BASE``) and every ``repo:``
+    of the release: a lock never holds a credential, so one is only ever
+    taken from what the user handed this run.
+    """
+    return [url for url in (git_base, *(ref.repo for ref in release.components.values()))
+            if url]
 
 
 def _staging(dest: Path) -> Path:
@@ -99,11 +125,26 @@ def read_record(tree: Path) -> dict[str, Any]:
     A tree without a readable record was not prepared by airlock: say so
     rather than build from it.
     """
-    record = read_json(tree / RECORD)
+    record = own_record(tree)
     if record is None:
         raise AirlockError(str(tree / RECORD), "missing or unreadable",
                            "prepare the tree again with 'airlock sources prepare'")
     return record
+
+
+def own_record(tree: Path) -> dict[str, Any] | None:
+    """The record in ``tree``, read only when neither the tree nor its record is a link; None else.
+
+    A symbolic link at the tree, at ``.airlock`` or at the record would make
+    a build take a folder (or a record) from anywhere on the host.
+    """
+    for path in (tree, tree / OWN, tree / RECORD):
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return None
+        except OSError:
+            return None
+    return read_json(tree / RECORD)
 
 
 def is_current(tree: Path, entry: dict[str, str], series: list[Path]) -> bool:
@@ -112,10 +153,15 @@ def is_current(tree: Path, entry: dict[str, str], series: list[Path]) -> bool:
     True when its record names the locked SHA and exactly this patch series
     (names and sha256s, in order): then a build can reuse it as it is.
     """
-    record = read_json(tree / RECORD) or {}
-    wanted = [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+    record = own_record(tree) or {}
+    wanted = [{"name": p.name, "sha256": hashlib.sha256(_patch_bytes(p)).hexdigest()}
               for p in series]
     return record.get("sha") == entry.get("sha") and record.get("patches") == wanted
+
+
+def _patch_bytes(patch: Path) -> bytes:
+    """A patch's bytes: a regular file of bounded size, or one line naming it."""
+    return read_bytes(patch, limit=PATCH_LIMIT, fix="replace it by a patch file")
 
 
 def patch_series(patches_dir: Path, component: str, release: str) -> list[Path]:
@@ -132,33 +178,58 @@ def patch_series(patches_dir: Path, component: str, release: str) -> list[Path]:
 
 
 def _build(tree: Path, git_dir: Path, release: str, component: str, entry: dict[str, str],
-           series: list[Path]) -> dict[str, Any]:
+           series: list[Path], given: Iterable[str] = ()) -> dict[str, Any]:
     """Fill ``tree``: export, version, patches, record, reproducible metadata."""
-    sha, repo = entry["sha"], entry["repo"]
+    sha = entry["sha"]
+    shown = strip_userinfo(entry["repo"])  # what messages and the record name
+    repo = with_credentials(shown, given)  # what git is given
     git.init_bare(git_dir)
-    with _reading(component, repo):
+    with _reading(component, shown):
         version = tag_version(entry["ref"], _tags_at(repo, sha))
         # A tag gives the version outright: one commit, no history. Otherwise
         # describe needs the history and the tags.
         history = version is None
         if not git.fetch_commit(git_dir, repo, sha, depth=None if history else 1, tags=history):
             raise AirlockError(f"component {component}", f"commit {sha} ({entry['ref']}) "
-                               f"not found in {repo}",
+                               f"not found in {shown}",
                                "the lock is stale or names the wrong repository; "
                                "resolve the refs again")
     git.export_tree(git_dir, sha, tree)
+    check_own_name(tree, f"component {component}", f"the upstream tree at {sha}",
+                   "remove it upstream, or lock another commit")
     if version is None:
         version = describe_version(git_dir, sha)
-    applied = [_apply(tree, patch, entry) for patch in series]
+    applied = []
+    for patch in series:
+        applied.append(_apply(tree, patch, entry))
+        check_own_name(tree, display_path(patch), "the patch", "drop that part of the patch")
     # The commit time is the build's SOURCE_DATE_EPOCH: it comes from the
     # inputs, so every rebuild of this tree stamps the same times.
     epoch = git.commit_time(git_dir, sha)
     record = {"component": component, "release": release, "ref": entry["ref"], "sha": sha,
-              "repo": repo, "version": version, "committed-at": epoch, "patches": applied}
-    (tree / RECORD).parent.mkdir(exist_ok=True)
-    (tree / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+              "repo": shown, "version": version, "committed-at": epoch, "patches": applied}
+    # Fresh folder, new file, no link followed: checked empty just above,
+    # and an error rather than a write anywhere else if that changed.
+    os.mkdir(tree / OWN, 0o755)
+    create_new(tree / RECORD, json.dumps(record, indent=2) + "\n")
     normalise(tree, epoch)
     return record
+
+
+def check_own_name(tree: Path, where: str, who: str, fix: str) -> None:
+    """Refuse a tree in which ``who`` put anything at ``.airlock``.
+
+    ``lstat``: a symbolic link there (to a folder of the host, or a record
+    that is a link to a host file) is found, never followed.
+    """
+    try:
+        found = os.lstat(tree / OWN)
+    except FileNotFoundError:
+        return
+    kind = "a symbolic link" if stat.S_ISLNK(found.st_mode) else (
+        "a folder" if stat.S_ISDIR(found.st_mode) else "a file")
+    raise AirlockError(where, f"{who} puts {kind} at {OWN}, the name airlock keeps for its "
+                       "own record", fix)
 
 
 @contextlib.contextmanager
@@ -270,7 +341,7 @@ def semver_bump(messages: str) -> str | None:
 
 def _apply(tree: Path, patch: Path, entry: dict[str, str]) -> dict[str, str]:
     """Apply one patch; return its record entry, or raise a one-line error."""
-    data = patch.read_bytes()
+    data = _patch_bytes(patch)
     failure = git.apply_patch(tree, patch)
     if failure is not None:
         raise patch_error(patch, failure, data.decode("utf-8", errors="replace"), entry)
@@ -344,18 +415,21 @@ def normalise(tree: Path, epoch: int) -> None:
 
     A build copies the tree into an image layer, whose digest depends on
     timestamps and modes: with checkout time and the caller's umask, the
-    same lock would give different images.
+    same lock would give different images. Nothing is followed: a link's
+    own time is set (its target, maybe a host file, is never touched) and
+    only what ``lstat`` finds a file or folder is chmod-ed.
     """
     for top, dirs, files in os.walk(tree, topdown=False):
-        for name in files:
-            path = Path(top, name)
-            if not path.is_symlink():
-                path.chmod(0o755 if path.stat().st_mode & 0o111 else 0o644)
-            os.utime(path, (epoch, epoch), follow_symlinks=False)
-        for name in dirs:
-            path = Path(top, name)
-            if not path.is_symlink():
-                path.chmod(0o755)
-            os.utime(path, (epoch, epoch), follow_symlinks=False)
-    tree.chmod(0o755)
-    os.utime(tree, (epoch, epoch))
+        for name in [*files, *dirs]:
+            _normalise_one(Path(top, name), epoch)
+    _normalise_one(tree, epoch)
+
+
+def _normalise_one(path: Path, epoch: int) -> None:
+    mode = os.lstat(path).st_mode
+    if stat.S_ISDIR(mode):
+        os.chmod(path, 0o755)
+    elif stat.S_ISREG(mode):
+        os.chmod(path, 0o755 if mode & 0o111 else 0o644)
+    # Links keep their mode (Linux has none to set); anything else git cannot make.
+    os.utime(path, (epoch, epoch), follow_symlinks=False)

@@ -9,11 +9,13 @@ entry keyed by everything its bytes depend on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from airlock.files import link_or_copy, sha256_file, swap_into_place
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
 from airlock.inputs.wheeltags import choose, pip_platforms, supported_tags
+from airlock.urls import strip_userinfo
 
 # Bump with any change to how a wheelhouse is made: the input digest changes.
 RECIPE = "airlock-wheels/1"
@@ -53,7 +56,12 @@ class Cache:
         return self.root / "files"
 
     def choices_path(self, where: index.Locations, arch: str) -> Path:
-        key = hashlib.sha256(f"{RECIPE} {where.key()}".encode()).hexdigest()[:16]
+        """Where the choices made on the index ``where`` are kept (per index, not per token)."""
+        bare = dataclasses.replace(
+            where, index_url=strip_userinfo(where.index_url) if where.index_url else None,
+            extra_index_urls=tuple(strip_userinfo(u) for u in where.extra_index_urls),
+            find_links=tuple(strip_userinfo(u) for u in where.find_links))
+        key = hashlib.sha256(f"{RECIPE} {bare.key()}".encode()).hexdigest()[:16]
         return self.root / "choices" / key / f"{arch}.json"
 
     def built_dir(self, key: str) -> Path:
@@ -61,14 +69,19 @@ class Cache:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the cache for this process: two airlock runs may share it."""
+        """Hold the cache for this process: two airlock runs may share it.
+
+        The lock file is opened without following a link and never
+        truncated: a link planted at it cannot make root empty a host file.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and with it the lock
 
 
 def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Platform, python_version: str,
@@ -121,6 +134,13 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
     build-constraints.txt, with no network: what the build needs must be in
     the wheelhouse. A wheel built before from the same inputs is reused.
     Returns the wheel (in the cache) and whether it was built just now.
+
+    The container runs as this process's user (root on a build host) and
+    may leave anything in the folder it sees: its log is kept outside that
+    folder, only a regular file is taken as the wheel (a link is neither
+    taken nor followed), and the staging folder is removed however the run
+    ends. The log of a failed build stays beside the cache entry, for the
+    error message to name.
     """
     key = build_key(sha256_file(sdist), build_constraints, builder_digest, tgt)
     done = cache.built_dir(key)
@@ -129,31 +149,61 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
         return found[0], False
     done.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=done.parent))
+    log = stage.with_name(stage.name + ".log")
+    what = f"building {sdist.name} for {tgt.platform}"
+    keep_log = False
     try:
+        seen = stage / "io"  # the only folder the container sees, as /airlock
         for sub in ("wheels", "sdist", "out"):
-            (stage / sub).mkdir()
+            (seen / sub).mkdir(parents=True)
         for path in build_files:
-            link_or_copy(path, stage / "wheels" / path.name)
-        link_or_copy(sdist, stage / "sdist" / sdist.name)
-        (stage / BUILD_CONSTRAINTS).write_text(build_constraints)
-        docker.run_logged(docker.RunSpec(
-            image=builder, command=build_command(sdist.name), platform=tgt.platform,
-            network="none", log=stage / "build.log", user=f"{os.getuid()}:{os.getgid()}",
-            mounts=(docker.Mount(stage, "/airlock", read_only=False),),
-            env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp"}))
-        wheels = sorted((stage / "out").glob("*.whl"))
-        if len(wheels) != 1:
-            raise ToolError(f"building {sdist.name} for {tgt.platform}",
-                            f"expected one wheel, got {[w.name for w in wheels] or 'none'}",
-                            f"log: {stage / 'build.log'}")
-        os.replace(wheels[0], stage / wheels[0].name)
-        for sub in ("wheels", "sdist", "out"):  # uv leaves a .gitignore in out/
-            shutil.rmtree(stage / sub)
+            link_or_copy(path, seen / "wheels" / path.name)
+        link_or_copy(sdist, seen / "sdist" / sdist.name)
+        (seen / BUILD_CONSTRAINTS).write_text(build_constraints)
+        try:
+            docker.run_logged(docker.RunSpec(
+                image=builder, command=build_command(sdist.name), platform=tgt.platform,
+                network="none", log=log, user=f"{os.getuid()}:{os.getgid()}",
+                mounts=(docker.Mount(seen, "/airlock", read_only=False),),
+                env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp"}))
+            wheel = built_wheel(seen / "out", what, log)
+        except ToolError:
+            keep_log = True
+            raise
+        os.replace(wheel, stage / wheel.name)
+        shutil.rmtree(seen)  # never follows a link inside
+        os.replace(log, stage / "build.log")
         os.chmod(stage, 0o755)
         swap_into_place(stage, done)
-    except BaseException:
-        # Keep the log of a failed build for the error message; drop the rest.
-        for sub in ("wheels", "sdist"):
-            shutil.rmtree(stage / sub, ignore_errors=True)
-        raise
-    return done / wheels[0].name, True
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not keep_log:
+            log.unlink(missing_ok=True)
+    return done / wheel.name, True
+
+
+def built_wheel(out: Path, what: str, log: Path) -> Path:
+    """The one wheel a build left in ``out``: a regular file, found without following links.
+
+    ``out`` was filled by a container running as root: a link there (to a
+    file of the host, or ``out`` itself replaced by a link to a host folder)
+    is an error, never a wheel.
+    """
+    fix = f"log: {log}"
+    try:
+        is_folder = stat.S_ISDIR(os.lstat(out).st_mode)
+    except FileNotFoundError:
+        is_folder = False
+    if not is_folder:
+        raise ToolError(what, "the build removed or replaced its out/ folder", fix)
+    wheels, others = [], []
+    with os.scandir(out) as entries:
+        for entry in entries:
+            if entry.name.endswith(".whl"):
+                (wheels if entry.is_file(follow_symlinks=False) else others).append(entry.name)
+    if others:
+        raise ToolError(what, f"the build left {sorted(others)[0]}, which is not a regular "
+                        "file (a symbolic link?)", fix)
+    if len(wheels) != 1:
+        raise ToolError(what, f"expected one wheel, got {sorted(wheels) or 'none'}", fix)
+    return out / wheels[0]

@@ -82,6 +82,7 @@ from airlock.inputs.wheelcache import (
     fetch,
 )
 from airlock.inputs.wheeltags import PURE, is_pure, place
+from airlock.urls import strip_userinfo
 
 FORMAT = 1
 # Build requirements every wheelhouse carries: pbr builds every OpenStack
@@ -140,7 +141,11 @@ def uv_pin(merged: constraints.Merged, python_version: str) -> str:
 def inputs(release: Release, service: str, targets: list[Platform], requirements: str,
            constraints_text: str, build_requirements: list[str], base_pins: dict[str, str],
            uv_version: str, index_url: str | None) -> dict:
-    """What decides the wheelhouse (besides the index's files and the builder image)."""
+    """What decides the wheelhouse (besides the index's files and the builder image).
+
+    The index counts without its credentials: they are no input (a new
+    token must not make a new wheelhouse), and this lands in the manifest.
+    """
     return {
         "recipe": RECIPE,
         "release": release.name,
@@ -152,7 +157,7 @@ def inputs(release: Release, service: str, targets: list[Platform], requirements
         "build_requirements": sorted(build_requirements),
         "build_base": dict(sorted(base_pins.items())),
         "uv": uv_version,
-        "index": index_url or "pip configuration",
+        "index": strip_userinfo(index_url) if index_url else "pip configuration",
     }
 
 

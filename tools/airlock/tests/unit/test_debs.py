@@ -7,7 +7,13 @@ an empty package list (which runs nothing) makes a real, empty repository.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
+import subprocess
 import tempfile
+import threading
+import time
 import unittest
 from pathlib import Path
 
@@ -72,6 +78,13 @@ class TestClosure(unittest.TestCase):
     def test_nothing_to_install_is_an_empty_closure(self):
         self.assertEqual(debs.parse_simulation("0 upgraded, 0 newly installed\n"), [])
 
+    def test_names_that_would_leave_the_cache_folder_are_no_packages(self):
+        text = ("Inst ../../etc/shadow (1.0 Debian:12 [amd64])\n"
+                "Inst sudo (1.0/../../x Debian:12 [amd64])\n"
+                "Inst sudo (1.0 Debian:12 [../amd64])\n"
+                "Inst libc6:amd64 (2.36-9 Debian:12 [amd64])\n")
+        self.assertEqual(debs.parse_simulation(text), [debs.Deb("libc6", "2.36-9", "amd64")])
+
 
 class TestPackagesIndex(unittest.TestCase):
 
@@ -108,7 +121,7 @@ class TestRunSpec(unittest.TestCase):
 
     def test_apt_runs_in_the_base_image_of_the_platform_with_the_host_network(self):
         spec = debs.run_spec(BASE, "linux/arm64", "http://mirror.example/debian", "bookworm",
-                             Path("/cache/debs"), Path("/tmp/out"))
+                             Path("/cache/debs"), Path("/tmp/x/out"), Path("/tmp/x/apt.log"))
         argv = docker.run_spec_command(spec)
         self.assertEqual(argv[:3], ["docker", "run", "--rm"])
         self.assertEqual(argv[argv.index("--network") + 1], "host")
@@ -116,17 +129,23 @@ class TestRunSpec(unittest.TestCase):
         mounts = [argv[i + 1] for i, a in enumerate(argv) if a == "--mount"]
         self.assertEqual(mounts, [
             "type=bind,source=/cache/debs,target=/airlock/cache",
-            "type=bind,source=/tmp/out,target=/airlock/out"])
+            "type=bind,source=/tmp/x/out,target=/airlock/out"])
         at = argv.index(BASE)
-        self.assertEqual(argv[at + 1:at + 3], ["sh", "-c"])
-        self.assertEqual(argv[at + 4:at + 8], ["airlock-debs", "http://mirror.example/debian",
-                                              "bookworm", "main"])
-        self.assertEqual(spec.log, Path("/tmp/out/apt.log"))
+        self.assertEqual(argv[at + 1:], ["sh", "-c", debs.SCRIPT, "airlock-debs", "/airlock",
+                                         "bookworm", "main", f"{os.getuid()}:{os.getgid()}"])
+        # The mirror travels in the environment; the log lies outside both mounts.
+        self.assertEqual(spec.env, {"AIRLOCK_MIRROR": "http://mirror.example/debian"})
+        self.assertEqual(spec.log, Path("/tmp/x/apt.log"))
 
-    def test_the_script_ignores_the_images_own_sources(self):
-        self.assertIn("Dir::Etc::SourceParts=/dev/null", debs.SCRIPT)
-        self.assertIn("Dir::Etc::SourceList=/tmp/airlock.list", debs.SCRIPT)
-        self.assertIn("--no-install-recommends", debs.SCRIPT)
+    def test_credentials_reach_apt_as_auth_conf_never_the_command_line(self):
+        mirror = "https://bot%40site:s3cr%2Ft@apt.site.example:8443/debian/"
+        spec = debs.run_spec(BASE, "linux/amd64", mirror, "bookworm", Path("/c"), Path("/o"),
+                             Path("/l"))
+        self.assertEqual(spec.env, {
+            "AIRLOCK_MIRROR": "https://apt.site.example:8443/debian/",
+            "AIRLOCK_APT_AUTH": "machine https://apt.site.example:8443/debian login bot@site "
+                                "password s3cr/t"})
+        self.assertNotIn("s3cr", " ".join(docker.run_spec_command(spec)))
 
     def test_docker_run_spec_flags(self):
         spec = docker.RunSpec(image="img", command=("true",), log=Path("/l"),
@@ -148,6 +167,179 @@ class TestRunSpec(unittest.TestCase):
 
     def test_a_digest_reference_needs_no_registry(self):
         self.assertEqual(debs.pinned_base(BASE), BASE)
+
+
+# Stand-ins for apt-get and dpkg-deb, for running SCRIPT on the host: the
+# real programs need the base image (the engine), where the functional test
+# tests/functional/test_debs.py runs the script for real. Each call of
+# apt-get is logged with its arguments and a copy of the sources list and
+# auth.conf it was given (the script removes them when it ends).
+FAKE_APT = r"""#!/bin/sh
+n=$(ls "$FAKE_LOG" | grep -c '^call-' || true)
+printf '%s\n' "$@" > "$FAKE_LOG/call-$n"
+archives=
+for arg in "$@"; do
+    case "$arg" in
+        Dir::Etc::SourceList=*) cp "${arg#*=}" "$FAKE_LOG/sources-$n" ;;
+        Dir::Etc::netrc=*) cp -p "${arg#*=}" "$FAKE_LOG/auth-$n" ;;
+        Dir::Cache::Archives=*) archives=${arg#*=} ;;
+    esac
+done
+case " $* " in
+    *" -s install "*) echo "Inst sudo (1.9 Debian:12 [amd64])" ;;
+    *" -d install "*) echo deb > "${archives}sudo_1.9_amd64.deb" ;;
+esac
+"""
+FAKE_DPKG_DEB = """#!/bin/sh
+echo "Package: ${2%%_*}"
+"""
+
+
+class TestScript(unittest.TestCase):
+    """SCRIPT itself, run by sh on the host with apt-get and dpkg-deb stand-ins."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-debs-script-"))
+        self.addCleanup(shutil.rmtree, self.tmp)
+        self.top, self.log, self.bin = self.tmp / "top", self.tmp / "log", self.tmp / "bin"
+        for folder in (self.top / "cache", self.top / "out", self.log, self.bin):
+            folder.mkdir(parents=True)
+        for name, text in (("apt-get", FAKE_APT), ("dpkg-deb", FAKE_DPKG_DEB)):
+            (self.bin / name).write_text(text)
+            (self.bin / name).chmod(0o755)
+        (self.top / "out" / "request.txt").write_text("sudo\n")
+        self.host = self.tmp / "host-file"
+        self.host.write_text("host\n")
+
+    def run_script(self, mirror: str) -> list[list[str]]:
+        spec = debs.run_spec(BASE, "linux/amd64", mirror, "bookworm", self.top / "cache",
+                             self.top / "out", self.tmp / "apt.log")
+        subprocess.run(["sh", "-c", debs.SCRIPT, "airlock-debs", str(self.top), "bookworm",
+                        "main", f"{os.getuid()}:{os.getgid()}"], check=True, timeout=60,
+                       env={"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_LOG": str(self.log),
+                            **spec.env})
+        calls = sorted(self.log.glob("call-*"))
+        return [p.read_text().splitlines() for p in calls]
+
+    def test_apt_reads_the_mirror_only_and_installs_no_recommends(self):
+        calls = self.run_script("http://mirror.example/debian")
+        self.assertEqual([c[-1] if "update" in c else c[c.index("install") - 1]
+                          for c in calls], ["update", "-s", "-d"])
+        for number, call in enumerate(calls):
+            self.assertIn("Dir::Etc::SourceParts=/dev/null", call)
+            self.assertIn(f"Dir::Cache::Archives={self.top}/cache/", call)
+            self.assertEqual((self.log / f"sources-{number}").read_text(),
+                             "deb http://mirror.example/debian bookworm main\n")
+            self.assertFalse((self.log / f"auth-{number}").exists())
+            if "install" in call:
+                self.assertEqual(call[call.index("install"):], ["install",
+                                 "--no-install-recommends", "sudo"])
+        self.assertEqual((self.top / "out" / "simulate.txt").read_text(),
+                         "Inst sudo (1.9 Debian:12 [amd64])\n")
+        self.assertEqual((self.top / "cache" / "sudo_1.9_amd64.deb.control").read_text(),
+                         "Package: sudo\n")
+        self.assertEqual(sorted(p.name for p in (self.top / "cache").iterdir()),
+                         ["sudo_1.9_amd64.deb", "sudo_1.9_amd64.deb.control"])
+
+    def test_credentials_go_to_an_auth_conf_of_mode_600_only(self):
+        calls = self.run_script("https://bot:s3cret@apt.example/debian")
+        for number, call in enumerate(calls):
+            self.assertNotIn("s3cret", " ".join(call))
+            self.assertEqual((self.log / f"sources-{number}").read_text(),
+                             "deb https://apt.example/debian bookworm main\n")
+            auth = self.log / f"auth-{number}"
+            self.assertEqual(auth.read_text(),
+                             "machine https://apt.example/debian login bot password s3cret\n")
+            self.assertEqual(stat.S_IMODE(auth.stat().st_mode), 0o600)
+
+    def test_links_in_the_cache_are_neither_read_nor_written_through(self):
+        cache = self.top / "cache"
+        (cache / "evil_1_amd64.deb").symlink_to(self.host)
+        (cache / "sudo_1.9_amd64.deb.control").symlink_to(self.host)
+        self.run_script("http://mirror.example/debian")
+        self.assertFalse(os.path.lexists(cache / "evil_1_amd64.deb.control"))
+        control = cache / "sudo_1.9_amd64.deb.control"
+        self.assertFalse(control.is_symlink())
+        self.assertEqual(control.read_text(), "Package: sudo\n")
+        self.assertEqual(self.host.read_text(), "host\n")
+
+
+class TestCacheFiles(unittest.TestCase):
+    """The host reads and links only regular files from the cache a root container filled."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-debs-cache-"))
+        self.addCleanup(shutil.rmtree, self.tmp)
+        self.cache = self.tmp / "cache"
+        self.cache.mkdir()
+        self.host = self.tmp / "shadow"
+        self.host.write_text("root:secret\n")
+        self.deb = debs.Deb("sudo", "1.9", "amd64")
+        (self.cache / self.deb.filename).write_bytes(b"a .deb")
+        (self.cache / f"{self.deb.filename}.control").write_text(SUDO)
+        self.out = self.tmp / "repo" / "amd64"
+
+    def assemble(self):
+        return debs._assemble(self.out, {"x": 1}, "sha256:" + "0" * 64, ["sudo"], [self.deb],
+                              self.cache)
+
+    def test_regular_files_make_the_repository(self):
+        manifest = self.assemble()
+        self.assertEqual(manifest["files"][self.deb.filename]["size"], 6)
+        packages = (self.out / "Packages").read_text()
+        self.assertIn(f"Filename: ./{self.deb.filename}\nSize: 6\n", packages)
+        self.assertEqual((self.out / self.deb.filename).stat().st_ino,
+                         (self.cache / self.deb.filename).stat().st_ino)
+
+    def test_a_deb_or_control_that_is_a_link_is_refused_and_nothing_is_made(self):
+        for name in (self.deb.filename, f"{self.deb.filename}.control"):
+            with self.subTest(name=name):
+                saved = (self.cache / name).read_bytes()
+                (self.cache / name).unlink()
+                (self.cache / name).symlink_to(self.host)
+                with self.assertRaises(AirlockError) as caught:
+                    self.assemble()
+                self.assertIn(f"{self.cache / name}: is a symbolic link, not a regular file",
+                              str(caught.exception))
+                self.assertFalse(self.out.parent.exists() and any(self.out.parent.iterdir()))
+                (self.cache / name).unlink()
+                (self.cache / name).write_bytes(saved)
+        self.assertEqual(self.host.read_text(), "root:secret\n")
+
+
+class TestCacheLock(unittest.TestCase):
+    """Two runs on one host take turns at a .deb cache: apt never fills it twice at once."""
+
+    def test_a_second_run_waits_for_the_cache_then_runs(self):
+        tmp = Path(tempfile.mkdtemp(prefix="airlock-debs-lock-"))
+        self.addCleanup(shutil.rmtree, tmp)
+        tree = make_tree(tmp / "data")
+        tree.write("images/nova/bindep.txt", "sudo\n")
+        release = load_release(tree.layout, "2025.2")
+        # A base image nobody serves: the container run fails at once, for real.
+        unreachable = "127.0.0.1:1/none@sha256:" + "0" * 64
+        folder = tmp / "cache" / "debs" / "debian-bookworm" / "amd64"
+        outcome: dict = {}
+
+        def second_run():
+            try:
+                debs.prepare(release, tree.layout.images_dir, "nova", ["linux/amd64"],
+                             tmp / "debs", base_image=unreachable, cache=tmp / "cache",
+                             env={"AIRLOCK_APT_MIRROR": "http://mirror.invalid/debian"})
+            except AirlockError as error:
+                outcome["error"] = error
+            outcome["ended"] = time.monotonic()
+
+        with debs.cache_locked(folder):
+            runner = threading.Thread(target=second_run)
+            runner.start()
+            runner.join(2)
+            self.assertTrue(runner.is_alive(), "the second run did not wait for the cache")
+            released = time.monotonic()
+        runner.join(120)
+        self.assertGreaterEqual(outcome["ended"], released)
+        self.assertIsInstance(outcome["error"], ToolError)
+        self.assertFalse((tmp / "debs" / "amd64").exists())
 
 
 class TestRepository(unittest.TestCase):
@@ -180,6 +372,18 @@ class TestRepository(unittest.TestCase):
             self.assertEqual(manifest["inputs"]["mirror"], "http://mirror.invalid/debian")
             self.assertEqual(manifest["closure"], [])
             self.assertEqual(set(manifest["files"]), {"Packages", "packages.txt"})
+
+    def test_a_new_mirror_password_is_no_new_input_and_none_is_recorded(self):
+        self.env["AIRLOCK_APT_MIRROR"] = "http://bot:first-token@mirror.invalid/debian"
+        self.assertEqual([r.changed for r in self.prepare()], [True, True])
+        manifest = (self.tmp / "debs" / "amd64" / "manifest.json").read_text()
+        self.assertIn('"mirror": "http://mirror.invalid/debian"', manifest)
+        self.env["AIRLOCK_APT_MIRROR"] = "http://bot:second-token@mirror.invalid/debian"
+        self.assertEqual([r.changed for r in self.prepare()], [False, False])
+        self.env["AIRLOCK_APT_MIRROR"] = "http://mirror.invalid/debian"
+        self.assertEqual([r.changed for r in self.prepare()], [False, False])
+        found = [p for p in self.tmp.rglob("*") if p.is_file() and b"token" in p.read_bytes()]
+        self.assertEqual(found, [])
 
     def test_nothing_changed_nothing_done_a_change_makes_it_again(self):
         self.prepare()

@@ -21,14 +21,22 @@ class CheckReplaceableTest(unittest.TestCase):
         self.tmp = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, self.tmp)
 
-    def test_absent_empty_and_ours_are_replaceable(self) -> None:
+    def test_absent_empty_and_ours_are_replaced_whole(self) -> None:
         (self.tmp / "empty").mkdir()
         ours = self.tmp / "ours"
         ours.mkdir()
         (ours / "manifest.json").write_text("{}")
         (ours / "x.whl").write_text("")
         for dest in (self.tmp / "absent", self.tmp / "empty", ours):
-            files.check_replaceable(dest, "manifest.json", "a wheelhouse")
+            with self.subTest(dest=dest.name):
+                files.check_replaceable(dest, "manifest.json", "a wheelhouse")
+                stage = self.tmp / f".{dest.name}.new"
+                stage.mkdir()
+                (stage / "manifest.json").write_text('{"new": 1}')
+                files.swap_into_place(stage, dest)
+                self.assertEqual(sorted(p.name for p in dest.iterdir()), ["manifest.json"])
+                self.assertEqual((dest / "manifest.json").read_text(), '{"new": 1}')
+        self.assertEqual(sorted(p.name for p in self.tmp.iterdir()), ["absent", "empty", "ours"])
 
     def test_a_foreign_folder_is_refused_with_one_line(self) -> None:
         foreign = self.tmp / "home"
@@ -46,6 +54,60 @@ class CheckReplaceableTest(unittest.TestCase):
         plain.write_text("")
         with self.assertRaises(AirlockError):
             files.check_replaceable(plain, "manifest.json", "an airlock apt repository")
+
+
+class LinkOrCopyTest(unittest.TestCase):
+    """Only a regular file itself is linked or copied: never a link, never a FIFO."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp)
+        self.outside = self.tmp / "outside"
+        self.outside.write_text("secret of the host\n")
+        self.cache = self.tmp / "cache"
+        self.cache.mkdir()
+
+    def test_a_regular_file_is_hard_linked(self) -> None:
+        src = self.cache / "a-1.0-py3-none-any.whl"
+        src.write_bytes(b"wheel")
+        files.link_or_copy(src, self.tmp / "linked.whl")
+        self.assertEqual((self.tmp / "linked.whl").stat().st_ino, src.stat().st_ino)
+
+    def test_a_symbolic_link_is_refused_and_nothing_is_made(self) -> None:
+        for target in (self.outside, Path("/nonexistent")):
+            src = self.cache / "evil.whl"
+            src.unlink(missing_ok=True)
+            src.symlink_to(target)
+            with self.subTest(target=str(target)), self.assertRaises(AirlockError) as caught:
+                files.link_or_copy(src, self.tmp / "taken.whl")
+            self.assertEqual(str(caught.exception), f"{src}: is a symbolic link, not a "
+                             "regular file; remove it; airlock takes regular files only")
+            self.assertFalse(os.path.lexists(self.tmp / "taken.whl"))
+        self.assertEqual(self.outside.read_text(), "secret of the host\n")
+
+    def test_a_fifo_is_refused_without_hanging(self) -> None:
+        src = self.cache / "fifo.deb"
+        os.mkfifo(src)
+        with self.assertRaises(AirlockError) as caught:
+            files.link_or_copy(src, self.tmp / "taken.deb")
+        self.assertIn("is a FIFO, not a regular file", str(caught.exception))
+        self.assertFalse(os.path.lexists(self.tmp / "taken.deb"))
+
+    def test_across_file_systems_the_file_is_copied_with_its_mode_and_time(self) -> None:
+        shm = Path("/dev/shm")
+        if not shm.is_dir() or shm.stat().st_dev == self.tmp.stat().st_dev:
+            self.skipTest("needs /dev/shm on another file system than the temp folder")
+        other = Path(tempfile.mkdtemp(dir=shm))
+        self.addCleanup(shutil.rmtree, other)
+        src = self.cache / "run.sh"
+        src.write_bytes(b"#!/bin/sh\n")
+        src.chmod(0o750)
+        os.utime(src, (1000000000, 1000000000))
+        files.link_or_copy(src, other / "run.sh")
+        copied = (other / "run.sh").stat()
+        self.assertNotEqual(copied.st_ino, src.stat().st_ino)
+        self.assertEqual(((other / "run.sh").read_bytes(), copied.st_mode & 0o777,
+                          copied.st_mtime), (b"#!/bin/sh\n", 0o750, 1000000000))
 
 
 class SwapIntoPlaceTest(unittest.TestCase):

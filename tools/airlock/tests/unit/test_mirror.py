@@ -248,6 +248,23 @@ class MirrorUpdateTest(unittest.TestCase):
         self.assertIn("exists and is not a bare git repository", str(caught.exception))
         self.assertEqual(sorted(p.name for p in taken.iterdir()), ["notes.txt"])
 
+    def test_a_link_on_the_way_to_a_repository_is_refused_not_followed(self) -> None:
+        elsewhere = self.root / "elsewhere"
+        elsewhere.mkdir()
+        ref = make_release({"other": "1.0.0"}).components["other"]
+        (self.dest / "openstack" / "other").symlink_to(elsewhere)
+        with self.assertRaises(AirlockError) as caught:
+            mirror.import_sdist(self.root / "demo-1.0.0.tar.gz", self.dest, ref, "2025.2")
+        self.assertEqual(str(caught.exception), f"{self.dest / 'openstack' / 'other'}: is a "
+                         "symbolic link; choose another --dest, or put the folder itself there")
+        self.assertEqual(list(elsewhere.iterdir()), [])
+        moved = self.root / "moved"
+        (self.dest / "openstack").rename(moved)
+        (self.dest / "openstack").symlink_to(moved)
+        with self.assertRaises(AirlockError):
+            mirror.import_sdist(self.root / "demo-1.0.0.tar.gz", self.dest, self.ref("1.0.0"),
+                                "2025.2")
+
     def test_unsafe_member_is_refused(self) -> None:
         sdist = make_sdist(self.root, "evil", "1.0.0", {"../../escape": b"x"})
         with self.assertRaises(ToolError) as caught:

@@ -213,6 +213,15 @@ class LockFileTest(unittest.TestCase):
                          ["sha", "ref", "repo", "resolved-at"])
         self.assertEqual(refs.load_lock(self.write(text)), self.LOCK)
 
+    def test_a_credential_in_a_lock_is_not_carried_on(self) -> None:
+        lock = {"release": "2025.2", "components": {"nova": {
+            **self.LOCK["components"]["nova"],
+            "repo": "https://bot:tok%40en@git.example/openstack/nova"}}}
+        loaded = refs.load_lock(self.write(refs.dump_lock(lock)))
+        self.assertEqual(loaded["components"]["nova"]["repo"],
+                         "https://git.example/openstack/nova")
+        self.assertNotIn("tok", refs.dump_lock(loaded))
+
     def test_missing_file(self) -> None:
         with self.assertRaises(AirlockError) as caught:
             refs.load_lock(self.path)

@@ -7,7 +7,11 @@ import hashlib
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -27,10 +31,20 @@ class Upstream:
     c3 ("Sem-Ver: feature"). Patches, each one commit made on a side branch
     from c1: P1 changes line 5 of foo.py, P2 (on top of P1) changes it
     again and adds a file, CONFLICT changes line 5 from c1 differently,
-    MISSING changes a file that c1 does not have.
+    MISSING changes a file that c1 does not have. Hostile ones: LINK_OWN makes
+    ``.airlock`` a link to the host folder ``host/``, LINK_RECORD makes
+    ``.airlock/source.json`` a link to the host file ``host/passwd``. The
+    repository ``evil`` has ``.airlock`` (a link to ``host/``) in its tree
+    (tag 1.0.0) and links to host files in ``keystone/`` (tag 2.0.0).
     """
 
     def __init__(self, root: Path) -> None:
+        self.host = root / "host"
+        self.host.mkdir(mode=0o700)
+        self.passwd = self.host / "passwd"
+        self.passwd.write_text("root:x:0:0\n")
+        os.utime(self.passwd, (1000000000, 1000000000))
+        self.passwd.chmod(0o600)
         repo = self.repo = GitRepo(root / "git" / "openstack" / "keystone")
         run = repo.path / "bin" / "run"
         run.parent.mkdir(parents=True)
@@ -50,10 +64,29 @@ class Upstream:
         repo.commit({"extra.py": "1\n"}, "Add extra")
         repo.commit({"extra.py": "2\n"}, "Change extra")
         self.missing = repo.format_patch()
+        repo.switch("links", create_at=self.c1)
+        (repo.path / ".airlock").symlink_to(self.host)
+        repo.commit({}, "Link .airlock out of the tree")
+        self.link_own = repo.format_patch()
+        repo.switch("links2", create_at=self.c1)
+        (repo.path / ".airlock").mkdir()
+        (repo.path / ".airlock" / "source.json").symlink_to(self.passwd)
+        repo.commit({}, "Link the record out of the tree")
+        self.link_record = repo.format_patch()
         repo.switch("master")
         self.c2 = repo.commit({"keystone/more.py": "more\n"}, "More")
         repo.tag("old-eol", annotated=False)
         self.c3 = repo.commit({"keystone/feature.py": "x\n"}, "Add a feature\n\nSem-Ver: feature")
+        evil = self.evil = GitRepo(root / "git" / "openstack" / "evil")
+        (evil.path / ".airlock").symlink_to(self.host)
+        self.evil_own = evil.commit({"setup.py": "# pbr\n"}, "Own name taken")
+        evil.tag("1.0.0")
+        (evil.path / ".airlock").unlink()
+        (evil.path / "keystone").mkdir()
+        (evil.path / "keystone" / "passwd").symlink_to(self.passwd)
+        (evil.path / "keystone" / "etc").symlink_to(self.host)
+        self.evil_links = evil.commit({}, "Links to host files")
+        evil.tag("2.0.0")
 
 
 class PrepareTest(unittest.TestCase):
@@ -205,6 +238,65 @@ class PrepareTest(unittest.TestCase):
             f"component keystone: cannot read repository {missing}: '{missing}' does not "
             "appear to be a git repository; "), str(error))
 
+    def host_untouched(self) -> None:
+        """The host folder and file the hostile trees point at are as they were."""
+        self.assertEqual(sorted(p.name for p in self.up.host.iterdir()), ["passwd"])
+        self.assertEqual(self.up.host.stat().st_mode & 0o777, 0o700)
+        st = self.up.passwd.stat()
+        self.assertEqual((self.up.passwd.read_text(), st.st_mode & 0o777, st.st_mtime),
+                         ("root:x:0:0\n", 0o600, 1000000000))
+
+    def test_upstream_tree_with_airlock_is_refused_and_nothing_written_there(self) -> None:
+        error = self.failure(sha=self.up.evil_own, ref="1.0.0", repo=str(self.up.evil.path))
+        self.assertEqual(str(error), f"component keystone: the upstream tree at "
+                         f"{self.up.evil_own} puts a symbolic link at .airlock, the name "
+                         "airlock keeps for its own record; remove it upstream, or lock "
+                         "another commit")
+        self.host_untouched()
+
+    def test_patch_that_links_airlock_out_of_the_tree_is_refused(self) -> None:
+        bad = self.add_patch("0001-link.patch", self.up.link_own)
+        self.assertEqual(str(self.failure()),
+                         f"{bad}: the patch puts a symbolic link at .airlock, the name airlock "
+                         "keeps for its own record; drop that part of the patch")
+        self.host_untouched()
+
+    def test_patch_that_links_the_record_to_a_host_file_is_refused(self) -> None:
+        self.add_patch("0001-patch-once.patch", self.up.p1)
+        bad = self.add_patch("0002-link-record.patch", self.up.link_record)
+        self.assertEqual(str(self.failure()),
+                         f"{bad}: the patch puts a folder at .airlock, the name airlock keeps "
+                         "for its own record; drop that part of the patch")
+        self.host_untouched()
+
+    def test_links_in_the_tree_are_kept_as_links_and_never_followed(self) -> None:
+        record = self.prepare(sha=self.up.evil_links, ref="2.0.0", repo=str(self.up.evil.path))
+        self.assertEqual(record["version"], "2.0.0")
+        self.assertEqual(os.readlink(self.dest / "keystone" / "passwd"), str(self.up.passwd))
+        self.assertEqual(os.readlink(self.dest / "keystone" / "etc"), str(self.up.host))
+        commit_time = EPOCH + 2 * 60
+        for link in ("passwd", "etc"):
+            self.assertEqual((self.dest / "keystone" / link).lstat().st_mtime, commit_time)
+        self.host_untouched()
+
+    def test_a_tree_or_record_that_is_a_link_is_neither_current_nor_read(self) -> None:
+        self.prepare()
+        entry = self.lock(self.up.c1)["components"]["keystone"]
+        self.assertTrue(sources.is_current(self.dest, entry, []))
+        self.assertEqual(sources.read_record(self.dest)["sha"], self.up.c1)
+        link = self.out / "link"
+        link.symlink_to(self.dest)
+        self.assertFalse(sources.is_current(link, entry, []))
+        with self.assertRaises(AirlockError) as caught:
+            sources.read_record(link)
+        self.assertEqual(str(caught.exception), f"{link / '.airlock/source.json'}: missing or "
+                         "unreadable; prepare the tree again with 'airlock sources prepare'")
+        record = self.dest / ".airlock" / "source.json"
+        elsewhere = self.root / "record.json"
+        os.replace(record, elsewhere)
+        record.symlink_to(elsewhere)
+        self.assertFalse(sources.is_current(self.dest, entry, []))
+
     def test_lock_for_another_release_or_without_the_component(self) -> None:
         lock = self.lock(self.up.c1)
         with self.assertRaises(AirlockError) as caught:
@@ -302,6 +394,69 @@ class CliTest(unittest.TestCase):
         code, out, err = self.run_cli(*args)
         self.assertEqual((code, out, err.splitlines()),
                          (1, "", [f"{dest}: exists; remove it or choose another --dest"]))
+
+
+class TerminateTest(unittest.TestCase):
+    """SIGTERM or SIGHUP in the middle of a long patch series leaves nothing behind.
+
+    A real ``python -m airlock.cli sources prepare`` with 2000 patches (each
+    adds a file): the signal is sent once the staging tree holds a few of
+    them, so it lands mid-series whatever the machine's speed.
+    """
+
+    PATCHES = 2000
+
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="airlock-test-sources-term-")
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+        repo = GitRepo(self.root / "upstream" / "keystone")
+        repo.commit({"setup.py": "# pbr\n"}, "base")
+        repo.tag("28.1.0")
+        self.data = write_data_tree(self.root / "data", f'keystone:\n  ref: "28.1.0"\n'
+                                    f'  repo: "{repo.url}"\n')
+        folder = self.data / "patches" / "keystone" / "2025.2"
+        folder.mkdir(parents=True)
+        for n in range(self.PATCHES):
+            (folder / f"{n:04d}-add.patch").write_text(
+                f"diff --git a/extra/f{n:04d} b/extra/f{n:04d}\nnew file mode 100644\n"
+                f"--- /dev/null\n+++ b/extra/f{n:04d}\n@@ -0,0 +1 @@\n+{n}\n")
+        self.out = self.root / "out"
+        self.out.mkdir()
+
+    def interrupt(self, signum: int) -> tuple[int, str]:
+        dest = self.out / "keystone"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airlock.cli", "sources", "prepare", "--release", "2025.2",
+             "--component", "keystone", "--dest", str(dest), "--root", str(self.data)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                if len(list(self.out.glob(".keystone.airlock-*/tree/extra/*"))) >= 20:
+                    break
+                time.sleep(0.02)
+            self.assertIsNone(proc.poll(), "the run ended before it could be interrupted")
+            self.assertTrue(list(self.out.glob(".keystone.airlock-*")), "no staging folder")
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return proc.returncode, err
+
+    def test_sigterm_and_sighup_clean_up_the_staging_folder(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            with self.subTest(signal=signal.Signals(signum).name):
+                code, err = self.interrupt(signum)
+                self.assertEqual((code, err), (143, "airlock: terminated\n"))
+                self.assertEqual(os.listdir(self.out), [], "staging or destination left")
+
+    def test_sigint_cleans_up_too(self) -> None:
+        code, err = self.interrupt(signal.SIGINT)
+        self.assertEqual((code, err), (130, "airlock: interrupted\n"))
+        self.assertEqual(os.listdir(self.out), [])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import unittest
@@ -25,6 +26,7 @@ from airlock.data.release import load_release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import index, uv
 from airlock.inputs import pysource, wheelcache, wheels, wheeltags
+from airlock.tests.unit.servers import PackageIndex
 from airlock.tests.unit.treefixture import make_tree
 
 
@@ -220,6 +222,32 @@ class TestRequirements(unittest.TestCase):
         with self.assertRaises(AirlockError):
             pysource.read_requirements(path)
 
+    def test_a_file_that_links_out_of_the_tree_is_never_read(self):
+        release = load_release(make_tree(self.tmp / "data").layout, "2025.2")
+        host = self.tmp / "host"
+        host.write_text("root:secret-hash:0:0\n")
+        tree = make_source(self.tmp / "src", "keystone", "2025.2", "pbr\n")
+        inside = tree / "requirements" / "main.txt"
+        inside.parent.mkdir()
+        inside.write_text("pbr\nfoo\n")
+        (tree / "requirements.txt").unlink()
+        (tree / "requirements.txt").symlink_to("requirements/main.txt")
+        self.assertEqual(pysource.read_source(release, tree).requirements, ("pbr", "foo"))
+        for name in ("requirements.txt", "pyproject.toml"):
+            (tree / name).unlink(missing_ok=True)
+            (tree / name).symlink_to(host)
+            with self.subTest(name=name), self.assertRaises(AirlockError) as caught:
+                pysource.read_source(release, tree)
+            self.assertEqual(str(caught.exception), f"{tree / name}: leads outside {tree} (a "
+                             "symbolic link?); replace the link by the file itself")
+            (tree / name).unlink()
+        record = tree / ".airlock" / "source.json"
+        record.rename(self.tmp / "record.json")
+        record.symlink_to(self.tmp / "record.json")
+        with self.assertRaises(AirlockError) as caught:
+            pysource.read_source(release, tree)
+        self.assertIn("not a prepared source tree", str(caught.exception))
+
     def test_packages_built_from_source_are_not_resolved(self):
         a = pysource.Source(Path("a"), "keystone", "keystone", ("oslo.messaging>=14", "pbr>=2"),
                           ())
@@ -360,6 +388,73 @@ class TestUvAndPipCommands(unittest.TestCase):
             "airlock-venv", "wheel", "--out", "/airlock/out", "--wheelhouse", "/airlock/wheels",
             "--build-constraints", "/airlock/build-constraints.txt",
             "/airlock/sdist/yappi-1.6.10.tar.gz"))
+
+
+class TestSdistBuildStage(unittest.TestCase):
+    """What a root container left in out/ is taken only when it is a regular file."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-wheels-stage-"))
+        self.addCleanup(shutil.rmtree, self.tmp)
+        self.out = self.tmp / "io" / "out"
+        self.out.mkdir(parents=True)
+        self.host = self.tmp / "host"
+        self.host.mkdir()
+        (self.host / "shadow.whl").write_text("root:secret\n")
+        self.log = self.tmp / "build.log"
+
+    def taken(self) -> Path:
+        return wheelcache.built_wheel(self.out, "building x-1.0.tar.gz for linux/amd64",
+                                      self.log)
+
+    def refused(self) -> str:
+        with self.assertRaises(ToolError) as caught:
+            self.taken()
+        self.assertEqual((self.host / "shadow.whl").read_text(), "root:secret\n")
+        return str(caught.exception)
+
+    def test_the_one_regular_wheel_is_taken(self):
+        (self.out / "x-1.0-py3-none-any.whl").write_bytes(b"zip")
+        (self.out / ".gitignore").write_text("*\n")
+        self.assertEqual(self.taken(), self.out / "x-1.0-py3-none-any.whl")
+
+    def test_a_wheel_that_is_a_link_is_refused(self):
+        (self.out / "x-1.0-py3-none-any.whl").symlink_to(self.host / "shadow.whl")
+        self.assertEqual(self.refused(), "building x-1.0.tar.gz for linux/amd64: the build "
+                         "left x-1.0-py3-none-any.whl, which is not a regular file (a "
+                         f"symbolic link?); log: {self.log}")
+
+    def test_out_replaced_by_a_link_to_a_host_folder_is_refused(self):
+        self.out.rmdir()
+        self.out.symlink_to(self.host)
+        self.assertIn("the build removed or replaced its out/ folder", self.refused())
+
+    def test_two_wheels_or_none(self):
+        self.assertIn("expected one wheel, got none", self.refused())
+        (self.out / "a-1-py3-none-any.whl").write_bytes(b"")
+        (self.out / "b-1-py3-none-any.whl").write_bytes(b"")
+        self.assertIn("expected one wheel, got ['a-1-py3-none-any.whl', "
+                      "'b-1-py3-none-any.whl']", self.refused())
+
+    def test_a_link_at_the_cache_lock_is_not_followed(self):
+        cache = wheelcache.Cache(self.tmp / "cache")
+        cache.root.mkdir()
+        (cache.root / ".lock").symlink_to(self.host / "shadow.whl")
+        with self.assertRaises(OSError), cache.locked():
+            pass
+        self.assertEqual((self.host / "shadow.whl").read_text(), "root:secret\n")
+
+    def test_a_failed_build_leaves_its_log_and_no_staging_folder(self):
+        cache = wheelcache.Cache(self.tmp / "cache")
+        sdist = make_sdist(self.tmp, "x", "1.0", IN_TREE)
+        # A builder image nobody serves: the container run fails, for real.
+        builder = "127.0.0.1:1/none@sha256:" + "0" * 64
+        with self.assertRaises(ToolError) as caught:
+            wheelcache.build_sdist(cache, sdist, [], "", builder, "sha256:" + "0" * 64, AMD64)
+        left = list((self.tmp / "cache" / "built").iterdir())
+        self.assertEqual(len(left), 1, left)
+        self.assertTrue(left[0].name.endswith(".log") and left[0].is_file(), left)
+        self.assertIn(str(left[0]), str(caught.exception))
 
 
 class OfflineWheelhouse(unittest.TestCase):
@@ -510,6 +605,31 @@ class OfflineWheelhouse(unittest.TestCase):
         with self.assertRaises(AirlockError):
             self.prepare(dest)
         self.assertEqual((dest / "notes.txt").read_text(), "mine")
+
+    def test_an_index_password_is_used_never_recorded_and_no_input(self):
+        dest = self.tmp / "wheelhouse"
+        with PackageIndex(self.index, {"bot": "first-token"}) as server:
+            result = wheels.prepare(self.release, "keystone", ["linux/amd64"], [self.keystone],
+                                    dest, index_url=server.url("bot", "first-token", "simple/"),
+                                    cache=self.cache)
+            self.assertTrue(result.changed)
+            self.assertGreater(server.served, 0)
+            self.assertEqual(result.manifest["inputs"]["index"], server.url(path="simple/"))
+            manifest = (dest / "manifest.json").read_bytes()
+            # A new token: the same inputs, nothing to do; forced, the same choices.
+            server.users = {"bot": "second-token"}
+            second = server.url("bot", "second-token", "simple/")
+            again = wheels.prepare(self.release, "keystone", ["linux/amd64"], [self.keystone],
+                                   dest, index_url=second, cache=self.cache)
+            self.assertFalse(again.changed)
+            forced = wheels.prepare(self.release, "keystone", ["linux/amd64"],
+                                    [self.keystone], dest, index_url=second, cache=self.cache,
+                                    force=True)
+            self.assertEqual(forced.downloaded, 0)
+            self.assertEqual((dest / "manifest.json").read_bytes(), manifest)
+        leaked = [str(p) for p in self.tmp.rglob("*") if p.is_file() and not p.is_symlink()
+                  and b"-token" in p.read_bytes()]
+        self.assertEqual(leaked, [])
 
     def test_tool_wheels_flat_folder_of_uv(self):
         dest = wheels.tool_wheels(self.release, ["linux/amd64", "linux/arm64"],
