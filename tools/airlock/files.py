@@ -311,6 +311,23 @@ def check_replaceable(dest: Path, marker: str, what: str) -> None:
                            "choose a new or empty folder for --dest")
 
 
+def remove_tree(path: Path, patience: float = 5.0) -> None:
+    """Remove a staging folder in a cleanup, even while a child still writes into it.
+
+    A signal can land while a child process (git apply) is being started:
+    the child then outlives the exception for a moment and writes a file
+    after ``rmtree`` passed. Trying again for a few seconds removes what it
+    left; a folder that still cannot be removed is left, never an error in
+    a cleanup.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path) or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
 def swap_into_place(stage: Path, dest: Path) -> None:
     """Replace ``dest`` by ``stage`` (same parent): the old tree is gone only once the new is in."""
     old = None

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -41,7 +40,7 @@ from packaging.version import InvalidVersion, Version
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import git
-from airlock.files import PATCH_LIMIT, create_new, read_bytes, read_json
+from airlock.files import PATCH_LIMIT, create_new, read_bytes, read_json, remove_tree
 from airlock.urls import strip_userinfo, with_credentials
 
 OWN = ".airlock"  # the folder of airlock's record: no tree or patch may touch it
@@ -72,7 +71,7 @@ def prepare(release: Release, component: str, lock: dict[str, Any], patches_dir:
             raise AirlockError(str(dest), f"cannot move the prepared tree into place: "
                                f"{error.strerror}", "remove it or choose another --dest") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
     return record
 
 
