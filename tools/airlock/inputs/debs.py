@@ -52,6 +52,7 @@ from airlock.errors import AirlockError, ToolError
 from airlock.ext import docker, registry
 from airlock.files import check_replaceable, json_digest, swap_into_place
 from airlock.files import link_or_copy as _link_or_copy
+from airlock.files import locked as files_locked
 from airlock.files import read_json as _read_json
 from airlock.files import sha256_file as _sha256_file
 from airlock.files import write_json as _write_json
@@ -227,8 +228,11 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
             origin = str(images_dir / service / "bindep.txt")
             if source is not None:
                 origin += f" or {source / 'bindep.txt'}"
-            closure, downloaded = download(base, platform, names, mirror,
-                                           release.distro.codename, folder, origin)
+            # Shared by every release and run on the host: one apt at a time.
+            with files_locked(folder.parent / f".{folder.name}.lock", str(folder),
+                              waiting=progress):
+                closure, downloaded = download(base, platform, names, mirror,
+                                               release.distro.codename, folder, origin)
         manifest = _assemble(out, recorded, digest, names, closure, folder)
         seconds = round(time.monotonic() - started, 1)
         progress(f"{out}: {len(names)} package(s), {len(closure)} .deb(s) "
