@@ -336,11 +336,33 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
     files.write_json(_archive_note(archive), {"input_digest": digest, "ref": ref,
                                               "digest": result.digest})
     if push:
-        pushed = registry.push_archive(result.archive, ref)
-        row["ref"] = f"{_repo_of(ref)}@{pushed}"
+        row["ref"] = f"{_repo_of(ref)}@{_push_immutable(result.archive, ref, result.digest)}"
     else:
         row["ref"] = f"{_repo_of(ref)}@{result.digest}"
     return row
+
+
+def _push_immutable(archive: Path, ref: str, digest: str) -> str:
+    """Push ``archive`` to the immutable tag ``ref``, which must never move.
+
+    Reached when the registry lacked the tag at the start of this image's
+    build, or with ``--no-cache``: a tag that now holds another image (a
+    build that is not reproducible, another engine) is left as it is and
+    the build stops; one that holds this very image needs no push.
+    """
+    held = registry.digest(ref)
+    if held == digest:
+        return digest
+    if held is not None:
+        raise AirlockError(ref, f"this immutable tag holds {held}, the build made {digest} "
+                           "from the same inputs", "an immutable tag never moves: find out "
+                           "why the build differs (engine version? a build that is not "
+                           "reproducible?) before removing the tag from the registry")
+    pushed = registry.push_archive(archive, ref)
+    if pushed != digest:
+        raise ToolError(ref, f"the registry stored {pushed}, the build made {digest}",
+                        "use a registry that keeps OCI indexes as pushed")
+    return pushed
 
 
 def _archive_note(archive: Path) -> Path:
