@@ -215,10 +215,12 @@ def read_bytes(path: Path, *, limit: int = DATA_LIMIT, fix: str = "check the pat
         raise AirlockError(where, f"is {kind}" if kind else "no such file", fix) from None
     except OSError as error:
         raise AirlockError(where, f"cannot open: {error.strerror}", fix) from None
+    # Checked before fdopen, which refuses a directory with its own error.
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise AirlockError(where, f"is {_kind(mode)}, not a regular file", fix)
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise AirlockError(where, f"is {_kind(mode)}, not a regular file", fix)
         try:
             data = handle.read(limit + 1)
         except OSError as error:

@@ -127,7 +127,7 @@ def _check_image(where: str, image: object, fix: str) -> None:
     tags += [(f"moving_tags[{number}]", tag) for number, tag in enumerate(moving)]
     for key, tag in tags:
         if not isinstance(tag, str) or not _TAG.fullmatch(tag):
-            what = "is missing" if tag is None else f"{tag!r} is not a tag"
+            what = "is missing" if key == "tag" and tag is None else f"{tag!r} is not a tag"
             raise AirlockError(f"{where}.{key}", what, fix)
     if not _DIGEST.fullmatch(str(field("digest", str, "an image digest"))):
         raise AirlockError(f"{where}.digest", f"{image['digest']!r} is not sha256:<64 hex>",
