@@ -12,7 +12,9 @@ Every line printed is redacted: no URL credential reaches the terminal.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import signal
 import sys
 import traceback
@@ -157,10 +159,15 @@ def cmd_base_create(args: argparse.Namespace) -> int:
     release = load_release(layout, args.release)
     spec = baseimage.spec_for_release(release)
     work = settings.work_dir(args.work_dir)
+    say = _say_err if args.json else _say
     result = baseimage.create(spec, layout.images_dir, work, force=args.force,
-                              check_reproducible=args.check_reproducible, progress=_say)
-    _say(f"{result.ref}@{result.digest} {'built' if result.built else 'present'} "
-          f"(inputs {result.input_digest})")
+                              check_reproducible=args.check_reproducible, progress=say)
+    say(f"{result.ref}@{result.digest} {'built' if result.built else 'present'} "
+        f"(inputs {result.input_digest})")
+    if args.json:
+        _json_out({"ref": result.ref, "digest": result.digest,
+                   "input_digest": result.input_digest, "changed": result.built,
+                   "status": "built" if result.built else "present"})
     return 0
 
 
@@ -168,36 +175,81 @@ def _work_dir(args: argparse.Namespace) -> Path:
     return settings.work_dir(args.work_dir)
 
 
+# A repository prefix: host[:port] (a name with a dot, localhost, an IPv4
+# or [IPv6] address) then lower-case path components, as the OCI
+# distribution spec spells repository names.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PREFIX = re.compile(rf"(?P<host>(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?)"
+                     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+
+
 def _registry(args: argparse.Namespace) -> str:
-    return settings.registry(args.registry)
+    """The repository prefix, checked before any work starts.
+
+    A local check until ext/registry owns it (``registry.check_prefix``):
+    a malformed prefix found only at the first push would waste a build.
+    """
+    prefix = settings.registry(args.registry)
+    where = "--registry" if args.registry else f"${settings.REGISTRY_ENV}" \
+        if os.environ.get(settings.REGISTRY_ENV) else "registry"
+    fix = "write host[:port]/path, e.g. 127.0.0.1:5000/airlock"
+    if "@" in prefix:
+        raise AirlockError(where, "contains '@' (credentials or a digest)",
+                           f"{fix}; credentials go in $AIRLOCK_REGISTRY_AUTH_FILE")
+    match = _PREFIX.fullmatch(prefix)
+    host = match.group("host") if match else ""
+    if not match or not ("." in host or ":" in host or host == "localhost") \
+            or len(prefix) > 200:
+        raise AirlockError(where, f"{prefix!r} is not a repository prefix (a registry host, "
+                           "then lower-case path components; no scheme, tag or spaces)", fix)
+    return prefix
+
+
+def _json_out(doc: dict) -> None:
+    """The one JSON document of ``--json`` on stdout (progress went to stderr)."""
+    sys.stdout.write(redact(json.dumps(doc, indent=1, sort_keys=True)) + "\n")
+    sys.stdout.flush()
+
+
+def _say_err(line: str) -> None:
+    """A progress line on stderr: with ``--json`` stdout holds only the document."""
+    print(redact(line), file=sys.stderr, flush=True)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    registry = _registry(args)  # first: a typo must not cost a build
     from airlock.data.release import load_release
     from airlock.image import build, summary
 
     layout = _layout(args)
     opts = build.BuildOptions(
         release=load_release(layout, args.release), layout=layout,
-        registry=_registry(args), work_dir=_work_dir(args),
+        registry=registry, work_dir=_work_dir(args),
         cache_dir=settings.cache_dir(work=_work_dir(args)),
         services=tuple(args.service or ()), platforms=tuple(args.platform or ()),
         git_base=_git_base(args),
         index_url=settings.index_url(args.index_url),
         lock=Path(args.lock) if args.lock else None, no_cache=args.no_cache,
         emulate_install=args.emulate_install)
-    record = build.run(opts, progress=_say)
-    sys.stdout.write(redact(summary.table(record)))
+    record = build.run(opts, progress=_say_err if args.json else _say)
+    if args.json:
+        sys.stderr.write(redact(summary.table(record)))
+        _json_out(summary.build_result(
+            record, str(build.release_dir(opts) / "build-record.json")))
+    else:
+        sys.stdout.write(redact(summary.table(record)))
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from airlock.image import publish
+    from airlock.image import publish, summary
 
-    path = _work_dir(args) / args.release / "build-record.json"
-    rows = publish.publish(publish.load_record(path),
-                           progress=_say)
-    _say(f"{len(rows)} image(s) published")
+    say = _say_err if args.json else _say
+    rows = publish.run(_work_dir(args), args.release, progress=say)
+    published = sum(1 for row in rows if row["status"] == "published")
+    say(f"{len(rows)} image(s): {published} published, {len(rows) - published} unchanged")
+    if args.json:
+        _json_out(summary.publish_result(args.release, rows))
     return 0
 
 
@@ -324,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bootstrap and build again even if the registry has it")
     bc.add_argument("--check-reproducible", action="store_true",
                     help="bootstrap each platform twice and compare (doubles the time)")
+    bc.add_argument("--json", action="store_true", help="print one JSON document (ref, "
+                    "digest, changed) on stdout; progress goes to stderr")
     _add_layout_options(bc)
     bc.set_defaults(func=cmd_base_create)
 
@@ -343,12 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--emulate-install", action="store_true",
                      help="assemble each venv on its target platform (under QEMU) "
                      "instead of natively; gives the same image, slower")
+    bld.add_argument("--json", action="store_true", help="print one JSON document on "
+                     "stdout (every image's name, platforms, digest, status, tags; "
+                     "\"changed\"); progress and the table go to stderr")
     _add_layout_options(bld)
     bld.set_defaults(func=cmd_build)
 
     pub = verbs.add_parser("publish", help="push the last build's images, then tag them")
     pub.add_argument("--release", required=True)
     pub.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
+    pub.add_argument("--json", action="store_true", help="print one JSON document on "
+                     "stdout (every image's name, platforms, digest, status published or "
+                     "unchanged, tags; \"changed\"); progress goes to stderr")
     pub.set_defaults(func=cmd_publish)
     whl = verbs.add_parser("wheels", help="the wheelhouse of a service, for each platform")
     whl.add_argument("--release", required=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from airlock.errors import AirlockError
@@ -80,19 +81,31 @@ def remembered_digests(store: Path) -> Iterator[None]:
     A missing or unreadable store starts empty: it is only a cache. On the
     way out, entries whose path no longer names the same inode are dropped,
     so the store stays the size of the files that still exist.
+
+    The store is shared by every run on the host (two releases building
+    side by side): on the way out it is merged with what the store holds
+    then, under a short lock, and replaced atomically, so that neither run
+    loses what the other remembered. Which of two entries of one inode wins
+    does not matter: an entry is used only while size, mtime and ctime match.
     """
     global _memo
     if _memo is not None:  # nested: the outer block owns the store
         yield
         return
-    loaded = read_json(store) or {}
-    _memo = {key: entry for key, entry in loaded.items()
-             if isinstance(entry, list) and len(entry) == 5}
+    _memo = _valid_entries(read_json(store))
     try:
         yield
     finally:
         memo, _memo = _memo, None
-        write_json(store, {key: entry for key, entry in memo.items() if _same_inode(key, entry[4])})
+        with locked(store.with_name(f".{store.name}.lock"), str(store)):
+            merged = {**_valid_entries(read_json(store)), **memo}
+            write_json(store, {key: entry for key, entry in merged.items()
+                               if _same_inode(key, entry[4])})
+
+
+def _valid_entries(loaded: dict | None) -> dict[str, list]:
+    return {key: entry for key, entry in (loaded or {}).items()
+            if isinstance(entry, list) and len(entry) == 5 and isinstance(entry[4], str)}
 
 
 def _same_inode(key: str, path: str) -> bool:
@@ -101,6 +114,47 @@ def _same_inode(key: str, path: str) -> bool:
     except OSError:
         return False
     return f"{st.st_dev}:{st.st_ino}" == key
+
+
+@contextlib.contextmanager
+def locked(path: Path, what: str,
+           waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` while the block runs.
+
+    Two airlock runs on one host (two Zuul jobs on one node, an operator
+    beside a periodic job) share work folders and caches: the second waits
+    for the first instead of writing into the same files. When it has to
+    wait it says so, once, through ``waiting``: the line names ``what`` and
+    the pid the holder wrote into the lock file. The kernel releases the
+    lock when the holder exits, however it exits (no stale lock to clean
+    up); the file itself stays (removing a lock file that another process
+    has open would split the lock in two).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise AirlockError(str(path), f"cannot open the lock file: {error.strerror}",
+                           "remove whatever is there (a lock file is a plain file) or fix "
+                           "the permissions") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            if waiting is not None:
+                who = f"airlock pid {holder}" if holder.isdigit() else "another airlock run"
+                waiting(f"{what}: in use by {who}; waiting for it to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def link_or_copy(src: Path, dest: Path) -> None:
@@ -198,10 +252,12 @@ def read_bytes(path: Path, *, limit: int = DATA_LIMIT, fix: str = "check the pat
         raise AirlockError(where, f"is {kind}" if kind else "no such file", fix) from None
     except OSError as error:
         raise AirlockError(where, f"cannot open: {error.strerror}", fix) from None
+    # Checked before fdopen, which refuses a directory with its own error.
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise AirlockError(where, f"is {_kind(mode)}, not a regular file", fix)
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise AirlockError(where, f"is {_kind(mode)}, not a regular file", fix)
         try:
             data = handle.read(limit + 1)
         except OSError as error:

@@ -20,11 +20,12 @@ trail read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,10 +88,32 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
     if opts.emulate_install and len(platforms) != 1:
         raise AirlockError("--emulate-install", "assembles the venv on one target platform",
                            "pass exactly one --platform")
-    # Input digests and wheelhouse checks hash every context file; most did
-    # not change since the last run (see files.remembered_digests).
-    with files.remembered_digests(opts.cache_dir / "file-digests.json"):
+    # One run per release work folder at a time (see locked_release); input
+    # digests and wheelhouse checks hash every context file, most of which
+    # did not change since the last run (see files.remembered_digests).
+    with locked_release(release_dir(opts), progress), \
+            files.remembered_digests(opts.cache_dir / "file-digests.json"):
         return _run_checked(opts, services, platforms, progress)
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def locked_release(work: Path, progress: Progress = _noop) -> Iterator[None]:
+    """Hold a release's work folder: one build or publish of it at a time.
+
+    A second ``airlock build`` or ``airlock publish`` of the same release on
+    this host (two Zuul jobs on one node) says once that it waits, naming
+    the holder's pid, and continues when the first is done: it then finds
+    the images the first built (kept, or skipped once pushed) instead of
+    writing the same sources, wheelhouses and archives at the same time.
+    Other releases have their own folder and build side by side; what they
+    share (the caches) has its own locks.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    with files.locked(work / LOCK, str(work), waiting=progress):
+        yield
 
 
 def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequence[str],
@@ -286,8 +309,9 @@ def _sources_context(srcs: list[Path], dest: Path) -> Path:
 
 
 def _write_if_changed(path: Path, text: str) -> None:
+    """Replace ``path`` atomically, only when its text changes (its inode is remembered)."""
     if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
+        files.write_atomic(path, text)
 
 
 def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, str],
@@ -339,11 +363,33 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
     files.write_json(_archive_note(archive), {"input_digest": digest, "ref": ref,
                                               "digest": result.digest})
     if push:
-        pushed = registry.push_archive(result.archive, ref)
-        row["ref"] = f"{_repo_of(ref)}@{pushed}"
+        row["ref"] = f"{_repo_of(ref)}@{_push_immutable(result.archive, ref, result.digest)}"
     else:
         row["ref"] = f"{_repo_of(ref)}@{result.digest}"
     return row
+
+
+def _push_immutable(archive: Path, ref: str, digest: str) -> str:
+    """Push ``archive`` to the immutable tag ``ref``, which must never move.
+
+    Reached when the registry lacked the tag at the start of this image's
+    build, or with ``--no-cache``: a tag that now holds another image (a
+    build that is not reproducible, another engine) is left as it is and
+    the build stops; one that holds this very image needs no push.
+    """
+    held = registry.digest(ref)
+    if held == digest:
+        return digest
+    if held is not None:
+        raise AirlockError(ref, f"this immutable tag holds {held}, the build made {digest} "
+                           "from the same inputs", "an immutable tag never moves: find out "
+                           "why the build differs (engine version? a build that is not "
+                           "reproducible?) before removing the tag from the registry")
+    pushed = registry.push_archive(archive, ref)
+    if pushed != digest:
+        raise ToolError(ref, f"the registry stored {pushed}, the build made {digest}",
+                        "use a registry that keeps OCI indexes as pushed")
+    return pushed
 
 
 def _archive_note(archive: Path) -> Path:

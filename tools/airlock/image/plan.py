@@ -18,6 +18,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airlock.errors import AirlockError
 from airlock.files import sha256_file
 
 DIGEST_LEN = 12  # hex characters of the input digest in tags
@@ -45,10 +46,15 @@ class ImageJob:
 
 
 def tree_digest(path: Path) -> str:
-    """sha256 over a folder: relative paths, file type, exec bit, content.
+    """sha256 over a folder: relative paths, entry type, exec bit, content, link targets.
 
-    Times and owners are left out (the build rewrites them); the exec bit is
-    kept because it ends up in the image.
+    Times and owners are left out (the build rewrites them), and so are the
+    other permission bits (a checkout's umask must not change the digest;
+    the images set modes themselves); the exec bit is kept because it ends
+    up in the image. Folders count, empty ones too (a build context copies
+    them); a symbolic link counts by its target, never followed. Anything
+    else (a FIFO, a socket, a device) has no place in a build context and is
+    refused: hashing it would hang or read a device.
     """
     digest = hashlib.sha256()
     if path.is_file():
@@ -57,15 +63,20 @@ def tree_digest(path: Path) -> str:
     for top, dirs, files in os.walk(path):
         dirs.sort()
         rel_top = Path(top).relative_to(path)
-        for name in sorted(files + [d for d in dirs if Path(top, d).is_symlink()]):
+        for name in sorted(files + dirs):
             full = Path(top, name)
             rel = str(rel_top / name).encode()
             st = full.lstat()
             if stat.S_ISLNK(st.st_mode):
                 digest.update(b"L" + rel + b"\0" + os.readlink(full).encode() + b"\0")
-            else:
+            elif stat.S_ISDIR(st.st_mode):
+                digest.update(b"D" + rel + b"\0")
+            elif stat.S_ISREG(st.st_mode):
                 mode = b"x" if st.st_mode & 0o111 else b"-"
                 digest.update(b"F" + rel + b"\0" + mode + sha256_file(full).encode() + b"\0")
+            else:
+                raise AirlockError(str(full), "is not a file, folder or symbolic link",
+                                   "remove it: a build context holds only those")
     return digest.hexdigest()
 
 

@@ -1,8 +1,12 @@
-"""The build summary table: what an operator reads at the end of a build.
+"""What a build or a publish reports: a table for people, a document for programs.
 
-Pure formatting of a build record (plain data) into text, one row per
-image: image, platforms, digest, size, time, and built, kept (built before
-but not published yet) or skipped (already in the registry).
+Pure formatting of plain data. :func:`table` renders a build record as
+text, one row per image: image, platforms, digest, size, time, and built,
+kept (built before but not published yet) or skipped (already in the
+registry). :func:`build_result` and :func:`publish_result` are the
+machine-readable results of ``--json`` (what the Ansible roles decide
+"changed" from): one JSON object with every image's name, platforms,
+digest, status and tags, and a top-level ``changed``.
 """
 
 from __future__ import annotations
@@ -40,3 +44,29 @@ def table(record: dict) -> str:
     lines.append(f"{len(record['images'])} image(s): {count['built']} built, {kept}"
                  f"{count['skipped']} skipped, in {record.get('seconds', 0):.1f}s")
     return "\n".join(lines) + "\n"
+
+
+def _tags(image: dict) -> list[str]:
+    return [image["tag"], *image.get("moving_tags", [])]
+
+
+def build_result(record: dict, record_path: str | None = None) -> dict:
+    """``airlock build --json``: changed when any image was built by this run.
+
+    ``tags`` are the image's immutable tag, then the moving tags publish
+    will point at it. A kept image was built by an earlier run, a skipped
+    one is in the registry already: neither changes anything.
+    """
+    images = [{"name": image["image"], "platforms": list(image["platforms"]),
+               "digest": image["digest"], "ref": image["ref"], "status": image["status"],
+               "tags": _tags(image), "service": bool(image.get("service"))}
+              for image in record["images"]]
+    return {"release": record["release"], "record": record_path,
+            "changed": any(image["status"] == "built" for image in images),
+            "seconds": record.get("seconds", 0), "images": images}
+
+
+def publish_result(release: str, rows: list[dict]) -> dict:
+    """``airlock publish --json``: changed when anything was pushed or a tag moved."""
+    return {"release": release, "changed": any(row["status"] == "published" for row in rows),
+            "images": [dict(row) for row in rows]}

@@ -212,6 +212,21 @@ def recorded(ref: str) -> tuple[str | None, dict[str, str]]:
 def create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = False,
            check_reproducible: bool = False,
            progress: Callable[[str], None] = _noop) -> BaseResult:
+    """:func:`_create`, one run at a time per distribution release on this host.
+
+    Two runs (two jobs on one node) would bootstrap into the same cache
+    folder and push the same tag: the second waits (saying so, with the
+    holder's pid), then finds the image in the registry.
+    """
+    lock = work_dir / "base" / f".{spec.codename}.lock"
+    with files.locked(lock, f"base image {spec.ref}", waiting=progress):
+        return _create(spec, images_dir, work_dir, force=force,
+                       check_reproducible=check_reproducible, progress=progress)
+
+
+def _create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = False,
+            check_reproducible: bool = False,
+            progress: Callable[[str], None] = _noop) -> BaseResult:
     """Make the base image of ``spec`` and push it, unless the registry has it.
 
     ``force`` bootstraps and builds again regardless of the registry and the

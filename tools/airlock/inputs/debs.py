@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 import re
@@ -55,7 +54,7 @@ import stat
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +66,7 @@ from airlock.errors import AirlockError, ToolError
 from airlock.ext import docker, registry
 from airlock.files import MiB, check_replaceable, json_digest, swap_into_place
 from airlock.files import link_or_copy as _link_or_copy
+from airlock.files import locked as files_locked
 from airlock.files import read_json as _read_json
 from airlock.files import sha256_file as _sha256_file
 from airlock.files import write_json as _write_json
@@ -254,7 +254,8 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
         check_replaceable(out, MANIFEST, "an airlock apt repository")
         folder = store / f"{release.distro.name}-{release.distro.codename}" / debian_arch
         closure, downloaded = ([], 0)
-        with cache_locked(folder):
+        # Shared by every release and run on the host: one apt at a time.
+        with cache_locked(folder, waiting=progress):
             if names:
                 origin = str(images_dir / service / "bindep.txt")
                 if source is not None:
@@ -308,20 +309,14 @@ def run_spec(base: str, platform: str, mirror: str, codename: str, cache_dir: Pa
                 docker.Mount(out_dir, f"{TOP}/out", read_only=False)))
 
 
-@contextlib.contextmanager
-def cache_locked(cache_dir: Path) -> Iterator[None]:
+def cache_locked(cache_dir: Path,
+                 waiting: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager:
     """Hold the .deb cache ``cache_dir`` for this process: two airlock runs may share it.
 
     The lock file lies beside the cache, outside what the container sees.
     """
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(cache_dir.parent / f".{cache_dir.name}.lock",
-                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # and with it the lock
+    return files_locked(cache_dir.parent / f".{cache_dir.name}.lock", str(cache_dir),
+                        waiting=waiting)
 
 
 def download(base: str, platform: str, names: list[str], mirror: str, codename: str,

@@ -2,17 +2,21 @@
 
 playbooks/build/run.yaml with the variables Zuul gives a job (zuul.project
 .src_dir and the job's airlock_* variables), against localhost: it must
-build keystone with the roles, publish it to the local registry, and a
-second run must change nothing.
+build keystone with the roles, publish it to the local registry and say
+it changed something; a second run must change nothing and say so (the
+roles decide from airlock's --json results). The ensure-build-host role
+reports what setup-host's result file lists.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -23,20 +27,38 @@ from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engin
 RELEASE = "2025.2"
 
 
-def ansible_playbook(extra_vars: dict) -> subprocess.CompletedProcess[str]:
+def ansible_playbook(extra_vars: dict, playbook: Path = REPO_ROOT / "playbooks" / "build"
+                     / "run.yaml") -> subprocess.CompletedProcess[str]:
     bindir = Path(sys.executable).parent
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(extra_vars, handle)
     try:
         return subprocess.run(
             [str(bindir / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-             str(REPO_ROOT / "playbooks" / "build" / "run.yaml"), "-e", f"@{handle.name}"],
+             str(playbook), "-e", f"@{handle.name}"],
             cwd=REPO_ROOT, capture_output=True, text=True,
             env={**os.environ, "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
                  "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
                  "ANSIBLE_NOCOLOR": "1"})
     finally:
         os.unlink(handle.name)
+
+
+def recap(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """The PLAY RECAP counters of localhost: ok, changed, failed, ..."""
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("localhost "))
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def changed_tasks(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    """The tasks ansible-playbook reported as changed."""
+    tasks, task = [], ""
+    for line in proc.stdout.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:line.rindex("]")]
+        elif line.startswith("changed:"):
+            tasks.append(task)
+    return tasks
 
 
 class BuildPlaybookTest(unittest.TestCase):
@@ -56,6 +78,10 @@ class BuildPlaybookTest(unittest.TestCase):
         }
         first = ansible_playbook(extra)
         self.assertEqual(first.returncode, 0, first.stdout[-4000:] + first.stderr[-2000:])
+        self.assertEqual(changed_tasks(first), ["airlock-build : Build the release's images",
+                                                "airlock-publish : Push, verify and tag every "
+                                                "service image"], first.stdout[-4000:])
+        self.assertGreater(recap(first)["changed"], 0)
         record = json.loads((pipeline.WORK / RELEASE / "build-record.json").read_text())
         keystone = pipeline.image(record, "keystone")
         self.assertEqual(keystone["status"], "built")
@@ -63,8 +89,48 @@ class BuildPlaybookTest(unittest.TestCase):
 
         second = ansible_playbook(extra)
         self.assertEqual(second.returncode, 0, second.stdout[-4000:])
+        self.assertEqual(recap(second)["changed"], 0, second.stdout[-4000:])
         record = json.loads((pipeline.WORK / RELEASE / "build-record.json").read_text())
         self.assertEqual({row["image"]: row["status"] for row in record["images"]},
                          {"python-base": "skipped", "venv-builder": "skipped",
                           "keystone": "skipped"})
         self.assertIn("Build the release's images", second.stdout)
+
+
+# What setup-host build-host would be told and what it writes: the stub
+# below stands in for it, because producing a real change would mean
+# installing packages or restarting the machine's dockerd under the other
+# tests. The real script's result file is written by the same code path
+# whatever it changed.
+STUB_SETUP_HOST = """#!/bin/sh
+test "$1" = build-host || exit 2
+printf '%s\\n' "$STUB_CHANGES" > "$AIRLOCK_SETUP_RESULT"
+"""
+
+
+class EnsureBuildHostRoleTest(unittest.TestCase):
+    def test_changed_comes_from_the_result_file(self) -> None:
+        started = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp)
+            (src / "tools").mkdir()
+            (src / "tools" / "setup-host").write_text(STUB_SETUP_HOST)
+            (src / "tools" / "setup-host").chmod(0o755)
+            playbook = src / "play.yaml"
+            playbook.write_text("- hosts: all\n  roles:\n    - ensure-build-host\n")
+            for changes, expected in (('{"changed": ["starting dockerd"]}', 1),
+                                      ('{"changed": []}', 0)):
+                with self.subTest(result=changes):
+                    os.environ["STUB_CHANGES"] = changes
+                    try:
+                        proc = ansible_playbook({"ensure_build_host_src_dir": str(src)},
+                                                playbook)
+                    finally:
+                        del os.environ["STUB_CHANGES"]
+                    self.assertEqual(proc.returncode, 0, proc.stdout[-3000:])
+                    self.assertEqual(recap(proc)["changed"], expected, proc.stdout[-3000:])
+                    self.assertEqual(changed_tasks(proc), ["ensure-build-host : Report what "
+                                                           "setup-host changed"] * expected)
+        left = [path for path in Path(tempfile.gettempdir()).glob("*.setup-host.json")
+                if path.stat().st_mtime >= started]
+        self.assertEqual(left, [], "the role left its result file behind")
