@@ -17,6 +17,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from airlock import files
 from airlock.data import platforms as platforms_mod
 from airlock.data import yamlfile
 from airlock.data.layout import Layout
@@ -176,6 +177,9 @@ def load_release(layout: Layout, name: str) -> Release:
 
 # Files a release folder must hold; constraint-overrides.txt is optional.
 RELEASE_FILES = ("release.yaml", "source-refs.yaml", "upper-constraints.txt")
+# What to do about a release file that is there but cannot be read as one
+# (a FIFO, a folder, a dangling link, far too large): one fix for every case.
+FILE_FIX = "replace it with the release's real file (see releases/README.md)"
 
 # Top-level keys of release.yaml and an example value for "add it" messages.
 _RELEASE_KEYS = {
@@ -213,14 +217,17 @@ def load_release_checked(layout: Layout, name: str) -> tuple[Release | None, lis
         return None, [no_such_release(layout, name)]
     path = layout.release_dir(name)
     errors: list[AirlockError] = []
-    for missing in [f for f in RELEASE_FILES if not (path / f).is_file()]:
+    # Only what is not there at all is "no such file": a FIFO or a folder in
+    # its place is reported by the read, as what it is.
+    for missing in [f for f in RELEASE_FILES if not os.path.lexists(path / f)]:
         errors.append(AirlockError(str(path / missing), "no such file",
                                    f"every release folder needs {', '.join(RELEASE_FILES)}"))
-    fields = _load_release_yaml(path / "release.yaml", name, errors)
-    pinned = _pinned_or_none(path / "upper-constraints.txt")
+    tree = layout.releases_dir
+    fields = _load_release_yaml(path / "release.yaml", name, errors, tree)
+    pinned = _pinned_or_none(path / "upper-constraints.txt", tree)
     services = fields["services"] if fields else ()
     components = _load_source_refs(path / "source-refs.yaml", services, pinned, errors,
-                                   check_services=fields is not None)
+                                   check_services=fields is not None, tree=tree)
     if fields is None:
         return None, errors
     return Release(path=path, components=components, **fields), errors
@@ -247,16 +254,18 @@ def canonical_name(name: str) -> str:
     return str(canonicalize_name(name))
 
 
-def pinned_packages(path: Path) -> set[str]:
+def pinned_packages(path: Path, tree: Path | None = None) -> set[str]:
     """Canonical names of the packages pinned in an upper-constraints file.
 
     Only the names: enough to tell a library component from a typo. The full
     parse, with its errors, is :mod:`airlock.data.constraints` (which sits above
     this module, so it cannot be used here); a malformed line is reported
-    there by ``release validate``.
+    there by ``release validate``. ``tree`` is the releases folder the file
+    must not lead out of.
     """
     names = set()
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    text = files.read_text(path, fix=FILE_FIX, within=tree)
+    for line in text.splitlines():
         if line.strip().startswith("#"):
             continue
         match = _PIN_NAME.match(line)
@@ -265,11 +274,11 @@ def pinned_packages(path: Path) -> set[str]:
     return names
 
 
-def _pinned_or_none(path: Path) -> set[str] | None:
+def _pinned_or_none(path: Path, tree: Path) -> set[str] | None:
     try:
-        return pinned_packages(path)
-    except OSError:
-        return None  # reported as a missing file
+        return pinned_packages(path, tree)
+    except AirlockError:
+        return None  # reported as missing, or by the constraints check that reads it again
 
 
 def _kind(value: Any) -> str:
@@ -364,13 +373,13 @@ def _names(path: Path, data: dict, key: str, allowed: list[str], errors: list[Ai
     return tuple(good)
 
 
-def _load_release_yaml(path: Path, folder: str, errors: list[AirlockError],
+def _load_release_yaml(path: Path, folder: str, errors: list[AirlockError], tree: Path,
                        ) -> dict[str, Any] | None:
     """The Release fields from release.yaml (invalid ones emptied), or None if unusable."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None  # reported with the other missing files
     try:
-        data = yamlfile.load(path)
+        data = yamlfile.load(path, within=tree, fix=FILE_FIX)
     except AirlockError as error:
         errors.append(error)
         return None
@@ -454,13 +463,13 @@ def _base_image(path: Path, data: dict, errors: list[AirlockError]) -> str | Non
 
 
 def _load_source_refs(path: Path, services: tuple[str, ...], pinned: set[str] | None,
-                      errors: list[AirlockError], check_services: bool,
+                      errors: list[AirlockError], check_services: bool, tree: Path,
                       ) -> dict[str, ComponentRef]:
     """The components of source-refs.yaml, in file order; invalid entries left out."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}  # reported with the other missing files
     try:
-        data = yamlfile.load(path)
+        data = yamlfile.load(path, within=tree, fix=FILE_FIX)
     except AirlockError as error:
         errors.append(error)
         return {}

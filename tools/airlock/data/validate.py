@@ -72,7 +72,8 @@ def _component_names(layout: Layout, release: str) -> set[str] | None:
     ref is still that release's component, and its patches are not strays.
     """
     try:
-        data = yamlfile.load(layout.release_dir(release) / "source-refs.yaml")
+        data = yamlfile.load(layout.release_dir(release) / "source-refs.yaml",
+                             within=layout.releases_dir)
     except AirlockError:
         return None  # reported by the release loader
     return {str(key) for key in data} if isinstance(data, dict) else set()
