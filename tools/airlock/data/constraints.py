@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.markers import InvalidMarker, Marker
+from packaging.version import InvalidVersion, Version
 
 from airlock import files
 from airlock.data.release import Release, canonical_name
@@ -96,10 +97,21 @@ def _strip(line: str) -> str:
 
 
 def _pin(text: str, where: str, errors: list[AirlockError], fix: str) -> Constraint | None:
-    """Parse ``name===version[;marker]``; None (and an error) if it is not one."""
+    """Parse ``name===version[;marker]``; None (and an error) if it is not one.
+
+    ``===`` would let pip compare any string, but every pin upstream writes
+    is a PEP 440 version, and the wheel and sdist steps parse it as one: a
+    version that is not one is refused here, where the line is known.
+    """
     match = _PIN.fullmatch(text)
     if not match:
         errors.append(AirlockError(where, f"malformed pin '{text}'", fix))
+        return None
+    try:
+        Version(match.group("version"))
+    except InvalidVersion:
+        errors.append(AirlockError(where, f"'{match.group('version')}' in '{text}' is not a "
+                                   "PEP 440 version", "write a version such as 1.2.3"))
         return None
     marker = match.group("marker")
     if marker is not None:
@@ -157,6 +169,8 @@ def parse_upper_constraints(path: Path) -> tuple[list[Constraint], list[AirlockE
                                        f"(also on line {first})", "keep one"))
             continue
         pins.append(pin)
+    if not rows:
+        errors.append(AirlockError(str(path), "holds no pins", _UC_FIX))
     return pins, errors
 
 

@@ -324,6 +324,24 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
      [("append", OV, "+oslo.log===7.3.0\n")], CONSTRAINTS,
      "{R}/releases/2025.2/constraint-overrides.txt:2: '+oslo.log===7.3.0' adds a pin that "
      "upper-constraints already has; write 'oslo.log===7.3.0' to replace it"),
+    ("override version that is not a version",
+     [("append", OV, "oslo.log===7.x.y\n")], VALIDATE,
+     "{R}/releases/2025.2/constraint-overrides.txt:2: '7.x.y' in 'oslo.log===7.x.y' is not a "
+     "PEP 440 version; write a version such as 1.2.3"),
+    ("added override version that is not a version",
+     [("append", OV, "+foo===$(id)\n")], CONSTRAINTS,
+     "{R}/releases/2025.2/constraint-overrides.txt:2: '$(id)' in 'foo===$(id)' is not a "
+     "PEP 440 version; write a version such as 1.2.3"),
+    ("upper-constraints version that is not a version",
+     [("append", UC, "foo===1.0-final!\n")], VALIDATE,
+     "{R}/releases/2025.2/upper-constraints.txt:8: '1.0-final!' in 'foo===1.0-final!' is not a "
+     "PEP 440 version; write a version such as 1.2.3"),
+    ("upper-constraints without pins",
+     [("write", f"{R1}/upper-constraints.txt", "# emptied\n\n")], VALIDATE,
+     f"{{R}}/releases/2025.1/upper-constraints.txt: holds no pins; {UC_FIX}"),
+    ("upper-constraints without pins (constraints)",
+     [("write", f"{R1}/upper-constraints.txt", "")], ["constraints", "--release", "2025.1"],
+     f"{{R}}/releases/2025.1/upper-constraints.txt: holds no pins; {UC_FIX}"),
     ("missing lock",
      [], PREPARE, f"{LOCK}: no such lock file; {LOCK_FIX}"),
     *file_kinds("release.yaml", RY, VALIDATE, RELEASE_FIX, "releases", yamlfile.LIMIT),
