@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from packaging.utils import canonicalize_name
 
@@ -543,7 +544,98 @@ def _entry(path: Path, data: dict, key: str, errors: list[AirlockError],
                                    "write repo: <URL or path>, or drop it to use "
                                    "<git-base>/openstack/<project>"))
         ok = False
+    elif repo is not None:
+        problem = repo_problem(repo)
+        if problem is not None:
+            errors.append(AirlockError(_at(path, value, "repo", key),
+                                       f"repo of '{key}' {problem[0]}", problem[1]))
+            ok = False
     return (ref, repo) if ok and ref is not None else None
+
+
+# Transports git speaks itself; "<helper>::<address>" would run a remote
+# helper program (ext:: runs any command), which release data never needs.
+_GIT_SCHEMES = ("https", "http", "ssh", "git", "file", "git+ssh", "ssh+git")
+_REPO_FIX = ("write https://host/path, ssh://host/path, file:///path, host:path "
+             "or a local path")
+# Characters no ref or repository of ours needs and a shell would act on.
+_SHELL = set("$`;|&<>()\"'\\")
+
+
+def repo_problem(repo: str) -> tuple[str, str] | None:
+    """What is wrong with a ``repo:`` of source-refs.yaml as (what, fix); None if nothing.
+
+    Release data is reviewed in public, so a credential in it is refused
+    (git finds them in ~/.netrc at run time, or in a credentialed
+    --git-base); so is anything git could not use as a repository or would
+    take for an option or a helper program.
+    """
+    try:
+        url = urlsplit(repo) if "://" in repo else None
+        password = url.password if url else None
+        user = url.username if url else None
+        _ = url.port if url else None  # a port that is not a number raises here
+    except ValueError:  # a malformed port or IPv6 host
+        return "is not a URL or path git can use (malformed URL)", _REPO_FIX
+    if password is not None or (user is not None and url and url.scheme in ("http", "https")):
+        return ("holds credentials (the user:password@ or token@ part of the URL)",
+                "release data is reviewed in public: remove them and let git read them from "
+                "~/.netrc at run time, or pass a --git-base that carries them")
+    problem = _text_problem(repo)
+    if problem is None and "::" in repo.split("/", 1)[0]:
+        problem = "names a git remote helper (<helper>::)"
+    if problem is None and url is not None:
+        if url.scheme.lower() not in _GIT_SCHEMES:
+            problem = f"has the scheme '{url.scheme}', not one of {', '.join(_GIT_SCHEMES)}"
+        elif not url.path.strip("/") or (not url.netloc and url.scheme != "file"):
+            problem = "has no host or no path"
+    if problem is not None:
+        return f"is not a URL or path git can use ({problem})", _REPO_FIX
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    """A leading '-', whitespace, control or shell characters in a ref or repository."""
+    if text.startswith("-"):
+        return "starts with '-', which git takes for an option"
+    for char in text:
+        if char.isspace() or not char.isprintable():
+            return "holds whitespace or a control character"
+        if char in _SHELL:
+            return f"holds '{char}', which is shell text"
+    return None
+
+
+def ref_problem(ref: str) -> str | None:
+    """Why git would refuse ``ref`` as a ref name (``git check-ref-format
+    --allow-onelevel``), or why airlock does (shell text); None if fine.
+
+    A full SHA passes: it breaks none of the rules.
+    """
+    problem = _text_problem(ref)
+    if problem is not None:
+        return problem
+    for text in ("~", "^", ":", "?", "*", "[", "..", "@{"):
+        if text in ref:
+            return f"holds '{text}'"
+    if ref == "@":
+        return "is '@'"
+    if ref.startswith("/") or ref.endswith("/") or "//" in ref:
+        return "has an empty part between '/'"
+    if ref.endswith("."):
+        return "ends with '.'"
+    for part in ref.split("/"):
+        if part.startswith("."):
+            return "has a part starting with '.'"
+        if part.endswith(".lock"):
+            return "has a part ending with '.lock'"
+    return None
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` fit for a one-line message: control characters escaped, long text cut."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _ref(path: Path, data: dict, key: str, component: str, written_as: str,
@@ -567,5 +659,10 @@ def _ref(path: Path, data: dict, key: str, component: str, written_as: str,
         errors.append(AirlockError(where, f"ref '{value}' of '{component}' looks like an "
                                    "abbreviated SHA", "write the full 40-character SHA, "
                                    "a tag or a branch"))
+        return None
+    problem = ref_problem(value)
+    if problem is not None:
+        errors.append(AirlockError(where, f"ref '{shown(value)}' of '{component}' is not a "
+                                   f"ref name git accepts: it {problem}", _REF_FIX))
         return None
     return value

@@ -40,6 +40,9 @@ NEEDS = "every release folder needs release.yaml, source-refs.yaml, upper-constr
 RELEASE_FIX = "replace it with the release's real file (see releases/README.md)"
 UC_FIX = "copy upper-constraints.txt of this release from openstack/requirements"
 OV_FIX = "make it a regular file of overrides, or remove it (it is optional)"
+REPO_FIX = 'write https://host/path, ssh://host/path, file:///path, host:path or a local path'
+CRED_FIX = ('release data is reviewed in public: remove them and let git read them '
+            'from ~/.netrc at run time, or pass a --git-base that carries them')
 LOCK_FIX = "write it again with: airlock refs resolve --release REL -o FILE"
 OUT_FIX = "replace the link by the file itself"
 LOCK = "{R}/nova.lock"
@@ -78,6 +81,24 @@ def _clear(tree: Tree, rel: str) -> None:
 
 
 EDITS = {"fifo": _fifo, "link": _link, "folder": _folder, "huge": _huge}
+
+DASH = "starts with '-', which git takes for an option"
+SPACE = "holds whitespace or a control character"
+NOT_A_REPO = "is not a URL or path git can use"
+CREDENTIALS = "holds credentials (the user:password@ or token@ part of the URL)"
+
+
+def bad_ref(label: str, written: str, shown: str, problem: str) -> tuple:
+    """A row: nova's ref in 2025.2 is ``written`` (YAML), which git (or airlock) refuses."""
+    return (f"ref {label}", [("replace", SR, 'nova: "32.2.1"', f"nova: {written}")], VALIDATE,
+            f"{{R}}/{SR}:2: ref '{shown}' of 'nova' is not a ref name git accepts: it "
+            f"{problem}; {REF_FIX}")
+
+
+def bad_repo(label: str, repo: str, what: str, fix: str) -> tuple:
+    """A row: oslo.messaging's long form in 2025.2 gets ``repo: <repo>``."""
+    return (f"repo {label}", [("append", SR, f'  repo: "{repo}"\n')], VALIDATE,
+            f"{{R}}/{SR}:5: repo of 'oslo.messaging' {what}; {fix}")
 
 
 def file_kinds(label: str, rel: str, argv: list[str], fix: str, tree: str | None,
@@ -342,6 +363,43 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
     ("upper-constraints without pins (constraints)",
      [("write", f"{R1}/upper-constraints.txt", "")], ["constraints", "--release", "2025.1"],
      f"{{R}}/releases/2025.1/upper-constraints.txt: holds no pins; {UC_FIX}"),
+    bad_ref("with a leading dash", '"-c"', "-c", DASH),
+    bad_ref("with a space", '"32.2.1 --upload-pack=x"', "32.2.1 --upload-pack=x", SPACE),
+    bad_ref("with a tab", r'"32.2\t1"', r"32.2\t1", SPACE),
+    bad_ref("with a control character", r'"32.2\x071"', r"32.2\x071", SPACE),
+    bad_ref("with command substitution", '"$(touch /tmp/x)"', "$(touch /tmp/x)",
+            "holds '$', which is shell text"),
+    bad_ref("with a semicolon", '"32.2.1;id"', "32.2.1;id", "holds ';', which is shell text"),
+    bad_ref("with backticks", '"`id`"', "`id`", "holds '`', which is shell text"),
+    bad_ref("with '..'", '"stable/../master"', "stable/../master", "holds '..'"),
+    bad_ref("with '@{'", '"master@{1}"', "master@{1}", "holds '@{'"),
+    bad_ref("ending in .lock", '"stable/2025.2.lock"', "stable/2025.2.lock",
+            "has a part ending with '.lock'"),
+    bad_ref("ending in '/'", '"stable/"', "stable/", "has an empty part between '/'"),
+    bad_ref("with a colon", '"a:b"', "a:b", "holds ':'"),
+    bad_ref("with a part starting with '.'", '"stable/.hidden"', "stable/.hidden",
+            "has a part starting with '.'"),
+    bad_repo("with user and password", "https://bob:s3cret@git.example/openstack/oslo.messaging",
+             CREDENTIALS, CRED_FIX),
+    bad_repo("with a token", "https://ghp_t0ken@git.example/openstack/oslo.messaging",
+             CREDENTIALS, CRED_FIX),
+    bad_repo("with a password over ssh", "ssh://bob:s3cret@git.example/oslo.messaging",
+             CREDENTIALS, CRED_FIX),
+    bad_repo("naming a remote helper", "fd::17",
+             f"{NOT_A_REPO} (names a git remote helper (<helper>::))", REPO_FIX),
+    bad_repo("running a command", "ext::sh -c touch% /tmp/x", f"{NOT_A_REPO} ({SPACE})",
+             REPO_FIX),
+    bad_repo("with a scheme git lacks", "ftp://git.example/oslo.messaging",
+             f"{NOT_A_REPO} (has the scheme 'ftp', not one of https, http, ssh, git, file, "
+             "git+ssh, ssh+git)", REPO_FIX),
+    bad_repo("without a path", "https://git.example", f"{NOT_A_REPO} (has no host or no path)",
+             REPO_FIX),
+    bad_repo("taken for an option", "--upload-pack=touch /tmp/x", f"{NOT_A_REPO} ({DASH})",
+             REPO_FIX),
+    bad_repo("with shell text", "/srv/git/$(id)",
+             f"{NOT_A_REPO} (holds '$', which is shell text)", REPO_FIX),
+    bad_repo("with a bad port", "https://git.example:http/oslo.messaging",
+             f"{NOT_A_REPO} (malformed URL)", REPO_FIX),
     ("missing lock",
      [], PREPARE, f"{LOCK}: no such lock file; {LOCK_FIX}"),
     *file_kinds("release.yaml", RY, VALIDATE, RELEASE_FIX, "releases", yamlfile.LIMIT),
