@@ -460,7 +460,35 @@ def _base_image(path: Path, data: dict, errors: list[AirlockError]) -> str | Non
     if not _VAR.search(value):
         errors.append(AirlockError(where, f"base_image '{value}' holds no ${{VAR}}", fix))
         return None
+    # What the data decides: the text around the variables and their
+    # defaults. A build pulls by the expanded text, so it must be nothing but
+    # a registry reference, qualified by its host (never a default registry).
+    written = _VAR.sub(lambda m: m.group(2) or "", value)
+    problem = _char_problem(written)
+    if problem is not None:
+        errors.append(AirlockError(where, f"base_image '{shown(value)}' {problem}",
+                                   f"write {_RELEASE_KEYS['base_image']}: an image reference, "
+                                   "nothing else"))
+        return None
+    if all(m.group(2) is not None for m in _VAR.finditer(value)) \
+            and not _IMAGE_REF.fullmatch(written):
+        errors.append(AirlockError(where, f"base_image default '{written}' is not a fully "
+                                   "qualified image reference",
+                                   "write host[:port]/path:tag or host[:port]/path@sha256:<hex>, "
+                                   "e.g. 127.0.0.1:5000/airlock/debian:bookworm"))
+        return None
     return value
+
+
+# A fully qualified image reference (the distribution reference grammar):
+# a registry host (with a '.' or a port, or localhost, or [IPv6]), a path,
+# then a tag, a digest or both.
+_HOST_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_IMAGE_REF = re.compile(
+    rf"(?:(?:{_HOST_PART}\.)+{_HOST_PART}(?::\d+)?|{_HOST_PART}:\d+|localhost|\[[0-9A-Fa-f:]+\]"
+    r"(?::\d+)?)"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?:@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})")
 
 
 def _load_source_refs(path: Path, services: tuple[str, ...], pinned: set[str] | None,
@@ -598,6 +626,11 @@ def _text_problem(text: str) -> str | None:
     """A leading '-', whitespace, control or shell characters in a ref or repository."""
     if text.startswith("-"):
         return "starts with '-', which git takes for an option"
+    return _char_problem(text)
+
+
+def _char_problem(text: str) -> str | None:
+    """Whitespace, control or shell characters: what no name or reference of ours holds."""
     for char in text:
         if char.isspace() or not char.isprintable():
             return "holds whitespace or a control character"

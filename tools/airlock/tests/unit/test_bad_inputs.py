@@ -95,6 +95,18 @@ def bad_ref(label: str, written: str, shown: str, problem: str) -> tuple:
             f"{problem}; {REF_FIX}")
 
 
+QUALIFY = ("write host[:port]/path:tag or host[:port]/path@sha256:<hex>, "
+           "e.g. 127.0.0.1:5000/airlock/debian:bookworm")
+ONLY_A_REF = ('write "${AIRLOCK_BASE_IMAGE:-<registry>/<image>:<tag>}": an image reference, '
+              "nothing else")
+
+
+def bad_base(label: str, value: str, what: str, fix: str) -> tuple:
+    """A row: release.yaml of 2025.2 gets ``base_image: "<value>"``."""
+    return (f"base_image {label}", [("replace", RY, BASE_IMAGE, f'"{value}"')], VALIDATE,
+            f"{{R}}/{RY}:9: base_image {what}; {fix}")
+
+
 def bad_repo(label: str, repo: str, what: str, fix: str) -> tuple:
     """A row: oslo.messaging's long form in 2025.2 gets ``repo: <repo>``."""
     return (f"repo {label}", [("append", SR, f'  repo: "{repo}"\n')], VALIDATE,
@@ -265,6 +277,26 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
      "{R}/releases/2025.2/release.yaml:9: base_image "
      "'${AIRLOCK BASE:-127.0.0.1:5000/airlock/debian:bookworm}' has a malformed variable; "
      "write ${VAR} or ${VAR:-default}"),
+    bad_base("with an unqualified default", "${AIRLOCK_BASE_IMAGE:-debian:bookworm}",
+             "default 'debian:bookworm' is not a fully qualified image reference", QUALIFY),
+    bad_base("with a default without a tag", "${AIRLOCK_BASE_IMAGE:-registry.example/debian}",
+             "default 'registry.example/debian' is not a fully qualified image reference",
+             QUALIFY),
+    bad_base("with a default of a transport", "${AIRLOCK_BASE_IMAGE:-docker://reg.example/x:1}",
+             "default 'docker://reg.example/x:1' is not a fully qualified image reference",
+             QUALIFY),
+    bad_base("with command substitution", "${AIRLOCK_BASE_IMAGE:-$(id)}",
+             "'${AIRLOCK_BASE_IMAGE:-$(id)}' holds '$', which is shell text", ONLY_A_REF),
+    bad_base("with a command after it", "${AIRLOCK_BASE_IMAGE:-reg.example/x:1; rm -rf /}",
+             "'${AIRLOCK_BASE_IMAGE:-reg.example/x:1; rm -rf /}' holds ';', which is shell text",
+             ONLY_A_REF),
+    bad_base("with a space", "${AIRLOCK_BASE_IMAGE:-reg.example/x:1 --privileged}",
+             f"'${{AIRLOCK_BASE_IMAGE:-reg.example/x:1 --privileged}}' {SPACE}", ONLY_A_REF),
+    bad_base("with backticks", "${AIRLOCK_BASE_IMAGE:-reg.example/`id`:1}",
+             "'${AIRLOCK_BASE_IMAGE:-reg.example/`id`:1}' holds '`', which is shell text",
+             ONLY_A_REF),
+    bad_base("with a quote", "${AIRLOCK_BASE_IMAGE}'x",
+             "'${AIRLOCK_BASE_IMAGE}'x' holds ''', which is shell text", ONLY_A_REF),
     ("bad override line",
      [("append", OV, "oslo.log==7.3.0\n")], VALIDATE,
      "{R}/releases/2025.2/constraint-overrides.txt:2: 'oslo.log==7.3.0' is not an "

@@ -126,6 +126,16 @@ class LoadTest(TreeTestCase):
             with self.subTest(repo):
                 self.assertIsNone(repo_problem(repo))
 
+    def test_base_images_a_site_may_write(self) -> None:
+        for value in ("${AIRLOCK_BASE_IMAGE}", "${REGISTRY:-127.0.0.1:5000}/airlock/debian:12",
+                      "${AIRLOCK_BASE_IMAGE:-localhost/debian@sha256:" + "0" * 64 + "}",
+                      "${AIRLOCK_BASE_IMAGE:-[::1]:5000/debian:bookworm}",
+                      "${AIRLOCK_BASE_IMAGE:-registry.example/a/b-c/d_e:1.0-x}"):
+            with self.subTest(value):
+                self.new_tree().replace(RY, "${AIRLOCK_BASE_IMAGE:-127.0.0.1:5000/airlock/"
+                                        "debian:bookworm}", value)
+                self.assertEqual(self.messages(), [])
+
     def test_long_form_with_repo(self) -> None:
         self.tree.append(SR, "  repo: /srv/git/oslo.messaging\n")
         release = load_release(self.tree.layout, "2025.2")
