@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airlock.data import constraints, yamlfile
+from airlock.data import constraints, patches, yamlfile
 from airlock.data import release as release_mod
 from airlock.data.layout import Layout
 from airlock.data.release import Release
@@ -20,7 +20,7 @@ from airlock.errors import AirlockError
 
 # Files every images/<service>/ folder must hold (the Dockerfile joins later).
 IMAGE_FILES: tuple[str, ...] = ("Dockerfile", "bindep.txt")
-PATCH_SUFFIX = ".patch"
+PATCH_SUFFIX = patches.SUFFIX
 
 
 def release_names(layout: Layout) -> list[str]:
@@ -116,7 +116,7 @@ def check_patches(layout: Layout, selected: list[str], full: bool = True,
     """
     root = layout.patches_dir
     if not root.is_dir():
-        return []
+        return patches.check_root(root)  # absent: nothing is patched, which is fine
     known = release_mod.release_names(layout)
     refs = {name: _component_names(layout, name) for name in known}
     complete = all(names is not None for names in refs.values())
@@ -125,6 +125,10 @@ def check_patches(layout: Layout, selected: list[str], full: bool = True,
     for comp_dir in _entries(root):
         if not comp_dir.is_dir():
             continue  # README and the like document the folder
+        if not comp_dir.resolve().is_relative_to(root.resolve()):
+            errors.append(AirlockError(str(comp_dir), f"leads outside {root} (a symbolic link?)",
+                                       "replace the link by the folder itself"))
+            continue
         if comp_dir.name not in components:
             if full and complete:
                 errors.append(AirlockError(str(comp_dir), f"no release builds a component "
@@ -153,8 +157,6 @@ def _check_patch_release(rel_dir: Path, component: str, refs: dict[str, set[str]
         return [AirlockError(str(rel_dir), f"'{component}' is not in "
                              f"releases/{name}/source-refs.yaml",
                              "add its ref there or remove the folder")]
-    return [AirlockError(str(entry), f"not a {PATCH_SUFFIX} file",
-                         f"only *{PATCH_SUFFIX} files may be in a patch folder; "
-                         "rename or remove it")
-            for entry in _entries(rel_dir)
-            if not (entry.is_file() and entry.suffix == PATCH_SUFFIX)]
+    # What sources prepare would refuse (unreadable, empty, binary, not a
+    # patch, touching .airlock/ or '..'), and files nothing applies.
+    return patches.check_series(rel_dir.parent.parent, component, name, strays=True)[1]

@@ -46,6 +46,26 @@ CRED_FIX = ('release data is reviewed in public: remove them and let git read th
 LOCK_FIX = "write it again with: airlock refs resolve --release REL -o FILE"
 OUT_FIX = "replace the link by the file itself"
 LOCK = "{R}/nova.lock"
+LOCK_TEXT = ('release: "2025.2"\ncomponents:\n  nova: {sha: "' + "0" * 40 + '", ref: "32.2.1", '
+             'repo: /nonexistent, resolved-at: "2026-01-01T00:00:00Z"}\n')
+BAD_PATCH = "patches/nova/2025.2/0002-bad.patch"
+PATCH_READ_FIX = ("a patch folder holds regular *.patch files: replace it by the patch, "
+                  "or remove it")
+REGENERATE = "regenerate it with git format-patch"
+EMPTY_FIX = "write the change into it (git format-patch), or remove it"
+BINARY_FIX = f"{REGENERATE} (binary files go in as 'GIT binary patch' text)"
+RECORD_FIX = "airlock writes .airlock/ itself: leave it out of the patch"
+DOTDOT = "a path with '..' or an empty part, which git refuses"
+INSIDE_FIX = "make the patch change files inside the tree only"
+PATCHES_FIX = "pass the folder that holds <component>/<release>/*.patch"
+NOT_FOLDER_FIX = ("the patches folder holds <component>/<release>/*.patch: pass "
+                  "--patches-dir a folder, or remove what is there")
+
+
+def new_file_patch(path: str) -> str:
+    """A patch creating ``path`` with one line: git reads it; where it writes is the point."""
+    return (f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n"
+            f"+++ b/{path}\n@@ -0,0 +1 @@\n+x\n")
 PREPARE = ["sources", "prepare", "--release", "2025.2", "--component", "nova",
            "--dest", "{R}/out", "--lock", LOCK]
 
@@ -114,13 +134,13 @@ def bad_repo(label: str, repo: str, what: str, fix: str) -> tuple:
 
 
 def file_kinds(label: str, rel: str, argv: list[str], fix: str, tree: str | None,
-               limit: int, content: str = "") -> list[tuple]:
+               limit: int, content: str = "", setup: tuple = ()) -> list[tuple]:
     """Rows putting what is no regular file where ``rel`` belongs.
 
     ``tree`` is the folder the file must not lead out of (None: any path
     will do, e.g. a lock given on the command line); ``limit`` its size
     limit; ``content`` what the file out of the tree holds (valid, so only
-    the link is wrong).
+    the link is wrong); ``setup`` edits every row starts with.
     """
     shown = f"{{R}}/{rel}" if not rel.startswith("{R}") else rel
     rel = rel.removeprefix("{R}/")
@@ -143,7 +163,16 @@ def file_kinds(label: str, rel: str, argv: list[str], fix: str, tree: str | None
         rows.append((f"{label} is a link out of the tree",
                      [("write", "elsewhere/file", content), ("link", rel, "{R}/elsewhere/file")],
                      argv, f"{shown}: {out}"))
-    return rows
+    return [(name, [*setup, *edits], command, line) for name, edits, command, line in rows]
+
+
+def bad_patch(label: str, text: str, what: str, fix: str, argv: list[str] = VALIDATE,
+              ) -> tuple:
+    """A row: nova's 2025.2 series gets 0002-bad.patch holding ``text``."""
+    setup = [("write", LOCK, LOCK_TEXT)] if argv is PREPARE else []
+    return (f"patch {label}" + (" (sources prepare)" if argv is PREPARE else ""),
+            [*setup, ("write", BAD_PATCH, text)], argv, f"{{R}}/{BAD_PATCH}: {what}; {fix}")
+
 
 # (label, edits to the tree, command line, the one expected line of stderr)
 # An edit is (Tree method, path, arguments...): write, append, replace, remove.
@@ -432,6 +461,83 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
              f"{NOT_A_REPO} (holds '$', which is shell text)", REPO_FIX),
     bad_repo("with a bad port", "https://git.example:http/oslo.messaging",
              f"{NOT_A_REPO} (malformed URL)", REPO_FIX),
+    bad_patch("that is empty", "", "is empty", EMPTY_FIX),
+    bad_patch("that is empty", "", "is empty", EMPTY_FIX, PREPARE),
+    bad_patch("of blank lines", "\n \n\n", "is empty", EMPTY_FIX),
+    bad_patch("that is binary", "diff --git a/x b/x\n\0\1\2\n",
+              "is binary (it holds NUL bytes), not a patch", BINARY_FIX),
+    bad_patch("that is binary", "\0" * 64, "is binary (it holds NUL bytes), not a patch",
+              BINARY_FIX, PREPARE),
+    bad_patch("that is prose", "Fix the thing.\n", "not a valid patch: No valid patches in input",
+              REGENERATE),
+    bad_patch("that is prose", "Fix the thing.\n", "not a valid patch: No valid patches in input",
+              REGENERATE, PREPARE),
+    bad_patch("without hunks", "--- a/x\n+++ b/x\n", "not a valid patch: No valid patches in input",
+              REGENERATE),
+    bad_patch("with a short hunk", "--- a/x\n+++ b/x\n@@ -1,3 +1 @@\n-a\n+b\n",
+              "not a valid patch: corrupt patch at line 6", REGENERATE),
+    bad_patch("writing airlock's record", new_file_patch(".airlock/source.json"),
+              "touches '.airlock/source.json', where airlock records the tree it prepared "
+              "(.airlock/)", RECORD_FIX),
+    bad_patch("writing airlock's record", new_file_patch(".airlock/source.json"),
+              "touches '.airlock/source.json', where airlock records the tree it prepared "
+              "(.airlock/)", RECORD_FIX, PREPARE),
+    bad_patch("renaming a file to .airlock",
+              "diff --git a/setup.cfg b/.airlock\nsimilarity index 100%\nrename from setup.cfg\n"
+              "rename to .airlock\n",
+              "touches '.airlock', where airlock records the tree it prepared (.airlock/)",
+              RECORD_FIX),
+    bad_patch("deleting airlock's record",
+              "--- a/.airlock/source.json\n+++ /dev/null\n@@ -1 +0,0 @@\n-{}\n",
+              "touches '.airlock/source.json', where airlock records the tree it prepared "
+              "(.airlock/)", RECORD_FIX),
+    bad_patch("leaving the tree", new_file_patch("../../etc/cron.d/x"),
+              f"touches '../../etc/cron.d/x', {DOTDOT}", INSIDE_FIX),
+    bad_patch("leaving the tree", new_file_patch("../../etc/cron.d/x"),
+              f"touches '../../etc/cron.d/x', {DOTDOT}", INSIDE_FIX, PREPARE),
+    bad_patch("with '..' inside a path", new_file_patch("nova/../../x"),
+              f"touches 'nova/../../x', {DOTDOT}", INSIDE_FIX),
+    bad_patch("writing into .git", new_file_patch(".git/hooks/post-checkout"),
+              "touches '.git/hooks/post-checkout', a path inside .git, which git refuses",
+              "make the patch change the tree's files only"),
+    *file_kinds("a *.patch", BAD_PATCH, VALIDATE, PATCH_READ_FIX, "patches", files.PATCH_LIMIT,
+                new_file_patch("x")),
+    *file_kinds("a *.patch (sources prepare)", BAD_PATCH, PREPARE, PATCH_READ_FIX, "patches",
+                files.PATCH_LIMIT, new_file_patch("x"), setup=(("write", LOCK, LOCK_TEXT),)),
+    ("--patches-dir that does not exist",
+     [], [*VALIDATE, "--patches-dir", "{R}/nope"],
+     f"{{R}}/nope: no such folder (given with --patches-dir); {PATCHES_FIX}"),
+    ("--patches-dir that does not exist (sources prepare)",
+     [("write", LOCK, LOCK_TEXT)], [*PREPARE, "--patches-dir", "{R}/nope"],
+     f"{{R}}/nope: no such folder (given with --patches-dir); {PATCHES_FIX}"),
+    ("--patches-dir that is a file",
+     [], [*VALIDATE, "--patches-dir", "{R}/releases/README.md"],
+     f"{{R}}/releases/README.md: is not a folder (given with --patches-dir); {PATCHES_FIX}"),
+    ("--patches-dir that is a file (sources prepare)",
+     [("write", LOCK, LOCK_TEXT)], [*PREPARE, "--patches-dir", "{R}/releases/README.md"],
+     f"{{R}}/releases/README.md: is not a folder (given with --patches-dir); {PATCHES_FIX}"),
+    ("patches/ that is a file",
+     [("remove", "patches"), ("write", "patches", "")], VALIDATE,
+     f"{{R}}/patches: is not a folder; {NOT_FOLDER_FIX}"),
+    ("patches/ that is a file (sources prepare)",
+     [("remove", "patches"), ("write", "patches", ""), ("write", LOCK, LOCK_TEXT)], PREPARE,
+     f"{{R}}/patches: is not a folder; {NOT_FOLDER_FIX}"),
+    ("a release's patch folder that is a file (sources prepare)",
+     [("remove", "patches/nova/2025.2"), ("write", "patches/nova/2025.2", ""),
+      ("write", LOCK, LOCK_TEXT)], PREPARE,
+     "{R}/patches/nova/2025.2: is not a folder; make it the folder of nova's patches for "
+     "2025.2, or remove it"),
+    ("a component's patch folder that leads out of the tree",
+     [("write", "elsewhere/2025.2/0001-x.patch", new_file_patch("x")),
+      ("remove", "patches/nova"), ("link", "patches/nova", "{R}/elsewhere")], VALIDATE,
+     "{R}/patches/nova: leads outside {R}/patches (a symbolic link?); "
+     "replace the link by the folder itself"),
+    ("a component's patch folder that leads out of the tree (sources prepare)",
+     [("write", "elsewhere/2025.2/0001-x.patch", new_file_patch("x")),
+      ("remove", "patches/nova"), ("link", "patches/nova", "{R}/elsewhere"),
+      ("write", LOCK, LOCK_TEXT)], PREPARE,
+     f"{{R}}/patches/nova/2025.2/0001-x.patch: leads outside {{R}}/patches "
+     f"(a symbolic link?); {OUT_FIX}"),
     ("missing lock",
      [], PREPARE, f"{LOCK}: no such lock file; {LOCK_FIX}"),
     *file_kinds("release.yaml", RY, VALIDATE, RELEASE_FIX, "releases", yamlfile.LIMIT),

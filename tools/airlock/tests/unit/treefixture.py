@@ -66,6 +66,16 @@ OVERRIDES = """\
 CODENAMES = {"2025.1": "epoxy", "2025.2": "flamingo"}
 SERVICES = ("keystone", "nova")
 PATCH = "patches/nova/2025.2/0001-fix-something.patch"
+# A patch git can read (validate checks that much; whether it applies is
+# known only against the exported tree).
+PATCH_TEXT = """\
+diff --git a/nova/x.py b/nova/x.py
+--- a/nova/x.py
++++ b/nova/x.py
+@@ -1 +1 @@
+-a = 1
++a = 2
+"""
 
 
 class Tree:
@@ -120,7 +130,7 @@ def make_tree(root: Path) -> Tree:
     for service in SERVICES:
         tree.write(f"images/{service}/bindep.txt", "libffi-dev [build]\n")
         tree.write(f"images/{service}/Dockerfile", "FROM scratch\n")
-    tree.write(PATCH, "--- a/x\n+++ b/x\n")
+    tree.write(PATCH, PATCH_TEXT)
     return tree
 
 
