@@ -45,6 +45,10 @@ CRED_FIX = ('release data is reviewed in public: remove them and let git read th
             'from ~/.netrc at run time, or pass a --git-base that carries them')
 LOCK_FIX = "write it again with: airlock refs resolve --release REL -o FILE"
 OUT_FIX = "replace the link by the file itself"
+PACKAGES = ["packages", "--release", "2025.2", "--service", "nova", "--profile", "runtime"]
+SYNTAX = "write 'package [profile ...]', e.g. 'qemu-utils [platform:dpkg runtime]'"
+BINDEP_FIX = "replace it with the image's real bindep.txt (see images/README.md)"
+DEBIAN_FIX = "images/*/bindep.txt name Debian packages: use debian or ubuntu"
 LOCK = "{R}/nova.lock"
 LOCK_TEXT = ('release: "2025.2"\ncomponents:\n  nova: {sha: "' + "0" * 40 + '", ref: "32.2.1", '
              'repo: /nonexistent, resolved-at: "2026-01-01T00:00:00Z"}\n')
@@ -538,6 +542,53 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
       ("write", LOCK, LOCK_TEXT)], PREPARE,
      f"{{R}}/patches/nova/2025.2/0001-x.patch: leads outside {{R}}/patches "
      f"(a symbolic link?); {OUT_FIX}"),
+    ("bindep syntax error in a service image",
+     [("append", "images/nova/bindep.txt", "qemu-utils [runtime\n")], VALIDATE,
+     f"{{R}}/images/nova/bindep.txt:2: not a bindep entry: 'qemu-utils [runtime'; {SYNTAX}"),
+    ("bindep syntax error in a service image (packages)",
+     [("append", "images/nova/bindep.txt", "qemu-utils [runtime\n")], PACKAGES,
+     f"{{R}}/images/nova/bindep.txt:2: not a bindep entry: 'qemu-utils [runtime'; {SYNTAX}"),
+    ("bindep syntax error in python-base",
+     [("append", "images/python-base/bindep.txt", "[runtime] libffi8\n")], VALIDATE,
+     f"{{R}}/images/python-base/bindep.txt:2: not a bindep entry: '[runtime] libffi8'; "
+     f"{SYNTAX}"),
+    ("bindep syntax error in venv-builder",
+     [("append", "images/venv-builder/bindep.txt", "gcc [build] >=\n")], VALIDATE,
+     f"{{R}}/images/venv-builder/bindep.txt:2: not a bindep entry: 'gcc [build] >='; {SYNTAX}"),
+    ("bindep with too many entries",
+     [("write", "images/nova/bindep.txt", "pkg [platform:dpkg runtime]\n" * 700)], VALIDATE,
+     "{R}/images/nova/bindep.txt: its entries hold more than 16 KiB; a bindep file lists a few "
+     "dozen packages: keep only what the image needs"),
+    ("base image folder missing",
+     [("remove", "images/python-base")], VALIDATE,
+     "{R}/images/python-base: no image folder for base image 'python-base'; create it with "
+     "Dockerfile, bindep.txt"),
+    ("base image without bindep.txt",
+     [("remove", "images/venv-builder/bindep.txt")], VALIDATE,
+     "{R}/images/venv-builder/bindep.txt: no such file; every image folder needs Dockerfile, "
+     "bindep.txt"),
+    ("a FIFO in an image folder",
+     [("fifo", "images/nova/helper")], VALIDATE,
+     "{R}/images/nova/helper: is not a regular file, a folder or a link; a build hashes and "
+     "sends every file of the image folder: remove it"),
+    ("distro not of the Debian family",
+     [("replace", RY, "name: debian", "name: fedora")], VALIDATE,
+     f"{{R}}/{RY}:distro: distro 'fedora' is not of the Debian family; {DEBIAN_FIX}"),
+    ("distro not of the Debian family (packages)",
+     [("replace", RY, "name: debian", "name: fedora")], PACKAGES,
+     f"{{R}}/{RY}:distro: distro 'fedora' is not of the Debian family; {DEBIAN_FIX}"),
+    *file_kinds("images/nova/bindep.txt", "images/nova/bindep.txt", VALIDATE, BINDEP_FIX,
+                "images", files.DATA_LIMIT, "libffi-dev [build]\n"),
+    *file_kinds("images/nova/bindep.txt (packages)", "images/nova/bindep.txt", PACKAGES,
+                BINDEP_FIX, "images", files.DATA_LIMIT, "libffi-dev [build]\n"),
+    *file_kinds("images/python-base/bindep.txt", "images/python-base/bindep.txt", VALIDATE,
+                BINDEP_FIX, "images", files.DATA_LIMIT, "libffi-dev [build]\n"),
+    *file_kinds("images/nova/Dockerfile", "images/nova/Dockerfile", VALIDATE,
+                "replace it with the image's real Dockerfile", "images", files.DATA_LIMIT,
+                "FROM scratch\n"),
+    *file_kinds("the prepared source's bindep.txt", "src/bindep.txt",
+                [*PACKAGES, "--source", "{R}/src"], "fix the service's bindep.txt with a patch",
+                "src", files.DATA_LIMIT, "libffi-dev [build]\n"),
     ("missing lock",
      [], PREPARE, f"{LOCK}: no such lock file; {LOCK_FIX}"),
     *file_kinds("release.yaml", RY, VALIDATE, RELEASE_FIX, "releases", yamlfile.LIMIT),

@@ -65,6 +65,7 @@ OVERRIDES = """\
 
 CODENAMES = {"2025.1": "epoxy", "2025.2": "flamingo"}
 SERVICES = ("keystone", "nova")
+BASE_IMAGES = ("python-base", "venv-builder")  # every service image is built on them
 PATCH = "patches/nova/2025.2/0001-fix-something.patch"
 # A patch git can read (validate checks that much; whether it applies is
 # known only against the exported tree).
@@ -127,9 +128,9 @@ def make_tree(root: Path) -> Tree:
         tree.write(f"{base}/upper-constraints.txt", UPPER_CONSTRAINTS)
         tree.write(f"{base}/constraint-overrides.txt", OVERRIDES)
     tree.write("releases/README.md", "# Release data\n")
-    for service in SERVICES:
-        tree.write(f"images/{service}/bindep.txt", "libffi-dev [build]\n")
-        tree.write(f"images/{service}/Dockerfile", "FROM scratch\n")
+    for image in (*SERVICES, *BASE_IMAGES):
+        tree.write(f"images/{image}/bindep.txt", "libffi-dev [build]\n")
+        tree.write(f"images/{image}/Dockerfile", "FROM scratch\n")
     tree.write(PATCH, PATCH_TEXT)
     return tree
 
