@@ -641,7 +641,8 @@ def _char_problem(text: str) -> str | None:
 
 def ref_problem(ref: str) -> str | None:
     """Why git would refuse ``ref`` as a ref name (``git check-ref-format
-    --allow-onelevel``), or why airlock does (shell text); None if fine.
+    --allow-onelevel``), or why airlock does (shell text; HEAD, which
+    ``refs resolve`` never finds among tags and branches); None if fine.
 
     A full SHA passes: it breaks none of the rules.
     """
@@ -653,6 +654,9 @@ def ref_problem(ref: str) -> str | None:
             return f"holds '{text}'"
     if ref == "@":
         return "is '@'"
+    if ref == "HEAD":
+        # refs resolve asks for tags and branches only; git refuses both named HEAD.
+        return "is HEAD, which is neither a tag nor a branch"
     if ref.startswith("/") or ref.endswith("/") or "//" in ref:
         return "has an empty part between '/'"
     if ref.endswith("."):

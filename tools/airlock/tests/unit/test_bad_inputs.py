@@ -442,6 +442,7 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
             "has a part ending with '.lock'"),
     bad_ref("ending in '/'", '"stable/"', "stable/", "has an empty part between '/'"),
     bad_ref("with a colon", '"a:b"', "a:b", "holds ':'"),
+    bad_ref("that is HEAD", '"HEAD"', "HEAD", "is HEAD, which is neither a tag nor a branch"),
     bad_ref("with a part starting with '.'", '"stable/.hidden"', "stable/.hidden",
             "has a part starting with '.'"),
     bad_repo("with user and password", "https://bob:s3cret@git.example/openstack/oslo.messaging",
