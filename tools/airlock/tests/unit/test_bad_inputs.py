@@ -49,6 +49,7 @@ PACKAGES = ["packages", "--release", "2025.2", "--service", "nova", "--profile",
 SYNTAX = "write 'package [profile ...]', e.g. 'qemu-utils [platform:dpkg runtime]'"
 BINDEP_FIX = "replace it with the image's real bindep.txt (see images/README.md)"
 DEBIAN_FIX = "images/*/bindep.txt name Debian packages: use debian or ubuntu"
+FLATTEN = "airlock's files need a few levels at most; flatten it"
 LOCK = "{R}/nova.lock"
 LOCK_TEXT = ('release: "2025.2"\ncomponents:\n  nova: {sha: "' + "0" * 40 + '", ref: "32.2.1", '
              'repo: /nonexistent, resolved-at: "2026-01-01T00:00:00Z"}\n')
@@ -590,6 +591,18 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
     *file_kinds("the prepared source's bindep.txt", "src/bindep.txt",
                 [*PACKAGES, "--source", "{R}/src"], "fix the service's bindep.txt with a patch",
                 "src", files.DATA_LIMIT, "libffi-dev [build]\n"),
+    ("source-refs.yaml nested 5000 deep",
+     [("append", SR, "x: " + "[" * 5000 + "]" * 5000 + "\n")], VALIDATE,
+     f"{{R}}/{SR}:5: nested more than 32 levels deep; {FLATTEN}"),
+    ("release.yaml nested 500 deep in block style",
+     [("append", RY, "".join("  " * i + f"k{i}:\n" for i in range(500)))], CONSTRAINTS,
+     f"{{R}}/{RY}:48: nested more than 32 levels deep; {FLATTEN}"),
+    ("refs lock nested 5000 deep",
+     [("write", LOCK, "components: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n")], PREPARE,
+     f"{LOCK}:1: nested more than 32 levels deep; {FLATTEN}"),
+    ("source-refs.yaml of 300k keys (4.8 MB)",
+     [("write", SR, "".join(f"p{i:06d}: r{i:05d}\n" for i in range(300_000)))], VALIDATE,
+     f"{{R}}/{SR}: is larger than 1 MiB, the limit for this file; {RELEASE_FIX}"),
     ("missing lock",
      [], PREPARE, f"{LOCK}: no such lock file; {LOCK_FIX}"),
     *file_kinds("release.yaml", RY, VALIDATE, RELEASE_FIX, "releases", yamlfile.LIMIT),
