@@ -202,8 +202,9 @@ def load_text(text: str, path: Path | str) -> Any:
     """Parse ``text`` (read from ``path``, named in errors) into plain data.
 
     libyaml parses when available; if it refuses the text, pure PyYAML
-    parses again, so the message (or the result, where the two disagree) is
-    the same on every machine.
+    parses again and has the last word, so an error line does not depend on
+    whether libyaml is installed (a test holds the two paths to the same
+    data and lines on the texts that matter).
     """
     with _collector_paused():
         if _CLoader is not None:
