@@ -117,7 +117,8 @@ def check_patch(path: Path, tree: Path) -> list[AirlockError]:
     for name in touched:
         problem = path_problem(name)
         if problem is not None:
-            return [AirlockError(str(path), f"touches '{name}', {problem[0]}", problem[1])]
+            return [AirlockError(str(path), f"the patch touches '{name}': {problem[0]}",
+                                 problem[1])]
     return []
 
 
@@ -125,8 +126,9 @@ def path_problem(name: str) -> tuple[str, str] | None:
     """Why a patch must not touch ``name`` (a path in the tree) as (what, fix); None if fine."""
     parts = name.split("/")
     if parts[0] == RECORD_DIR:
-        return (f"where airlock records the tree it prepared ({RECORD_DIR}/)",
-                f"airlock writes {RECORD_DIR}/ itself: leave it out of the patch")
+        # Worded as sources.py words the same refusal once a patch is applied.
+        return (f"{RECORD_DIR} is the name airlock keeps for its own record",
+                "drop that part of the patch")
     if any(part in ("", ".", "..") for part in parts) or name.startswith("/"):
         return ("a path with '..' or an empty part, which git refuses",
                 "make the patch change files inside the tree only")

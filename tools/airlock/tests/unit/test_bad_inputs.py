@@ -59,8 +59,9 @@ PATCH_READ_FIX = ("a patch folder holds regular *.patch files: replace it by the
 REGENERATE = "regenerate it with git format-patch"
 EMPTY_FIX = "write the change into it (git format-patch), or remove it"
 BINARY_FIX = f"{REGENERATE} (binary files go in as 'GIT binary patch' text)"
-RECORD_FIX = "airlock writes .airlock/ itself: leave it out of the patch"
+RECORD_FIX = "drop that part of the patch"
 DOTDOT = "a path with '..' or an empty part, which git refuses"
+RECORD = "the patch touches '{}': .airlock is the name airlock keeps for its own record"
 INSIDE_FIX = "make the patch change files inside the tree only"
 PATCHES_FIX = "pass the folder that holds <component>/<release>/*.patch"
 NOT_FOLDER_FIX = ("the patches folder holds <component>/<release>/*.patch: pass "
@@ -483,28 +484,24 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
     bad_patch("with a short hunk", "--- a/x\n+++ b/x\n@@ -1,3 +1 @@\n-a\n+b\n",
               "not a valid patch: corrupt patch at line 6", REGENERATE),
     bad_patch("writing airlock's record", new_file_patch(".airlock/source.json"),
-              "touches '.airlock/source.json', where airlock records the tree it prepared "
-              "(.airlock/)", RECORD_FIX),
+              RECORD.format(".airlock/source.json"), RECORD_FIX),
     bad_patch("writing airlock's record", new_file_patch(".airlock/source.json"),
-              "touches '.airlock/source.json', where airlock records the tree it prepared "
-              "(.airlock/)", RECORD_FIX, PREPARE),
+              RECORD.format(".airlock/source.json"), RECORD_FIX, PREPARE),
     bad_patch("renaming a file to .airlock",
               "diff --git a/setup.cfg b/.airlock\nsimilarity index 100%\nrename from setup.cfg\n"
               "rename to .airlock\n",
-              "touches '.airlock', where airlock records the tree it prepared (.airlock/)",
-              RECORD_FIX),
+              RECORD.format(".airlock"), RECORD_FIX),
     bad_patch("deleting airlock's record",
               "--- a/.airlock/source.json\n+++ /dev/null\n@@ -1 +0,0 @@\n-{}\n",
-              "touches '.airlock/source.json', where airlock records the tree it prepared "
-              "(.airlock/)", RECORD_FIX),
+              RECORD.format(".airlock/source.json"), RECORD_FIX),
     bad_patch("leaving the tree", new_file_patch("../../etc/cron.d/x"),
-              f"touches '../../etc/cron.d/x', {DOTDOT}", INSIDE_FIX),
+              f"the patch touches '../../etc/cron.d/x': {DOTDOT}", INSIDE_FIX),
     bad_patch("leaving the tree", new_file_patch("../../etc/cron.d/x"),
-              f"touches '../../etc/cron.d/x', {DOTDOT}", INSIDE_FIX, PREPARE),
+              f"the patch touches '../../etc/cron.d/x': {DOTDOT}", INSIDE_FIX, PREPARE),
     bad_patch("with '..' inside a path", new_file_patch("nova/../../x"),
-              f"touches 'nova/../../x', {DOTDOT}", INSIDE_FIX),
+              f"the patch touches 'nova/../../x': {DOTDOT}", INSIDE_FIX),
     bad_patch("writing into .git", new_file_patch(".git/hooks/post-checkout"),
-              "touches '.git/hooks/post-checkout', a path inside .git, which git refuses",
+              "the patch touches '.git/hooks/post-checkout': a path inside .git, which git refuses",
               "make the patch change the tree's files only"),
     *file_kinds("a *.patch", BAD_PATCH, VALIDATE, PATCH_READ_FIX, "patches", files.PATCH_LIMIT,
                 new_file_patch("x")),
