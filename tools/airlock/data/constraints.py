@@ -18,13 +18,16 @@ plain data out; the only input is the two files of the release folder.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.markers import InvalidMarker, Marker
+from packaging.version import InvalidVersion, Version
 
+from airlock import files
 from airlock.data.release import Release, canonical_name
 from airlock.errors import AirlockError
 
@@ -94,10 +97,21 @@ def _strip(line: str) -> str:
 
 
 def _pin(text: str, where: str, errors: list[AirlockError], fix: str) -> Constraint | None:
-    """Parse ``name===version[;marker]``; None (and an error) if it is not one."""
+    """Parse ``name===version[;marker]``; None (and an error) if it is not one.
+
+    ``===`` would let pip compare any string, but every pin upstream writes
+    is a PEP 440 version, and the wheel and sdist steps parse it as one: a
+    version that is not one is refused here, where the line is known.
+    """
     match = _PIN.fullmatch(text)
     if not match:
         errors.append(AirlockError(where, f"malformed pin '{text}'", fix))
+        return None
+    try:
+        Version(match.group("version"))
+    except InvalidVersion:
+        errors.append(AirlockError(where, f"'{match.group('version')}' in '{text}' is not a "
+                                   "PEP 440 version", "write a version such as 1.2.3"))
         return None
     marker = match.group("marker")
     if marker is not None:
@@ -110,10 +124,20 @@ def _pin(text: str, where: str, errors: list[AirlockError], fix: str) -> Constra
     return Constraint(match.group("name"), match.group("version"), marker)
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, text) of the lines that are not blank or comments."""
+_UC_FIX = "copy upper-constraints.txt of this release from openstack/requirements"
+_OVERRIDES_FIX = "make it a regular file of overrides, or remove it (it is optional)"
+
+
+def _read_lines(path: Path, fix: str) -> list[tuple[int, str]]:
+    """(line number, text) of the lines that are not blank or comments.
+
+    Read as every release file is (:func:`airlock.files.read_text`): a
+    regular file inside the releases folder (the folder of the release's
+    folder), of bounded size; anything else is an AirlockError with ``fix``.
+    """
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = files.read_text(path, fix=fix, within=path.parent.parent)
+    for number, line in enumerate(text.splitlines(), start=1):
         text = _strip(line)
         if text:
             rows.append((number, text))
@@ -128,13 +152,9 @@ def parse_upper_constraints(path: Path) -> tuple[list[Constraint], list[AirlockE
     error, as pip would not know which to take.
     """
     try:
-        rows = _read_lines(path)
-    except FileNotFoundError:
-        return [], [AirlockError(str(path), "no such file",
-                                 "copy upper-constraints.txt of this release from "
-                                 "openstack/requirements")]
-    except (OSError, UnicodeDecodeError) as error:
-        return [], [AirlockError(str(path), f"cannot read: {error}", "check the file")]
+        rows = _read_lines(path, _UC_FIX)
+    except AirlockError as error:
+        return [], [error]
     pins: list[Constraint] = []
     errors: list[AirlockError] = []
     seen: dict[tuple[str, str | None], int] = {}
@@ -149,17 +169,19 @@ def parse_upper_constraints(path: Path) -> tuple[list[Constraint], list[AirlockE
                                        f"(also on line {first})", "keep one"))
             continue
         pins.append(pin)
+    if not rows:
+        errors.append(AirlockError(str(path), "holds no pins", _UC_FIX))
     return pins, errors
 
 
 def parse_overrides(path: Path) -> tuple[list[Override], list[AirlockError]]:
     """The lines of constraint-overrides.txt (a missing file has none) and their syntax errors."""
-    try:
-        rows = _read_lines(path)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return [], []
-    except (OSError, UnicodeDecodeError) as error:
-        return [], [AirlockError(str(path), f"cannot read: {error}", "check the file")]
+    try:
+        rows = _read_lines(path, _OVERRIDES_FIX)
+    except AirlockError as error:
+        return [], [error]
     overrides: list[Override] = []
     errors: list[AirlockError] = []
     for number, text in rows:
@@ -248,7 +270,7 @@ def _apply(pins: list[Constraint], overrides: list[Override]) -> list[Constraint
 
 def check_upper_constraints(release: Release) -> list[AirlockError]:
     """Bad lines of upper-constraints.txt (a missing file is reported by the release loader)."""
-    if not release.upper_constraints_path.is_file():
+    if not os.path.lexists(release.upper_constraints_path):
         return []
     return parse_upper_constraints(release.upper_constraints_path)[1]
 
@@ -256,9 +278,9 @@ def check_upper_constraints(release: Release) -> list[AirlockError]:
 def check_overrides(release: Release) -> list[AirlockError]:
     """Every error of constraint-overrides.txt: syntax, and changes to pins that do not exist."""
     overrides, errors = parse_overrides(release.overrides_path)
-    if not release.upper_constraints_path.is_file():
-        return errors  # nothing to check against; the missing file is reported elsewhere
     pins, _ = parse_upper_constraints(release.upper_constraints_path)
+    if not pins:
+        return errors  # nothing to check against: missing, unreadable or empty, reported apart
     return errors + _check_against(overrides, pins)
 
 

@@ -60,6 +60,12 @@ def resolve_layout(
             "no releases/ folder here or above",
             "run airlock inside an airlock checkout, or pass --root DIR or set AIRLOCK_ROOT",
         )
+    if patches_dir and not Path(patches_dir).is_dir():
+        # A default patches/ may be absent (nothing is patched); a folder the
+        # user named must be there, or a typo would build without patches.
+        what = "is not a folder" if os.path.lexists(patches_dir) else "no such folder"
+        raise AirlockError(patches_dir, f"{what} (given with --patches-dir)",
+                           "pass the folder that holds <component>/<release>/*.patch")
     return Layout(
         releases_dir=Path(releases_dir) if releases_dir else base / "releases",
         patches_dir=Path(patches_dir) if patches_dir else base / "patches",

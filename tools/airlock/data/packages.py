@@ -58,12 +58,14 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from bindep import depends as bindep_depends
 from bindep.depends import Depends, DependsException
 from packaging.version import InvalidVersion, Version
 
+from airlock import files
 from airlock.data.layout import Layout
 from airlock.data.release import Distro, Release
 from airlock.errors import AirlockError
@@ -86,7 +88,7 @@ def resolve(release: Release, images_dir: Path, service: str, profile: str,
                            f"use one of: {', '.join(PROFILES)}")
     ours = image_bindep(release, images_dir, service)
     platform = platform_profiles(release.distro, where=f"{release.path / 'release.yaml'}:distro")
-    names = {rule[0] for rule in _load(ours).active_rules([*platform, profile])}
+    names = {rule[0] for rule in _active(load(ours, images_dir), [*platform, profile])}
     if source_dir is not None:
         names.update(upstream_names(source_dir, platform, profile))
     return sorted(names)
@@ -99,7 +101,7 @@ def image_bindep(release: Release, images_dir: Path, service: str) -> Path:
         raise AirlockError(f"service {service}", f"not an image of release {release.name}",
                            f"use one of: {', '.join(known)}")
     path = images_dir / service / "bindep.txt"
-    if not path.is_file():
+    if not os.path.lexists(path):  # a FIFO or a folder is reported by the read, as what it is
         raise AirlockError(str(path), "missing",
                            "every image folder needs a bindep.txt (comments only is fine: "
                            "then the image needs no distro package)")
@@ -116,11 +118,12 @@ def upstream_names(source_dir: Path, platform: list[str], profile: str) -> set[s
         raise AirlockError(str(source_dir), "no such folder",
                            "pass the tree that `airlock sources prepare` made")
     path = source_dir / "bindep.txt"
-    if not path.is_file():
+    if not os.path.lexists(path):
         return set()
-    depends = _load(path)
-    untagged = {id(rule) for rule in depends.active_rules(platform)}
-    return {rule[0] for rule in depends.active_rules([*platform, profile])
+    # The tree is upstream's: its bindep.txt may be a link, but not one out of it.
+    depends = load(path, source_dir, fix="fix the service's bindep.txt with a patch")
+    untagged = {id(rule) for rule in _active(depends, platform)}
+    return {rule[0] for rule in _active(depends, [*platform, profile])
             if id(rule) not in untagged}
 
 
@@ -200,47 +203,82 @@ def _release_names(releases_dir: Path) -> list[str]:
     return sorted(names, key=key)
 
 
-def _load(path: Path) -> Depends:
-    """Parse one bindep file; a syntax error names the file and line."""
+# bindep's parser (parsley) is slow: about 0.1 ms a character of an entry,
+# and seconds for a few KiB of blank lines in one text, growing faster than
+# the text. So each entry line is parsed on its own (comments and blank
+# lines need no parse: they hold no rule), and the entry lines of one file
+# may hold at most this many characters, six times the largest real file;
+# a hostile file then costs a second or two, not minutes.
+ENTRY_LIMIT = 16 * 1024
+_FILE_FIX = "replace it with the image's real bindep.txt (see images/README.md)"
+
+
+class _BadLine(Exception):
+    """An entry line bindep cannot parse (1-based ``number``)."""
+
+    def __init__(self, number: int, text: str) -> None:
+        super().__init__(number, text)
+        self.number, self.text = number, text
+
+
+class _TooLong(Exception):
+    """The entry lines of a file hold more than ENTRY_LIMIT characters."""
+
+
+def load(path: Path, tree: Path | None = None, fix: str = _FILE_FIX) -> tuple[Depends, ...]:
+    """Parse one bindep file; a syntax error names the file and line.
+
+    The file is read as every data file is (:func:`airlock.files.read_text`:
+    a regular file, bounded in size, not a link out of ``tree``). The result
+    is one Depends per entry line, in order: what :func:`_active` takes.
+    """
+    text = files.read_text(path, fix=fix, within=tree)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise AirlockError(str(path), f"cannot read: {error}", "fix the file") from None
-    blanked = blank_comments(text)
-    try:
-        return _parse(blanked)
-    except DependsException as error:
-        line = error_line(blanked, getattr(error.__context__, "position", None))
-        if line is None:
-            detail = next((s for s in str(error).splitlines() if "Parse error" in s), "")
-            raise AirlockError(str(path), f"not a bindep file: {detail}".rstrip(": "),
-                               _SYNTAX) from None
-        bad = text.splitlines()[line - 1].strip()
-        raise AirlockError(f"{path}:{line}", f"not a bindep entry: {bad!r}", _SYNTAX) from None
+        return _parse(text)
+    except _BadLine as bad:
+        raise AirlockError(f"{path}:{bad.number}", f"not a bindep entry: {bad.text.strip()!r}",
+                           _SYNTAX) from None
+    except _TooLong:
+        raise AirlockError(str(path), f"its entries hold more than {ENTRY_LIMIT // 1024} KiB",
+                           "a bindep file lists a few dozen packages: keep only what the image "
+                           "needs") from None
+
+
+def _active(parsed: Iterable[Depends], profiles: list[str]) -> list:
+    """The rules of every entry active for ``profiles``, in file order.
+
+    ``Depends.active_rules`` judges each rule on its own, so the rules of
+    one Depends per line are the rules of the whole file.
+    """
+    return [rule for depends in parsed for rule in depends.active_rules(profiles)]
 
 
 _SYNTAX = "write 'package [profile ...]', e.g. 'qemu-utils [platform:dpkg runtime]'"
 
 
-def blank_comments(text: str) -> str:
-    """``text`` with every whole-line comment emptied: same lines, same entries.
-
-    bindep's parser reads comments a character at a time; our files are
-    mostly comments, and blanking them (never an entry) makes parsing several
-    times faster while keeping line numbers for error messages.
-    """
-    return "".join("\n" if line.lstrip().startswith("#") else line
-                   for line in text.splitlines(keepends=True))
-
-
 @functools.lru_cache(maxsize=64)
-def _parse(text: str) -> Depends:
-    """bindep's parse of ``text``, once per distinct text and process.
+def _parse(text: str) -> tuple[Depends, ...]:
+    """bindep's parse of each entry line of ``text``, once per distinct text and process.
 
-    Depends objects are not changed by active_rules, so sharing is safe.
+    A line is an entry unless it is blank or a comment, as bindep's grammar
+    says (``ws = ' '+``). Depends objects are not changed by active_rules,
+    so sharing is safe.
     """
+    entries = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        bare = line.lstrip(" ")
+        if bare and not bare.startswith("#"):
+            entries.append((number, line))
+    if sum(len(line) for _, line in entries) > ENTRY_LIMIT:
+        raise _TooLong()
     _compile_grammar_once()
-    return Depends(text)
+    parsed = []
+    for number, line in entries:
+        try:
+            parsed.append(Depends(line + "\n"))
+        except DependsException:
+            raise _BadLine(number, line) from None
+    return tuple(parsed)
 
 
 def _compile_grammar_once() -> None:
@@ -268,24 +306,3 @@ def _compile_grammar_once() -> None:
 
     make_grammar.airlock_once = True  # type: ignore[attr-defined]
     bindep_depends.makeGrammar = make_grammar
-
-
-def error_line(text: str, position: int | None) -> int | None:
-    """The 1-based line bindep's parser failed on, from its character position.
-
-    The parser reports the farthest point it reached. When that is the start
-    of a line (or the end of the text) whose first character could begin an
-    entry, the entry that failed is the previous non-blank line: it was read
-    to its end and then found unterminated (``foo [test``).
-    """
-    if position is None or not 0 <= position <= len(text):
-        return None
-    lines = text.splitlines()
-    line = text.count("\n", 0, position) + 1
-    column = position - (text.rfind("\n", 0, position) + 1)
-    here = lines[line - 1] if line <= len(lines) else ""
-    if column == 0 and (not here or here[0].isalnum() or here[0] in "/# \t"):
-        earlier = [n for n in range(line - 1, 0, -1) if lines[n - 1].strip()]
-        if earlier:
-            return earlier[0]
-    return line if line <= len(lines) else None

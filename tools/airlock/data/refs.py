@@ -21,6 +21,7 @@ from the lock gets the credential back from the URL of that run
 
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -166,9 +167,9 @@ def dump_lock(lock: dict[str, Any]) -> str:
 def load_lock(path: Path) -> dict[str, Any]:
     """Read a lock written by :func:`dump_lock`; AirlockError naming what is wrong."""
     fix = "write it again with: airlock refs resolve --release REL -o FILE"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise AirlockError(str(path), "no such lock file", fix)
-    data = yamlfile.load(path)
+    data = yamlfile.load(path, fix=fix)  # a regular file of bounded size: no FIFO, no device
     if not isinstance(data, dict):
         raise AirlockError(str(path), "not a refs lock (expected a mapping with release: "
                            "and components:)", fix)

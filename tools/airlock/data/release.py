@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from packaging.utils import canonicalize_name
 
+from airlock import files
 from airlock.data import platforms as platforms_mod
 from airlock.data import yamlfile
 from airlock.data.layout import Layout
@@ -176,6 +178,9 @@ def load_release(layout: Layout, name: str) -> Release:
 
 # Files a release folder must hold; constraint-overrides.txt is optional.
 RELEASE_FILES = ("release.yaml", "source-refs.yaml", "upper-constraints.txt")
+# What to do about a release file that is there but cannot be read as one
+# (a FIFO, a folder, a dangling link, far too large): one fix for every case.
+FILE_FIX = "replace it with the release's real file (see releases/README.md)"
 
 # Top-level keys of release.yaml and an example value for "add it" messages.
 _RELEASE_KEYS = {
@@ -213,14 +218,17 @@ def load_release_checked(layout: Layout, name: str) -> tuple[Release | None, lis
         return None, [no_such_release(layout, name)]
     path = layout.release_dir(name)
     errors: list[AirlockError] = []
-    for missing in [f for f in RELEASE_FILES if not (path / f).is_file()]:
+    # Only what is not there at all is "no such file": a FIFO or a folder in
+    # its place is reported by the read, as what it is.
+    for missing in [f for f in RELEASE_FILES if not os.path.lexists(path / f)]:
         errors.append(AirlockError(str(path / missing), "no such file",
                                    f"every release folder needs {', '.join(RELEASE_FILES)}"))
-    fields = _load_release_yaml(path / "release.yaml", name, errors)
-    pinned = _pinned_or_none(path / "upper-constraints.txt")
+    tree = layout.releases_dir
+    fields = _load_release_yaml(path / "release.yaml", name, errors, tree)
+    pinned = _pinned_or_none(path / "upper-constraints.txt", tree)
     services = fields["services"] if fields else ()
     components = _load_source_refs(path / "source-refs.yaml", services, pinned, errors,
-                                   check_services=fields is not None)
+                                   check_services=fields is not None, tree=tree)
     if fields is None:
         return None, errors
     return Release(path=path, components=components, **fields), errors
@@ -247,16 +255,18 @@ def canonical_name(name: str) -> str:
     return str(canonicalize_name(name))
 
 
-def pinned_packages(path: Path) -> set[str]:
+def pinned_packages(path: Path, tree: Path | None = None) -> set[str]:
     """Canonical names of the packages pinned in an upper-constraints file.
 
     Only the names: enough to tell a library component from a typo. The full
     parse, with its errors, is :mod:`airlock.data.constraints` (which sits above
     this module, so it cannot be used here); a malformed line is reported
-    there by ``release validate``.
+    there by ``release validate``. ``tree`` is the releases folder the file
+    must not lead out of.
     """
     names = set()
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    text = files.read_text(path, fix=FILE_FIX, within=tree)
+    for line in text.splitlines():
         if line.strip().startswith("#"):
             continue
         match = _PIN_NAME.match(line)
@@ -265,11 +275,11 @@ def pinned_packages(path: Path) -> set[str]:
     return names
 
 
-def _pinned_or_none(path: Path) -> set[str] | None:
+def _pinned_or_none(path: Path, tree: Path) -> set[str] | None:
     try:
-        return pinned_packages(path)
-    except OSError:
-        return None  # reported as a missing file
+        return pinned_packages(path, tree)
+    except AirlockError:
+        return None  # reported as missing, or by the constraints check that reads it again
 
 
 def _kind(value: Any) -> str:
@@ -364,13 +374,13 @@ def _names(path: Path, data: dict, key: str, allowed: list[str], errors: list[Ai
     return tuple(good)
 
 
-def _load_release_yaml(path: Path, folder: str, errors: list[AirlockError],
+def _load_release_yaml(path: Path, folder: str, errors: list[AirlockError], tree: Path,
                        ) -> dict[str, Any] | None:
     """The Release fields from release.yaml (invalid ones emptied), or None if unusable."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None  # reported with the other missing files
     try:
-        data = yamlfile.load(path)
+        data = yamlfile.load(path, within=tree, fix=FILE_FIX)
     except AirlockError as error:
         errors.append(error)
         return None
@@ -450,17 +460,45 @@ def _base_image(path: Path, data: dict, errors: list[AirlockError]) -> str | Non
     if not _VAR.search(value):
         errors.append(AirlockError(where, f"base_image '{value}' holds no ${{VAR}}", fix))
         return None
+    # What the data decides: the text around the variables and their
+    # defaults. A build pulls by the expanded text, so it must be nothing but
+    # a registry reference, qualified by its host (never a default registry).
+    written = _VAR.sub(lambda m: m.group(2) or "", value)
+    problem = _char_problem(written)
+    if problem is not None:
+        errors.append(AirlockError(where, f"base_image '{shown(value)}' {problem}",
+                                   f"write {_RELEASE_KEYS['base_image']}: an image reference, "
+                                   "nothing else"))
+        return None
+    if all(m.group(2) is not None for m in _VAR.finditer(value)) \
+            and not _IMAGE_REF.fullmatch(written):
+        errors.append(AirlockError(where, f"base_image default '{written}' is not a fully "
+                                   "qualified image reference",
+                                   "write host[:port]/path:tag or host[:port]/path@sha256:<hex>, "
+                                   "e.g. 127.0.0.1:5000/airlock/debian:bookworm"))
+        return None
     return value
 
 
+# A fully qualified image reference (the distribution reference grammar):
+# a registry host (with a '.' or a port, or localhost, or [IPv6]), a path,
+# then a tag, a digest or both.
+_HOST_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_IMAGE_REF = re.compile(
+    rf"(?:(?:{_HOST_PART}\.)+{_HOST_PART}(?::\d+)?|{_HOST_PART}:\d+|localhost|\[[0-9A-Fa-f:]+\]"
+    r"(?::\d+)?)"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?:@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})")
+
+
 def _load_source_refs(path: Path, services: tuple[str, ...], pinned: set[str] | None,
-                      errors: list[AirlockError], check_services: bool,
+                      errors: list[AirlockError], check_services: bool, tree: Path,
                       ) -> dict[str, ComponentRef]:
     """The components of source-refs.yaml, in file order; invalid entries left out."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}  # reported with the other missing files
     try:
-        data = yamlfile.load(path)
+        data = yamlfile.load(path, within=tree, fix=FILE_FIX)
     except AirlockError as error:
         errors.append(error)
         return {}
@@ -534,7 +572,107 @@ def _entry(path: Path, data: dict, key: str, errors: list[AirlockError],
                                    "write repo: <URL or path>, or drop it to use "
                                    "<git-base>/openstack/<project>"))
         ok = False
+    elif repo is not None:
+        problem = repo_problem(repo)
+        if problem is not None:
+            errors.append(AirlockError(_at(path, value, "repo", key),
+                                       f"repo of '{key}' {problem[0]}", problem[1]))
+            ok = False
     return (ref, repo) if ok and ref is not None else None
+
+
+# Transports git speaks itself; "<helper>::<address>" would run a remote
+# helper program (ext:: runs any command), which release data never needs.
+_GIT_SCHEMES = ("https", "http", "ssh", "git", "file", "git+ssh", "ssh+git")
+_REPO_FIX = ("write https://host/path, ssh://host/path, file:///path, host:path "
+             "or a local path")
+# Characters no ref or repository of ours needs and a shell would act on.
+_SHELL = set("$`;|&<>()\"'\\")
+
+
+def repo_problem(repo: str) -> tuple[str, str] | None:
+    """What is wrong with a ``repo:`` of source-refs.yaml as (what, fix); None if nothing.
+
+    Release data is reviewed in public, so a credential in it is refused
+    (git finds them in ~/.netrc at run time, or in a credentialed
+    --git-base); so is anything git could not use as a repository or would
+    take for an option or a helper program.
+    """
+    try:
+        url = urlsplit(repo) if "://" in repo else None
+        password = url.password if url else None
+        user = url.username if url else None
+        _ = url.port if url else None  # a port that is not a number raises here
+    except ValueError:  # a malformed port or IPv6 host
+        return "is not a URL or path git can use (malformed URL)", _REPO_FIX
+    if password is not None or (user is not None and url and url.scheme in ("http", "https")):
+        return ("holds credentials (the user:password@ or token@ part of the URL)",
+                "release data is reviewed in public: remove them and let git read them from "
+                "~/.netrc at run time, or pass a --git-base that carries them")
+    problem = _text_problem(repo)
+    if problem is None and "::" in repo.split("/", 1)[0]:
+        problem = "names a git remote helper (<helper>::)"
+    if problem is None and url is not None:
+        if url.scheme.lower() not in _GIT_SCHEMES:
+            problem = f"has the scheme '{url.scheme}', not one of {', '.join(_GIT_SCHEMES)}"
+        elif not url.path.strip("/") or (not url.netloc and url.scheme != "file"):
+            problem = "has no host or no path"
+    if problem is not None:
+        return f"is not a URL or path git can use ({problem})", _REPO_FIX
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    """A leading '-', whitespace, control or shell characters in a ref or repository."""
+    if text.startswith("-"):
+        return "starts with '-', which git takes for an option"
+    return _char_problem(text)
+
+
+def _char_problem(text: str) -> str | None:
+    """Whitespace, control or shell characters: what no name or reference of ours holds."""
+    for char in text:
+        if char.isspace() or not char.isprintable():
+            return "holds whitespace or a control character"
+        if char in _SHELL:
+            return f"holds '{char}', which is shell text"
+    return None
+
+
+def ref_problem(ref: str) -> str | None:
+    """Why git would refuse ``ref`` as a ref name (``git check-ref-format
+    --allow-onelevel``), or why airlock does (shell text; HEAD, which
+    ``refs resolve`` never finds among tags and branches); None if fine.
+
+    A full SHA passes: it breaks none of the rules.
+    """
+    problem = _text_problem(ref)
+    if problem is not None:
+        return problem
+    for text in ("~", "^", ":", "?", "*", "[", "..", "@{"):
+        if text in ref:
+            return f"holds '{text}'"
+    if ref == "@":
+        return "is '@'"
+    if ref == "HEAD":
+        # refs resolve asks for tags and branches only; git refuses both named HEAD.
+        return "is HEAD, which is neither a tag nor a branch"
+    if ref.startswith("/") or ref.endswith("/") or "//" in ref:
+        return "has an empty part between '/'"
+    if ref.endswith("."):
+        return "ends with '.'"
+    for part in ref.split("/"):
+        if part.startswith("."):
+            return "has a part starting with '.'"
+        if part.endswith(".lock"):
+            return "has a part ending with '.lock'"
+    return None
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` fit for a one-line message: control characters escaped, long text cut."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _ref(path: Path, data: dict, key: str, component: str, written_as: str,
@@ -558,5 +696,10 @@ def _ref(path: Path, data: dict, key: str, component: str, written_as: str,
         errors.append(AirlockError(where, f"ref '{value}' of '{component}' looks like an "
                                    "abbreviated SHA", "write the full 40-character SHA, "
                                    "a tag or a branch"))
+        return None
+    problem = ref_problem(value)
+    if problem is not None:
+        errors.append(AirlockError(where, f"ref '{shown(value)}' of '{component}' is not a "
+                                   f"ref name git accepts: it {problem}", _REF_FIX))
         return None
     return value

@@ -3,16 +3,23 @@
 The loaders stop at the first error because a build cannot go on; a review
 wants them all at once. This module checks each release folder
 (release.yaml, source-refs.yaml, both constraints files) and what ties the
-folders together: an image folder for every service, and patch folders that
-belong to a real component of a real release. Nothing here runs git or
-docker, so it is quick enough for every check pipeline.
+folders together: a usable image folder for every service and base image
+(its bindep.txt parsed), a distro the images' bindep files speak, and patch
+series that belong to a real component of a real release and that git can
+read. It is the gate a reviewer trusts: whatever a later command would
+refuse for a reason visible in the data, it refuses first. Nothing here
+runs docker or reaches the network (git only reads patch files), so it is
+quick enough for every check pipeline.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
-from airlock.data import constraints, yamlfile
+from airlock import files
+from airlock.data import constraints, packages, patches, yamlfile
 from airlock.data import release as release_mod
 from airlock.data.layout import Layout
 from airlock.data.release import Release
@@ -20,7 +27,7 @@ from airlock.errors import AirlockError
 
 # Files every images/<service>/ folder must hold (the Dockerfile joins later).
 IMAGE_FILES: tuple[str, ...] = ("Dockerfile", "bindep.txt")
-PATCH_SUFFIX = ".patch"
+PATCH_SUFFIX = patches.SUFFIX
 
 
 def release_names(layout: Layout) -> list[str]:
@@ -32,7 +39,7 @@ def validate(layout: Layout, names: list[str] | None = None) -> list[AirlockErro
     """Every error of the named releases (all when ``names`` is empty), in a stable order.
 
     Order: per release (sorted by name on a full run, as given otherwise)
-    its own files; then the image folders of their services; then patches/.
+    its own files; then the distros; then the image folders; then patches/.
     Checks that span all releases (a patch folder of a component no release
     builds, of a release that does not exist) run only on a full run: a run
     for one release reports what is wrong with that release.
@@ -60,6 +67,7 @@ def validate(layout: Layout, names: list[str] | None = None) -> list[AirlockErro
             errors += constraints.check_upper_constraints(release)
             errors += constraints.check_overrides(release)
             loaded[name] = release
+    errors += check_distros(list(loaded.values()))
     errors += check_images(layout.images_dir, list(loaded.values()))
     errors += check_patches(layout, selected, full=not names)
     return errors
@@ -72,31 +80,81 @@ def _component_names(layout: Layout, release: str) -> set[str] | None:
     ref is still that release's component, and its patches are not strays.
     """
     try:
-        data = yamlfile.load(layout.release_dir(release) / "source-refs.yaml")
+        data = yamlfile.load(layout.release_dir(release) / "source-refs.yaml",
+                             within=layout.releases_dir)
     except AirlockError:
         return None  # reported by the release loader
     return {str(key) for key in data} if isinstance(data, dict) else set()
 
 
 def check_images(images_dir: Path, releases: list[Release]) -> list[AirlockError]:
-    """Each service of the releases has images/<service>/ with IMAGE_FILES; each reported once."""
+    """The image folders the releases build are complete and usable; each reported once.
+
+    Every service of the releases, and the base images every service is
+    built on (python-base, venv-builder), needs images/<name>/ with
+    IMAGE_FILES: regular files inside images/, and a bindep.txt bindep can
+    parse (``packages`` and ``build`` read it). Nothing in a folder may be a
+    FIFO, a socket or a device: a build hashes every file of its context.
+    """
     errors: list[AirlockError] = []
     services: list[str] = []
     for release in releases:
         services += [s for s in release.services if s not in services]
     for service in services:
-        folder = images_dir / service
         users = [r.name for r in releases if service in r.services]
-        if not folder.is_dir():
-            noun = "release" if len(users) == 1 else "releases"
-            errors.append(AirlockError(str(folder), f"no image folder for service '{service}' "
-                                       f"of {noun} {', '.join(users)}",
-                                       f"create it with {', '.join(IMAGE_FILES)}"))
+        noun = "release" if len(users) == 1 else "releases"
+        errors += _check_image(images_dir, service,
+                               f"service '{service}' of {noun} {', '.join(users)}")
+    if releases:
+        for base in packages.BASE_IMAGES:
+            errors += _check_image(images_dir, base, f"base image '{base}'")
+    return errors
+
+
+def _check_image(images_dir: Path, name: str, what: str) -> list[AirlockError]:
+    """One images/<name>/ folder; ``what`` says who needs it."""
+    folder = images_dir / name
+    if not folder.is_dir():
+        return [AirlockError(str(folder), f"no image folder for {what}",
+                             f"create it with {', '.join(IMAGE_FILES)}")]
+    errors = []
+    for file in IMAGE_FILES:
+        path = folder / file
+        if not os.path.lexists(path):
+            errors.append(AirlockError(str(path), "no such file",
+                                       f"every image folder needs {', '.join(IMAGE_FILES)}"))
             continue
-        for name in IMAGE_FILES:
-            if not (folder / name).is_file():
-                errors.append(AirlockError(str(folder / name), "no such file",
-                                           f"every image folder needs {', '.join(IMAGE_FILES)}"))
+        try:
+            if file == "bindep.txt":
+                packages.load(path, images_dir)
+            else:
+                files.read_bytes(path, within=images_dir,
+                                 fix=f"replace it with the image's real {file}")
+        except AirlockError as error:
+            errors.append(error)
+    for top, dirs, names in os.walk(folder):
+        for entry in sorted(dirs + names):
+            path = Path(top, entry)
+            if path.parent == folder and entry in IMAGE_FILES:
+                continue  # read above, and reported as what it is
+            mode = path.lstat().st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                errors.append(AirlockError(str(path), "is not a regular file, a folder or a link",
+                                           "a build hashes and sends every file of the image "
+                                           "folder: remove it"))
+    return errors
+
+
+def check_distros(releases: list[Release]) -> list[AirlockError]:
+    """Each release's distro is one the images' bindep files speak (``packages`` refuses others)."""
+    errors = []
+    for release in releases:
+        if release.distro.name:  # an empty one is reported by the loader
+            try:
+                packages.platform_profiles(release.distro,
+                                           where=f"{release.release_yaml_path}:distro")
+            except AirlockError as error:
+                errors.append(error)
     return errors
 
 
@@ -115,7 +173,7 @@ def check_patches(layout: Layout, selected: list[str], full: bool = True,
     """
     root = layout.patches_dir
     if not root.is_dir():
-        return []
+        return patches.check_root(root)  # absent: nothing is patched, which is fine
     known = release_mod.release_names(layout)
     refs = {name: _component_names(layout, name) for name in known}
     complete = all(names is not None for names in refs.values())
@@ -124,6 +182,10 @@ def check_patches(layout: Layout, selected: list[str], full: bool = True,
     for comp_dir in _entries(root):
         if not comp_dir.is_dir():
             continue  # README and the like document the folder
+        if not comp_dir.resolve().is_relative_to(root.resolve()):
+            errors.append(AirlockError(str(comp_dir), f"leads outside {root} (a symbolic link?)",
+                                       "replace the link by the folder itself"))
+            continue
         if comp_dir.name not in components:
             if full and complete:
                 errors.append(AirlockError(str(comp_dir), f"no release builds a component "
@@ -152,8 +214,6 @@ def _check_patch_release(rel_dir: Path, component: str, refs: dict[str, set[str]
         return [AirlockError(str(rel_dir), f"'{component}' is not in "
                              f"releases/{name}/source-refs.yaml",
                              "add its ref there or remove the folder")]
-    return [AirlockError(str(entry), f"not a {PATCH_SUFFIX} file",
-                         f"only *{PATCH_SUFFIX} files may be in a patch folder; "
-                         "rename or remove it")
-            for entry in _entries(rel_dir)
-            if not (entry.is_file() and entry.suffix == PATCH_SUFFIX)]
+    # What sources prepare would refuse (unreadable, empty, binary, not a
+    # patch, touching .airlock/ or '..'), and files nothing applies.
+    return patches.check_series(rel_dir.parent.parent, component, name, strays=True)[1]

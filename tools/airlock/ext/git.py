@@ -374,3 +374,34 @@ def set_default_branch(git_dir: Path, branch: str) -> None:
     if rev_sha(git_dir, head) is None:
         _checked(git_dir, ["symbolic-ref", "HEAD", f"refs/heads/{branch}"],
                  f"cannot point HEAD at {branch}")
+
+
+# --- patches without a tree ---------------------------------------------------
+
+
+def patch_paths(patch: Path, *, timeout: float = 60) -> tuple[list[str], str | None]:
+    """The paths ``patch`` touches, as ``git apply -p1`` would, without a tree to apply to.
+
+    Returns (sorted paths, None), or ([], git's reason) when git cannot read
+    the patch. ``--numstat`` names one side of a rename or copy, the new
+    one; ``--reverse`` names the old one, so both runs together give every
+    path. git runs in an empty folder below no repository: a patch is read
+    the same wherever airlock is started.
+    """
+    from airlock.ext import exec as ext_exec  # the one exec helper (imported here: end of file)
+
+    found: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="airlock-patch-") as empty:
+        env = {**os.environ, **_ENV, "GIT_CEILING_DIRECTORIES": str(Path(empty).parent)}
+        for reverse in ([], ["--reverse"]):
+            proc = ext_exec.run(["git", "apply", "--numstat", "-z", *reverse,
+                                 str(Path(patch).resolve())],
+                                where=str(patch), timeout=timeout, env=env, cwd=empty,
+                                check=False, text=False)
+            if proc.returncode != 0:
+                return [], reason(proc.stderr.decode("utf-8", errors="replace"))
+            for record in proc.stdout.split(b"\0"):
+                fields = record.split(b"\t", 2)
+                if len(fields) == 3 and fields[2]:
+                    found.add(os.fsdecode(fields[2]))
+    return sorted(found), None

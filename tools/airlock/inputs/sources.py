@@ -37,6 +37,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from airlock.data import patches
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import git
@@ -58,7 +59,7 @@ def prepare(release: Release, component: str, lock: dict[str, Any], patches_dir:
     """
     entry = locked_entry(release, component, lock)
     check_dest(dest)
-    series = patch_series(patches_dir, component, release.name)
+    series = patches.series(patches_dir, component, release.name)
     given = given_urls(release, git_base)
     staging = _staging(dest)
     try:

@@ -8,6 +8,7 @@ tests share parses: the real image files are resolved once per class.
 from __future__ import annotations
 
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -214,33 +215,48 @@ class ErrorsTest(unittest.TestCase):
                          f"{self.images / 'keystone' / 'bindep.txt'}:4")
 
 
-class ErrorLineTest(unittest.TestCase):
-    """Where bindep's parser stops, mapped to the entry a person must fix."""
+class LoadTest(unittest.TestCase):
+    """One bindep file: parsed a line at a time, bounded, with the exact line of a mistake."""
 
-    def line(self, text: str, position: int) -> int | None:
-        return packages.error_line(text, position)
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.path = Path(tmp.name) / "bindep.txt"
 
-    def test_inside_a_line(self) -> None:
-        self.assertEqual(self.line("ok\nfoo bar\n", 8), 2)
+    def error(self, text: str) -> str:
+        self.path.write_text(text)
+        with self.assertRaises(AirlockError) as caught:
+            packages.load(self.path)
+        return str(caught.exception)
 
-    def test_unterminated_selector_reported_at_next_line(self) -> None:
-        text = "ok\nfoo [test\n\nbar\n"
-        self.assertEqual(self.line(text, text.index("bar")), 2)
+    def test_same_rules_as_bindep_on_the_whole_text(self) -> None:
+        self.path.write_text(UPSTREAM + "\n  # indented comment\nfoo [a (b c)] >=1.0 # trailing\n")
+        for profiles in (["platform:dpkg", "runtime"], ["platform:rpm", "test"], []):
+            with self.subTest(profiles):
+                whole = Depends(self.path.read_text()).active_rules(profiles)
+                self.assertEqual(packages._active(packages.load(self.path), profiles), whole)
 
-    def test_unterminated_at_end_of_text(self) -> None:
-        text = "ok\nfoo [test\n"
-        self.assertEqual(self.line(text, len(text)), 2)
+    def test_unterminated_selector_is_its_own_line(self) -> None:
+        self.assertEqual(self.error("ok\nfoo [test\n\nbar\n"),
+                         f"{self.path}:2: not a bindep entry: 'foo [test'; {packages._SYNTAX}")
 
     def test_bad_first_character(self) -> None:
-        text = "ok\n[x]\n"
-        self.assertEqual(self.line(text, 3), 2)
+        self.assertEqual(self.error("ok\n[x]\n"),
+                         f"{self.path}:2: not a bindep entry: '[x]'; {packages._SYNTAX}")
 
-    def test_no_position(self) -> None:
-        self.assertIsNone(self.line("ok\n", None))
+    def test_comments_and_blank_lines_cost_nothing(self) -> None:
+        # bindep's parser took seconds for a few KiB of blank lines.
+        self.path.write_text("\n" * 500_000 + "# x\n" * 100_000 + "foo [runtime]\n")
+        started = time.monotonic()
+        parsed = packages.load(self.path)
+        self.assertEqual([rule[0] for rule in packages._active(parsed, ["runtime"])], ["foo"])
+        self.assertLess(time.monotonic() - started, 5)
 
-    def test_comments_blanked_keep_line_numbers(self) -> None:
-        text = "# a\n  # b\nfoo [x]\n"
-        self.assertEqual(packages.blank_comments(text), "\n\nfoo [x]\n")
+    def test_entries_are_bounded(self) -> None:
+        line = "pkg [platform:dpkg runtime]\n"
+        self.assertEqual(self.error(line * (packages.ENTRY_LIMIT // (len(line) - 1) + 1)),
+                         f"{self.path}: its entries hold more than 16 KiB; a bindep file lists "
+                         "a few dozen packages: keep only what the image needs")
 
 
 class DefaultReleaseTest(unittest.TestCase):

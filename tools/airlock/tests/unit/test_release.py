@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import unittest
 
 from airlock.data.layout import Layout
@@ -10,7 +11,9 @@ from airlock.data.release import (
     Component,
     load_release,
     load_release_checked,
+    ref_problem,
     release_names,
+    repo_problem,
 )
 from airlock.errors import AirlockError
 from airlock.tests.unit.treefixture import REPO_ROOT, TreeTestCase
@@ -96,6 +99,43 @@ class LoadTest(TreeTestCase):
                 self.assertEqual(errors, [])
                 assert release is not None
                 self.assertEqual(release.components["nova"].ref, ref)
+
+    def test_refs_git_accepts_and_refuses(self) -> None:
+        # The real git decides: every name git check-ref-format refuses is
+        # refused here too, and every name it accepts is, unless shell text.
+        names = ["28.1.0", "stable/2025.2", "refs/tags/28.1.0", SHA, "a" * 40, "x-y_z+1",
+                 "-c", "a b", "a\tb", "a\x07b", "a..b", "a@{1}", "@", "a.lock", "a/b.lock",
+                 ".a", "a/.b", "a/", "/a", "a//b", "a.", "a~1", "a^", "a:b", "a?", "a*", "a[1",
+                 "a\\b", "a/./b", "a@b", "héllo", "$(id)", "a;b", "`id`", "a|b", "a>b", "HEAD"]
+        shell = set("$;`|&<>()\"'")
+        for name in names:
+            with self.subTest(name=name):
+                git = subprocess.run(["git", "check-ref-format", "--allow-onelevel", name],
+                                     capture_output=True).returncode == 0
+                ours = ref_problem(name) is None
+                if not git:
+                    self.assertFalse(ours)
+                else:
+                    refused = set(name) & shell or name.startswith("-") or name == "HEAD"
+                    self.assertEqual(ours, not refused)
+
+    def test_repositories_git_can_use(self) -> None:
+        for repo in ("https://git.example/openstack/nova", "ssh://git@git.example:29418/nova",
+                     "git@git.example:openstack/nova.git", "file:///srv/git/nova",
+                     "/srv/git/nova", "../mirror/nova", "git://git.example/nova",
+                     "http://[::1]:8080/nova"):
+            with self.subTest(repo):
+                self.assertIsNone(repo_problem(repo))
+
+    def test_base_images_a_site_may_write(self) -> None:
+        for value in ("${AIRLOCK_BASE_IMAGE}", "${REGISTRY:-127.0.0.1:5000}/airlock/debian:12",
+                      "${AIRLOCK_BASE_IMAGE:-localhost/debian@sha256:" + "0" * 64 + "}",
+                      "${AIRLOCK_BASE_IMAGE:-[::1]:5000/debian:bookworm}",
+                      "${AIRLOCK_BASE_IMAGE:-registry.example/a/b-c/d_e:1.0-x}"):
+            with self.subTest(value):
+                self.new_tree().replace(RY, "${AIRLOCK_BASE_IMAGE:-127.0.0.1:5000/airlock/"
+                                        "debian:bookworm}", value)
+                self.assertEqual(self.messages(), [])
 
     def test_long_form_with_repo(self) -> None:
         self.tree.append(SR, "  repo: /srv/git/oslo.messaging\n")

@@ -257,7 +257,7 @@ class PrepareTest(unittest.TestCase):
     def test_patch_that_links_airlock_out_of_the_tree_is_refused(self) -> None:
         bad = self.add_patch("0001-link.patch", self.up.link_own)
         self.assertEqual(str(self.failure()),
-                         f"{bad}: the patch puts a symbolic link at .airlock, the name airlock "
+                         f"{bad}: the patch touches '.airlock': .airlock is the name airlock "
                          "keeps for its own record; drop that part of the patch")
         self.host_untouched()
 
@@ -265,8 +265,8 @@ class PrepareTest(unittest.TestCase):
         self.add_patch("0001-patch-once.patch", self.up.p1)
         bad = self.add_patch("0002-link-record.patch", self.up.link_record)
         self.assertEqual(str(self.failure()),
-                         f"{bad}: the patch puts a folder at .airlock, the name airlock keeps "
-                         "for its own record; drop that part of the patch")
+                         f"{bad}: the patch touches '.airlock/source.json': .airlock is the "
+                         "name airlock keeps for its own record; drop that part of the patch")
         self.host_untouched()
 
     def test_links_in_the_tree_are_kept_as_links_and_never_followed(self) -> None:

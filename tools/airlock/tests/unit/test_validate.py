@@ -120,6 +120,24 @@ class ValidateTest(TreeTestCase):
         self.tree.write("patches/README.md", "# Patches\n")
         self.assertEqual(self.messages(), [])
 
+    def test_absent_patches_folder_is_fine(self) -> None:
+        self.tree.remove("patches")
+        self.assertEqual(self.messages(), [])
+
+    def test_every_bad_patch_of_a_series_in_name_order(self) -> None:
+        self.tree.write("patches/nova/2025.2/0003-empty.patch", "")
+        self.tree.write("patches/nova/2025.2/0002-prose.patch", "Fix it.\n")
+        self.tree.write("patches/nova/2025.2/0004-notes.txt", "")
+        self.tree.write("patches/nova/2025.2/0005-fine.patch", self.tree.read(
+            "patches/nova/2025.2/0001-fix-something.patch"))
+        self.assertEqual(self.messages(), [
+            "{R}/patches/nova/2025.2/0002-prose.patch: not a valid patch: No valid patches in "
+            "input; regenerate it with git format-patch",
+            "{R}/patches/nova/2025.2/0003-empty.patch: is empty; write the change into it "
+            "(git format-patch), or remove it",
+            "{R}/patches/nova/2025.2/0004-notes.txt: not a .patch file; only *.patch files may "
+            "be in a patch folder; rename or remove it"])
+
     def test_every_required_image_file(self) -> None:
         for name in validate.IMAGE_FILES:
             with self.subTest(name):

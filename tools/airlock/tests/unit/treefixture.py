@@ -65,7 +65,18 @@ OVERRIDES = """\
 
 CODENAMES = {"2025.1": "epoxy", "2025.2": "flamingo"}
 SERVICES = ("keystone", "nova")
+BASE_IMAGES = ("python-base", "venv-builder")  # every service image is built on them
 PATCH = "patches/nova/2025.2/0001-fix-something.patch"
+# A patch git can read (validate checks that much; whether it applies is
+# known only against the exported tree).
+PATCH_TEXT = """\
+diff --git a/nova/x.py b/nova/x.py
+--- a/nova/x.py
++++ b/nova/x.py
+@@ -1 +1 @@
+-a = 1
++a = 2
+"""
 
 
 class Tree:
@@ -117,10 +128,10 @@ def make_tree(root: Path) -> Tree:
         tree.write(f"{base}/upper-constraints.txt", UPPER_CONSTRAINTS)
         tree.write(f"{base}/constraint-overrides.txt", OVERRIDES)
     tree.write("releases/README.md", "# Release data\n")
-    for service in SERVICES:
-        tree.write(f"images/{service}/bindep.txt", "libffi-dev [build]\n")
-        tree.write(f"images/{service}/Dockerfile", "FROM scratch\n")
-    tree.write(PATCH, "--- a/x\n+++ b/x\n")
+    for image in (*SERVICES, *BASE_IMAGES):
+        tree.write(f"images/{image}/bindep.txt", "libffi-dev [build]\n")
+        tree.write(f"images/{image}/Dockerfile", "FROM scratch\n")
+    tree.write(PATCH, PATCH_TEXT)
     return tree
 
 
