@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from airlock.data import yamlfile
-from airlock.data.release import ComponentRef, Release
+from airlock.data.release import ComponentRef, Release, ref_problem, repo_problem, shown
 from airlock.errors import AirlockError, ErrorList, ToolError
 from airlock.ext import git
 from airlock.urls import strip_userinfo
@@ -197,5 +197,15 @@ def _entry(path: Path, parent: Any, name: Any, entry: Any, fix: str) -> dict[str
                            f"component {name}: sha is not a 40-character hex SHA", fix)
     # A lock written by hand (or by an older airlock) may hold a credential:
     # it is not carried on into records; the run's URLs give it back.
-    return {**{field: entry[field] for field in ENTRY_FIELDS},
-            "repo": strip_userinfo(entry["repo"])}
+    repo = strip_userinfo(entry["repo"])
+    # A lock is input too: what validate refuses in source-refs.yaml (an
+    # option, a remote helper, shell text) is refused here before git sees it.
+    repo_wrong = repo_problem(repo)
+    if repo_wrong is not None:
+        raise AirlockError(yamlfile.where(path, entry, "repo"),
+                           f"component {name}: repo {shown(repo)} {repo_wrong[0]}", fix)
+    ref_wrong = ref_problem(entry["ref"])
+    if ref_wrong is not None:
+        raise AirlockError(yamlfile.where(path, entry, "ref"),
+                           f"component {name}: ref {shown(entry['ref'])} {ref_wrong}", fix)
+    return {**{field: entry[field] for field in ENTRY_FIELDS}, "repo": repo}

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlock import files
-from airlock.data import constraints, refs
+from airlock.data import constraints, patches, refs
 from airlock.data import platforms as platforms_mod
 from airlock.data.layout import Layout
 from airlock.data.release import Release
@@ -237,7 +237,7 @@ def _source(opts: BuildOptions, lock: dict, component: str, work: Path,
     anywhere on the host) and is replaced, the folder it points to left alone.
     """
     dest = work / "src" / component
-    series = sources.patch_series(opts.layout.patches_dir, component, opts.release.name)
+    series = patches.series(opts.layout.patches_dir, component, opts.release.name)
     if sources.is_current(dest, lock["components"][component], series):
         return dest
     _remove(dest)

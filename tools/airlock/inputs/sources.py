@@ -164,19 +164,6 @@ def _patch_bytes(patch: Path) -> bytes:
     return read_bytes(patch, limit=PATCH_LIMIT, fix="replace it by a patch file")
 
 
-def patch_series(patches_dir: Path, component: str, release: str) -> list[Path]:
-    """The ``*.patch`` files of a component for a release, in lexical order of name.
-
-    Lexical order is why patch files are numbered ``NNNN-``: the order is
-    visible in a directory listing and needs no separate series file.
-    """
-    folder = patches_dir / component / release
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.iterdir() if p.suffix == ".patch" and p.is_file()),
-                  key=lambda p: p.name)
-
-
 def _build(tree: Path, git_dir: Path, release: str, component: str, entry: dict[str, str],
            series: list[Path], given: Iterable[str] = ()) -> dict[str, Any]:
     """Fill ``tree``: export, version, patches, record, reproducible metadata."""

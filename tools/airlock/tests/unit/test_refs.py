@@ -222,6 +222,23 @@ class LockFileTest(unittest.TestCase):
                          "https://git.example/openstack/nova")
         self.assertNotIn("tok", refs.dump_lock(loaded))
 
+    def test_a_hostile_repo_or_ref_in_a_lock_never_reaches_git(self) -> None:
+        for field, value, expected in (
+                ("repo", "--upload-pack=touch /tmp/x", "component nova: repo "
+                 "--upload-pack=touch /tmp/x is not a URL or path git can use (starts with "
+                 "'-', which git takes for an option)"),
+                ("repo", "ext::sh -c touch% /tmp/x", "component nova: repo ext::sh -c touch% "
+                 "/tmp/x is not a URL or path git can use (holds whitespace or a control "
+                 "character)"),
+                ("ref", "$(reboot)", "component nova: ref $(reboot) holds '$', which is shell "
+                 "text")):
+            with self.subTest(field=field, value=value):
+                lock = {"release": "2025.2", "components": {"nova": {
+                    **self.LOCK["components"]["nova"], field: value}}}
+                with self.assertRaises(AirlockError) as caught:
+                    refs.load_lock(self.write(refs.dump_lock(lock)))
+                self.assertIn(expected, str(caught.exception))
+
     def test_missing_file(self) -> None:
         with self.assertRaises(AirlockError) as caught:
             refs.load_lock(self.path)
