@@ -19,7 +19,7 @@ mirror at a snapshot URL (a new input) or pass ``force``.
 Reproducible: ``SOURCE_DATE_EPOCH`` is the ``Date:`` of the mirror's Release
 file (the same mirror state gives the same epoch on any machine), mmdebstrap
 clamps every time stamp to it and drops the host's resolv.conf and hostname,
-and the image build uses docker.py's reproducible settings. The epoch is
+and the image build uses buildx.py's reproducible settings. The epoch is
 recorded as the annotation :data:`EPOCH_KEY`: images built on this base
 should use an epoch no earlier, or rewrite-timestamp rewrites (and
 re-uploads) the base layers. The root
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 from airlock import files
 from airlock.data import platforms as platforms_mod
 from airlock.errors import AirlockError, ToolError
-from airlock.ext import docker, registry
+from airlock.ext import buildx, registry
 from airlock.inputs import aptmirror
 
 if TYPE_CHECKING:  # the model only; importing it here would tie us to its loader
@@ -254,7 +254,7 @@ def _create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = F
         if have:
             progress(f"{spec.ref}: holds {have} with other inputs ({have_inputs}); rebuilding")
 
-    docker.check(spec.platforms)
+    buildx.check(spec.platforms)
     check_prerequisites(spec.platforms)
     cache = work_dir / "base" / f"{spec.codename}-{wanted.split(':')[1][:16]}"
     rootfs_dir = cache / "rootfs"  # the build context: the tarballs only
@@ -293,7 +293,7 @@ def _create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = F
             progress(f"{platform}: reproducible ({first})")
 
     start = time.monotonic()
-    result = docker.build(docker.BuildSpec(
+    result = buildx.build(buildx.BuildSpec(
         dockerfile=dockerfile, context=rootfs_dir, output=cache / "image.oci.tar",
         platforms=tuple(spec.platforms), source_date_epoch=epoch, network="none",
         annotations={INPUT_DIGEST_KEY: wanted, EPOCH_KEY: str(epoch), INPUTS_KEY: json.dumps(
