@@ -17,6 +17,7 @@ with its digests intact.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -26,8 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import exec as ext_exec
 
 SETUP_FIX = "run tools/setup-host build-host (as root) to install and start the engine"
+# Seconds: a build of a service for several platforms, some under QEMU, may
+# take an hour; a question to the engine (docker info, buildx inspect) a
+# moment, unless the engine hangs.
+BUILD_TIMEOUT = 3 * 3600
+QUERY_TIMEOUT = 60
 
 # Build context names as BuildKit accepts them (also used in FROM/--from=).
 _CONTEXT_NAME = re.compile(r"^[a-z0-9][a-z0-9._/:-]*$")
@@ -193,11 +200,12 @@ def archive_digest(archive: Path) -> str:
     return manifests[0]["digest"]
 
 
-def build(spec: BuildSpec, timeout: float | None = None) -> BuildResult:
+def build(spec: BuildSpec, timeout: float = BUILD_TIMEOUT) -> BuildResult:
     """Run the build; return the archive, its digest and the log path.
 
     The whole buildx output goes to the log (one file per build, kept for
     the build record); a failure raises ToolError naming the failing step.
+    A build that outlives ``timeout`` seconds is stopped and is a ToolError.
     """
     log = spec.log or spec.output.with_name(spec.output.name + ".log")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -207,22 +215,18 @@ def build(spec: BuildSpec, timeout: float | None = None) -> BuildResult:
     tmp = spec.output.with_name(f".{spec.output.name}.tmp-{os.getpid()}")
     argv, env = build_command(dataclasses.replace(spec, output=tmp))
     where = f"docker buildx build {spec.dockerfile}"
-    with open(log, "w") as out:
-        out.write("$ " + " ".join(argv) + "\n")
-        out.flush()
-        try:
-            proc = subprocess.run(argv, env={**os.environ, **env}, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=timeout)
-        except FileNotFoundError as error:
-            raise ToolError(where, "the docker client is not installed", SETUP_FIX) from error
-        except subprocess.TimeoutExpired as error:
+    done = False
+    try:
+        proc = ext_exec.run(argv, where=where, timeout=timeout, env=ext_exec.environ(**env),
+                            log=log, check=False)
+        if proc.returncode != 0:
+            raise ToolError(where, failure_line(log.read_text(errors="replace")),
+                            f"log: {log}")
+        tmp.replace(spec.output)
+        done = True
+    finally:
+        if not done:
             tmp.unlink(missing_ok=True)
-            raise ToolError(where, f"did not finish within {timeout} s",
-                            f"see {log}") from error
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise ToolError(where, failure_line(log.read_text(errors="replace")), f"log: {log}")
-    tmp.replace(spec.output)
     return BuildResult(archive=spec.output, digest=archive_digest(spec.output), log=log)
 
 
@@ -236,20 +240,50 @@ class EngineInfo:
     platforms: tuple[str, ...]
 
 
-def _run(argv: list[str], where: str, *, timeout: float | None = 60,
+def _run(argv: list[str], where: str, *, timeout: float = QUERY_TIMEOUT,
          fix: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a short docker command; a failure is a ToolError with its last stderr line."""
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError as error:
-        raise ToolError(where, "the docker client is not installed", SETUP_FIX) from error
-    except subprocess.TimeoutExpired as error:
-        raise ToolError(where, f"no answer within {timeout} s", fix) from error
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise ToolError(where, lines[-1].strip() if lines else f"exit code {proc.returncode}",
-                        fix)
-    return proc
+    return ext_exec.run(argv, where=where, timeout=timeout, fix=fix)
+
+
+@dataclass(frozen=True)
+class Builder:
+    """What ``docker buildx inspect`` says about the current builder."""
+
+    driver: str
+    buildkit: tuple[str, ...]  # the BuildKit version of each node, as reported
+    platforms: tuple[str, ...]
+
+
+def parse_inspect(text: str) -> Builder:
+    """The driver, BuildKit versions and platforms in ``docker buildx inspect`` output.
+
+    buildx 0.10+ says ``BuildKit version: v0.12.5`` per node, older ones
+    ``Buildkit: v0.10.6``. A builder of several nodes offers every
+    platform of each.
+    """
+    driver = ""
+    buildkit: list[str] = []
+    platforms: list[str] = []
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "driver" and not driver:
+            driver = value
+        elif key in ("buildkit version", "buildkit"):
+            buildkit.append(value)
+        elif key == "platforms":
+            platforms += [p.strip() for p in value.split(",") if p.strip()]
+    return Builder(driver=driver, buildkit=tuple(buildkit),
+                   platforms=tuple(dict.fromkeys(platforms)))
+
+
+def parse_buildx_version(text: str) -> str:
+    """buildx's version in ``docker buildx version`` (``github.com/docker/buildx 0.13.1 ..``)."""
+    words = text.split()
+    return words[1] if len(words) > 1 else "?"
 
 
 def info() -> EngineInfo:
@@ -261,16 +295,42 @@ def info() -> EngineInfo:
         raise ToolError("docker info", str(errors[-1]), SETUP_FIX)
     status = data.get("DriverStatus") or []
     snapshotter = any("io.containerd.snapshotter" in str(v) for pair in status for v in pair)
-    buildx = _run(["docker", "buildx", "version"], "docker buildx version",
-                  fix=SETUP_FIX).stdout.split()
+    version = _run(["docker", "buildx", "version"], "docker buildx version", fix=SETUP_FIX)
     inspect = _run(["docker", "buildx", "inspect"], "docker buildx inspect", fix=SETUP_FIX)
-    platforms: tuple[str, ...] = ()
-    for line in inspect.stdout.splitlines():
-        if line.startswith("Platforms:"):
-            platforms = tuple(p.strip() for p in line.split(":", 1)[1].split(",") if p.strip())
     return EngineInfo(server_version=data["ServerVersion"],
-                      buildx_version=buildx[1] if len(buildx) > 1 else "?",
-                      containerd_snapshotter=snapshotter, platforms=platforms)
+                      buildx_version=parse_buildx_version(version.stdout),
+                      containerd_snapshotter=snapshotter,
+                      platforms=parse_inspect(inspect.stdout).platforms)
+
+
+def _known(version: str) -> bool:
+    """Whether a reported BuildKit version names a release (distribution builds say unknown)."""
+    return bool(version) and "unknown" not in version and not version.startswith("v0.0.0")
+
+
+@functools.cache
+def engine_identity() -> dict[str, str]:
+    """What of the engine decides an image's bytes: ``{"buildx": .., "buildkit": ..}``.
+
+    For input digests: an upgrade of buildx or of BuildKit may change the
+    bytes a build makes, so it must change the digest, or an "immutable" tag
+    would silently point at other bytes. ``buildkit`` is the BuildKit of the
+    current builder as ``docker buildx inspect`` reports it (the versions of
+    its nodes, sorted, joined by ","). With the ``docker`` driver BuildKit is
+    compiled into dockerd, and distribution builds of dockerd report
+    ``v0.0.0+unknown``: then ``dockerd <server version>`` names it. Asked
+    once per process (a build computes many digests).
+    """
+    version = _run(["docker", "buildx", "version"], "docker buildx version", fix=SETUP_FIX)
+    inspect = _run(["docker", "buildx", "inspect"], "docker buildx inspect", fix=SETUP_FIX)
+    builder = parse_inspect(inspect.stdout)
+    kits = sorted(set(builder.buildkit))
+    if builder.driver == "docker" and not any(_known(k) for k in kits):
+        server = _run(["docker", "version", "--format", "{{.Server.Version}}"],
+                      "docker version", fix=SETUP_FIX).stdout.strip()
+        kits = [f"dockerd {server}"]
+    return {"buildx": parse_buildx_version(version.stdout),
+            "buildkit": ",".join(kits) or "unknown"}
 
 
 def check(platforms: tuple[str, ...] = ()) -> EngineInfo:

@@ -10,13 +10,21 @@ command line and is pure, so that the unit tests pin down every flag.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlock.errors import AirlockError, ToolError
-from airlock.ext.buildx import ARG_NAME, NETWORKS, SETUP_FIX
+from airlock.ext import exec as ext_exec
+from airlock.ext import registry
+from airlock.ext.buildx import ARG_NAME, NETWORKS, QUERY_TIMEOUT, SETUP_FIX
+
+# Seconds: a job (sdists into wheels under QEMU, an apt closure) may take an
+# hour; a smoke test a few minutes; a pull of a large image over a slow
+# link half an hour.
+JOB_TIMEOUT = 3600
+SMOKE_TIMEOUT = 300
+PULL_TIMEOUT = 1800
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ def _where(spec: RunSpec) -> str:
     return f"docker run {spec.image}" + (f" ({spec.platform})" if spec.platform else "")
 
 
-def run_logged(spec: RunSpec, timeout: float | None = 3600) -> None:
+def run_logged(spec: RunSpec, timeout: float = JOB_TIMEOUT) -> None:
     """Run the container, its whole output in ``spec.log``; a failure is a ToolError.
 
     The error names the last lines the command printed (callers that can
@@ -95,20 +103,8 @@ def run_logged(spec: RunSpec, timeout: float | None = 3600) -> None:
     if spec.log is None:
         raise AirlockError(_where(spec), "run_logged needs a log file", "set RunSpec.log")
     argv = run_spec_command(spec)
-    spec.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(spec.log, "w") as out:
-        out.write("$ " + " ".join(argv) + "\n")
-        out.flush()
-        try:
-            proc = subprocess.run(argv, env={**os.environ, **spec.env}, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  timeout=timeout)
-        except FileNotFoundError as error:
-            raise ToolError(_where(spec), "the docker client is not installed",
-                            SETUP_FIX) from error
-        except subprocess.TimeoutExpired as error:
-            raise ToolError(_where(spec), f"did not finish within {timeout} s",
-                            f"see {spec.log}") from error
+    proc = ext_exec.run(argv, where=_where(spec), timeout=timeout,
+                        env=ext_exec.environ(**spec.env), log=spec.log, check=False)
     if proc.returncode != 0:
         lines = [line.strip() for line in spec.log.read_text(errors="replace").splitlines()
                  if line.strip()][1:]
@@ -119,7 +115,7 @@ def run_logged(spec: RunSpec, timeout: float | None = 3600) -> None:
 
 def run(image: str, command: list[str], *, platform: str | None = None,
         user: str | None = None, network: str = "none", entrypoint: str | None = None,
-        env: dict[str, str] | None = None, timeout: float | None = 300) -> str:
+        env: dict[str, str] | None = None, timeout: float = SMOKE_TIMEOUT) -> str:
     """Run ``command`` in a throw-away container and return its standard output.
 
     For smoke tests of built images (``keystone-manage --version`` on each
@@ -128,13 +124,8 @@ def run(image: str, command: list[str], *, platform: str | None = None,
     spec = RunSpec(image=image, command=tuple(command), platform=platform, user=user,
                    network=network, entrypoint=entrypoint, env=dict(env or {}))
     argv = run_spec_command(spec)
-    try:
-        proc = subprocess.run(argv, env={**os.environ, **spec.env}, capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=timeout)
-    except FileNotFoundError as error:
-        raise ToolError(_where(spec), "the docker client is not installed", SETUP_FIX) from error
-    except subprocess.TimeoutExpired as error:
-        raise ToolError(_where(spec), f"did not finish within {timeout} s") from error
+    proc = ext_exec.run(argv, where=_where(spec), timeout=timeout,
+                        env=ext_exec.environ(**spec.env), check=False)
     if proc.returncode != 0:
         lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
         raise ToolError(_where(spec), f"exit code {proc.returncode}: "
@@ -146,33 +137,60 @@ def image_digest(ref: str, pull: bool = True) -> str | None:
     """The digest that names ``ref`` in the engine's store (an index for a multi-platform image).
 
     A reference by digest is its own answer. Otherwise the store is asked,
-    after a ``docker pull`` when ``pull`` and it is not there; None when the
-    image cannot be found. With the containerd image store an image's ID is
-    the digest of its index, the same digest the registry serves. An
-    unreachable engine is a ToolError, not "no such image".
+    after a ``docker pull`` when ``pull`` and it is not there. With the
+    containerd image store an image's ID is the digest of its index, the
+    same digest the registry serves.
+
+    None only when the image really is nowhere: not in the store and, for
+    a reference with a registry host, absent from that registry (asked by
+    :mod:`airlock.ext.registry`, whose answer is the registry's error code,
+    not the engine's wording). A pull that fails for another reason (the
+    registry refuses the engine's credentials or its certificate, or is
+    down) is a ToolError with the engine's reason, never "no such image".
+    A reference without a registry host is never pulled: that would reach
+    Docker Hub, which an air-gapped build must not.
     """
     if "@sha256:" in ref:
         return ref.rsplit("@", 1)[1]
     argv = ["docker", "image", "inspect", "--format", "{{.Id}}", ref]
     where = f"docker image inspect {ref}"
     proc = _inspect(argv, where)
-    if proc.returncode != 0 and pull:
-        subprocess.run(["docker", "pull", "-q", ref], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL)
+    if proc.returncode != 0 and pull and _qualified(ref):
+        _pull(ref)
         proc = _inspect(argv, where)
     if proc.returncode != 0:
         return None
     return proc.stdout.strip() or None
 
 
+def _qualified(ref: str) -> bool:
+    try:
+        registry.split_ref(ref)
+    except AirlockError:
+        return False
+    return True
+
+
+def _pull(ref: str) -> None:
+    """``docker pull ref``; a failure is a ToolError unless the registry lacks ``ref``."""
+    where = f"docker pull {ref}"
+    proc = ext_exec.run(["docker", "pull", "-q", ref], where=where, timeout=PULL_TIMEOUT,
+                        check=False)
+    if proc.returncode == 0:
+        return
+    # Raises the registry's own ToolError (credentials, unreachable, TLS).
+    if registry.digest(ref) is None:
+        return
+    said = ext_exec.last_line(proc.stderr, f"exit code {proc.returncode}")
+    raise ToolError(where, said, "the registry has the image but the engine cannot pull it: "
+                    "check the engine's access to the registry (docker login, "
+                    "insecure-registries in /etc/docker/daemon.json)")
+
+
 def _inspect(argv: list[str], where: str) -> subprocess.CompletedProcess[str]:
     """``docker image inspect``: "no such image" is an answer, anything else a ToolError."""
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError as error:
-        raise ToolError(where, "the docker client is not installed", SETUP_FIX) from error
+    proc = ext_exec.run(argv, where=where, timeout=QUERY_TIMEOUT, check=False)
     if proc.returncode != 0 and "no such image" not in proc.stderr.lower():
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise ToolError(where, lines[-1].strip() if lines else f"exit code {proc.returncode}",
+        raise ToolError(where, ext_exec.last_line(proc.stderr, f"exit code {proc.returncode}"),
                         SETUP_FIX)
     return proc

@@ -1,21 +1,28 @@
-"""How a BuildSpec becomes the ``docker buildx build`` command line.
+"""How a BuildSpec becomes the ``docker buildx build`` command line, and how docker is run.
 
 The flags are the contract with the build host notes: offline (network
 none), reproducible (provenance off, SOURCE_DATE_EPOCH, OCI output with
 rewrite-timestamp), named contexts, and no secret value on the command line.
+Every docker call goes through airlock.ext.exec (timeout, missing program,
+redacted log): the tests of that use a stand-in ``docker`` on PATH
+(:mod:`fakeprogram`), because a real engine cannot be made to hang, fail or
+report a distribution build's BuildKit version on demand.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import buildx, containers
+from airlock.tests.unit import fakeprogram
 
 
 def spec(**changes) -> buildx.BuildSpec:
@@ -202,6 +209,144 @@ class TestArchiveDigest(unittest.TestCase):
         path = self._archive({"manifests": []})
         with self.assertRaises(ToolError):
             buildx.archive_digest(path)
+
+
+# ``docker buildx inspect`` of Debian's docker.io 26 (the docker driver).
+INSPECT_DEBIAN = """Name:          default
+Driver:        docker
+Last Activity: 2026-12-01 01:32:04 +0000 UTC
+
+Nodes:
+Name:             default
+Endpoint:         default
+Status:           running
+BuildKit version: v0.0.0+unknown
+Platforms:        linux/amd64, linux/amd64/v2, linux/arm64
+Labels:
+ org.mobyproject.buildkit.worker.executor:             containerd
+GC Policy rule#0:
+ All:           false
+"""
+# An older buildx, a docker-container builder of two nodes.
+INSPECT_TWO_NODES = """Name:   multi
+Driver: docker-container
+
+Nodes:
+Name:      multi0
+Endpoint:  unix:///var/run/docker.sock
+Driver Options: image="moby/buildkit:v0.10.6"
+Status:    running
+Buildkit:  v0.10.6
+Platforms: linux/amd64, linux/386
+
+Name:      multi1
+Endpoint:  ssh://arm.example
+Status:    running
+Buildkit:  v0.10.6
+Platforms: linux/arm64, linux/386
+"""
+
+
+def fake_docker(test: unittest.TestCase, inspect: str) -> Path:
+    """A stand-in docker answering version questions; returns its call log."""
+    text = inspect.replace("'", "'\\''")
+    return fakeprogram.install(test, "docker", f"""echo "$*" >> "$FAKE_CALLS"
+case "$*" in
+  "buildx version") echo "github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3" ;;
+  "buildx inspect") printf '%s' '{text}' ;;
+  "version --format {{{{.Server.Version}}}}") echo "26.1.5+dfsg1" ;;
+  *) echo "unexpected: $*" >&2; exit 9 ;;
+esac
+""")
+
+
+class TestEngineIdentity(unittest.TestCase):
+
+    def setUp(self):
+        buildx.engine_identity.cache_clear()
+        self.addCleanup(buildx.engine_identity.cache_clear)
+
+    def test_parse_inspect_of_the_docker_driver(self):
+        builder = buildx.parse_inspect(INSPECT_DEBIAN)
+        self.assertEqual(builder.driver, "docker")
+        self.assertEqual(builder.buildkit, ("v0.0.0+unknown",))
+        self.assertEqual(builder.platforms, ("linux/amd64", "linux/amd64/v2", "linux/arm64"))
+
+    def test_parse_inspect_of_two_nodes_in_the_older_format(self):
+        builder = buildx.parse_inspect(INSPECT_TWO_NODES)
+        self.assertEqual(builder.driver, "docker-container")
+        self.assertEqual(builder.buildkit, ("v0.10.6", "v0.10.6"))
+        self.assertEqual(builder.platforms, ("linux/amd64", "linux/386", "linux/arm64"))
+
+    def test_a_distribution_build_is_named_by_its_dockerd_and_asked_once(self):
+        calls = fake_docker(self, INSPECT_DEBIAN)
+        first = buildx.engine_identity()
+        self.assertEqual(first, {"buildx": "0.13.1+ds1", "buildkit": "dockerd 26.1.5+dfsg1"})
+        self.assertEqual(buildx.engine_identity(), first)
+        self.assertEqual(fakeprogram.calls(calls), [
+            "buildx version", "buildx inspect", "version --format {{.Server.Version}}"])
+
+    def test_a_real_buildkit_version_is_used_as_reported(self):
+        fake_docker(self, INSPECT_TWO_NODES)
+        self.assertEqual(buildx.engine_identity(),
+                         {"buildx": "0.13.1+ds1", "buildkit": "v0.10.6"})
+
+
+class TestDockerThroughExec(unittest.TestCase):
+    """docker runs through airlock.ext.exec: a missing client, a hang, a failure."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+
+    def test_missing_client_names_its_package(self):
+        empty = self.root / "bin"
+        empty.mkdir()
+        with mock.patch.dict(os.environ, {"PATH": str(empty)}), \
+                self.assertRaises(ToolError) as caught:
+            buildx.info()
+        self.assertEqual(str(caught.exception), "docker info: docker is not installed; install "
+                         "the Debian package docker-cli (as root: tools/setup-host build-host)")
+
+    def test_a_build_that_hangs_is_stopped_and_leaves_no_archive(self):
+        fakeprogram.install(self, "docker", "exec sleep 30\n")
+        out = self.root / "out"
+        with self.assertRaises(ToolError) as caught:
+            buildx.build(spec(output=out / "x.oci.tar", context=self.root), timeout=0.5)
+        self.assertIn("did not finish within 0.5 s", str(caught.exception))
+        self.assertEqual(sorted(p.name for p in out.iterdir()), ["x.oci.tar.log"])
+
+    def test_a_failed_build_is_its_failing_step_and_the_log_hides_credentials(self):
+        fakeprogram.install(self, "docker", "echo '#5 ERROR: process did not complete'\n"
+                            "echo 'ERROR: failed to solve: exit code: 1'\nexit 1\n")
+        out = self.root / "out"
+        with self.assertRaises(ToolError) as caught:
+            buildx.build(spec(output=out / "x.oci.tar", context=self.root,
+                              build_args={"INDEX": "https://user:s3cr3t@idx.example/simple"}))
+        log = out / "x.oci.tar.log"
+        self.assertEqual(str(caught.exception), "docker buildx build /src/images/x/Dockerfile: "
+                         f"failed to solve: exit code: 1; log: {log}")
+        self.assertEqual(sorted(p.name for p in out.iterdir()), ["x.oci.tar.log"])
+        self.assertIn("INDEX=https://***@idx.example/simple", log.read_text())
+        self.assertNotIn("s3cr3t", log.read_text())
+
+    def test_a_container_job_failure_quotes_its_last_lines(self):
+        fakeprogram.install(self, "docker", "echo 'E: Unable to locate package nosuch'\n"
+                            "exit 100\n")
+        log = self.root / "job.log"
+        with self.assertRaises(ToolError) as caught:
+            containers.run_logged(containers.RunSpec(image="127.0.0.1:5000/a/b@sha256:1",
+                                                     command=("apt-get",), log=log))
+        self.assertEqual(caught.exception.what,
+                         "exit code 100: E: Unable to locate package nosuch")
+
+    def test_an_unqualified_image_is_never_pulled(self):
+        calls = fakeprogram.install(self, "docker", 'echo "$*" >> "$FAKE_CALLS"\n'
+                                    "echo 'Error: No such image: venv-builder' >&2\nexit 1\n")
+        self.assertIsNone(containers.image_digest("venv-builder:test"))
+        self.assertEqual([c.split()[:2] for c in fakeprogram.calls(calls)],
+                         [["image", "inspect"]])
 
 
 if __name__ == "__main__":
