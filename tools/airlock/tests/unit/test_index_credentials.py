@@ -78,7 +78,7 @@ class PasswordIndex:
                     self.wfile.write(body)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
         port = self.server.server_address[1]
         self.url = f"http://{USER}:{SECRET}@127.0.0.1:{port}/simple/"
