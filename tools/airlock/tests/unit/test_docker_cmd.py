@@ -349,5 +349,55 @@ class TestDockerThroughExec(unittest.TestCase):
                          [["image", "inspect"]])
 
 
+class TestPullFailures(unittest.TestCase):
+    """A failed ``docker pull`` is "no such image" only when the registry says the image is absent.
+
+    The engine is a stand-in (its pull fails on demand) and so is the
+    registry (:class:`FakeRegistry`, real HTTP on 127.0.0.1).
+    """
+
+    def setUp(self):
+        from airlock.tests.unit.test_registry_cmd import FakeRegistry
+
+        self.reg = FakeRegistry(self)
+        self.calls = fakeprogram.install(self, "docker", 'echo "$*" >> "$FAKE_CALLS"\n'
+                                         'case "$1" in image) echo "Error: No such image: x" >&2;;'
+                                         '\n  pull) echo "Error response from daemon: Get '
+                                         '\\"https://r/v2/\\": tls: bad certificate" >&2;;\nesac\n'
+                                         "exit 1\n")
+        home = tempfile.TemporaryDirectory()
+        self.addCleanup(home.cleanup)
+        patch = mock.patch.dict(os.environ, {"AIRLOCK_REGISTRY_RETRIES": "1", "HOME": home.name,
+                                             "XDG_RUNTIME_DIR": home.name})
+        patch.start()
+        self.addCleanup(patch.stop)
+        for name in ("AIRLOCK_REGISTRY_AUTH_FILE", "REGISTRY_AUTH_FILE", "XDG_CONFIG_HOME",
+                     "DOCKER_CONFIG"):
+            os.environ.pop(name, None)
+
+    def test_absent_from_the_registry_is_none(self):
+        self.assertIsNone(containers.image_digest(f"{self.reg.host}/a/venv-builder:1"))
+        self.assertEqual([c.split()[0] for c in fakeprogram.calls(self.calls)],
+                         ["image", "pull", "image"])
+
+    def test_present_in_the_registry_is_the_engines_reason(self):
+        from airlock.tests.unit.test_registry_cmd import INDEX
+
+        self.reg.answer("/v2/a/venv-builder/manifests/1", (200, {}, INDEX))
+        with self.assertRaises(ToolError) as caught:
+            containers.image_digest(f"{self.reg.host}/a/venv-builder:1")
+        self.assertEqual(caught.exception.where, f"docker pull {self.reg.host}/a/venv-builder:1")
+        self.assertIn("tls: bad certificate", caught.exception.what)
+
+    def test_refused_by_the_registry_is_a_credentials_failure(self):
+        from airlock.tests.unit.test_registry_cmd import error_body
+
+        self.reg.answer("/v2/a/venv-builder/manifests/404", (
+            401, {}, error_body("UNAUTHORIZED", "authentication required")))
+        with self.assertRaises(ToolError) as caught:
+            containers.image_digest(f"{self.reg.host}/a/venv-builder:404")
+        self.assertIn("asks for credentials and none are configured", str(caught.exception))
+
+
 if __name__ == "__main__":
     unittest.main()
