@@ -60,7 +60,10 @@ Bearer token from the realm it names (with Basic credentials if any);
 tokens are kept per host and scope for their lifetime. A redirect to
 another host (blob storage) never carries the credentials along.
 
-TLS is verified except for registries on the loopback (127.0.0.1,
+TLS is verified (with the system's CAs and, as for skopeo, those in
+``/etc/containers/certs.d/<host[:port]>/*.crt`` and
+``/etc/docker/certs.d/...``, with a client certificate ``*.cert``/``*.key``
+found there) except for registries on the loopback (127.0.0.1,
 localhost, ::1, the local default) and hosts listed in
 ``$AIRLOCK_REGISTRY_INSECURE`` (comma-separated ``host[:port]``). Those are
 spoken to as skopeo's ``--tls-verify=false`` does: HTTPS without
@@ -447,22 +450,50 @@ class _SameHostAuth(urllib.request.HTTPRedirectHandler):
         return new
 
 
-def _opener(verify: bool, loopback: bool) -> urllib.request.OpenerDirector:
+# Where skopeo (containers-certs.d(5)) and docker look for a registry's own CA
+# certificates (``*.crt``) and client certificates (``*.cert`` + ``*.key``).
+CERTS_DIRS = (Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d"))
+_openers: dict[tuple[str, bool], urllib.request.OpenerDirector] = {}
+
+
+def _opener(host: str, verify: bool) -> urllib.request.OpenerDirector:
+    """An opener for ``host``: its TLS settings as skopeo's, no proxy for the loopback."""
+    known = _openers.get((host, verify))
+    if known is not None:
+        return known
+    handlers: list = [urllib.request.HTTPSHandler(context=tls_context(host, verify)),
+                      _SameHostAuth()]
+    if _is_loopback(host):  # as Go's clients: the loopback is never reached through a proxy
+        handlers.append(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(*handlers)
+    _openers[(host, verify)] = opener
+    return opener
+
+
+def tls_context(host: str, verify: bool) -> ssl.SSLContext:
+    """The TLS settings for ``host``: the system's CAs plus its certs.d folder, as skopeo."""
     context = ssl.create_default_context()
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    handlers: list = [urllib.request.HTTPSHandler(context=context), _SameHostAuth()]
-    if loopback:  # as Go's clients: the loopback is never reached through a proxy
-        handlers.append(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener(*handlers)
+    for folder in (base / host for base in CERTS_DIRS):
+        try:
+            if verify:
+                for ca in sorted(folder.glob("*.crt")):
+                    context.load_verify_locations(cafile=str(ca))
+            for cert in sorted(folder.glob("*.cert")):
+                context.load_cert_chain(str(cert), str(cert.with_suffix(".key")))
+        except (OSError, ssl.SSLError) as error:
+            raise ToolError(str(folder), f"cannot load a certificate: {error}",
+                            "fix or remove the files there") from None
+    return context
 
 
 def _send(method: str, url: str, headers: dict[str, str], *, verify: bool,
           limit: int = MANIFEST_LIMIT) -> _Answer:
     """One HTTP exchange. An HTTP error status is an answer; not getting one is a failure."""
     host = urllib.parse.urlsplit(url).netloc
-    opener = _opener(verify, _is_loopback(host))
+    opener = _opener(host, verify)
     request = urllib.request.Request(url, method=method, headers=headers)
     try:
         with opener.open(request, timeout=REQUEST_TIMEOUT) as response:

@@ -342,6 +342,57 @@ class TestAuthFile(RegistryTest):
         self.assertNotIn(base64.b64encode(b"user:s3cr3t").decode(), " ".join(argv))
 
 
+# A self-signed CA (CN airlock-test-site-ca, valid until 2126; its key was
+# thrown away): a site's own registry CA.
+SITE_CA = """\
+-----BEGIN CERTIFICATE-----
+MIIBlTCCATugAwIBAgIURpO/MJpRs5MB1ZhYINz1ukUAu9wwCgYIKoZIzj0EAwIw
+HzEdMBsGA1UEAwwUYWlybG9jay10ZXN0LXNpdGUtY2EwIBcNMjYxMjAxMDIxNjI0
+WhgPMjEyNjExMDcwMjE2MjRaMB8xHTAbBgNVBAMMFGFpcmxvY2stdGVzdC1zaXRl
+LWNhMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELBsleA5qHOISf7hfhNEgeY4x
+XIDHbdJjXRlqxmKoov8N2R+HKRAjrF+kz9v6kK+s1seppfYNOBxDnVUzy0gJJ6NT
+MFEwHQYDVR0OBBYEFJclq072t8huIqdaj6ALyNj8YgHuMB8GA1UdIwQYMBaAFJcl
+q072t8huIqdaj6ALyNj8YgHuMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID
+SAAwRQIhAOaDvB6gXJEZi2HBeTdIE2MFQJQadl2fHgJyKGiJtby3AiBM6NW2eRAX
+hiwA9tx3smIteBsD76kd0FQoJkkNAk/IAQ==
+-----END CERTIFICATE-----
+"""
+
+
+class TestCertificates(unittest.TestCase):
+    """A registry's own CA in certs.d is trusted for it, as skopeo trusts it."""
+
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+        patch = mock.patch.object(registry, "CERTS_DIRS", (self.root / "containers",
+                                                           self.root / "docker"))
+        patch.start()
+        self.addCleanup(patch.stop)
+
+    def test_a_ca_in_certs_d_is_trusted_for_that_host_only(self) -> None:
+        folder = self.root / "containers" / "nexus.site:8443"
+        folder.mkdir(parents=True)
+        (folder / "ca.crt").write_text(SITE_CA)
+
+        def names(context) -> list[str]:
+            return [dict(entry[0] for entry in ca["subject"]).get("commonName")
+                    for ca in context.get_ca_certs()]
+
+        self.assertIn("airlock-test-site-ca", names(registry.tls_context("nexus.site:8443", True)))
+        self.assertNotIn("airlock-test-site-ca", names(registry.tls_context("other.site", True)))
+
+    def test_a_broken_certificate_is_one_line(self) -> None:
+        folder = self.root / "docker" / "nexus.site"
+        folder.mkdir(parents=True)
+        (folder / "ca.crt").write_text("not a certificate\n")
+        with self.assertRaises(ToolError) as caught:
+            registry.tls_context("nexus.site", True)
+        self.assertTrue(str(caught.exception).startswith(f"{folder}: cannot load a certificate"))
+        self.assertNotIn("\n", str(caught.exception))
+
+
 class TestCheckPrefix(unittest.TestCase):
 
     def test_good_prefixes(self):
