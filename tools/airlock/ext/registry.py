@@ -180,31 +180,35 @@ def check_prefix(prefix: str, where: str = "--registry") -> str:
     The host must be told from a path (a '.', a ':' or ``localhost``, as
     for :func:`split_ref`); each path component is lowercase letters and
     digits joined by '.', '_', '__' or dashes, as the distribution spec
-    requires. A mistake is one line, before any work starts.
+    requires. A mistake is one line (``where``: the option or variable that
+    gave it), before any work starts; a prefix holding '@' is not quoted
+    (it may hold a password).
     """
     text = prefix.rstrip("/")
+    if "@" in text:
+        raise AirlockError(where, "contains '@' (credentials or a digest)",
+                           f"{_PREFIX_FIX}; credentials go in ${AUTH_FILE_ENV}")
 
-    def bad(what: str) -> AirlockError:
-        return AirlockError(where, what, _PREFIX_FIX)
+    def bad(why: str) -> AirlockError:
+        return AirlockError(where, f"{prefix!r} is not a repository prefix ({why})",
+                            _PREFIX_FIX)
 
     if not text:
-        raise bad("the repository prefix is empty")
+        raise bad("it is empty")
     if "://" in text:
-        raise bad("the repository prefix has a scheme (registries are named without one)")
-    if "@" in text:
-        raise bad("the repository prefix holds '@' (no credentials or digest belong there)")
-    if any(c.isspace() for c in text) or any(ord(c) < 32 for c in text):
-        raise bad("the repository prefix holds white space")
+        raise bad("a registry is named without a scheme")
+    if any(c.isspace() or ord(c) < 32 for c in text):
+        raise bad("it holds white space")
     host, _, path = text.partition("/")
     if not _looks_like_host(host) or not _HOST.match(host):
-        raise bad(f"{host!r} is not a registry host (a name with a '.', an address, a port, "
-                  "or localhost)")
+        raise bad(f"{host!r} is not a registry host: a name with a '.', an address, a port, "
+                  "or localhost")
     for component in path.split("/") if path else []:
         if not _COMPONENT.match(component):
-            raise bad(f"path component {component!r} is not valid (lowercase letters and "
-                      "digits, joined by '.', '_' or '-')")
+            raise bad(f"path component {component!r} is not lowercase letters and digits "
+                      "joined by '.', '_' or '-'")
     if len(text) > 200:
-        raise bad("the repository prefix is longer than 200 characters (a name may have 255)")
+        raise bad("longer than 200 characters; a whole image name may have 255")
     return text
 
 

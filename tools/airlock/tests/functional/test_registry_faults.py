@@ -1,9 +1,9 @@
 """Registry faults with a real registry: wrong credentials, a tag holding 404, absent images.
 
 A private docker-registry (Debian's, on a free 127.0.0.1 port, htpasswd
-users: :mod:`registries`) holds one tiny image, written here as an OCI
-archive (one layer of one file, no engine needed) and pushed by the real
-skopeo. Then airlock, in this process and as the ``airlock`` command:
+users: :mod:`registries`) holds one tiny two-platform image
+(:mod:`tinyimage`, no engine needed) pushed by the real skopeo. Then
+airlock, in this process and as the ``airlock`` command:
 
 - with wrong credentials fails with one line, exit 2, naming the registry
   and $AIRLOCK_REGISTRY_AUTH_FILE, and the password is in no output;
@@ -17,13 +17,10 @@ Seconds, no image build. Only 127.0.0.1 is spoken to.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import unittest
 import uuid
@@ -32,53 +29,14 @@ from unittest import mock
 
 from airlock.errors import ToolError
 from airlock.ext import registry
+from airlock.tests.functional import tinyimage
 from airlock.tests.functional.engine import REPO_ROOT, TEST_REPO
 from airlock.tests.functional.registries import PrivateRegistry
 
 USER = "builder"
 PASSWORD = "pw-" + uuid.uuid4().hex  # what must never show
 WRONG = "wrong-" + uuid.uuid4().hex
-
-
-def _blob(tar: tarfile.TarFile, data: bytes) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-    return f"sha256:{digest}"
-
-
-def tiny_oci_archive(path: Path) -> str:
-    """An OCI archive of a one-file linux/amd64 image; returns its manifest digest."""
-    layer_io = io.BytesIO()
-    with tarfile.open(fileobj=layer_io, mode="w", format=tarfile.PAX_FORMAT) as layer:
-        data = b"hello from airlock\n"
-        info = tarfile.TarInfo("hello.txt")
-        info.size, info.mtime = len(data), 0
-        layer.addfile(info, io.BytesIO(data))
-    layer_bytes = layer_io.getvalue()
-    with tarfile.open(path, "w") as tar:
-        layer_digest = _blob(tar, layer_bytes)
-        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                             "rootfs": {"type": "layers", "diff_ids": [layer_digest]}},
-                            sort_keys=True).encode()
-        config_digest = _blob(tar, config)
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": config_digest, "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": layer_digest, "size": len(layer_bytes)}]},
-            sort_keys=True).encode()
-        manifest_digest = _blob(tar, manifest)
-        for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-                           ("index.json", json.dumps({"schemaVersion": 2, "manifests": [{
-                               "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                               "digest": manifest_digest, "size": len(manifest)}]}).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return manifest_digest
+PLATFORMS = ["linux/amd64", "linux/arm64"]
 
 
 class TestRegistryFaults(unittest.TestCase):
@@ -92,7 +50,7 @@ class TestRegistryFaults(unittest.TestCase):
         cls.wrong = cls.registry.auth_file(USER, WRONG, cls.tmp / "wrong.json")
         cls.repo = f"{cls.registry.host}/airlock-test/tiny"
         archive = cls.tmp / "tiny.oci.tar"
-        cls.digest = tiny_oci_archive(archive)
+        cls.digest = tinyimage.make(archive, PLATFORMS, "faults")
         with mock.patch.dict(os.environ, cls.env(cls.right)):
             pushed = registry.push_archive(archive, f"{cls.repo}:1.0")
         assert pushed == cls.digest, (pushed, cls.digest)
@@ -133,7 +91,7 @@ class TestRegistryFaults(unittest.TestCase):
     def test_right_credentials_see_the_image(self) -> None:
         self.using(self.right)
         self.assertEqual(registry.digest(f"{self.repo}:1.0"), self.digest)
-        self.assertEqual(registry.platforms(f"{self.repo}:1.0"), ["linux/amd64"])
+        self.assertEqual(registry.platforms(f"{self.repo}:1.0"), PLATFORMS)
         self.assertEqual(registry.list_tags(self.repo), ["1.0"])
 
     def test_absent_with_the_right_credentials_is_none(self) -> None:
@@ -176,7 +134,7 @@ class TestRegistryFaults(unittest.TestCase):
     def test_a_push_with_wrong_credentials_fails_on_them(self) -> None:
         self.using(self.wrong)
         archive = self.tmp / "again.oci.tar"
-        tiny_oci_archive(archive)
+        tinyimage.make(archive, PLATFORMS, "again")
         with self.assertRaises(ToolError) as caught:
             registry.push_archive(archive, f"{self.repo}:1.1-404")
         self.assertIn("refused the credentials", str(caught.exception))

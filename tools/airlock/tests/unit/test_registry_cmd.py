@@ -405,22 +405,25 @@ class TestCheckPrefix(unittest.TestCase):
     def test_bad_prefixes_are_one_line(self):
         cases = {
             "airlock/images": "'airlock' is not a registry host",
-            "https://nexus.site/x": "has a scheme",
-            "user:pw@nexus.site/x": "holds '@'",
-            "nexus.site/Airlock": "path component 'Airlock' is not valid",
-            "nexus.site/a//b": "path component '' is not valid",
-            "nexus.site/-a": "path component '-a' is not valid",
+            "https://nexus.site/x": "without a scheme",
+            "nexus.site/Airlock": "path component 'Airlock' is not lowercase",
+            "nexus.site/a//b": "path component '' is not lowercase",
+            "nexus.site/-a": "path component '-a' is not lowercase",
+            "127.0.0.1:5000/airlock:latest": "path component 'airlock:latest' is not lowercase",
             "nexus.site:port/a": "'nexus.site:port' is not a registry host",
             "nexus.site/a b": "holds white space",
-            "": "is empty",
+            "": "it is empty",
         }
         for prefix, expected in cases.items():
             with self.subTest(prefix=prefix), self.assertRaises(AirlockError) as caught:
                 registry.check_prefix(prefix)
+            self.assertTrue(str(caught.exception).startswith(
+                f"--registry: {prefix!r} is not a repository prefix ("), str(caught.exception))
             self.assertIn(expected, str(caught.exception))
-            self.assertEqual(caught.exception.where, "--registry")
             self.assertNotIn("\n", str(caught.exception))
-        self.assertNotIn("pw", str(self._error("user:pw@nexus.site/x")))
+        error = self._error("user:pw@nexus.site/x")
+        self.assertEqual(error.what, "contains '@' (credentials or a digest)")
+        self.assertNotIn("pw", str(error))
 
     def _error(self, prefix: str) -> AirlockError:
         try:
