@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from airlock.ext import docker
+from airlock.ext import buildx, containers
 
 TOP = Path(__file__).resolve().parents[1]
 
@@ -54,19 +54,19 @@ def keystone(rec: dict) -> dict:
 
 def unpacked_size(ref: str, platform: str) -> int:
     """Bytes of the image's file system, as ``du`` inside it sees them."""
-    out = docker.run(ref, ["du", "-sxb", "/"], platform=platform, user="0")
+    out = containers.run(ref, ["du", "-sxb", "/"], platform=platform, user="0")
     return int(out.split()[0])
 
 
 def build_stage_size(row: dict, work: Path, images_dir: Path) -> int:
     """Size of keystone's image had the build stage been shipped (target build)."""
     archive = work / "bench" / "keystone-build-stage.oci.tar"
-    spec = docker.BuildSpec(
+    spec = buildx.BuildSpec(
         dockerfile=images_dir / "keystone" / "Dockerfile", context=images_dir / "keystone",
         output=archive, platforms=("linux/amd64",),
         contexts={k: Path(v) for k, v in row["contexts"].items()},
         build_args=row["build_args"], target="build")
-    result = docker.build(spec)
+    result = buildx.build(spec)
     ref = f"127.0.0.1:5000/airlock-bench/keystone-build-stage:{uuid.uuid4().hex[:8]}"
     from airlock.ext import registry
 

@@ -28,11 +28,17 @@ PACKAGES = {
     "arch-test": "arch-test",
 }
 SETUP = "tools/setup-host build-host"
+# Programs that are no Debian package: what to do instead.
+OTHER_FIXES = {
+    "uv": "install uv next to airlock (pip install uv) or put it on PATH",
+}
 
 
 def install_fix(program: str) -> str:
     """What to do when ``program`` is missing: the package, and the script that installs it."""
     name = Path(program).name
+    if name in OTHER_FIXES:
+        return OTHER_FIXES[name]
     package = PACKAGES.get(name)
     if package is None:
         return f"install {name}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.errors import ToolError
+from airlock.ext import exec as ext_exec
 
 # git must never prompt (no terminal in CI or Zuul) nor read the user's
 # configuration (hooks, signing, url rewrites would make runs differ).
@@ -26,18 +27,28 @@ _ENV = {
     "LC_ALL": "C",
 }
 
+# Seconds a git call may take. Work on a local repository (read-tree,
+# checkout-index of a large tree, fast-import of thousands of files) ends
+# in seconds; asking a server for its refs in well under a minute; a fetch
+# may bring a large history over a slow link.
+LOCAL_TIMEOUT = 600
+LS_REMOTE_TIMEOUT = 300
+FETCH_TIMEOUT = 3600
+
 
 def run(args: list[str], cwd: Path | str | None = None, *, where: str = "git",
         check: bool = True, input: str | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env: dict[str, str] | None = None,
+        timeout: float = LOCAL_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """Run ``git ARGS`` and return the completed process (text mode).
 
     With ``check`` a non-zero exit raises ToolError whose message is
     ``where`` plus git's last stderr line, the one that says what went wrong.
+    A missing git, and a run longer than ``timeout`` seconds, are
+    ToolErrors whatever ``check`` says (:func:`airlock.ext.exec.run`).
     """
-    full_env = {**os.environ, **_ENV, **(env or {})}
-    proc = subprocess.run(["git", *args], cwd=cwd, input=input, env=full_env,
-                          capture_output=True, text=True)
+    proc = ext_exec.run(["git", *args], where=where, timeout=timeout, cwd=cwd, input=input,
+                        env=ext_exec.environ(**_ENV, **(env or {})), check=False)
     if check and proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         last = lines[-1] if lines else f"git {args[0]} exited {proc.returncode}"
@@ -87,7 +98,8 @@ def ls_remote(url: str, patterns: list[str], *, heads: bool = False,
         args.append("--heads")
     if tags:
         args.append("--tags")
-    proc = run([*args, "--", url, *patterns], check=False)
+    proc = run([*args, "--", url, *patterns], check=False, where=url,
+               timeout=LS_REMOTE_TIMEOUT)
     if proc.returncode != 0:
         raise ToolError(url, reason(proc.stderr))
     refs: dict[str, str] = {}
@@ -131,7 +143,7 @@ def fetch_commit(git_dir: Path, url: str, sha: str, *, depth: int | None = None,
     if depth:
         args.append(f"--depth={depth}")
     refspecs = [sha, "+refs/tags/*:refs/tags/*"] if tags else [sha]
-    proc = run([*args, "--", url, *refspecs], check=False)
+    proc = run([*args, "--", url, *refspecs], check=False, where=url, timeout=FETCH_TIMEOUT)
     if proc.returncode == 0:
         return True
     why = reason(proc.stderr)
@@ -158,7 +170,7 @@ def has_commit(url: str, sha: str) -> bool:
 
 def _checked(git_dir: Path, args: list[str], what: str, **kwargs) -> str:
     """Run git on ``git_dir``; a failure is a ToolError naming ``what`` was being done."""
-    proc = run(["--git-dir", str(git_dir), *args], check=False, **kwargs)
+    proc = run(["--git-dir", str(git_dir), *args], check=False, where=str(git_dir), **kwargs)
     if proc.returncode != 0:
         raise ToolError(str(git_dir), f"{what}: {reason(proc.stderr)}")
     return proc.stdout
@@ -299,12 +311,11 @@ def write_snapshot(git_dir: Path, files: list[SnapshotFile], *, message: str, id
     ``ident`` ("Name <email>") and ``when`` (Unix seconds, UTC), which is
     what makes a mirror reproducible: no earlier run can change it.
     """
-    with tempfile.TemporaryFile() as stream:
-        stream.write(_fast_import_stream(files, message=message, ident=ident, when=when))
-        stream.seek(0)
-        proc = subprocess.run(
-            ["git", "--git-dir", str(git_dir), "fast-import", "--quiet", "--force"],
-            stdin=stream, capture_output=True, env={**os.environ, **_ENV})
+    proc = ext_exec.run(["git", "--git-dir", str(git_dir), "fast-import", "--quiet", "--force"],
+                        where=str(git_dir), timeout=LOCAL_TIMEOUT, text=False, check=False,
+                        input=_fast_import_stream(files, message=message, ident=ident,
+                                                  when=when),
+                        env=ext_exec.environ(**_ENV))
     if proc.returncode != 0:
         raise ToolError(str(git_dir), "git fast-import: "
                         + reason(proc.stderr.decode("utf-8", errors="replace")))
@@ -388,11 +399,9 @@ def patch_paths(patch: Path, *, timeout: float = 60) -> tuple[list[str], str | N
     path. git runs in an empty folder below no repository: a patch is read
     the same wherever airlock is started.
     """
-    from airlock.ext import exec as ext_exec  # the one exec helper (imported here: end of file)
-
     found: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="airlock-patch-") as empty:
-        env = {**os.environ, **_ENV, "GIT_CEILING_DIRECTORIES": str(Path(empty).parent)}
+        env = ext_exec.environ(**_ENV, GIT_CEILING_DIRECTORIES=str(Path(empty).parent))
         for reverse in ([], ["--reverse"]):
             proc = ext_exec.run(["git", "apply", "--numstat", "-z", *reverse,
                                  str(Path(patch).resolve())],

@@ -7,7 +7,10 @@ credentials.
 
 Where the index is, and why it is never written here:
 
-- ``index_url`` given: that index and nothing else. pip's configuration
+- ``index_url`` given: that index and nothing else, handed to pip as
+  ``PIP_INDEX_URL`` in its environment, never on its command line (any
+  user of the machine can read a command line; the URL may hold a token).
+  pip's configuration
   files (``PIP_CONFIG_FILE=/dev/null``) and the ``PIP_*`` variables that
   choose indexes, links or constraints are shut out, so no extra index of
   the machine can supply a different file. Variables about *how* to connect
@@ -32,13 +35,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import exec as ext_exec
 
 # pip variables that choose where packages come from (or pin them): these
 # must not leak in when the caller names the index.
@@ -53,6 +56,13 @@ _UNREACHABLE = ("Could not fetch URL", "NewConnectionError", "Max retries exceed
                 "Failed to establish a new connection", "Name or service not known",
                 "Temporary failure in name resolution", "Connection refused",
                 "SSLError", "ProxyError", "Read timed out", "ConnectTimeoutError")
+# Seconds: one sdist (its build backend may be installed to read its
+# metadata), every pin of a service for one platform, a look at pip's
+# configuration.
+SDIST_TIMEOUT = 900
+PINS_TIMEOUT = 3600
+CONFIG_TIMEOUT = 60
+
 # pip's list of the versions it saw: "(from versions: 1.0, 2.0)" or "(from versions: none)".
 _FROM_VERSIONS = re.compile(r"\(from versions: ([^)]*)\)")
 # The OS's reason inside urllib3's exception text: "[Errno 111] Connection refused".
@@ -71,9 +81,9 @@ def download_sdist(package: str, version: str, dest_dir: Path,
     dest_dir.mkdir(parents=True, exist_ok=True)
     spec = f"{package}=={version}"
     with tempfile.TemporaryDirectory(prefix=".airlock-pip-", dir=dest_dir) as tmp:
-        proc = subprocess.run(pip_command(spec, package, Path(tmp), index_url),
-                              env=pip_env(index_url), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        proc = ext_exec.run(pip_command(spec, package, Path(tmp), index_url),
+                            where=f"pip download {spec}", timeout=SDIST_TIMEOUT,
+                            env=pip_env(index_url), check=False)
         if proc.returncode != 0:
             raise download_error(spec, index_url, proc.stdout + proc.stderr)
         found = sorted(Path(tmp).iterdir())
@@ -100,24 +110,39 @@ def pip_command(spec: str, package: str, dest: Path, index_url: str | None) -> l
     return [*cmd, spec]
 
 
+def is_url(index_url: str) -> bool:
+    """Whether ``index_url`` is an index URL (else: a local folder of files)."""
+    return "://" in index_url
+
+
 def index_options(index_url: str) -> list[str]:
-    """pip options naming exactly one index: a URL, or a local folder of files."""
-    if "://" not in index_url:
-        folder = Path(index_url)
-        if not folder.is_dir():
-            raise AirlockError(index_url, "no such folder (a local index is a folder of "
-                               "sdists and wheels)", "pass an index URL or an existing folder")
-        return ["--no-index", "--find-links", str(folder.resolve())]
-    return ["--index-url", index_url]
+    """pip options for a local folder of files (``--no-index --find-links``).
+
+    An index URL needs no option: it reaches pip through its environment
+    (:func:`pip_env`), where no other user of the machine can read it.
+    """
+    if is_url(index_url):
+        return []
+    folder = Path(index_url)
+    if not folder.is_dir():
+        raise AirlockError(index_url, "no such folder (a local index is a folder of "
+                           "sdists and wheels)", "pass an index URL or an existing folder")
+    return ["--no-index", "--find-links", str(folder.resolve())]
 
 
 def pip_env(index_url: str | None) -> dict[str, str]:
-    """pip's environment: the machine's own, or sealed off when the index is named."""
+    """pip's environment: the machine's own, or sealed off when the index is named.
+
+    A named index URL is ``PIP_INDEX_URL``: a command line is readable by
+    every user of the machine (``ps``), an environment only by its owner.
+    """
     env = dict(os.environ)
     if index_url is not None:
         for name in _WHERE_FROM:
             env.pop(name, None)
         env["PIP_CONFIG_FILE"] = os.devnull
+        if is_url(index_url):
+            env["PIP_INDEX_URL"] = index_url
     return env
 
 
@@ -195,11 +220,11 @@ def locations(index_url: str | None) -> Locations:
     """
     if index_url is not None:
         options = index_options(index_url)
-        if options[0] == "--no-index":
+        if options:
             return Locations(find_links=(options[2],), no_index=True)
         return Locations(index_url=index_url)
-    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], env=pip_env(None),
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = ext_exec.run([sys.executable, "-m", "pip", "config", "list"], where="pip config list",
+                        timeout=CONFIG_TIMEOUT, env=pip_env(None), check=False)
     if proc.returncode != 0:
         raise ToolError("pip config list", _shorten(proc.stderr or proc.stdout or "failed"))
     return parse_pip_config(proc.stdout)
@@ -274,10 +299,11 @@ def download_platform(pins: list[str], dest: Path, *, python_version: str,
     with tempfile.TemporaryDirectory(prefix="airlock-pins-") as tmp:
         requirements = Path(tmp) / "pins.txt"
         requirements.write_text("".join(f"{pin}\n" for pin in pins))
-        proc = subprocess.run(
+        proc = ext_exec.run(
             platform_download_command(requirements, dest, python_version=python_version,
                                       platforms=platforms, index_url=index_url),
-            env=pip_env(index_url), capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            where=f"pip download ({len(pins)} pins for {platforms[0]})", timeout=PINS_TIMEOUT,
+            env=pip_env(index_url), check=False)
     if proc.returncode != 0:
         output = proc.stdout + proc.stderr
         missing = _NO_MATCH.search(output)

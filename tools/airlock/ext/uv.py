@@ -7,7 +7,9 @@ the resolved pins (:mod:`airlock.ext.index`): resolution and download speak to
 the same locations, so uv is given exactly the index, extra indexes and
 find-links pip would use (:func:`airlock.ext.index.locations`), never its own
 configuration (``--no-config`` and the ``UV_*`` variables that choose
-indexes are shut out).
+indexes are shut out). Index URLs reach uv through its environment
+(``UV_DEFAULT_INDEX``, ``UV_INDEX``; :func:`index_env`), never its command
+line, which every user of the machine can read.
 
 :data:`UV_VERSION` is the uv that goes *into* the venv-builder image (its
 wheel is part of every wheelhouse). It is a constant, not whatever this
@@ -25,12 +27,16 @@ import sys
 from pathlib import Path
 
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import exec as ext_exec
 from airlock.ext.index import Locations
+from airlock.urls import has_userinfo
 
 # The uv of the venv-builder image (the one the development venv installs).
 UV_VERSION = "0.13.9"
 
-SETUP_FIX = "install uv next to airlock (pip install uv) or put it on PATH"
+SETUP_FIX = ext_exec.OTHER_FIXES["uv"]
+# Seconds a resolution may take (metadata only: usually a few).
+TIMEOUT = 600
 
 # uv variables that choose where packages come from or what they resolve to.
 _WHERE_FROM = ("UV_INDEX", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
@@ -55,7 +61,7 @@ def binary() -> str:
 
 
 def index_args(where: Locations) -> list[str]:
-    """uv options naming the same locations as pip's.
+    """uv options for the locations that are no secret (see :func:`index_env`).
 
     ``unsafe-best-match``: pip picks the best version across every index;
     uv's default (the first index that has the name) could miss a pin that
@@ -64,13 +70,32 @@ def index_args(where: Locations) -> list[str]:
     args: list[str] = []
     if where.no_index:
         args.append("--no-index")
-    elif where.index_url:
-        args += ["--index-url", where.index_url]
-    for url in where.extra_index_urls:
-        args += ["--extra-index-url", url]
-    for link in where.find_links:
-        args += ["--find-links", link]
+    if not _links_in_env(where):
+        for link in where.find_links:
+            args += ["--find-links", link]
     return [*args, "--index-strategy", "unsafe-best-match"]
+
+
+def _links_in_env(where: Locations) -> bool:
+    # UV_FIND_LINKS is comma-separated: used only when a link holds credentials.
+    return any(has_userinfo(link) for link in where.find_links)
+
+
+def index_env(where: Locations) -> dict[str, str]:
+    """The index URLs of ``where`` as uv's variables: they may hold credentials.
+
+    ``UV_DEFAULT_INDEX`` is pip's ``--index-url``; ``UV_INDEX`` (space
+    separated) its ``--extra-index-url``s. A find-links URL with credentials
+    moves them all to ``UV_FIND_LINKS`` (comma separated).
+    """
+    env: dict[str, str] = {}
+    if where.index_url and not where.no_index:
+        env["UV_DEFAULT_INDEX"] = where.index_url
+    if where.extra_index_urls:
+        env["UV_INDEX"] = " ".join(where.extra_index_urls)
+    if _links_in_env(where):
+        env["UV_FIND_LINKS"] = ",".join(where.find_links)
+    return env
 
 
 def compile_command(requirements: Path, constraints: list[Path], *, python_version: str,
@@ -137,7 +162,8 @@ def resolve(requirements: Path, constraints: list[Path], *, python_version: str,
     cmd = compile_command(requirements, constraints, python_version=python_version,
                           python_platform=python_platform, where=where,
                           cache_dir=cache_dir, only_binary=only_binary, uv=binary())
-    proc = _run(cmd, f"uv pip compile ({python_platform})", check=False)
+    proc = _run(cmd, f"uv pip compile ({python_platform})", check=False,
+                extra_env=index_env(where))
     if proc.returncode != 0:
         raise compile_error(proc.stderr, label or str(requirements), python_platform)
     return parse_pins(proc.stdout)
@@ -159,12 +185,10 @@ def compile_error(stderr: str, requirements: str, python_platform: str) -> Airlo
                      "check the package index and the network")
 
 
-def _run(cmd: list[str], where: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    try:
-        proc = subprocess.run(cmd, env=env(), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
-    except FileNotFoundError as error:
-        raise ToolError(where, f"{cmd[0]} is not installed", SETUP_FIX) from error
+def _run(cmd: list[str], where: str, check: bool = True,
+         extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = ext_exec.run(cmd, where=where, timeout=TIMEOUT, env={**env(), **(extra_env or {})},
+                        check=False)
     if check and proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         raise ToolError(where, _shorten(lines[-1] if lines else "failed"))

@@ -35,7 +35,7 @@ from airlock.data import platforms as platforms_mod
 from airlock.data.layout import Layout
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
-from airlock.ext import docker, registry
+from airlock.ext import buildx, registry
 from airlock.image import plan
 from airlock.inputs import baseimage, debs, sources, wheels
 
@@ -120,7 +120,7 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
                  progress: Progress) -> dict:
     release = opts.release
     started = time.monotonic()
-    docker.check(tuple(platforms))
+    buildx.check(tuple(platforms))
     work = release_dir(opts)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -349,7 +349,7 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
         args["INSTALL_PLATFORM"] = job.platforms[0]
     _archive_note(archive).unlink(missing_ok=True)  # a failed build leaves nothing to keep
     progress(f"{job.name}: building {tag} for {', '.join(job.platforms)}")
-    result = docker.build(docker.BuildSpec(
+    result = buildx.build(buildx.BuildSpec(
         dockerfile=job.image_dir / "Dockerfile", context=job.image_dir, output=archive,
         platforms=job.platforms, contexts=dict(job.contexts), build_args=args,
         annotations={"org.opencontainers.image.version": job.version or "",
@@ -409,7 +409,7 @@ def _kept_archive(archive: Path, digest: str, ref: str) -> str | None:
     if not note or note.get("input_digest") != digest or note.get("ref") != ref:
         return None
     try:
-        found = docker.archive_digest(archive)
+        found = buildx.archive_digest(archive)
     except ToolError:
         return None
     return found if found == note.get("digest") else None

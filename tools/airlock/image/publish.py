@@ -31,7 +31,7 @@ from pathlib import Path
 
 from airlock import files
 from airlock.errors import AirlockError, ToolError
-from airlock.ext import docker, registry
+from airlock.ext import buildx, registry
 from airlock.image import build
 
 Progress = Callable[[str], None]
@@ -179,7 +179,7 @@ def _push_and_verify(image: dict, progress: Progress) -> dict:
                             "there and skipped it)", "run airlock build again; no moving "
                             "tag was written")
         archive = Path(image["archive"])
-        found = docker.archive_digest(archive)
+        found = buildx.archive_digest(archive)
         if found != digest:
             raise AirlockError(str(archive), f"holds {found}, the build record says {digest}",
                                "run airlock build again; no moving tag was written")

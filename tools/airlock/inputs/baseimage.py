@@ -19,7 +19,7 @@ mirror at a snapshot URL (a new input) or pass ``force``.
 Reproducible: ``SOURCE_DATE_EPOCH`` is the ``Date:`` of the mirror's Release
 file (the same mirror state gives the same epoch on any machine), mmdebstrap
 clamps every time stamp to it and drops the host's resolv.conf and hostname,
-and the image build uses docker.py's reproducible settings. The epoch is
+and the image build uses buildx.py's reproducible settings. The epoch is
 recorded as the annotation :data:`EPOCH_KEY`: images built on this base
 should use an epoch no earlier, or rewrite-timestamp rewrites (and
 re-uploads) the base layers. The root
@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ from typing import TYPE_CHECKING
 from airlock import files
 from airlock.data import platforms as platforms_mod
 from airlock.errors import AirlockError, ToolError
-from airlock.ext import docker, registry
+from airlock.ext import buildx, registry
+from airlock.ext import exec as ext_exec
 from airlock.inputs import aptmirror
 
 if TYPE_CHECKING:  # the model only; importing it here would tie us to its loader
@@ -61,6 +61,9 @@ INPUTS_KEY = "io.airlock.base.inputs"
 # an epoch at least as late: rewrite-timestamp then leaves the base layers
 # as they are (same digests, shared, not uploaded again).
 EPOCH_KEY = "io.airlock.base.source-date-epoch"
+# Seconds one mmdebstrap may take: minutes natively or under QEMU, more
+# from a slow mirror.
+BOOTSTRAP_TIMEOUT = 3600
 
 @dataclass(frozen=True)
 class BaseSpec:
@@ -159,8 +162,8 @@ def check_prerequisites(platforms, which=shutil.which, runs=None) -> None:
 
 
 def _arch_runs(debian_arch: str) -> bool:
-    proc = subprocess.run(["arch-test", debian_arch], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
+    proc = ext_exec.run(["arch-test", debian_arch], where=f"arch-test {debian_arch}",
+                        timeout=60, check=False)
     return proc.returncode == 0
 
 
@@ -174,22 +177,22 @@ def bootstrap(spec: BaseSpec, platform: str, dest: Path, epoch: int, log: Path) 
     # mmdebstrap picks the output format from the name: keep ".tar" last.
     tmp = dest.with_name(f".{dest.stem}.tmp-{os.getpid()}.tar")
     argv = mmdebstrap_command(spec, platform, tmp)
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "LC_ALL": "C.UTF-8"}
-    with open(log, "w") as out:
-        out.write(f"$ SOURCE_DATE_EPOCH={epoch} {' '.join(argv)}\n")
-        out.flush()
-        try:
-            proc = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        except FileNotFoundError as error:
-            raise ToolError("mmdebstrap", "is not installed",
-                            "run tools/setup-host build-host") from error
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith(("E:", "mmdebstrap: E:"))]
-        raise ToolError(f"mmdebstrap {spec.codename} {platform}",
-                        (errors or lines or ["failed"])[-1].strip(), f"log: {log}")
-    tmp.replace(dest)
+    env = ext_exec.environ(SOURCE_DATE_EPOCH=str(epoch), LC_ALL="C.UTF-8")
+    where = f"mmdebstrap {spec.codename} {platform}"
+    done = False
+    try:
+        proc = ext_exec.run(argv, where=where, timeout=BOOTSTRAP_TIMEOUT, env=env, log=log,
+                            check=False)
+        if proc.returncode != 0:
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if line.strip()]
+            errors = [line for line in lines if line.startswith(("E:", "mmdebstrap: E:"))]
+            raise ToolError(where, (errors or lines or ["failed"])[-1].strip(), f"log: {log}")
+        tmp.replace(dest)
+        done = True
+    finally:
+        if not done:
+            tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -254,7 +257,7 @@ def _create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = F
         if have:
             progress(f"{spec.ref}: holds {have} with other inputs ({have_inputs}); rebuilding")
 
-    docker.check(spec.platforms)
+    buildx.check(spec.platforms)
     check_prerequisites(spec.platforms)
     cache = work_dir / "base" / f"{spec.codename}-{wanted.split(':')[1][:16]}"
     rootfs_dir = cache / "rootfs"  # the build context: the tarballs only
@@ -293,7 +296,7 @@ def _create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = F
             progress(f"{platform}: reproducible ({first})")
 
     start = time.monotonic()
-    result = docker.build(docker.BuildSpec(
+    result = buildx.build(buildx.BuildSpec(
         dockerfile=dockerfile, context=rootfs_dir, output=cache / "image.oci.tar",
         platforms=tuple(spec.platforms), source_date_epoch=epoch, network="none",
         annotations={INPUT_DIGEST_KEY: wanted, EPOCH_KEY: str(epoch), INPUTS_KEY: json.dumps(

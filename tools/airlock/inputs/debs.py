@@ -63,7 +63,7 @@ from airlock.data import packages
 from airlock.data import platforms as platforms_mod
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
-from airlock.ext import docker, registry
+from airlock.ext import containers, registry
 from airlock.files import MiB, check_replaceable, json_digest, swap_into_place
 from airlock.files import link_or_copy as _link_or_copy
 from airlock.files import locked as files_locked
@@ -292,7 +292,7 @@ def apt_auth(mirror: str) -> tuple[str, str | None]:
 
 
 def run_spec(base: str, platform: str, mirror: str, codename: str, cache_dir: Path,
-             out_dir: Path, log: Path) -> docker.RunSpec:
+             out_dir: Path, log: Path) -> containers.RunSpec:
     """The container that computes and downloads the closure (pure, for the tests).
 
     It sees ``cache_dir`` and ``out_dir``; ``log`` lies outside both, out of
@@ -301,12 +301,12 @@ def run_spec(base: str, platform: str, mirror: str, codename: str, cache_dir: Pa
     owner = f"{os.getuid()}:{os.getgid()}"
     bare, auth = apt_auth(mirror)
     env = {"AIRLOCK_MIRROR": bare, **({"AIRLOCK_APT_AUTH": auth} if auth else {})}
-    return docker.RunSpec(
+    return containers.RunSpec(
         image=base, platform=platform, network="host", log=log, env=env,
         command=("sh", "-c", SCRIPT, "airlock-debs", TOP, codename, " ".join(COMPONENTS),
                  owner),
-        mounts=(docker.Mount(cache_dir, f"{TOP}/cache", read_only=False),
-                docker.Mount(out_dir, f"{TOP}/out", read_only=False)))
+        mounts=(containers.Mount(cache_dir, f"{TOP}/cache", read_only=False),
+                containers.Mount(out_dir, f"{TOP}/out", read_only=False)))
 
 
 def cache_locked(cache_dir: Path,
@@ -337,7 +337,7 @@ def download(base: str, platform: str, names: list[str], mirror: str, codename: 
         spec = run_spec(base, platform, mirror, codename, cache_dir, tmp / "out",
                         tmp / "apt.log")
         try:
-            docker.run_logged(spec)
+            containers.run_logged(spec)
         except ToolError as error:
             log = spec.log.read_text(errors="replace") if spec.log.is_file() else ""
             unknown = unknown_package(log)

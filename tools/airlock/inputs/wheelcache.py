@@ -24,7 +24,7 @@ from pathlib import Path
 from airlock.data.platforms import Platform
 from airlock.data.release import canonical_name
 from airlock.errors import ToolError
-from airlock.ext import docker, index
+from airlock.ext import containers, index
 from airlock.files import link_or_copy, sha256_file, swap_into_place
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
@@ -161,10 +161,10 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
         link_or_copy(sdist, seen / "sdist" / sdist.name)
         (seen / BUILD_CONSTRAINTS).write_text(build_constraints)
         try:
-            docker.run_logged(docker.RunSpec(
+            containers.run_logged(containers.RunSpec(
                 image=builder, command=build_command(sdist.name), platform=tgt.platform,
                 network="none", log=log, user=f"{os.getuid()}:{os.getgid()}",
-                mounts=(docker.Mount(seen, "/airlock", read_only=False),),
+                mounts=(containers.Mount(seen, "/airlock", read_only=False),),
                 env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp"}))
             wheel = built_wheel(seen / "out", what, log)
         except ToolError:

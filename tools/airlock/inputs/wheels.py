@@ -63,7 +63,7 @@ from airlock.data import platforms as platforms_mod
 from airlock.data.platforms import Platform
 from airlock.data.release import Release, canonical_name
 from airlock.errors import AirlockError, ToolError
-from airlock.ext import docker, index, uv
+from airlock.ext import containers, index, uv
 from airlock.files import (
     check_replaceable,
     json_digest,
@@ -309,7 +309,7 @@ def _build_all(store: Cache, targets: list[Platform], files: dict[str, dict[str,
         raise AirlockError("--venv-builder", f"no wheel on the index for {names}",
                            "build the venv-builder image (images/venv-builder) and pass "
                            "--venv-builder IMAGE to build them from their sdists")
-    builder_digest = docker.image_digest(venv_builder)
+    builder_digest = containers.image_digest(venv_builder)
     if builder_digest is None:
         raise AirlockError(venv_builder, "no such image in the engine or its registry",
                            "build images/venv-builder first and pass its reference")
@@ -444,7 +444,7 @@ def is_current(dest: Path, digest: str, venv_builder: str | None) -> bool:
         return False  # made when the builder's reference was an input: make it again
     if builder and venv_builder:
         # A digest reference (what a build passes) is read, never looked up.
-        return docker.image_digest(venv_builder) == builder.get("digest")
+        return containers.image_digest(venv_builder) == builder.get("digest")
     return True
 
 

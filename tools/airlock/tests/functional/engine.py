@@ -15,7 +15,7 @@ from airlock import settings
 from airlock.data import platforms
 from airlock.data.layout import resolve_layout
 from airlock.data.release import load_release
-from airlock.ext import docker, registry
+from airlock.ext import buildx, registry
 from airlock.inputs import baseimage
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -25,9 +25,9 @@ REGISTRY = "127.0.0.1:5000"
 TEST_REPO = f"{REGISTRY}/airlock-test"
 
 
-def require_engine() -> docker.EngineInfo:
+def require_engine() -> buildx.EngineInfo:
     """The engine, buildx, the containerd store, QEMU for arm64 and the registry."""
-    engine = docker.check(PLATFORMS)
+    engine = buildx.check(PLATFORMS)
     registry.list_tags(f"{TEST_REPO}/probe")  # raises "registry unreachable" if it is down
     return engine
 

@@ -12,7 +12,7 @@ import unittest
 
 import yaml
 
-from airlock.ext import docker, registry
+from airlock.ext import containers, registry
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
 
@@ -62,9 +62,9 @@ class AllServicesAmd64Test(unittest.TestCase):
                 row = pipeline.image(self.record, service)
                 self.assertEqual(row["status"], "built")
                 ref = f"{row['ref'].split('@')[0]}@{row['digest']}"
-                output = docker.run(ref, command, platform="linux/amd64")
+                output = containers.run(ref, command, platform="linux/amd64")
                 self.assertIn(expected.format(version=self.refs[service]), output)
-                self.assertEqual(docker.run(ref, ["id", "-u"], platform="linux/amd64").strip(),
+                self.assertEqual(containers.run(ref, ["id", "-u"], platform="linux/amd64").strip(),
                                  "42424")
 
     def test_unpublished_images_are_kept_not_built_again(self) -> None:
@@ -89,7 +89,7 @@ class AllServicesAmd64Test(unittest.TestCase):
                     path = f"/var/lib/openstack/bin/{script}"
                     # The module holding the application factory imports
                     # (the factory itself wants a configuration to run).
-                    out = docker.run(ref, ["sh", "-c", f"test -x {path} && head -n 1 {path} && "
+                    out = containers.run(ref, ["sh", "-c", f"test -x {path} && head -n 1 {path} && "
                                            f"python3 -c \"import ast, importlib; "
                                            f"t = ast.parse(open('{path}').read()); "
                                            f"m = [n.module for n in t.body if "

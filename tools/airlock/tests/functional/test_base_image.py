@@ -8,7 +8,7 @@ import unittest
 
 from airlock import cli
 from airlock.data import platforms
-from airlock.ext import docker, registry
+from airlock.ext import containers, registry
 from airlock.inputs import baseimage
 from airlock.tests.functional import engine
 
@@ -29,9 +29,9 @@ class BaseImageTest(unittest.TestCase):
     def test_python_runs_on_every_platform(self):
         for platform in self.spec.platforms:
             with self.subTest(platform=platform):
-                out = docker.run(self.image, ["python3", "--version"], platform=platform)
+                out = containers.run(self.image, ["python3", "--version"], platform=platform)
                 self.assertRegex(out.strip(), r"^Python 3\.11\.\d+$")
-                arch = docker.run(self.image, ["dpkg", "--print-architecture"],
+                arch = containers.run(self.image, ["dpkg", "--print-architecture"],
                                   platform=platform).strip()
                 self.assertEqual(arch, platforms.get(platform).debian)
 

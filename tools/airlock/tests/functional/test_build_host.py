@@ -18,7 +18,7 @@ from pathlib import Path
 from unittest import mock
 
 from airlock.errors import ToolError
-from airlock.ext import docker, registry
+from airlock.ext import buildx, containers, registry
 from airlock.tests.functional import engine
 
 DOCKERFILE = """\
@@ -49,17 +49,17 @@ class BuildHostTest(unittest.TestCase):
         (cls.tmp / "payload" / "hello.txt").write_text("hello from a named context\n")
         (cls.tmp / "context").mkdir()
         (cls.tmp / "Dockerfile").write_text(DOCKERFILE)
-        cls.first = docker.build(cls.spec("first"))
+        cls.first = buildx.build(cls.spec("first"))
 
     @classmethod
-    def spec(cls, name: str, **changes) -> docker.BuildSpec:
+    def spec(cls, name: str, **changes) -> buildx.BuildSpec:
         base = dict(dockerfile=cls.tmp / "Dockerfile", context=cls.tmp / "context",
                     output=cls.tmp / f"{name}.oci.tar", platforms=engine.PLATFORMS,
                     contexts={"base": f"docker-image://{cls.base}",
                               "payload": cls.tmp / "payload"},
                     source_date_epoch=cls.epoch)
         base.update(changes)
-        return docker.BuildSpec(**base)
+        return buildx.BuildSpec(**base)
 
     def test_offline_multiplatform_build_push_reproduce_run(self):
         first = self.first
@@ -73,7 +73,7 @@ class BuildHostTest(unittest.TestCase):
         self.assertEqual(registry.digest(ref), first.digest)
         self.assertEqual(sorted(registry.platforms(ref)), sorted(engine.PLATFORMS))
 
-        again = docker.build(self.spec("again", no_cache=True))
+        again = buildx.build(self.spec("again", no_cache=True))
         self.assertEqual(again.digest, first.digest,
                          "two --no-cache builds of the same inputs differ")
 
@@ -86,22 +86,22 @@ class BuildHostTest(unittest.TestCase):
             layers = registry.manifest(f"{engine.TEST_REPO}/hello@{entry['digest']}")["layers"]
             base_layers = registry.manifest(f"{base_repo}@{base_entry['digest']}")["layers"]
             self.assertEqual(layers[:len(base_layers)], base_layers)
-        self.assertEqual(docker.run(image, ["uname", "-m"], platform="linux/arm64").strip(),
+        self.assertEqual(containers.run(image, ["uname", "-m"], platform="linux/arm64").strip(),
                          "aarch64")
-        self.assertEqual(docker.run(image, ["uname", "-m"], platform="linux/amd64").strip(),
+        self.assertEqual(containers.run(image, ["uname", "-m"], platform="linux/amd64").strip(),
                          "x86_64")
         # The RUN step itself ran under QEMU for arm64.
-        self.assertEqual(docker.run(image, ["cat", "/srv/built-on", "/srv/targetarch"],
+        self.assertEqual(containers.run(image, ["cat", "/srv/built-on", "/srv/targetarch"],
                                     platform="linux/arm64").split(), ["aarch64", "arm64"])
-        self.assertEqual(docker.run(image, ["cat", "/srv/hello.txt"], platform="linux/arm64"),
+        self.assertEqual(containers.run(image, ["cat", "/srv/hello.txt"], platform="linux/arm64"),
                          "hello from a named context\n")
-        self.assertEqual(docker.run(image, ["id", "-u"], user="65534").strip(), "65534")
+        self.assertEqual(containers.run(image, ["id", "-u"], user="65534").strip(), "65534")
 
     def test_build_step_cannot_reach_the_network(self):
         dockerfile = self.tmp / "Dockerfile.network"
         dockerfile.write_text(NETWORK_DOCKERFILE)
         with self.assertRaises(ToolError) as caught:
-            docker.build(self.spec("network", dockerfile=dockerfile,
+            buildx.build(self.spec("network", dockerfile=dockerfile,
                                    platforms=("linux/amd64",), contexts={
                                        "base": f"docker-image://{self.base}"}))
         line = str(caught.exception)
@@ -113,7 +113,7 @@ class BuildHostTest(unittest.TestCase):
         self.assertFalse((self.tmp / "network.oci.tar").exists())
         # The same step passes with the host's network (the registry listens
         # on its 127.0.0.1): what failed above was the network, nothing else.
-        docker.build(self.spec("network-host", dockerfile=dockerfile, network="host",
+        buildx.build(self.spec("network-host", dockerfile=dockerfile, network="host",
                                platforms=("linux/amd64",),
                                contexts={"base": f"docker-image://{self.base}"}))
 
@@ -136,11 +136,11 @@ class BuildHostTest(unittest.TestCase):
         out = self.tmp / "job-out"
         out.mkdir()
         log = self.tmp / "job.log"
-        docker.run_logged(docker.RunSpec(
+        containers.run_logged(containers.RunSpec(
             image=self.base, platform="linux/arm64", log=log,
             command=("sh", "-c", 'echo "$GREETING $(uname -m)" > /out/said; cat /in/hello.txt'),
-            mounts=(docker.Mount(self.tmp / "payload", "/in"),
-                    docker.Mount(out, "/out", read_only=False)),
+            mounts=(containers.Mount(self.tmp / "payload", "/in"),
+                    containers.Mount(out, "/out", read_only=False)),
             env={"GREETING": "not-on-the-command-line"},
             user=f"{os.getuid()}:{os.getgid()}"))
         self.assertEqual((out / "said").read_text(), "not-on-the-command-line aarch64\n")
@@ -148,7 +148,7 @@ class BuildHostTest(unittest.TestCase):
         self.assertNotIn("not-on-the-command-line", command_line)
         self.assertEqual(output, ["hello from a named context"])
         with self.assertRaises(ToolError) as caught:
-            docker.run_logged(docker.RunSpec(image=self.base, log=log,
+            containers.run_logged(containers.RunSpec(image=self.base, log=log,
                                              command=("sh", "-c", "echo doomed; exit 3")))
         self.assertIn("exit code 3: doomed", str(caught.exception))
 

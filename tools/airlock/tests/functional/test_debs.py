@@ -22,7 +22,7 @@ from airlock import cli
 from airlock.data import packages
 from airlock.data.layout import resolve_layout
 from airlock.data.release import load_release
-from airlock.ext import docker
+from airlock.ext import containers
 from airlock.inputs import debs
 from airlock.tests.functional import engine
 from airlock.tests.functional.pipeline import airlock_here as airlock
@@ -36,10 +36,10 @@ def install_offline(base: str, repo: Path, names: list[str], log: Path) -> str:
     query = " ".join(names) or "dpkg"
     script = ("set -eu; sh /usr/local/bin/airlock-apt-install /debs; "
               f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {query}")
-    docker.run_logged(docker.RunSpec(
+    containers.run_logged(containers.RunSpec(
         image=base, command=("sh", "-c", script), platform="linux/amd64", network="none",
-        log=log, mounts=(docker.Mount(repo, "/debs"),
-                         docker.Mount(APT_INSTALL, "/usr/local/bin/airlock-apt-install"))))
+        log=log, mounts=(containers.Mount(repo, "/debs"),
+                         containers.Mount(APT_INSTALL, "/usr/local/bin/airlock-apt-install"))))
     return log.read_text()
 
 
@@ -119,11 +119,11 @@ class NovaRepositoryTest(unittest.TestCase):
                   "-o APT::Sandbox::User=root update; sh /usr/local/bin/airlock-apt-install /debs; "
                   "echo done")
         log = self.tmp / "empty.log"
-        docker.run_logged(docker.RunSpec(
+        containers.run_logged(containers.RunSpec(
             image=self.base, command=("sh", "-c", script), platform="linux/amd64",
             network="none", log=log,
-            mounts=(docker.Mount(repo, "/debs"),
-                    docker.Mount(APT_INSTALL, "/usr/local/bin/airlock-apt-install"))))
+            mounts=(containers.Mount(repo, "/debs"),
+                    containers.Mount(APT_INSTALL, "/usr/local/bin/airlock-apt-install"))))
         self.assertIn("done", log.read_text().splitlines()[-1])
 
     def test_an_unknown_package_names_the_bindep_file(self) -> None:

@@ -18,7 +18,7 @@ import unittest
 
 import yaml
 
-from airlock.ext import docker, registry
+from airlock.ext import containers, registry
 from airlock.tests.functional import engine, pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
 
@@ -48,7 +48,7 @@ class KeystoneBuildTest(unittest.TestCase):
         cls.ref = cls.keystone["ref"]
 
     def run_in(self, platform: str, *command: str, user: str | None = None) -> str:
-        return docker.run(self.ref, list(command), platform=platform, user=user).strip()
+        return containers.run(self.ref, list(command), platform=platform, user=user).strip()
 
     def test_first_build_built_every_image(self) -> None:
         self.assertEqual({row["image"]: row["status"] for row in self.record["images"]},

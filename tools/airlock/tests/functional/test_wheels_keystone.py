@@ -27,7 +27,7 @@ from pathlib import Path
 from airlock.data import platforms
 from airlock.data.layout import resolve_layout
 from airlock.data.release import canonical_name, load_release
-from airlock.ext import docker, index, registry, uv
+from airlock.ext import buildx, index, registry, uv
 from airlock.inputs import wheels, wheeltags
 from airlock.tests.functional import engine
 from airlock.tests.functional.pipeline import airlock_here as airlock
@@ -43,7 +43,7 @@ def make_venv_builder(tmp: Path, base: str) -> str:
     """python-base then venv-builder, pushed; venv-builder's reference by digest."""
     root = str(engine.REPO_ROOT)
     images = engine.REPO_ROOT / "images"
-    python_base = docker.build(docker.BuildSpec(
+    python_base = buildx.build(buildx.BuildSpec(
         dockerfile=images / "python-base" / "Dockerfile", context=images / "python-base",
         output=tmp / "python-base.oci.tar", platforms=engine.PLATFORMS,
         build_args={"BASE_IMAGE": base}))
@@ -55,7 +55,7 @@ def make_venv_builder(tmp: Path, base: str) -> str:
     airlock("debs", "--release", engine.RELEASE, "--service", "venv-builder", "--profile",
             "build", "--dest", str(debs), "--base-image", python_base_ref,
             "--cache", str(SETUP_CACHE), "--root", root)
-    builder = docker.build(docker.BuildSpec(
+    builder = buildx.build(buildx.BuildSpec(
         dockerfile=images / "venv-builder" / "Dockerfile", context=images / "venv-builder",
         output=tmp / "venv-builder.oci.tar", platforms=engine.PLATFORMS,
         contexts={"wheels": tools, "debs": debs},

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from airlock.data.release import load_release
 from airlock.errors import AirlockError, ToolError
-from airlock.ext import docker
+from airlock.ext import containers
 from airlock.files import json_digest
 from airlock.inputs import debs
 from airlock.tests.unit.treefixture import make_tree
@@ -122,7 +122,7 @@ class TestRunSpec(unittest.TestCase):
     def test_apt_runs_in_the_base_image_of_the_platform_with_the_host_network(self):
         spec = debs.run_spec(BASE, "linux/arm64", "http://mirror.example/debian", "bookworm",
                              Path("/cache/debs"), Path("/tmp/x/out"), Path("/tmp/x/apt.log"))
-        argv = docker.run_spec_command(spec)
+        argv = containers.run_spec_command(spec)
         self.assertEqual(argv[:3], ["docker", "run", "--rm"])
         self.assertEqual(argv[argv.index("--network") + 1], "host")
         self.assertEqual(argv[argv.index("--platform") + 1], "linux/arm64")
@@ -145,13 +145,13 @@ class TestRunSpec(unittest.TestCase):
             "AIRLOCK_MIRROR": "https://apt.site.example:8443/debian/",
             "AIRLOCK_APT_AUTH": "machine https://apt.site.example:8443/debian login bot@site "
                                 "password s3cr/t"})
-        self.assertNotIn("s3cr", " ".join(docker.run_spec_command(spec)))
+        self.assertNotIn("s3cr", " ".join(containers.run_spec_command(spec)))
 
     def test_docker_run_spec_flags(self):
-        spec = docker.RunSpec(image="img", command=("true",), log=Path("/l"),
+        spec = containers.RunSpec(image="img", command=("true",), log=Path("/l"),
                               platform="linux/amd64", user="1:2", env={"B": "2", "A": "1"},
-                              mounts=(docker.Mount(Path("/src"), "/in"),))
-        argv = docker.run_spec_command(spec)
+                              mounts=(containers.Mount(Path("/src"), "/in"),))
+        argv = containers.run_spec_command(spec)
         self.assertEqual(argv[argv.index("--network") + 1], "none")
         self.assertEqual(argv[argv.index("--user") + 1], "1:2")
         self.assertEqual(argv[argv.index("--mount") + 1],
@@ -161,9 +161,9 @@ class TestRunSpec(unittest.TestCase):
         self.assertNotIn("A=1", " ".join(argv))
         self.assertEqual(argv[-2:], ["img", "true"])
         with self.assertRaises(AirlockError):
-            docker.run_spec_command(docker.RunSpec(
+            containers.run_spec_command(containers.RunSpec(
                 image="img", command=(), log=Path("/l"),
-                mounts=(docker.Mount(Path("/a,b"), "/in"),)))
+                mounts=(containers.Mount(Path("/a,b"), "/in"),)))
 
     def test_a_digest_reference_needs_no_registry(self):
         self.assertEqual(debs.pinned_base(BASE), BASE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import tempfile
 import unittest
 from pathlib import Path
@@ -103,6 +105,43 @@ class ScratchTest(unittest.TestCase):
         assert failure is not None
         self.assertTrue(failure.malformed)
         self.assertIn("No valid patches", failure.reason)
+
+
+class ExecTest(unittest.TestCase):
+    """Every git call goes through airlock.ext.exec: a missing git, a hang, binary input."""
+
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="airlock-test-git-")
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+
+    def test_missing_git_names_its_package(self) -> None:
+        empty = self.root / "bin"
+        empty.mkdir()
+        with self.assertRaises(ToolError) as caught:
+            git.run(["version"], where="https://git.example/x", env={"PATH": str(empty)})
+        self.assertEqual(str(caught.exception), "https://git.example/x: git is not installed; "
+                         "install the Debian package git (as root: tools/setup-host build-host)")
+
+    def test_a_git_that_hangs_is_stopped(self) -> None:
+        fifo = self.root / "fifo"
+        os.mkfifo(fifo)  # git blocks opening it: nobody ever writes
+        with self.assertRaises(ToolError) as caught:
+            git.run(["hash-object", str(fifo)], where="probe", timeout=0.5)
+        self.assertEqual(str(caught.exception), "probe: did not finish within 0.5 s")
+
+    def test_snapshot_bytes_reach_fast_import_unchanged(self) -> None:
+        git_dir = self.root / "m.git"
+        git.init_bare(git_dir)
+        blob = bytes(range(256)) * 4  # not text: every byte value, NULs included
+        sha = git.write_snapshot(git_dir, [("bin/data", "100644", blob),
+                                           ("run", "100755", b"#!/bin/sh\n")],
+                                 message="snap\n", ident="A <a@example.org>", when=1700000000)
+        stored = git.run(["--git-dir", str(git_dir), "rev-parse", f"{sha}:bin/data"])
+        expected = hashlib.sha1(b"blob %d\0" % len(blob) + blob).hexdigest()
+        self.assertEqual(stored.stdout.strip(), expected)
+        mode = git.run(["--git-dir", str(git_dir), "ls-tree", sha, "run"]).stdout.split()[0]
+        self.assertEqual(mode, "100755")
 
 
 if __name__ == "__main__":

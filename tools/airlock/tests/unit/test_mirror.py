@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 from airlock.data.release import Component, ComponentRef, Distro, Release
 from airlock.errors import AirlockError, ToolError
@@ -347,10 +348,14 @@ class IndexTest(unittest.TestCase):
         self.assertIn("Connection refused", str(caught.exception))
 
     def test_sealed_from_the_machine_configuration(self) -> None:
-        env = index.pip_env("https://index.invalid/simple")
+        with mock.patch.dict(os.environ, {"PIP_INDEX_URL": "https://machine/simple",
+                                          "PIP_EXTRA_INDEX_URL": "https://extra/simple"}):
+            env = index.pip_env("https://index.invalid/simple")
         self.assertEqual(env["PIP_CONFIG_FILE"], os.devnull)
-        for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONSTRAINT"):
+        self.assertEqual(env["PIP_INDEX_URL"], "https://index.invalid/simple")
+        for name in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONSTRAINT"):
             self.assertNotIn(name, env)
+        self.assertNotIn("PIP_INDEX_URL", index.pip_env(str(self.index)))
         self.assertEqual(index.pip_env(None), dict(os.environ))
 
 

@@ -308,8 +308,11 @@ class TestUvAndPipCommands(unittest.TestCase):
         self.assertEqual(cmd[:3], ["uv", "pip", "compile"])
         self.assertIn("--no-config", cmd)
         self.assertEqual(cmd[cmd.index("--python-platform") + 1], "aarch64-manylinux_2_28")
-        self.assertEqual(cmd[cmd.index("--index-url") + 1], "https://idx.example/simple")
-        self.assertEqual(cmd[cmd.index("--extra-index-url") + 1], "file:///x")
+        # Index URLs may hold credentials: environment, not command line.
+        self.assertNotIn("--index-url", cmd)
+        self.assertNotIn("https://idx.example/simple", cmd)
+        self.assertEqual(uv.index_env(where), {"UV_DEFAULT_INDEX": "https://idx.example/simple",
+                                               "UV_INDEX": "file:///x"})
         self.assertEqual(cmd[cmd.index("--find-links") + 1], "/w")
         self.assertEqual(cmd[cmd.index("--index-strategy") + 1], "unsafe-best-match")
         self.assertEqual(cmd[cmd.index("--only-binary") + 1], ":all:")
@@ -318,9 +321,16 @@ class TestUvAndPipCommands(unittest.TestCase):
         self.assertEqual(cmd[-1], "r.in")
 
     def test_no_index_has_no_index_url(self):
-        args = uv.index_args(index.Locations(find_links=("/w",), no_index=True))
-        self.assertIn("--no-index", args)
-        self.assertNotIn("--index-url", args)
+        where = index.Locations(index_url="https://idx/simple", find_links=("/w",),
+                                no_index=True)
+        self.assertIn("--no-index", uv.index_args(where))
+        self.assertEqual(uv.index_env(where), {})
+
+    def test_a_find_links_url_with_credentials_moves_to_the_environment(self):
+        where = index.Locations(find_links=("/w", "https://u:tok@links.example/"))
+        self.assertNotIn("--find-links", uv.index_args(where))
+        self.assertEqual(uv.index_env(where),
+                         {"UV_FIND_LINKS": "/w,https://u:tok@links.example/"})
 
     def test_uv_env_drops_package_choices_and_trusts_pips_cert(self):
         env = uv.env({"UV_INDEX_URL": "x", "UV_CONSTRAINT": "c", "PIP_CERT": "/ca.pem",
@@ -380,7 +390,10 @@ class TestUvAndPipCommands(unittest.TestCase):
         self.assertEqual(cmd[cmd.index("--implementation") + 1], "cp")
         self.assertEqual([cmd[i + 1] for i, a in enumerate(cmd) if a == "--platform"],
                          ["manylinux_2_28_aarch64", "linux_aarch64"])
-        self.assertEqual(cmd[cmd.index("--index-url") + 1], "https://idx/simple")
+        self.assertNotIn("--index-url", cmd)
+        self.assertNotIn("https://idx/simple", cmd)
+        self.assertEqual(index.pip_env("https://idx/simple")["PIP_INDEX_URL"],
+                         "https://idx/simple")
         self.assertEqual(cmd[-2:], ["--requirement", "pins.txt"])
 
     def test_build_command_in_the_venv_builder(self):

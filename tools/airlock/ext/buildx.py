@@ -1,4 +1,4 @@
-"""The only module that knows docker and buildx flags.
+"""The only module that knows ``docker buildx`` flags, and asks the engine about itself.
 
 Callers describe a build as plain data (:class:`BuildSpec`) and get plain data
 back (:class:`BuildResult`); how that becomes a ``docker buildx build`` command
@@ -17,6 +17,7 @@ with its digests intact.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -26,13 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import exec as ext_exec
 
 SETUP_FIX = "run tools/setup-host build-host (as root) to install and start the engine"
+# Seconds: a build of a service for several platforms, some under QEMU, may
+# take an hour; a question to the engine (docker info, buildx inspect) a
+# moment, unless the engine hangs.
+BUILD_TIMEOUT = 3 * 3600
+QUERY_TIMEOUT = 60
 
 # Build context names as BuildKit accepts them (also used in FROM/--from=).
 _CONTEXT_NAME = re.compile(r"^[a-z0-9][a-z0-9._/:-]*$")
-_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NETWORKS = ("none", "host", "default")
+ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NETWORKS = ("none", "host", "default")
 # Named context values that are references, not local folders.
 _REF_SCHEMES = ("docker-image://", "oci-layout://", "target:")
 
@@ -84,8 +91,8 @@ def _csv_field(text: str) -> str:
 def _check_spec(spec: BuildSpec) -> None:
     """Reject a spec that would become a wrong or ambiguous command line."""
     where = f"build of {spec.dockerfile}"
-    if spec.network not in _NETWORKS:
-        raise AirlockError(where, f"network {spec.network!r} is not one of {_NETWORKS}",
+    if spec.network not in NETWORKS:
+        raise AirlockError(where, f"network {spec.network!r} is not one of {NETWORKS}",
                            "use none (offline builds) or host")
     if not spec.platforms:
         raise AirlockError(where, "no platform given", "name at least one, e.g. linux/amd64")
@@ -94,7 +101,7 @@ def _check_spec(spec: BuildSpec) -> None:
             raise AirlockError(where, f"build context name {name!r} is not valid",
                                "use lower-case letters, digits, '.', '_', '-'")
     for name in (*spec.build_args, *spec.secrets):
-        if not _ARG_NAME.match(name):
+        if not ARG_NAME.match(name):
             raise AirlockError(where, f"build argument or secret id {name!r} is not valid",
                                "use letters, digits and '_'")
     if "SOURCE_DATE_EPOCH" in spec.build_args:
@@ -193,11 +200,12 @@ def archive_digest(archive: Path) -> str:
     return manifests[0]["digest"]
 
 
-def build(spec: BuildSpec, timeout: float | None = None) -> BuildResult:
+def build(spec: BuildSpec, timeout: float = BUILD_TIMEOUT) -> BuildResult:
     """Run the build; return the archive, its digest and the log path.
 
     The whole buildx output goes to the log (one file per build, kept for
     the build record); a failure raises ToolError naming the failing step.
+    A build that outlives ``timeout`` seconds is stopped and is a ToolError.
     """
     log = spec.log or spec.output.with_name(spec.output.name + ".log")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -207,22 +215,18 @@ def build(spec: BuildSpec, timeout: float | None = None) -> BuildResult:
     tmp = spec.output.with_name(f".{spec.output.name}.tmp-{os.getpid()}")
     argv, env = build_command(dataclasses.replace(spec, output=tmp))
     where = f"docker buildx build {spec.dockerfile}"
-    with open(log, "w") as out:
-        out.write("$ " + " ".join(argv) + "\n")
-        out.flush()
-        try:
-            proc = subprocess.run(argv, env={**os.environ, **env}, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=timeout)
-        except FileNotFoundError as error:
-            raise ToolError(where, "the docker client is not installed", SETUP_FIX) from error
-        except subprocess.TimeoutExpired as error:
+    done = False
+    try:
+        proc = ext_exec.run(argv, where=where, timeout=timeout, env=ext_exec.environ(**env),
+                            log=log, check=False)
+        if proc.returncode != 0:
+            raise ToolError(where, failure_line(log.read_text(errors="replace")),
+                            f"log: {log}")
+        tmp.replace(spec.output)
+        done = True
+    finally:
+        if not done:
             tmp.unlink(missing_ok=True)
-            raise ToolError(where, f"did not finish within {timeout} s",
-                            f"see {log}") from error
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise ToolError(where, failure_line(log.read_text(errors="replace")), f"log: {log}")
-    tmp.replace(spec.output)
     return BuildResult(archive=spec.output, digest=archive_digest(spec.output), log=log)
 
 
@@ -236,20 +240,50 @@ class EngineInfo:
     platforms: tuple[str, ...]
 
 
-def _run(argv: list[str], where: str, *, timeout: float | None = 60,
+def _run(argv: list[str], where: str, *, timeout: float = QUERY_TIMEOUT,
          fix: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a short docker command; a failure is a ToolError with its last stderr line."""
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError as error:
-        raise ToolError(where, "the docker client is not installed", SETUP_FIX) from error
-    except subprocess.TimeoutExpired as error:
-        raise ToolError(where, f"no answer within {timeout} s", fix) from error
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise ToolError(where, lines[-1].strip() if lines else f"exit code {proc.returncode}",
-                        fix)
-    return proc
+    return ext_exec.run(argv, where=where, timeout=timeout, fix=fix)
+
+
+@dataclass(frozen=True)
+class Builder:
+    """What ``docker buildx inspect`` says about the current builder."""
+
+    driver: str
+    buildkit: tuple[str, ...]  # the BuildKit version of each node, as reported
+    platforms: tuple[str, ...]
+
+
+def parse_inspect(text: str) -> Builder:
+    """The driver, BuildKit versions and platforms in ``docker buildx inspect`` output.
+
+    buildx 0.10+ says ``BuildKit version: v0.12.5`` per node, older ones
+    ``Buildkit: v0.10.6``. A builder of several nodes offers every
+    platform of each.
+    """
+    driver = ""
+    buildkit: list[str] = []
+    platforms: list[str] = []
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "driver" and not driver:
+            driver = value
+        elif key in ("buildkit version", "buildkit"):
+            buildkit.append(value)
+        elif key == "platforms":
+            platforms += [p.strip() for p in value.split(",") if p.strip()]
+    return Builder(driver=driver, buildkit=tuple(buildkit),
+                   platforms=tuple(dict.fromkeys(platforms)))
+
+
+def parse_buildx_version(text: str) -> str:
+    """buildx's version in ``docker buildx version`` (``github.com/docker/buildx 0.13.1 ..``)."""
+    words = text.split()
+    return words[1] if len(words) > 1 else "?"
 
 
 def info() -> EngineInfo:
@@ -261,16 +295,42 @@ def info() -> EngineInfo:
         raise ToolError("docker info", str(errors[-1]), SETUP_FIX)
     status = data.get("DriverStatus") or []
     snapshotter = any("io.containerd.snapshotter" in str(v) for pair in status for v in pair)
-    buildx = _run(["docker", "buildx", "version"], "docker buildx version",
-                  fix=SETUP_FIX).stdout.split()
+    version = _run(["docker", "buildx", "version"], "docker buildx version", fix=SETUP_FIX)
     inspect = _run(["docker", "buildx", "inspect"], "docker buildx inspect", fix=SETUP_FIX)
-    platforms: tuple[str, ...] = ()
-    for line in inspect.stdout.splitlines():
-        if line.startswith("Platforms:"):
-            platforms = tuple(p.strip() for p in line.split(":", 1)[1].split(",") if p.strip())
     return EngineInfo(server_version=data["ServerVersion"],
-                      buildx_version=buildx[1] if len(buildx) > 1 else "?",
-                      containerd_snapshotter=snapshotter, platforms=platforms)
+                      buildx_version=parse_buildx_version(version.stdout),
+                      containerd_snapshotter=snapshotter,
+                      platforms=parse_inspect(inspect.stdout).platforms)
+
+
+def _known(version: str) -> bool:
+    """Whether a reported BuildKit version names a release (distribution builds say unknown)."""
+    return bool(version) and "unknown" not in version and not version.startswith("v0.0.0")
+
+
+@functools.cache
+def engine_identity() -> dict[str, str]:
+    """What of the engine decides an image's bytes: ``{"buildx": .., "buildkit": ..}``.
+
+    For input digests: an upgrade of buildx or of BuildKit may change the
+    bytes a build makes, so it must change the digest, or an "immutable" tag
+    would silently point at other bytes. ``buildkit`` is the BuildKit of the
+    current builder as ``docker buildx inspect`` reports it (the versions of
+    its nodes, sorted, joined by ","). With the ``docker`` driver BuildKit is
+    compiled into dockerd, and distribution builds of dockerd report
+    ``v0.0.0+unknown``: then ``dockerd <server version>`` names it. Asked
+    once per process (a build computes many digests).
+    """
+    version = _run(["docker", "buildx", "version"], "docker buildx version", fix=SETUP_FIX)
+    inspect = _run(["docker", "buildx", "inspect"], "docker buildx inspect", fix=SETUP_FIX)
+    builder = parse_inspect(inspect.stdout)
+    kits = sorted(set(builder.buildkit))
+    if builder.driver == "docker" and not any(_known(k) for k in kits):
+        server = _run(["docker", "version", "--format", "{{.Server.Version}}"],
+                      "docker version", fix=SETUP_FIX).stdout.strip()
+        kits = [f"dockerd {server}"]
+    return {"buildx": parse_buildx_version(version.stdout),
+            "buildkit": ",".join(kits) or "unknown"}
 
 
 def check(platforms: tuple[str, ...] = ()) -> EngineInfo:
@@ -289,166 +349,3 @@ def check(platforms: tuple[str, ...] = ()) -> EngineInfo:
                         f"(it offers {', '.join(engine.platforms) or 'nothing'})",
                         SETUP_FIX + " (it enables QEMU)")
     return engine
-
-
-# --- containers: smoke tests, and jobs with bind mounts and a log ------------
-# (airlock wheels builds sdists, airlock debs computes package closures)
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A host folder (or file) seen inside a container at ``target``."""
-
-    source: Path
-    target: str
-    read_only: bool = True
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One throw-away ``docker run`` as plain data.
-
-    For jobs done ahead of a build inside an image of the target platform
-    (sdists built into wheels, apt computing a package closure) the output
-    may be long, so :func:`run_logged` writes it to ``log``. ``env`` values
-    reach the container through the docker client's environment
-    (``--env NAME``), never the command line.
-    """
-
-    image: str
-    command: tuple[str, ...]
-    log: Path | None = None
-    platform: str | None = None
-    network: str = "none"
-    mounts: tuple[Mount, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    user: str | None = None
-    entrypoint: str | None = None
-
-
-def run_spec_command(spec: RunSpec) -> list[str]:
-    """The argv of ``docker run`` for a :class:`RunSpec` (pure, for the tests).
-
-    ``--mount`` rather than ``-v``: a missing host path is an error instead
-    of a new empty folder, and a ``:`` in a path cannot be misread.
-    """
-    where = f"docker run {spec.image}"
-    if spec.network not in _NETWORKS:
-        raise AirlockError(where, f"network {spec.network!r} is not one of {_NETWORKS}",
-                           "use none (offline) or host")
-    argv = ["docker", "run", "--rm", "--pull", "missing", "--network", spec.network]
-    if spec.platform:
-        argv += ["--platform", spec.platform]
-    if spec.user:
-        argv += ["--user", spec.user]
-    if spec.entrypoint is not None:
-        argv += ["--entrypoint", spec.entrypoint]
-    for mount in spec.mounts:
-        source = Path(mount.source).resolve()
-        if "," in f"{source}{mount.target}":
-            raise AirlockError(str(source), "a bind-mounted path holds a comma",
-                               "use a folder whose path has none")
-        value = f"type=bind,source={source},target={mount.target}"
-        argv += ["--mount", value + (",readonly" if mount.read_only else "")]
-    for name in sorted(spec.env):
-        if not _ARG_NAME.match(name):
-            raise AirlockError(where, f"environment variable name {name!r} is not valid",
-                               "use letters, digits and '_'")
-        argv += ["--env", name]  # the value comes from the client's environment
-    return [*argv, spec.image, *spec.command]
-
-
-def _where(spec: RunSpec) -> str:
-    return f"docker run {spec.image}" + (f" ({spec.platform})" if spec.platform else "")
-
-
-def run_logged(spec: RunSpec, timeout: float | None = 3600) -> None:
-    """Run the container, its whole output in ``spec.log``; a failure is a ToolError.
-
-    The error names the last lines the command printed (callers that can
-    tell a user's mistake from them read the log themselves).
-    """
-    if spec.log is None:
-        raise AirlockError(_where(spec), "run_logged needs a log file", "set RunSpec.log")
-    argv = run_spec_command(spec)
-    spec.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(spec.log, "w") as out:
-        out.write("$ " + " ".join(argv) + "\n")
-        out.flush()
-        try:
-            proc = subprocess.run(argv, env={**os.environ, **spec.env}, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  timeout=timeout)
-        except FileNotFoundError as error:
-            raise ToolError(_where(spec), "the docker client is not installed",
-                            SETUP_FIX) from error
-        except subprocess.TimeoutExpired as error:
-            raise ToolError(_where(spec), f"did not finish within {timeout} s",
-                            f"see {spec.log}") from error
-    if proc.returncode != 0:
-        lines = [line.strip() for line in spec.log.read_text(errors="replace").splitlines()
-                 if line.strip()][1:]
-        last = " | ".join(lines[-2:]) if lines else "no output"
-        raise ToolError(_where(spec), f"exit code {proc.returncode}: {last}",
-                        f"log: {spec.log}")
-
-
-def run(image: str, command: list[str], *, platform: str | None = None,
-        user: str | None = None, network: str = "none", entrypoint: str | None = None,
-        env: dict[str, str] | None = None, timeout: float | None = 300) -> str:
-    """Run ``command`` in a throw-away container and return its standard output.
-
-    For smoke tests of built images (``keystone-manage --version`` on each
-    platform); no network unless asked. A non-zero exit is a ToolError.
-    """
-    spec = RunSpec(image=image, command=tuple(command), platform=platform, user=user,
-                   network=network, entrypoint=entrypoint, env=dict(env or {}))
-    argv = run_spec_command(spec)
-    try:
-        proc = subprocess.run(argv, env={**os.environ, **spec.env}, capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=timeout)
-    except FileNotFoundError as error:
-        raise ToolError(_where(spec), "the docker client is not installed", SETUP_FIX) from error
-    except subprocess.TimeoutExpired as error:
-        raise ToolError(_where(spec), f"did not finish within {timeout} s") from error
-    if proc.returncode != 0:
-        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
-        raise ToolError(_where(spec), f"exit code {proc.returncode}: "
-                        f"{lines[-1] if lines else 'no output'}")
-    return proc.stdout
-
-
-def image_digest(ref: str, pull: bool = True) -> str | None:
-    """The digest that names ``ref`` in the engine's store (an index for a multi-platform image).
-
-    A reference by digest is its own answer. Otherwise the store is asked,
-    after a ``docker pull`` when ``pull`` and it is not there; None when the
-    image cannot be found. With the containerd image store an image's ID is
-    the digest of its index, the same digest the registry serves. An
-    unreachable engine is a ToolError, not "no such image".
-    """
-    if "@sha256:" in ref:
-        return ref.rsplit("@", 1)[1]
-    argv = ["docker", "image", "inspect", "--format", "{{.Id}}", ref]
-    where = f"docker image inspect {ref}"
-    proc = _inspect(argv, where)
-    if proc.returncode != 0 and pull:
-        subprocess.run(["docker", "pull", "-q", ref], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL)
-        proc = _inspect(argv, where)
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.strip() or None
-
-
-def _inspect(argv: list[str], where: str) -> subprocess.CompletedProcess[str]:
-    """``docker image inspect``: "no such image" is an answer, anything else a ToolError."""
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError as error:
-        raise ToolError(where, "the docker client is not installed", SETUP_FIX) from error
-    if proc.returncode != 0 and "no such image" not in proc.stderr.lower():
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise ToolError(where, lines[-1].strip() if lines else f"exit code {proc.returncode}",
-                        SETUP_FIX)
-    return proc
