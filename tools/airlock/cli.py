@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import sys
 import traceback
@@ -175,34 +174,16 @@ def _work_dir(args: argparse.Namespace) -> Path:
     return settings.work_dir(args.work_dir)
 
 
-# A repository prefix: host[:port] (a name with a dot, localhost, an IPv4
-# or [IPv6] address) then lower-case path components, as the OCI
-# distribution spec spells repository names.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_PREFIX = re.compile(rf"(?P<host>(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?)"
-                     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
-
-
 def _registry(args: argparse.Namespace) -> str:
     """The repository prefix, checked before any work starts.
 
-    A local check until ext/registry owns it (``registry.check_prefix``):
-    a malformed prefix found only at the first push would waste a build.
+    A malformed prefix found only at the first push would waste a build.
     """
-    prefix = settings.registry(args.registry)
+    from airlock.ext import registry
+
     where = "--registry" if args.registry else f"${settings.REGISTRY_ENV}" \
         if os.environ.get(settings.REGISTRY_ENV) else "registry"
-    fix = "write host[:port]/path, e.g. 127.0.0.1:5000/airlock"
-    if "@" in prefix:
-        raise AirlockError(where, "contains '@' (credentials or a digest)",
-                           f"{fix}; credentials go in $AIRLOCK_REGISTRY_AUTH_FILE")
-    match = _PREFIX.fullmatch(prefix)
-    host = match.group("host") if match else ""
-    if not match or not ("." in host or ":" in host or host == "localhost") \
-            or len(prefix) > 200:
-        raise AirlockError(where, f"{prefix!r} is not a repository prefix (a registry host, "
-                           "then lower-case path components; no scheme, tag or spaces)", fix)
-    return prefix
+    return registry.check_prefix(settings.registry(args.registry), where)
 
 
 def _json_out(doc: dict) -> None:

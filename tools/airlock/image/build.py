@@ -318,7 +318,7 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
                base_digest: str, work: Path, progress: Progress, *, push: bool,
                dep_refs: dict[str, str] | None = None) -> dict:
     """Build one image unless its input digest is already in the registry."""
-    inputs = plan.job_inputs(job, dep_digests, base_digest)
+    inputs = plan.job_inputs(job, dep_digests, base_digest, buildx.engine_identity())
     digest = files.json_digest(inputs)
     tag = plan.immutable_tag(job, opts.release.name, digest)
     ref = f"{opts.registry}/{job.name}:{tag}"

@@ -80,9 +80,17 @@ def tree_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def job_inputs(job: ImageJob, dep_digests: dict[str, str], base_digest: str) -> dict:
-    """Everything that decides the job's image, as canonical plain data."""
+def job_inputs(job: ImageJob, dep_digests: dict[str, str], base_digest: str,
+               engine: dict[str, str] | None = None) -> dict:
+    """Everything that decides the job's image, as canonical plain data.
+
+    ``engine`` names the builder (buildx and BuildKit versions,
+    :func:`airlock.ext.buildx.engine_identity`): the same inputs built by
+    another BuildKit may give other bytes, so an engine upgrade makes a new
+    immutable tag instead of silently moving an old one.
+    """
     return {
+        "engine": dict(sorted((engine or {}).items())),
         "image": job.name,
         "image_dir": tree_digest(job.image_dir),
         "contexts": {name: tree_digest(path) for name, path in sorted(job.contexts.items())},

@@ -176,6 +176,16 @@ class JobDigestTest(unittest.TestCase):
         fields = {k: getattr(self.job, k) for k in self.job.__dataclass_fields__}
         return plan.ImageJob(**{**fields, **changes})
 
+    def test_the_engine_is_an_input(self) -> None:
+        # A BuildKit upgrade may change the bytes: it must change the tag too.
+        one = files.json_digest(plan.job_inputs(self.job, self.deps, self.base,
+                                                {"buildx": "0.13.1", "buildkit": "v0.13.2"}))
+        other = files.json_digest(plan.job_inputs(self.job, self.deps, self.base,
+                                                  {"buildx": "0.13.1", "buildkit": "v0.14.0"}))
+        self.assertNotEqual(one, other)
+        self.assertEqual(one, files.json_digest(plan.job_inputs(
+            self.job, self.deps, self.base, {"buildkit": "v0.13.2", "buildx": "0.13.1"})))
+
     def test_each_input_changes_the_digest(self) -> None:
         first = self.digest()
         self.assertEqual(self.digest(), first)
