@@ -7,15 +7,18 @@ effect on a directory. Failures become one-line :class:`ToolError`/
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.errors import ToolError
 from airlock.ext import exec as ext_exec
+from airlock.urls import strip_userinfo
 
 # git must never prompt (no terminal in CI or Zuul) nor read the user's
 # configuration (hooks, signing, url rewrites would make runs differ).
@@ -56,6 +59,29 @@ def run(args: list[str], cwd: Path | str | None = None, *, where: str = "git",
     return proc
 
 
+def _remote(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its credentials, and the environment that gives them to git.
+
+    A credentialed URL on git's command line shows in ``ps`` to every user
+    of the host. For http(s) the credentials travel instead as an
+    ``Authorization`` header scoped to that URL, in the environment
+    (``GIT_CONFIG_COUNT``/``KEY``/``VALUE``: git's config from the
+    environment, as private as the process itself). Other schemes (ssh
+    users carry no secret) are left as they are.
+    """
+    parts = urllib.parse.urlsplit(url) if "://" in url else None
+    if parts is None or parts.scheme not in ("http", "https") or \
+            (parts.username is None and parts.password is None):
+        return url, {}
+    bare = strip_userinfo(url)
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return bare, {"GIT_CONFIG_COUNT": "1",
+                  "GIT_CONFIG_KEY_0": f"http.{bare}.extraHeader",
+                  "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}"}
+
+
 # --- refs and sources: ls-remote, fetch by SHA, export, describe, apply ------
 #
 # These return plain data. A repository that cannot be read raises ToolError
@@ -68,6 +94,11 @@ _MISSING = re.compile(r"not our ref|want [0-9a-f]{40} not valid|no such remote r
                       r"|couldn't find remote ref")
 
 
+# git's words when it would have prompted for credentials.
+_ASKED = re.compile(r"unable to read askpass response|could not read (Username|Password)"
+                    r"|Authentication failed for")
+
+
 def reason(stderr: str) -> str:
     """git's own one-line reason for a failure.
 
@@ -76,6 +107,11 @@ def reason(stderr: str) -> str:
     one that says what went wrong, so that is the one a user should see.
     """
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if any(_ASKED.search(line) for line in lines):
+        # git wanted to prompt (askpass is /bin/false): credentials were
+        # refused, or none were given; its own words name /bin/false.
+        return ("authentication failed: the server refused the credentials given, "
+                "or asked for some and none were given")
     for line in lines:
         for prefix in ("fatal: ", "error: "):
             if line.startswith(prefix):
@@ -98,10 +134,11 @@ def ls_remote(url: str, patterns: list[str], *, heads: bool = False,
         args.append("--heads")
     if tags:
         args.append("--tags")
-    proc = run([*args, "--", url, *patterns], check=False, where=url,
+    bare, env = _remote(url)
+    proc = run([*args, "--", bare, *patterns], check=False, where=bare, env=env,
                timeout=LS_REMOTE_TIMEOUT)
     if proc.returncode != 0:
-        raise ToolError(url, reason(proc.stderr))
+        raise ToolError(bare, reason(proc.stderr))
     refs: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         sha, _, name = line.partition("\t")
@@ -143,16 +180,18 @@ def fetch_commit(git_dir: Path, url: str, sha: str, *, depth: int | None = None,
     if depth:
         args.append(f"--depth={depth}")
     refspecs = [sha, "+refs/tags/*:refs/tags/*"] if tags else [sha]
-    proc = run([*args, "--", url, *refspecs], check=False, where=url, timeout=FETCH_TIMEOUT)
+    bare, env = _remote(url)
+    proc = run([*args, "--", bare, *refspecs], check=False, where=bare, env=env,
+               timeout=FETCH_TIMEOUT)
     if proc.returncode == 0:
         return True
     why = reason(proc.stderr)
     if "unadvertised object" in why:
-        raise ToolError(url, "the server does not serve commits by SHA (protocol v0/v1 "
+        raise ToolError(bare, "the server does not serve commits by SHA (protocol v0/v1 "
                         "without uploadpack.allowAnySHA1InWant)")
     if _MISSING.search(why):
         return False
-    raise ToolError(url, why)
+    raise ToolError(bare, why)
 
 
 def has_commit(url: str, sha: str) -> bool:

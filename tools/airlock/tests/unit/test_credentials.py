@@ -26,6 +26,7 @@ from airlock.errors import ToolError
 from airlock.inputs import sources
 from airlock.tests.unit.gitrepo import GitRepo, make_release, numbered, write_data_tree
 from airlock.tests.unit.servers import GitServer, PackageIndex
+from airlock.tests.unit.test_index_credentials import command_lines_holding
 from airlock.tests.unit.test_mirror import make_sdist
 
 USER = "airlock-bot"
@@ -91,6 +92,26 @@ class CredentialedRunTest(unittest.TestCase):
             data = path.read_bytes()
             leaked += [f"{path}: {s}" for s in secrets_ if s.encode() in data]
         self.assertEqual(leaked, [])
+
+    def test_git_never_sees_the_password_on_its_command_line(self) -> None:
+        # What ps shows every user of the host: the server looks at every
+        # command line while git talks to it.
+        leaks: list[str] = []
+        handle = self.git.handle
+
+        def watching(request) -> None:
+            leaks.extend(command_lines_holding(self.secret))
+            handle(request)
+
+        self.git.handle = watching  # type: ignore[method-assign]
+        try:
+            proc = self.airlock("refs", "resolve", "--release", "2025.2",
+                                "--git-base", self.git_base)
+        finally:
+            self.git.handle = handle  # type: ignore[method-assign]
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertGreater(self.git.served, 0)
+        self.assertEqual([line for line in leaks if "airlock.cli" not in line], [])
 
     def test_resolve_prepare_and_mirror_use_the_password_and_record_none(self) -> None:
         served = self.git.served
@@ -165,8 +186,9 @@ class CredentialedRunTest(unittest.TestCase):
         self.assertEqual((proc.returncode, proc.stdout), (2, ""))
         self.assertEqual(proc.stderr.splitlines(), [
             f"{self.data}/releases/2025.2/source-refs.yaml:keystone: cannot read repository "
-            f"{self.bare_base}/openstack/keystone: Authentication failed for "
-            f"'{self.bare_base}/openstack/keystone/'; check --git-base / AIRLOCK_GIT_BASE (the "
+            f"{self.bare_base}/openstack/keystone: authentication failed: the server refused "
+            "the credentials given, or asked for some and none were given; check --git-base / "
+            "AIRLOCK_GIT_BASE (the "
             "repository is <git-base>/openstack/keystone) or give the entry a repo:"])
         lock = self.work / "refs.lock"
         self.assertEqual(self.airlock("refs", "resolve", "--release", "2025.2", "--git-base",
@@ -176,7 +198,7 @@ class CredentialedRunTest(unittest.TestCase):
                             "--git-base", bad_base)
         self.assertEqual(proc.returncode, 2, proc.stderr)
         self.assertEqual(len(proc.stderr.splitlines()), 1, proc.stderr)
-        self.assertIn("Authentication failed", proc.stderr)
+        self.assertIn("authentication failed", proc.stderr)
         proc = self.airlock("mirror", "create", "--release", "2025.2", "--dest",
                             str(self.work / "mirror"), "--index-url",
                             self.index.url(USER, wrong, "simple/"))
