@@ -10,7 +10,12 @@ command line and is pure, so that the unit tests pin down every flag.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import secrets
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +61,7 @@ class RunSpec:
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     entrypoint: str | None = None
+    name: str | None = None
 
 
 def run_spec_command(spec: RunSpec) -> list[str]:
@@ -69,6 +75,8 @@ def run_spec_command(spec: RunSpec) -> list[str]:
         raise AirlockError(where, f"network {spec.network!r} is not one of {NETWORKS}",
                            "use none (offline) or host")
     argv = ["docker", "run", "--rm", "--pull", "missing", "--network", spec.network]
+    if spec.name:
+        argv += ["--name", spec.name]
     if spec.platform:
         argv += ["--platform", spec.platform]
     if spec.user:
@@ -94,6 +102,25 @@ def _where(spec: RunSpec) -> str:
     return f"docker run {spec.image}" + (f" ({spec.platform})" if spec.platform else "")
 
 
+@contextlib.contextmanager
+def _removed_if_abandoned(spec: RunSpec) -> Iterator[RunSpec]:
+    """``spec`` with a name of its own; the container is removed if the run is abandoned.
+
+    Killing the docker client (a timeout, Ctrl-C, SIGTERM of airlock) does
+    not stop its container: it would go on writing into the bind-mounted
+    staging folders that airlock's cleanup is removing. On any exception the
+    named container is removed by force (best effort: a cleanup never fails).
+    """
+    named = dataclasses.replace(spec, name=f"airlock-{os.getpid()}-{secrets.token_hex(6)}")
+    try:
+        yield named
+    except BaseException:
+        with contextlib.suppress(Exception):
+            ext_exec.run(["docker", "rm", "--force", named.name], where="docker rm",
+                         timeout=QUERY_TIMEOUT, check=False)
+        raise
+
+
 def run_logged(spec: RunSpec, timeout: float = JOB_TIMEOUT) -> None:
     """Run the container, its whole output in ``spec.log``; a failure is a ToolError.
 
@@ -102,9 +129,9 @@ def run_logged(spec: RunSpec, timeout: float = JOB_TIMEOUT) -> None:
     """
     if spec.log is None:
         raise AirlockError(_where(spec), "run_logged needs a log file", "set RunSpec.log")
-    argv = run_spec_command(spec)
-    proc = ext_exec.run(argv, where=_where(spec), timeout=timeout,
-                        env=ext_exec.environ(**spec.env), log=spec.log, check=False)
+    with _removed_if_abandoned(spec) as named:
+        proc = ext_exec.run(run_spec_command(named), where=_where(spec), timeout=timeout,
+                            env=ext_exec.environ(**spec.env), log=spec.log, check=False)
     if proc.returncode != 0:
         lines = [line.strip() for line in spec.log.read_text(errors="replace").splitlines()
                  if line.strip()][1:]
@@ -123,9 +150,9 @@ def run(image: str, command: list[str], *, platform: str | None = None,
     """
     spec = RunSpec(image=image, command=tuple(command), platform=platform, user=user,
                    network=network, entrypoint=entrypoint, env=dict(env or {}))
-    argv = run_spec_command(spec)
-    proc = ext_exec.run(argv, where=_where(spec), timeout=timeout,
-                        env=ext_exec.environ(**spec.env), check=False)
+    with _removed_if_abandoned(spec) as named:
+        proc = ext_exec.run(run_spec_command(named), where=_where(spec), timeout=timeout,
+                            env=ext_exec.environ(**spec.env), check=False)
     if proc.returncode != 0:
         lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
         raise ToolError(_where(spec), f"exit code {proc.returncode}: "
