@@ -16,6 +16,7 @@ written through) or, inside a tree it did not create, :func:`create_new`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -385,11 +386,44 @@ def remove_tree(path: Path, patience: float = 5.0) -> None:
 
 
 def swap_into_place(stage: Path, dest: Path) -> None:
-    """Replace ``dest`` by ``stage`` (same parent): the old tree is gone only once the new is in."""
+    """Replace ``dest`` by ``stage`` (same parent): the old tree is gone only once the new is in.
+
+    The kernel exchanges the two names in one step (``renameat2`` with
+    ``RENAME_EXCHANGE``), so no signal can land between "old moved away"
+    and "new moved in": ``dest`` is always the old tree or the new one,
+    never missing, and no ``.old`` folder is left behind. Where the call is
+    not available, two renames do the same with that short window.
+    """
+    stage, dest = Path(stage), Path(dest)
+    if os.path.lexists(dest) and _exchange(stage, dest):
+        remove_tree(stage)  # now the old tree
+        return
     old = None
-    if dest.exists():
+    if os.path.lexists(dest):
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         os.replace(dest, old)
     os.replace(stage, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(one: Path, other: Path) -> bool:
+    """Swap two paths atomically; False where renameat2 is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(one), _AT_FDCWD, os.fsencode(other),
+                 _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL):  # an old kernel, or a file system without it
+        return False
+    raise OSError(err, os.strerror(err), str(other))

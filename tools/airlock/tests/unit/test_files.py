@@ -38,6 +38,20 @@ class CheckReplaceableTest(unittest.TestCase):
                 self.assertEqual((dest / "manifest.json").read_text(), '{"new": 1}')
         self.assertEqual(sorted(p.name for p in self.tmp.iterdir()), ["absent", "empty", "ours"])
 
+    def test_the_swap_is_one_step_and_leaves_no_old_folder(self) -> None:
+        # The kernel's exchange: dest is the old or the new tree at every moment.
+        dest, stage = self.tmp / "dest", self.tmp / ".dest.new"
+        dest.mkdir()
+        (dest / "old").write_text("old")
+        stage.mkdir()
+        (stage / "new").write_text("new")
+        self.assertTrue(files._exchange(stage, dest))
+        self.assertEqual([p.name for p in dest.iterdir()], ["new"])
+        self.assertEqual([p.name for p in stage.iterdir()], ["old"])
+        files.swap_into_place(self.tmp / ".dest.new", dest)  # swaps back, drops the other
+        self.assertEqual([p.name for p in dest.iterdir()], ["old"])
+        self.assertEqual(sorted(p.name for p in self.tmp.iterdir()), ["dest"])
+
     def test_a_foreign_folder_is_refused_with_one_line(self) -> None:
         foreign = self.tmp / "home"
         foreign.mkdir()
