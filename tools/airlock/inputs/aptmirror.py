@@ -10,14 +10,17 @@ The base image (:mod:`airlock.inputs.baseimage`) and the offline apt repositorie
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from airlock.errors import AirlockError, ToolError
+from airlock.urls import has_userinfo, strip_userinfo
 
 MIRROR_ENV = "AIRLOCK_APT_MIRROR"
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
@@ -99,6 +102,27 @@ def apt_mirror(codename: str, env: dict[str, str] | None = None,
                        f"set {MIRROR_ENV}=<Debian mirror URL>")
 
 
+def apt_auth(mirror: str) -> tuple[str, str | None]:
+    """The mirror as apt's sources list names it, and its ``auth.conf`` entry (if any).
+
+    apt takes credentials from ``auth.conf`` (``machine scheme://host/path
+    login U password P``), never from the URL: there they would be printed
+    in apt's output and written into the log. The scheme is always named:
+    without it apt uses an entry for https only.
+    """
+    bare = strip_userinfo(mirror)
+    if not has_userinfo(mirror):
+        return bare, None
+    parts = urllib.parse.urlsplit(mirror)
+    login = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    machine = f"{parts.scheme}://{host}{parts.path}".rstrip("/")
+    return bare, f"machine {machine} login {login} password {password}"
+
+
 def release_epoch(mirror: str, codename: str, timeout: float = 60) -> int:
     """``SOURCE_DATE_EPOCH`` of a mirror state: the Date: of its Release file.
 
@@ -106,12 +130,20 @@ def release_epoch(mirror: str, codename: str, timeout: float = 60) -> int:
     clock. Read from ``dists/<codename>/InRelease`` (or ``Release``); a
     ``file://`` mirror works too.
     """
-    base = mirror.rstrip("/")
+    base = strip_userinfo(mirror).rstrip("/")
+    headers = {}
+    if has_userinfo(mirror):  # urllib ignores a URL's userinfo: send it as a header
+        parts = urllib.parse.urlsplit(mirror)
+        user = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
     last_error = ""
     for name in ("InRelease", "Release"):
         url = f"{base}/dists/{codename}/{name}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
                 text = answer.read().decode("utf-8", "replace")
         except (urllib.error.URLError, OSError) as error:
             last_error = f"{url}: {getattr(error, 'reason', error)}"
@@ -120,7 +152,7 @@ def release_epoch(mirror: str, codename: str, timeout: float = 60) -> int:
             if line.startswith("Date:"):
                 return int(parsedate_to_datetime(line[5:].strip()).timestamp())
         last_error = f"{url}: no Date: field"
-    raise ToolError(f"apt mirror {mirror}", f"cannot read the {codename} Release file "
+    raise ToolError(f"apt mirror {base}", f"cannot read the {codename} Release file "
                     f"({last_error})", f"check the mirror or set {MIRROR_ENV}")
 
 

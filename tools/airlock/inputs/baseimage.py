@@ -45,6 +45,7 @@ from airlock.errors import AirlockError, ToolError
 from airlock.ext import buildx, registry
 from airlock.ext import exec as ext_exec
 from airlock.inputs import aptmirror
+from airlock.urls import strip_userinfo
 
 if TYPE_CHECKING:  # the model only; importing it here would tie us to its loader
     from airlock.data.release import Release
@@ -102,7 +103,7 @@ def inputs(spec: BaseSpec, dockerfile_text: str) -> dict[str, object]:
         "variant": spec.variant,
         "packages": sorted(set(spec.packages)),
         "platforms": sorted(set(spec.platforms)),
-        "mirror": spec.mirror,
+        "mirror": strip_userinfo(spec.mirror),  # a credential is no input and never recorded
         "dockerfile": "sha256:" + hashlib.sha256(dockerfile_text.encode()).hexdigest(),
     }
 

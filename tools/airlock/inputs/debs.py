@@ -53,7 +53,6 @@ import shutil
 import stat
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +70,7 @@ from airlock.files import read_json as _read_json
 from airlock.files import sha256_file as _sha256_file
 from airlock.files import write_json as _write_json
 from airlock.inputs import aptmirror
-from airlock.urls import has_userinfo, strip_userinfo
+from airlock.urls import strip_userinfo
 
 RECIPE = "airlock-debs/1"
 FORMAT = 1
@@ -270,27 +269,6 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     return results
 
 
-def apt_auth(mirror: str) -> tuple[str, str | None]:
-    """The mirror as apt's sources list names it, and its ``auth.conf`` entry (if any).
-
-    apt takes credentials from ``auth.conf`` (``machine scheme://host/path
-    login U password P``), never from the URL: there they would be printed
-    in apt's output and written into the log. The scheme is always named:
-    without it apt uses an entry for https only.
-    """
-    bare = strip_userinfo(mirror)
-    if not has_userinfo(mirror):
-        return bare, None
-    parts = urllib.parse.urlsplit(mirror)
-    login = urllib.parse.unquote(parts.username or "")
-    password = urllib.parse.unquote(parts.password or "")
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    machine = f"{parts.scheme}://{host}{parts.path}".rstrip("/")
-    return bare, f"machine {machine} login {login} password {password}"
-
-
 def run_spec(base: str, platform: str, mirror: str, codename: str, cache_dir: Path,
              out_dir: Path, log: Path) -> containers.RunSpec:
     """The container that computes and downloads the closure (pure, for the tests).
@@ -299,7 +277,7 @@ def run_spec(base: str, platform: str, mirror: str, codename: str, cache_dir: Pa
     its reach. The mirror (and its credentials) travel in the environment.
     """
     owner = f"{os.getuid()}:{os.getgid()}"
-    bare, auth = apt_auth(mirror)
+    bare, auth = aptmirror.apt_auth(mirror)
     env = {"AIRLOCK_MIRROR": bare, **({"AIRLOCK_APT_AUTH": auth} if auth else {})}
     return containers.RunSpec(
         image=base, platform=platform, network="host", log=log, env=env,
