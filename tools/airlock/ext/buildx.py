@@ -28,6 +28,7 @@ from pathlib import Path
 
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import exec as ext_exec
+from airlock.ext import registry
 
 SETUP_FIX = "run tools/setup-host build-host (as root) to install and start the engine"
 # Seconds: a build of a service for several platforms, some under QEMU, may
@@ -217,8 +218,9 @@ def build(spec: BuildSpec, timeout: float = BUILD_TIMEOUT) -> BuildResult:
     where = f"docker buildx build {spec.dockerfile}"
     done = False
     try:
-        proc = ext_exec.run(argv, where=where, timeout=timeout, env=ext_exec.environ(**env),
-                            log=log, check=False)
+        with registry.docker_config() as docker_env:  # the site registry's credentials
+            proc = ext_exec.run(argv, where=where, timeout=timeout,
+                                env=ext_exec.environ(**env, **docker_env), log=log, check=False)
         if proc.returncode != 0:
             raise ToolError(where, failure_line(log.read_text(errors="replace")),
                             f"log: {log}")

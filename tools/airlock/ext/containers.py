@@ -130,8 +130,10 @@ def run_logged(spec: RunSpec, timeout: float = JOB_TIMEOUT) -> None:
     if spec.log is None:
         raise AirlockError(_where(spec), "run_logged needs a log file", "set RunSpec.log")
     with _removed_if_abandoned(spec) as named:
-        proc = ext_exec.run(run_spec_command(named), where=_where(spec), timeout=timeout,
-                            env=ext_exec.environ(**spec.env), log=spec.log, check=False)
+        with registry.docker_config() as docker_env:
+            proc = ext_exec.run(run_spec_command(named), where=_where(spec), timeout=timeout,
+                                env=ext_exec.environ(**spec.env, **docker_env), log=spec.log,
+                                check=False)
     if proc.returncode != 0:
         lines = [line.strip() for line in spec.log.read_text(errors="replace").splitlines()
                  if line.strip()][1:]
@@ -151,8 +153,9 @@ def run(image: str, command: list[str], *, platform: str | None = None,
     spec = RunSpec(image=image, command=tuple(command), platform=platform, user=user,
                    network=network, entrypoint=entrypoint, env=dict(env or {}))
     with _removed_if_abandoned(spec) as named:
-        proc = ext_exec.run(run_spec_command(named), where=_where(spec), timeout=timeout,
-                            env=ext_exec.environ(**spec.env), check=False)
+        with registry.docker_config() as docker_env:
+            proc = ext_exec.run(run_spec_command(named), where=_where(spec), timeout=timeout,
+                                env=ext_exec.environ(**spec.env, **docker_env), check=False)
     if proc.returncode != 0:
         lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
         raise ToolError(_where(spec), f"exit code {proc.returncode}: "
@@ -201,8 +204,9 @@ def _qualified(ref: str) -> bool:
 def _pull(ref: str) -> None:
     """``docker pull ref``; a failure is a ToolError unless the registry lacks ``ref``."""
     where = f"docker pull {ref}"
-    proc = ext_exec.run(["docker", "pull", "-q", ref], where=where, timeout=PULL_TIMEOUT,
-                        check=False)
+    with registry.docker_config() as docker_env:
+        proc = ext_exec.run(["docker", "pull", "-q", ref], where=where, timeout=PULL_TIMEOUT,
+                            env=ext_exec.environ(**docker_env), check=False)
     if proc.returncode == 0:
         return
     # Raises the registry's own ToolError (credentials, unreachable, TLS).

@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import http.client
 import json
@@ -86,7 +87,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -329,6 +330,32 @@ def check_auth_file(env: Mapping[str, str] | None = None) -> Path | None:
     if path is not None:
         _load_auth_file(path, f"${AUTH_FILE_ENV} ({path})", strict=True)
     return path
+
+
+@contextlib.contextmanager
+def docker_config(env: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """The environment giving the docker client the credentials of ``$AIRLOCK_REGISTRY_AUTH_FILE``.
+
+    skopeo reads the auth file itself; the docker client (``docker run``,
+    ``docker pull``) and BuildKit (which asks the client, through its
+    session, for the credentials of a ``FROM`` or a build argument image
+    that lies in the site's registry) read ``$DOCKER_CONFIG/config.json``,
+    whose ``"auths"`` has the same form. For the duration of one call a
+    private folder (mode 700) holds that copy, and is removed after; the
+    host's own docker configuration is never written. Without the variable
+    the client's own configuration applies (``{}``).
+    """
+    path = check_auth_file(env)
+    if path is None:
+        yield {}
+        return
+    auths = json.loads(files.read_bytes(path, limit=AUTH_FILE_LIMIT))["auths"]
+    with tempfile.TemporaryDirectory(prefix="airlock-docker-config-") as folder:
+        os.chmod(folder, 0o700)
+        fd = os.open(Path(folder) / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"auths": auths}, handle)
+        yield {"DOCKER_CONFIG": folder}
 
 
 def _auth_files(env: Mapping[str, str] | None = None) -> list[_AuthFile]:
