@@ -385,6 +385,26 @@ def remove_tree(path: Path, patience: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def staged(dest: Path, mode: int = 0o755) -> Iterator[Path]:
+    """A fresh folder beside ``dest`` to fill; it replaces ``dest`` if the block succeeds.
+
+    Whatever ends the block (an error, Ctrl-C, SIGTERM), the folder is
+    removed: ``dest`` is the old tree or the new one, never a mix, and no
+    staging folder is left behind. Beside ``dest`` so that the swap is a
+    rename on one file system.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+    try:
+        yield stage
+        os.chmod(stage, mode)
+        swap_into_place(stage, dest)
+    finally:
+        remove_tree(stage)
+
+
 def swap_into_place(stage: Path, dest: Path) -> None:
     """Replace ``dest`` by ``stage`` (same parent): the old tree is gone only once the new is in.
 

@@ -49,7 +49,6 @@ import errno
 import hashlib
 import os
 import re
-import shutil
 import stat
 import tempfile
 import time
@@ -63,7 +62,7 @@ from airlock.data import platforms as platforms_mod
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import containers, registry
-from airlock.files import MiB, check_replaceable, json_digest, swap_into_place
+from airlock.files import MiB, check_replaceable, json_digest, staged
 from airlock.files import link_or_copy as _link_or_copy
 from airlock.files import locked as files_locked
 from airlock.files import read_json as _read_json
@@ -370,9 +369,7 @@ def read_regular(path: Path, limit: int) -> bytes:
 def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure: list[Deb],
               cache_dir: Path) -> dict:
     """Write the repository next to ``out`` and swap it into place; return its manifest."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
-    try:
+    with staged(out) as stage:
         entries = []
         for deb in sorted(closure, key=lambda d: d.filename):
             # Regular files only, and the sums of the very file linked.
@@ -390,10 +387,6 @@ def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure:
                                  "file": d.filename} for d in closure],
                     "files": files}
         _write_json(stage / MANIFEST, manifest)
-        os.chmod(stage, 0o755)
-        swap_into_place(stage, out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return manifest
 
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -69,7 +68,7 @@ from airlock.files import (
     json_digest,
     link_or_copy,
     sha256_file,
-    swap_into_place,
+    staged,
 )
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
@@ -415,9 +414,7 @@ def _manifest(recorded: dict, digest: str, targets: list[Platform],
 def _install(dest: Path, layout: dict[str, dict], manifest: dict, constraints_text: str,
              build_text: str) -> None:
     """Assemble the wheelhouse next to ``dest`` (hard links) and swap it into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
-    try:
+    with staged(dest) as stage:
         for sub in {PURE, *manifest["platforms"]}:
             (stage / sub).mkdir()
         for rel, entry in layout.items():
@@ -425,10 +422,6 @@ def _install(dest: Path, layout: dict[str, dict], manifest: dict, constraints_te
         (stage / CONSTRAINTS).write_text(constraints_text)
         (stage / BUILD_CONSTRAINTS).write_text(build_text)
         _write_json(stage / MANIFEST, manifest)
-        os.chmod(stage, 0o755)
-        swap_into_place(stage, dest)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 
@@ -492,16 +485,10 @@ def tool_wheels(release: Release, platforms, dest: Path, *, index_url: str | Non
     if dest.exists() and any(dest.iterdir()) and not (dest / MANIFEST).is_file():
         raise AirlockError(str(dest), "exists and is not a tool wheel folder",
                            "choose a new or empty folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
-    try:
+    with staged(dest) as stage:
         for name, entry in layout.items():
             link_or_copy(entry["source"], stage / name)
         _write_json(stage / MANIFEST, manifest)
-        os.chmod(stage, 0o755)
-        swap_into_place(stage, dest)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return dest
 
 
