@@ -22,6 +22,7 @@ from pathlib import Path
 from airlock import settings
 from airlock.data import platforms
 from airlock.errors import AirlockError
+from airlock.ext import exec as ext_exec
 from airlock.urls import redact
 
 
@@ -37,7 +38,13 @@ class Terminated(BaseException):
 
 
 def _terminate(signum, frame) -> None:
+    ext_exec.stop_all()  # the programs airlock waits for end with it
     raise Terminated(signum)
+
+
+def _interrupt(signum, frame) -> None:
+    ext_exec.stop_all()  # Ctrl-C reaches them too, ``kill -INT`` does not
+    raise KeyboardInterrupt
 
 
 def _say(line: str) -> None:
@@ -434,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

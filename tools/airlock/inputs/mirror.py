@@ -41,6 +41,7 @@ from packaging.version import InvalidVersion, Version
 
 from airlock.data.release import ComponentRef, Release
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import exec as ext_exec
 from airlock.ext import git, index
 
 IDENT = "airlock mirror <mirror@airlock.invalid>"
@@ -77,7 +78,7 @@ def create(release: Release, dest: Path, index_url: str | None = None,
                                Path(tmp) / ref.name, index_url) for ref in refs]
         try:
             for ref, future in zip(refs, futures, strict=True):
-                sdist = future.result()
+                sdist = ext_exec.result(future)
                 rows.append(import_sdist(sdist, dest, ref, release.name))
                 sdist.unlink()
         finally:
