@@ -30,6 +30,7 @@ branch or a SHA cannot be made from a released sdist and is refused.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tarfile
 import tempfile
@@ -64,6 +65,8 @@ def create(release: Release, dest: Path, index_url: str | None = None,
     tag names and ``action`` one of created/updated/unchanged.
     """
     refs = select(release, components)
+    for ref in refs:  # before any download: a download costs minutes
+        check_target(repo_path(dest, ref))
     # A release tag never moves: a repository that already has the tag on
     # its stable branch needs no download (a re-run costs a rev-parse).
     done = {ref.name: row for ref in refs if (row := _already(dest, ref, release.name))}
@@ -97,6 +100,15 @@ def _already(dest: Path, ref: ComponentRef, release_name: str) -> dict[str, Any]
         return None
     return {"component": ref.name, "version": ref.ref, "repo": str(repo), "sha": tagged,
             "action": "unchanged"}
+
+
+def check_target(repo: Path) -> None:
+    """Refuse a repository path that holds something else than a bare git repository."""
+    if (repo / "HEAD").is_file():
+        return
+    if os.path.lexists(repo) and (not repo.is_dir() or any(repo.iterdir())):
+        raise AirlockError(str(repo), "exists and is not a bare git repository",
+                           "choose another --dest, or remove it")
 
 
 def repo_path(dest: Path, ref: ComponentRef) -> Path:
@@ -160,9 +172,7 @@ def import_sdist(sdist: Path, dest: Path, ref: ComponentRef, release_name: str
     files, when = read_sdist(sdist)
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     if not (repo / "HEAD").is_file():
-        if repo.exists() and (not repo.is_dir() or any(repo.iterdir())):
-            raise AirlockError(str(repo), "exists and is not a bare git repository",
-                               "choose another --dest, or remove it")
+        check_target(repo)
         git.init_bare(repo)
     message = (f"{ref.component.package} {version}\n\n"
                f"Written by `airlock mirror create` from the files of the released sdist\n"
