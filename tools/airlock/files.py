@@ -310,8 +310,10 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as error:
         if not parent.is_dir():
-            what = "is not a folder" if os.path.lexists(parent) else "no such folder"
-            raise AirlockError(str(parent), what,
+            if os.path.lexists(parent):
+                raise AirlockError(str(parent), "is not a folder", "write somewhere else") \
+                    from None
+            raise AirlockError(str(parent), "no such folder",
                                "create it first, or write somewhere else") from None
         raise AirlockError(str(path), f"cannot create a file in {parent}: {error.strerror}",
                            "write somewhere else, or fix the permissions") from None

@@ -126,7 +126,8 @@ def index_options(index_url: str) -> list[str]:
         return []
     folder = Path(index_url)
     if not folder.is_dir():
-        raise AirlockError(index_url, "no such folder (a local index is a folder of "
+        what = "is not a folder" if os.path.lexists(folder) else "no such folder"
+        raise AirlockError(index_url, f"{what} (a local index is a folder of "
                            "sdists and wheels)", "pass an index URL or an existing folder")
     return ["--no-index", "--find-links", str(folder.resolve())]
 
