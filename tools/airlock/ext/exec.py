@@ -63,30 +63,42 @@ def last_line(text: str, default: str = "") -> str:
 _running: set[subprocess.Popen] = set()
 _running_lock = threading.RLock()  # re-entrant: stop_all runs in a signal handler
 _stopping = False
+# Seconds a program has to clean up after SIGTERM (mmdebstrap unmounts and
+# removes its chroot) before it is killed.
+GRACE = 5.0
 
 
 def stop_all() -> None:
-    """Kill every program airlock waits for, and start no other: the run is ending.
+    """End every program airlock waits for, and start no other: the run is ending.
 
     A signal reaches airlock only, not the programs it started (``kill PID``,
     a CI job's timeout). Without this, ``git ls-remote`` of a server that
     does not answer would keep the worker threads, and so airlock, alive
-    until its own timeout, minutes after SIGTERM. Called by the CLI's
-    signal handlers, before the exception that unwinds the run.
+    until its own timeout, minutes after SIGTERM. Each program (with what
+    it started) gets SIGTERM, and SIGKILL :data:`GRACE` seconds later if it
+    is still there. Called by the CLI's signal handlers, before the
+    exception that unwinds the run; it does not wait.
     """
     global _stopping
     with _running_lock:
         _stopping = True
-        for proc in list(_running):
-            _kill(proc)
+        live = list(_running)
+    for proc in live:
+        _signal(proc, signal.SIGTERM)
+    if live:
+        timer = threading.Timer(GRACE, lambda: [_signal(p, signal.SIGKILL) for p in live])
+        timer.daemon = True
+        timer.start()
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    """Kill a program with what it started (``git-remote-http``, which holds its pipes)."""
+def _signal(proc: subprocess.Popen, signum: int) -> None:
+    """Signal a program and what it started (``git-remote-http``, which holds its pipes)."""
+    if proc.returncode is not None:
+        return  # reaped: its pid may be another process's now
     with contextlib.suppress(OSError):
-        os.killpg(proc.pid, signal.SIGKILL)  # its own group: see _spawn
+        os.killpg(proc.pid, signum)  # its own group: see _spawn
     with contextlib.suppress(OSError):
-        proc.kill()
+        proc.send_signal(signum)
 
 
 def result(future: Future[T]) -> T:
@@ -124,7 +136,12 @@ def _spawn(argv: list[str], *, timeout: float, input: str | bytes | None,
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except BaseException:  # the timeout, or a signal: the program goes too
-            _kill(proc)
+            if _stopping:  # it has had SIGTERM (stop_all): let it clean up
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=GRACE)
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)  # what it started, too
+            proc.kill()
             proc.wait()
             raise
         finally:
