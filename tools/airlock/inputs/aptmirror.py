@@ -115,8 +115,9 @@ def check_mirror(url: str, where: str) -> str:
         _ = parts.port  # a port that is no number raises here
     except ValueError:
         parts = None
+    # A mirror may be a server's root (dists/ at the top): http needs a host only.
     usable = parts is not None and parts.scheme in ("http", "https", "file") \
-        and bool(parts.netloc or parts.scheme == "file") and bool(parts.path.strip("/")) \
+        and bool(parts.netloc if parts.scheme != "file" else parts.path.strip("/")) \
         and not any(c.isspace() or ord(c) < 32 for c in url)
     if not usable:
         raise AirlockError(where, f"{bare!r} is not a Debian mirror URL",

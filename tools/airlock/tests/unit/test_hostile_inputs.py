@@ -842,9 +842,9 @@ DEBSES = [
         "out/cache: is a dangling symbolic link (given with $AIRLOCK_CACHE_DIR); set "
         "AIRLOCK_CACHE_DIR to a folder", env={**APT, "AIRLOCK_CACHE_DIR": "out/cache"},
         setup=[("link", "out/cache", "{S}/outside/nothing")]),
-    row("debs: $AIRLOCK_APT_MIRROR without a path", DEBS_NOVA,
-        f"$AIRLOCK_APT_MIRROR: 'http://deb.example' is not a Debian mirror URL; {MIRROR_FIX}",
-        env={"AIRLOCK_APT_MIRROR": "http://deb.example"}),
+    row("debs: $AIRLOCK_APT_MIRROR without a host", DEBS_NOVA,
+        f"$AIRLOCK_APT_MIRROR: 'http:///debian' is not a Debian mirror URL; {MIRROR_FIX}",
+        env={"AIRLOCK_APT_MIRROR": "http:///debian"}),
     row("debs: $AIRLOCK_APT_MIRROR with credentials and a bad port", DEBS_NOVA,
         f"$AIRLOCK_APT_MIRROR: 'http://deb.example:http/debian' is not a Debian mirror URL; "
         f"{MIRROR_FIX}", secret=SECRET,
