@@ -76,8 +76,9 @@ def stop_all() -> None:
     does not answer would keep the worker threads, and so airlock, alive
     until its own timeout, minutes after SIGTERM. Each program (with what
     it started) gets SIGTERM, and SIGKILL :data:`GRACE` seconds later if it
-    is still there. Called by the CLI's signal handlers, before the
-    exception that unwinds the run; it does not wait.
+    is still there; worker threads start no new program (see _spawn).
+    Called by the CLI's signal handlers, before the exception that unwinds
+    the run; it does not wait.
     """
     global _stopping
     with _running_lock:
@@ -126,7 +127,10 @@ def _spawn(argv: list[str], *, timeout: float, input: str | bytes | None,
     for them, open.
     """
     with _running_lock:
-        if _stopping:
+        # After a signal, the worker threads start nothing new (queued git
+        # queries, downloads); the main thread does: it is unwinding, and its
+        # cleanups may run a program (docker rm of an abandoned container).
+        if _stopping and threading.current_thread() is not threading.main_thread():
             raise ToolError(argv[0], "not started: airlock is stopping")
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None
                                 else subprocess.DEVNULL, process_group=0,

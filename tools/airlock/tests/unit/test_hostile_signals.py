@@ -21,8 +21,12 @@ import tempfile
 import threading
 import time
 import unittest
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
+from airlock.errors import ToolError
+from airlock.ext import exec as ext_exec
 from airlock.tests.unit.hostile import make_template, snapshot
 
 # Seconds a signalled run may take to end (git's own timeout is 300 s).
@@ -154,6 +158,36 @@ class SignalTest(unittest.TestCase):
         self.check(signal.SIGTERM, ["mirror", "create", "--release", "2025.2", "--dest",
                                     "out/git", "--index-url", f"{self.url}/simple"],
                    connections=3)
+
+
+class StopAllTest(unittest.TestCase):
+    """What a signal handler's exec.stop_all leaves possible, in-process (real programs)."""
+
+    def test_workers_start_nothing_new_the_main_thread_still_cleans_up(self) -> None:
+        # The main thread unwinds after a signal; its cleanups may run a
+        # program (docker rm --force of an abandoned container).
+        with mock.patch.object(ext_exec, "_stopping", False):
+            ext_exec.stop_all()
+            self.assertEqual(ext_exec.run(["true"], where="cleanup", timeout=30).returncode, 0)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                with self.assertRaises(ToolError) as caught:
+                    pool.submit(ext_exec.run, ["true"], where="git", timeout=30).result()
+        self.assertEqual(str(caught.exception), "true: not started: airlock is stopping")
+
+    def test_a_running_program_and_what_it_started_get_sigterm(self) -> None:
+        started = time.monotonic()
+        with mock.patch.object(ext_exec, "_stopping", False), \
+                ThreadPoolExecutor(max_workers=1) as pool:
+            # A shell whose child holds the output pipe, as git-remote-http does.
+            running = pool.submit(ext_exec.run, ["sh", "-c", "sleep 60 & wait"], where="sh",
+                                  timeout=120, check=False)
+            while not ext_exec._running:
+                time.sleep(0.01)
+            time.sleep(0.2)
+            ext_exec.stop_all()
+            proc = running.result(timeout=30)
+        self.assertEqual(proc.returncode, -signal.SIGTERM)
+        self.assertLess(time.monotonic() - started, 30)
 
 
 if __name__ == "__main__":
