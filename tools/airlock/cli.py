@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import traceback
@@ -22,7 +23,8 @@ from pathlib import Path
 from airlock import settings
 from airlock.data import platforms
 from airlock.errors import AirlockError
-from airlock.urls import redact
+from airlock.ext import exec as ext_exec
+from airlock.urls import redact, strip_userinfo
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +39,13 @@ class Terminated(BaseException):
 
 
 def _terminate(signum, frame) -> None:
+    ext_exec.stop_all()  # the programs airlock waits for end with it
     raise Terminated(signum)
+
+
+def _interrupt(signum, frame) -> None:
+    ext_exec.stop_all()  # Ctrl-C reaches them too, ``kill -INT`` does not
+    raise KeyboardInterrupt
 
 
 def _say(line: str) -> None:
@@ -59,13 +67,84 @@ def _layout(args: argparse.Namespace):
     return resolve_layout(args.root, args.releases_dir, args.patches_dir, args.images_dir)
 
 
+def _where(option: str | None, flag: str, env: str) -> str:
+    """How a message names a setting: the option when given, else its variable."""
+    return flag if option is not None else f"${env}"
+
+
 def _git_base(args: argparse.Namespace) -> str | None:
-    return settings.git_base(args.git_base)
+    """``--git-base`` / $AIRLOCK_GIT_BASE, checked before any git runs.
+
+    A URL is held to what ``repo:`` entries are (no option, no remote
+    helper, no shell text, a scheme git knows), but may carry credentials;
+    a local folder must exist, or every component fails with the same line.
+    """
+    from airlock.data.release import repo_problem, shown
+
+    base = settings.git_base(args.git_base)
+    if base is None:
+        return None
+    where = _where(args.git_base, "--git-base", settings.GIT_BASE_ENV)
+    bare = strip_userinfo(base)
+    problem = repo_problem(f"{bare.rstrip('/')}/openstack/x")  # as its repositories are named
+    if problem is not None:
+        raise AirlockError(where, f"{shown(bare)} {problem[0]}", problem[1])
+    local = "://" not in bare and not re.match(r"^[^/]+:", bare)
+    if local and not Path(bare).is_dir():
+        what = "is not a folder" if os.path.lexists(bare) else "no such folder"
+        raise AirlockError(where, f"{shown(bare)}: {what}",
+                           "pass the folder that holds openstack/<project> repositories, "
+                           "or the git mirror's URL")
+    return base
+
+
+def _index_url(args: argparse.Namespace) -> str | None:
+    """``--index-url`` / $AIRLOCK_INDEX_URL; a scheme-less one holding '@' is never quoted.
+
+    Without ``://`` it is taken for a local folder and named in messages:
+    ``user:token@nexus/simple`` would print the token.
+    """
+    url = settings.index_url(args.index_url)
+    if url is not None and "://" not in url and "@" in url:
+        raise AirlockError(_where(args.index_url, "--index-url", settings.INDEX_URL_ENV),
+                           "holds '@' but no scheme (credentials without https://?)",
+                           "write the URL with its scheme (https://...), or a local folder")
+    return url
+
+
+def _folder(value: str | Path | None, where: str) -> Path | None:
+    """A folder (``--dest``, ``--work-dir``, ``--cache``), checked before any work.
+
+    It, or the nearest existing path above it, must be a folder: a file on
+    the way is found now, not after a download or a build. ``where`` is the
+    option or the variable that gave it.
+    """
+    if value is None:
+        return None
+    path = Path(value)
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return path
+        if os.path.lexists(candidate):
+            kind = "a dangling symbolic link" if candidate.is_symlink() else "not a folder"
+            fix = f"set {where[1:]} to a folder" if where.startswith("$") else \
+                f"choose another {where}"
+            raise AirlockError(str(candidate), f"is {kind} (given with {where})", fix)
+    return path
+
+
+def _check_given(args: argparse.Namespace) -> None:
+    """An option given an empty value is a mistake (an unset shell variable), not "unset"."""
+    for key, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(v == "" for v in values):
+            name = "REL" if key == "releases" else f"--{key.replace('_', '-')}"
+            raise AirlockError(name, "is empty", "give it a value, or leave it out")
 
 
 def _write(text: str, output: str | None) -> None:
     """Write to FILE atomically (never half-written), or to stdout."""
-    if not output:
+    if output is None:
         sys.stdout.write(redact(text))
         return
     from airlock.files import write_atomic
@@ -91,8 +170,9 @@ def cmd_refs_resolve(args: argparse.Namespace) -> int:
     from airlock.data import refs
     from airlock.data.release import load_release
 
+    git_base = _git_base(args)
     release = load_release(_layout(args), args.release)
-    lock = refs.resolve_release(release, _git_base(args), jobs=args.jobs,
+    lock = refs.resolve_release(release, git_base, jobs=args.jobs,
                                 only=args.component or None)
     _write(refs.dump_lock(lock), args.output)
     return 0
@@ -103,14 +183,15 @@ def cmd_sources_prepare(args: argparse.Namespace) -> int:
     from airlock.data.release import load_release
     from airlock.inputs import sources
 
+    git_base = _git_base(args)
     layout = _layout(args)
     release = load_release(layout, args.release)
     if args.lock:
         lock = refs.load_lock(Path(args.lock))
     else:
-        lock = refs.resolve_release(release, _git_base(args), only=[args.component])
+        lock = refs.resolve_release(release, git_base, only=[args.component])
     record = sources.prepare(release, args.component, lock, layout.patches_dir, Path(args.dest),
-                             git_base=_git_base(args))
+                             git_base=git_base)
     _say(f"{args.component}: {record['sha']} exported to {args.dest} "
           f"with {len(record['patches'])} patch(es)")
     return 0
@@ -142,9 +223,10 @@ def cmd_mirror_create(args: argparse.Namespace) -> int:
     from airlock.data.release import load_release
     from airlock.inputs import mirror
 
+    index_url = _index_url(args)
+    dest = _folder(args.dest, "--dest")
     release = load_release(_layout(args), args.release)
-    index_url = settings.index_url(args.index_url)
-    for row in mirror.create(release, Path(args.dest), index_url=index_url,
+    for row in mirror.create(release, dest, index_url=index_url,
                              components=args.component or None):
         _say(f"{row['component']}: {row['version']} -> {row['repo']} ({row['sha']})")
     return 0
@@ -154,10 +236,11 @@ def cmd_base_create(args: argparse.Namespace) -> int:
     from airlock.data.release import load_release
     from airlock.inputs import baseimage
 
+    work = _work_dir(args)
+    _check_auth_file()
     layout = _layout(args)
     release = load_release(layout, args.release)
     spec = baseimage.spec_for_release(release)
-    work = settings.work_dir(args.work_dir)
     say = _say_err if args.json else _say
     result = baseimage.create(spec, layout.images_dir, work, force=args.force,
                               check_reproducible=args.check_reproducible, progress=say)
@@ -170,8 +253,45 @@ def cmd_base_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _work_where(args: argparse.Namespace) -> str:
+    """What gave the work folder: the option, else its variable (else the default: the option)."""
+    given = getattr(args, "work_dir", None) is None and os.environ.get(settings.WORK_ENV)
+    return f"${settings.WORK_ENV}" if given else "--work-dir"
+
+
 def _work_dir(args: argparse.Namespace) -> Path:
-    return settings.work_dir(args.work_dir)
+    """``--work-dir`` / $AIRLOCK_WORK_DIR / ./work, checked (see :func:`_folder`)."""
+    return _folder(settings.work_dir(args.work_dir), _work_where(args))
+
+
+def _cache(args: argparse.Namespace, work: Path | None = None) -> Path:
+    """``--cache`` / $AIRLOCK_CACHE_DIR / <work dir>/cache, checked (see :func:`_folder`)."""
+    option = getattr(args, "cache", None)
+    where = "--cache" if option is not None else f"${settings.CACHE_ENV}" \
+        if os.environ.get(settings.CACHE_ENV) else _work_where(args) if work or \
+        os.environ.get(settings.WORK_ENV) else "--cache"
+    return _folder(settings.cache_dir(option, work=work), where)
+
+
+def _check_auth_file() -> None:
+    """$AIRLOCK_REGISTRY_AUTH_FILE, when set, is checked before any work (never quoted)."""
+    from airlock.ext import registry
+
+    registry.check_auth_file()
+
+
+def _lock_file(args: argparse.Namespace) -> Path | None:
+    """``--lock`` of a build, read and checked now: a bad lock must not cost a build."""
+    from airlock.data import refs
+
+    if args.lock is None:
+        return None
+    lock = refs.load_lock(Path(args.lock))
+    if lock["release"] != args.release:
+        raise AirlockError(args.lock, f"is the lock of release {lock['release']}, not "
+                           f"{args.release}", f"write one with: airlock refs resolve --release "
+                           f"{args.release} -o FILE")
+    return Path(args.lock)
 
 
 def _registry(args: argparse.Namespace) -> str:
@@ -198,19 +318,22 @@ def _say_err(line: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    registry = _registry(args)  # first: a typo must not cost a build
+    # First, all of it: a typo must not cost a build.
+    registry = _registry(args)
+    work = _work_dir(args)
+    cache = _cache(args, work)
+    git_base, index_url = _git_base(args), _index_url(args)
+    _check_auth_file()
+    lock = _lock_file(args)
     from airlock.data.release import load_release
     from airlock.image import build, summary
 
     layout = _layout(args)
     opts = build.BuildOptions(
         release=load_release(layout, args.release), layout=layout,
-        registry=registry, work_dir=_work_dir(args),
-        cache_dir=settings.cache_dir(work=_work_dir(args)),
+        registry=registry, work_dir=work, cache_dir=cache,
         services=tuple(args.service or ()), platforms=tuple(args.platform or ()),
-        git_base=_git_base(args),
-        index_url=settings.index_url(args.index_url),
-        lock=Path(args.lock) if args.lock else None, no_cache=args.no_cache,
+        git_base=git_base, index_url=index_url, lock=lock, no_cache=args.no_cache,
         emulate_install=args.emulate_install)
     record = build.run(opts, progress=_say_err if args.json else _say)
     if args.json:
@@ -225,8 +348,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from airlock.image import publish, summary
 
+    work = _work_dir(args)
+    _check_auth_file()
     say = _say_err if args.json else _say
-    rows = publish.run(_work_dir(args), args.release, progress=say)
+    rows = publish.run(work, args.release, progress=say)
     published = sum(1 for row in rows if row["status"] == "published")
     say(f"{len(rows)} image(s): {published} published, {len(rows) - published} unchanged")
     if args.json:
@@ -242,12 +367,13 @@ def cmd_wheels(args: argparse.Namespace) -> int:
     from airlock.data.release import load_release
     from airlock.inputs import wheels
 
+    index_url = _index_url(args)
+    dest = _folder(args.dest, "--dest")
+    cache = _cache(args)
     release = load_release(_layout(args), args.release)
-    index_url = settings.index_url(args.index_url)
     platforms = _platforms(args, release)
-    cache = Path(args.cache) if args.cache else None
     if args.tools_only:
-        dest = wheels.tool_wheels(release, platforms, Path(args.dest), index_url=index_url,
+        dest = wheels.tool_wheels(release, platforms, dest, index_url=index_url,
                                   cache=cache)
         _say(f"{dest}: uv for {', '.join(platforms)}")
         return 0
@@ -255,7 +381,7 @@ def cmd_wheels(args: argparse.Namespace) -> int:
         raise AirlockError("airlock wheels", "--service and --source are required",
                            "pass the service and its prepared tree (or --tools-only)")
     result = wheels.prepare(release, args.service, platforms, [Path(s) for s in args.source],
-                            Path(args.dest), index_url=index_url,
+                            dest, index_url=index_url,
                             venv_builder=args.venv_builder, cache=cache, force=args.force,
                             progress=_say)
     state = "made" if result.changed else "unchanged"
@@ -268,11 +394,14 @@ def cmd_debs(args: argparse.Namespace) -> int:
     from airlock.data.release import load_release
     from airlock.inputs import debs
 
+    dest = _folder(args.dest, "--dest")
+    cache = _cache(args)
+    if args.base_image is None or "@sha256:" not in args.base_image:
+        _check_auth_file()  # the registry is asked for the base image's digest
     layout = _layout(args)
     release = load_release(layout, args.release)
-    cache = Path(args.cache) if args.cache else None
     for row in debs.prepare(release, layout.images_dir, args.service, _platforms(args, release),
-                            Path(args.dest), base_image=args.base_image, profile=args.profile,
+                            dest, base_image=args.base_image, profile=args.profile,
                             source=Path(args.source) if args.source else None, cache=cache,
                             force=args.force, progress=_say):
         _say(f"{row.dest}: {'made' if row.changed else 'unchanged'} "
@@ -434,8 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         args = build_parser().parse_args(argv)
+        _check_given(args)
         return args.func(args)
     except AirlockError as error:
         print(str(error), file=sys.stderr)

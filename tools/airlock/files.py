@@ -305,10 +305,14 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     parent = path.parent
     if isinstance(data, str):
         data = data.encode("utf-8")
+    _check_replaceable_file(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as error:
         if not parent.is_dir():
+            if os.path.lexists(parent):
+                raise AirlockError(str(parent), "is not a folder", "write somewhere else") \
+                    from None
             raise AirlockError(str(parent), "no such folder",
                                "create it first, or write somewhere else") from None
         raise AirlockError(str(path), f"cannot create a file in {parent}: {error.strerror}",
@@ -325,6 +329,31 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _check_replaceable_file(path: Path) -> None:
+    """Refuse to rename a file over anything but a regular file, or a link to one.
+
+    airlock runs as root: ``-o /dev/null`` or ``-o /dev/stdout`` would
+    otherwise replace the device (or /dev's link to it) with a regular
+    file, for every program on the host. A dangling link is replaced.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # nothing there (or nothing to look at): mkstemp says what is wrong
+    link = stat.S_ISLNK(mode)
+    if link:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return
+    if stat.S_ISREG(mode):
+        return
+    what = "is a directory" if stat.S_ISDIR(mode) and not link else (
+        f"is {'a symbolic link to ' if link else ''}"
+        f"{_kind(mode)}, not a regular file")
+    raise AirlockError(str(path), what, "write somewhere else")
 
 
 def create_new(path: Path, data: bytes | str, mode: int = 0o644) -> None:

@@ -33,6 +33,7 @@ import yaml
 from airlock.data import yamlfile
 from airlock.data.release import ComponentRef, Release, ref_problem, repo_problem, shown
 from airlock.errors import AirlockError, ErrorList, ToolError
+from airlock.ext import exec as ext_exec
 from airlock.ext import git
 from airlock.urls import strip_userinfo
 
@@ -57,7 +58,8 @@ def resolve_release(release: Release, git_base: str | None, jobs: int = 8,
     selected = _select(release, only)
     workers = max(1, min(jobs, len(selected)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="airlock-refs") as pool:
-        outcomes = list(pool.map(lambda ref: _attempt(release, ref, git_base), selected))
+        futures = [pool.submit(_attempt, release, ref, git_base) for ref in selected]
+        outcomes = [ext_exec.result(future) for future in futures]
     errors = [outcome for outcome in outcomes if isinstance(outcome, AirlockError)]
     if len(errors) == 1:
         raise errors[0]

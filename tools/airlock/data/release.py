@@ -135,9 +135,21 @@ class Release:
         return self.path / "constraint-overrides.txt"
 
     def base_image_ref(self, env: dict[str, str] | None = None) -> str:
-        """The base image reference with ``${VAR}`` expanded from ``env``."""
-        return expand_vars(self.base_image, os.environ if env is None else env,
-                           where=f"{self.path / 'release.yaml'}:base_image")
+        """The base image reference with ``${VAR}`` expanded from ``env``.
+
+        What the variable holds is checked as validate checks the default:
+        a fully qualified reference, or the engine would complete it with
+        Docker Hub. A value holding credentials is not quoted.
+        """
+        where = f"{self.path / 'release.yaml'}:base_image"
+        value = expand_vars(self.base_image, os.environ if env is None else env, where=where)
+        if not _IMAGE_REF.fullmatch(value):
+            quoted = f"'{shown(value)}'" if "@" not in value.replace("@sha256:", "") \
+                else "a value holding '@'"
+            raise AirlockError(where, f"expands to {quoted}, which is not a fully qualified "
+                               "image reference", "set the variable to host[:port]/path:tag "
+                               "or host[:port]/path@sha256:<hex>")
+        return value
 
     def libraries(self) -> list[ComponentRef]:
         """The library components: built from source and installed into every image."""

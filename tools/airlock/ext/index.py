@@ -80,10 +80,11 @@ def download_sdist(package: str, version: str, dest_dir: Path,
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     spec = f"{package}=={version}"
-    with tempfile.TemporaryDirectory(prefix=".airlock-pip-", dir=dest_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".airlock-pip-", dir=dest_dir) as tmp, \
+            tempfile.TemporaryDirectory(prefix="airlock-pip-tmp-") as scratch:
         proc = ext_exec.run(pip_command(spec, package, Path(tmp), index_url),
                             where=f"pip download {spec}", timeout=SDIST_TIMEOUT,
-                            env=pip_env(index_url), check=False)
+                            env=pip_env(index_url, scratch), check=False)
         if proc.returncode != 0:
             raise download_error(spec, index_url, proc.stdout + proc.stderr)
         found = sorted(Path(tmp).iterdir())
@@ -125,18 +126,23 @@ def index_options(index_url: str) -> list[str]:
         return []
     folder = Path(index_url)
     if not folder.is_dir():
-        raise AirlockError(index_url, "no such folder (a local index is a folder of "
+        what = "is not a folder" if os.path.lexists(folder) else "no such folder"
+        raise AirlockError(index_url, f"{what} (a local index is a folder of "
                            "sdists and wheels)", "pass an index URL or an existing folder")
     return ["--no-index", "--find-links", str(folder.resolve())]
 
 
-def pip_env(index_url: str | None) -> dict[str, str]:
+def pip_env(index_url: str | None, scratch: str | None = None) -> dict[str, str]:
     """pip's environment: the machine's own, or sealed off when the index is named.
 
     A named index URL is ``PIP_INDEX_URL``: a command line is readable by
     every user of the machine (``ps``), an environment only by its owner.
+    ``scratch``: pip's temporary folder (``TMPDIR``), one airlock removes
+    whatever happens: pip killed on a signal cannot clean up after itself.
     """
     env = dict(os.environ)
+    if scratch is not None:
+        env["TMPDIR"] = scratch
     if index_url is not None:
         for name in _WHERE_FROM:
             env.pop(name, None)
@@ -303,7 +309,7 @@ def download_platform(pins: list[str], dest: Path, *, python_version: str,
             platform_download_command(requirements, dest, python_version=python_version,
                                       platforms=platforms, index_url=index_url),
             where=f"pip download ({len(pins)} pins for {platforms[0]})", timeout=PINS_TIMEOUT,
-            env=pip_env(index_url), check=False)
+            env=pip_env(index_url, tmp), check=False)
     if proc.returncode != 0:
         output = proc.stdout + proc.stderr
         missing = _NO_MATCH.search(output)

@@ -88,6 +88,7 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
     if opts.emulate_install and len(platforms) != 1:
         raise AirlockError("--emulate-install", "assembles the venv on one target platform",
                            "pass exactly one --platform")
+    release.base_image_ref(opts.env)  # checked before the engine is asked anything
     # One run per release work folder at a time (see locked_release); input
     # digests and wheelhouse checks hash every context file, most of which
     # did not change since the last run (see files.remembered_digests).

@@ -86,8 +86,8 @@ def load_record(path: Path, release: str | None = None) -> dict:
         raise AirlockError(str(path), f"not a build record: a JSON {_kind(record)}, "
                            "not an object", fix)
     if release is not None and record.get("release") != release:
-        raise AirlockError(f"{path}:release", f"is {record.get('release')!r}, not {release!r}",
-                           fix)
+        got = repr(record["release"]) if "release" in record else "missing"
+        raise AirlockError(f"{path}:release", f"is {got}, not {release!r}", fix)
     images = record.get("images")
     if not isinstance(images, list):
         raise AirlockError(f"{path}:images", "missing or not a list", fix)

@@ -90,7 +90,7 @@ def apt_mirror(codename: str, env: dict[str, str] | None = None,
     """
     env = os.environ if env is None else env
     if env.get(MIRROR_ENV):
-        return env[MIRROR_ENV]
+        return check_mirror(env[MIRROR_ENV], f"${MIRROR_ENV}")
     for path in sources:
         try:
             found = mirror_from_sources(path.read_text(), codename)
@@ -100,6 +100,30 @@ def apt_mirror(codename: str, env: dict[str, str] | None = None,
             return found
     raise AirlockError(str(sources[0]), f"no apt entry for {codename} to take the mirror from",
                        f"set {MIRROR_ENV}=<Debian mirror URL>")
+
+
+def check_mirror(url: str, where: str) -> str:
+    """``url`` if mmdebstrap and apt can use it as a mirror: http(s) or file, one word.
+
+    Checked before any work: it ends up as an argument of mmdebstrap (where
+    ``--foo`` is an option) and a line of a sources list. Messages name it
+    without its credentials.
+    """
+    bare = strip_userinfo(url)
+    try:
+        parts = urllib.parse.urlsplit(bare)
+        _ = parts.port  # a port that is no number raises here
+    except ValueError:
+        parts = None
+    # A mirror may be a server's root (dists/ at the top): http needs a host only.
+    usable = parts is not None and parts.scheme in ("http", "https", "file") \
+        and bool(parts.netloc if parts.scheme != "file" else parts.path.strip("/")) \
+        and not any(c.isspace() or ord(c) < 32 for c in url)
+    if not usable:
+        raise AirlockError(where, f"{bare!r} is not a Debian mirror URL",
+                           f"set {MIRROR_ENV} to http://host/debian (https:// and file:// "
+                           "work too)")
+    return url
 
 
 def apt_auth(mirror: str) -> tuple[str, str | None]:

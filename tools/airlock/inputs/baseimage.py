@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from airlock import files
 from airlock.data import platforms as platforms_mod
-from airlock.errors import AirlockError, ToolError
+from airlock.errors import ToolError
 from airlock.ext import buildx, registry
 from airlock.ext import exec as ext_exec
 from airlock.inputs import aptmirror
@@ -213,6 +213,12 @@ def recorded(ref: str) -> tuple[str | None, dict[str, str]]:
     return "sha256:" + hashlib.sha256(raw).hexdigest(), notes
 
 
+def dockerfile_text(images_dir: Path) -> str:
+    """``images/debian-base/Dockerfile``: a regular file inside the images folder, bounded."""
+    return files.read_text(images_dir / IMAGE_DIR / "Dockerfile", within=images_dir,
+                           fix="restore images/debian-base/Dockerfile")
+
+
 def create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = False,
            check_reproducible: bool = False,
            progress: Callable[[str], None] = _noop) -> BaseResult:
@@ -222,6 +228,10 @@ def create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = Fa
     folder and push the same tag: the second waits (saying so, with the
     holder's pid), then finds the image in the registry.
     """
+    # The inputs first: a bad one costs no lock file and no registry question.
+    for platform in spec.platforms:
+        platforms_mod.get(platform)
+    dockerfile_text(images_dir)
     lock = work_dir / "base" / f".{spec.codename}.lock"
     with files.locked(lock, f"base image {spec.ref}", waiting=progress):
         return _create(spec, images_dir, work_dir, force=force,
@@ -237,12 +247,8 @@ def _create(spec: BaseSpec, images_dir: Path, work_dir: Path, *, force: bool = F
     cache. ``check_reproducible`` bootstraps every platform twice and fails
     unless both tarballs are identical (doubles the bootstrap time).
     """
-    for platform in spec.platforms:
-        platforms_mod.get(platform)
     dockerfile = images_dir / IMAGE_DIR / "Dockerfile"
-    if not dockerfile.is_file():
-        raise AirlockError(str(dockerfile), "missing", "restore images/debian-base/Dockerfile")
-    inputs_doc = inputs(spec, dockerfile.read_text())
+    inputs_doc = inputs(spec, dockerfile_text(images_dir))
     wanted = files.json_digest(inputs_doc)
     seconds: dict[str, float] = {}
 

@@ -193,8 +193,16 @@ def packages_index(entries: list[tuple[str, str, int, str, str]]) -> str:
 
 
 def pinned_base(ref: str) -> str:
-    """``repo@sha256:...`` of the base image: a digest reference as is, a tag looked up."""
-    if "@sha256:" in ref:
+    """``repo@sha256:...`` of the base image: a digest reference as is, a tag looked up.
+
+    Either must be fully qualified (:func:`airlock.ext.registry.split_ref`):
+    the engine would complete ``debian@sha256:...`` with Docker Hub.
+    """
+    _, _, pointer = registry.split_ref(ref)
+    if "@" in ref:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", pointer):
+            raise AirlockError(f"image reference {ref!r}", "has a malformed digest",
+                               "write host[:port]/repo@sha256:<64 hex digits>")
         return ref
     digest = registry.digest(ref)
     if digest is None:
@@ -234,11 +242,15 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     :func:`airlock.settings.cache_dir`); .debs are kept under ``<cache>/debs``.
     """
     names = packages.resolve(release, images_dir, service, profile, source_dir=source)
-    base = pinned_base(base_image or release.base_image_ref(env))
     mirror = aptmirror.apt_mirror(release.distro.codename, env)
+    base = pinned_base(base_image or release.base_image_ref(env))
     store = (cache or settings.cache_dir(env=env)) / "debs"
+    wanted = list(dict.fromkeys(platforms or release.platforms))
+    for platform in wanted:  # every one before the first container (minutes each)
+        check_replaceable(dest / platforms_mod.get(platform).arch, MANIFEST,
+                          "an airlock apt repository")
     results = []
-    for platform in dict.fromkeys(platforms or release.platforms):
+    for platform in wanted:
         arch, debian_arch = platforms_mod.get(platform).arch, platforms_mod.get(platform).debian
         started = time.monotonic()
         recorded = inputs(release, service, profile, platform, names, base, mirror)

@@ -30,6 +30,7 @@ branch or a SHA cannot be made from a released sdist and is refused.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tarfile
 import tempfile
@@ -41,6 +42,7 @@ from packaging.version import InvalidVersion, Version
 
 from airlock.data.release import ComponentRef, Release
 from airlock.errors import AirlockError, ToolError
+from airlock.ext import exec as ext_exec
 from airlock.ext import git, index
 
 IDENT = "airlock mirror <mirror@airlock.invalid>"
@@ -63,6 +65,8 @@ def create(release: Release, dest: Path, index_url: str | None = None,
     tag names and ``action`` one of created/updated/unchanged.
     """
     refs = select(release, components)
+    for ref in refs:  # before any download: a download costs minutes
+        check_target(repo_path(dest, ref))
     # A release tag never moves: a repository that already has the tag on
     # its stable branch needs no download (a re-run costs a rev-parse).
     done = {ref.name: row for ref in refs if (row := _already(dest, ref, release.name))}
@@ -77,7 +81,7 @@ def create(release: Release, dest: Path, index_url: str | None = None,
                                Path(tmp) / ref.name, index_url) for ref in refs]
         try:
             for ref, future in zip(refs, futures, strict=True):
-                sdist = future.result()
+                sdist = ext_exec.result(future)
                 rows.append(import_sdist(sdist, dest, ref, release.name))
                 sdist.unlink()
         finally:
@@ -96,6 +100,15 @@ def _already(dest: Path, ref: ComponentRef, release_name: str) -> dict[str, Any]
         return None
     return {"component": ref.name, "version": ref.ref, "repo": str(repo), "sha": tagged,
             "action": "unchanged"}
+
+
+def check_target(repo: Path) -> None:
+    """Refuse a repository path that holds something else than a bare git repository."""
+    if (repo / "HEAD").is_file():
+        return
+    if os.path.lexists(repo) and (not repo.is_dir() or any(repo.iterdir())):
+        raise AirlockError(str(repo), "exists and is not a bare git repository",
+                           "choose another --dest, or remove it")
 
 
 def repo_path(dest: Path, ref: ComponentRef) -> Path:
@@ -159,9 +172,7 @@ def import_sdist(sdist: Path, dest: Path, ref: ComponentRef, release_name: str
     files, when = read_sdist(sdist)
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     if not (repo / "HEAD").is_file():
-        if repo.exists() and (not repo.is_dir() or any(repo.iterdir())):
-            raise AirlockError(str(repo), "exists and is not a bare git repository",
-                               "choose another --dest, or remove it")
+        check_target(repo)
         git.init_bare(repo)
     message = (f"{ref.component.package} {version}\n\n"
                f"Written by `airlock mirror create` from the files of the released sdist\n"

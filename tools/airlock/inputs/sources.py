@@ -25,6 +25,7 @@ from git's own mechanisms (``~/.netrc``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -88,11 +89,20 @@ def given_urls(release: Release, git_base: str | None) -> list[str]:
 
 
 def _staging(dest: Path) -> Path:
-    """A fresh directory next to ``dest``: same filesystem, so the final rename is atomic."""
+    """A fresh directory next to ``dest``: same filesystem, so the final rename is atomic.
+
+    Absolute: git runs in the tree it exports into (``cwd``), where a
+    relative ``--git-dir`` (from a relative ``--dest``) would name nothing.
+    """
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.airlock-", dir=dest.parent))
+        return Path(os.path.abspath(tempfile.mkdtemp(prefix=f".{dest.name}.airlock-",
+                                                     dir=dest.parent)))
     except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTDIR):  # a file on the way
+            blocker = next((p for p in (dest.parent, *dest.parent.parents)
+                            if os.path.lexists(p) and not p.is_dir()), dest.parent)
+            raise AirlockError(str(blocker), "is not a folder", "choose another --dest") from None
         raise AirlockError(str(dest.parent), f"cannot create a folder here: {error.strerror}",
                            "choose another --dest or fix the permissions") from None
 

@@ -463,6 +463,10 @@ def tool_wheels(release: Release, platforms, dest: Path, *, index_url: str | Non
     (and an input digest computed over it) only changes with uv's version.
     """
     targets = [platforms_mod.get(p) for p in dict.fromkeys(platforms or release.platforms)]
+    if os.path.lexists(dest) and (not dest.is_dir() or (any(dest.iterdir())
+                                                        and not (dest / MANIFEST).is_file())):
+        raise AirlockError(str(dest), "exists and is not a tool wheel folder",
+                           "choose a new or empty folder")  # before any download
     version = uv_pin(constraints.merged(release), release.python)
     store = Cache((cache or settings.cache_dir()) / "pypi")
     where = index.locations(index_url)

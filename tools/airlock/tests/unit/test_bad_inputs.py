@@ -7,6 +7,12 @@ checks parsing, the check itself and the rendering of the message at once.
 ``{R}`` in an expected message or in the command line stands for the
 tree's root.
 
+The rows run in the sandbox of :mod:`hostile` (see :func:`as_row`), which
+also holds each of them to: nothing changed anywhere in the sandbox (the
+data tree, canaries outside it, the temporary folder), nothing left
+half-written, and no engine, registry or network reached.
+test_hostile_inputs.py holds the rows of every other verb.
+
 Every file airlock reads from the data tree is also tried as what it must
 not be (:func:`file_kinds`): a FIFO (nothing ever writes to it: a read
 that waited would hang the test), ``/dev/zero`` behind a link, a folder, a
@@ -15,14 +21,9 @@ file over its size limit, a dangling link and a link out of the tree.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-from pathlib import Path
-
-from airlock import cli, files
+from airlock import files
 from airlock.data import yamlfile
-from airlock.tests.unit.treefixture import Tree, TreeTestCase
+from airlock.tests.unit.hostile import HostileTestCase, Row, inside, row, run_cli
 
 R1 = "releases/2025.1"
 R2 = "releases/2025.2"
@@ -75,38 +76,6 @@ def new_file_patch(path: str) -> str:
 PREPARE = ["sources", "prepare", "--release", "2025.2", "--component", "nova",
            "--dest", "{R}/out", "--lock", LOCK]
 
-
-def _fifo(tree: Tree, rel: str) -> None:
-    _clear(tree, rel)
-    os.mkfifo(tree.path(rel))
-
-
-def _link(tree: Tree, rel: str, target: str) -> None:
-    _clear(tree, rel)
-    tree.path(rel).symlink_to(target)
-
-
-def _folder(tree: Tree, rel: str) -> None:
-    _clear(tree, rel)
-    tree.path(rel).mkdir()
-
-
-def _huge(tree: Tree, rel: str, size: int) -> None:
-    """A comment of ``size`` bytes: valid content, only too much of it."""
-    _clear(tree, rel)
-    tree.path(rel).write_bytes(b"#" * size)
-
-
-def _clear(tree: Tree, rel: str) -> None:
-    path = tree.path(rel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        tree.remove(rel)
-
-
-EDITS = {"fifo": _fifo, "link": _link, "folder": _folder, "huge": _huge}
 
 DASH = "starts with '-', which git takes for an option"
 SPACE = "holds whitespace or a control character"
@@ -620,50 +589,31 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
 ]
 
 
-class BadInputTest(TreeTestCase):
-    def run_cli(self, argv: list[str]) -> tuple[int, str]:
-        root = str(self.tree.root)
-        err, out = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            code = cli.main([*(a.replace("{R}", root) for a in argv), "--root", root])
-        return code, err.getvalue()
+def as_row(case: tuple) -> Row:
+    """A CASES entry as a row of the sandbox harness (:mod:`hostile`).
 
-    def edit(self, method: str, *args) -> None:
-        """One edit of a row: a Tree method, or one of EDITS; ``{R}`` is the root."""
-        args = tuple(a.replace("{R}", str(self.tree.root)) if isinstance(a, str) else a
-                     for a in args)
-        if method in EDITS:
-            EDITS[method](self.tree, *args)
-        else:
-            getattr(self.tree, method)(*args)
+    Paths of edits are relative to the data tree (``{R}``), which the
+    sandbox keeps in ``data/``. Rows run from an empty folder of the
+    sandbox, so that files are named by their full path, as written here.
+    Nothing may change anywhere in the sandbox: these verbs write nothing
+    when they refuse their input.
+    """
+    label, edits, argv, expected = case
+    setup = [(method, path if path.startswith("{R}") else f"data/{path}", *args)
+             for method, path, *args in edits]
+    return row(label, [*argv, "--root", "{R}"], expected, setup=setup, cwd="home")
+
+
+class BadInputTest(HostileTestCase):
+    GIT = False  # the data tree is all these verbs read
 
     def test_fixture_is_valid(self) -> None:
         # Every row below must fail because of its own edit, not the fixture.
-        self.assertEqual(self.run_cli(VALIDATE), (0, ""))
-        self.assertEqual(self.run_cli(CONSTRAINTS)[0], 0)
+        for argv in (VALIDATE, CONSTRAINTS):
+            box = self.new_sandbox()
+            with inside(box, {}):
+                code, _, err, _ = run_cli([*argv, "--root", str(box.root / "data")])
+            self.assertEqual((code, err), (0, ""))
 
     def test_bad_inputs(self) -> None:
-        for label, edits, argv, expected in CASES:
-            with self.subTest(label):
-                self.new_tree()  # a fresh copy of the valid tree for every row
-                for method, *args in edits:
-                    self.edit(method, *args)
-                before = snapshot(self.tree.root)
-                code, stderr = self.run_cli(argv)
-                want = expected.replace("{R}", str(self.tree.root))
-                self.assertEqual(stderr, want + "\n")
-                self.assertEqual(code, 1)
-                # A refused run leaves the tree as it was: nothing written,
-                # nothing half-written (no temporary file, no output folder).
-                self.assertEqual(snapshot(self.tree.root), before)
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """Every entry under ``root`` (links not followed): kind, size and mtime."""
-    entries = {}
-    for top, dirs, names in os.walk(root):
-        for name in dirs + names:
-            path = Path(top, name)
-            st = path.lstat()
-            entries[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return entries
+        self.run_rows([as_row(case) for case in CASES])
