@@ -22,7 +22,7 @@ from pathlib import Path
 from unittest import mock
 
 from airlock.errors import AirlockError, ToolError
-from airlock.ext import registry
+from airlock.ext import registry, registryauth, registryhttp
 from airlock.tests.unit import fakeprogram
 
 Route = Callable[["FakeRegistry", dict[str, str]], tuple[int, dict[str, str], bytes]]
@@ -109,7 +109,7 @@ class RegistryTest(unittest.TestCase):
                      "DOCKER_CONFIG"):
             os.environ.pop(name, None)
         self.sleeps: list[float] = []
-        sleep = mock.patch.object(registry, "_sleep", self.sleeps.append)
+        sleep = mock.patch.object(registryhttp, "_sleep", self.sleeps.append)
         sleep.start()
         self.addCleanup(sleep.stop)
 
@@ -330,7 +330,7 @@ class TestAuthFile(RegistryTest):
                    '"auth" of "auths" entry 1 is not base64 of user:password')  # no ':'
         self.check(None, "is a directory, not a regular file", make=lambda p: p.mkdir())
         self.check(None, "is a FIFO, not a regular file", make=os.mkfifo)
-        self.check(b"{" * (2 * registry.AUTH_FILE_LIMIT), "is larger than 1 MiB, the limit "
+        self.check(b"{" * (2 * registryauth.AUTH_FILE_LIMIT), "is larger than 1 MiB, the limit "
                    "for this file")
         self.check(None, "no such file", make=lambda p: None)
 
@@ -366,7 +366,7 @@ class TestCertificates(unittest.TestCase):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         self.root = Path(tmp.name)
-        patch = mock.patch.object(registry, "CERTS_DIRS", (self.root / "containers",
+        patch = mock.patch.object(registryhttp, "CERTS_DIRS", (self.root / "containers",
                                                            self.root / "docker"))
         patch.start()
         self.addCleanup(patch.stop)
@@ -380,15 +380,17 @@ class TestCertificates(unittest.TestCase):
             return [dict(entry[0] for entry in ca["subject"]).get("commonName")
                     for ca in context.get_ca_certs()]
 
-        self.assertIn("airlock-test-site-ca", names(registry.tls_context("nexus.site:8443", True)))
-        self.assertNotIn("airlock-test-site-ca", names(registry.tls_context("other.site", True)))
+        site = registryhttp.tls_context("nexus.site:8443", True)
+        self.assertIn("airlock-test-site-ca", names(site))
+        other = registryhttp.tls_context("other.site", True)
+        self.assertNotIn("airlock-test-site-ca", names(other))
 
     def test_a_broken_certificate_is_one_line(self) -> None:
         folder = self.root / "docker" / "nexus.site"
         folder.mkdir(parents=True)
         (folder / "ca.crt").write_text("not a certificate\n")
         with self.assertRaises(ToolError) as caught:
-            registry.tls_context("nexus.site", True)
+            registryhttp.tls_context("nexus.site", True)
         self.assertTrue(str(caught.exception).startswith(f"{folder}: cannot load a certificate"))
         self.assertNotIn("\n", str(caught.exception))
 
