@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+from airlock.data import platforms
 from airlock.ext import buildx, containers
 
 TOP = Path(__file__).resolve().parents[1]
@@ -103,7 +104,7 @@ def main() -> int:
     airlock("build", *common, "--service", "keystone")
 
     cold = {}
-    for platform in ("linux/amd64", "linux/arm64"):
+    for platform in platforms.NAMES:
         total = airlock("build", *common, "--service", "keystone", "--platform", platform,
                         "--no-cache")
         cold[platform] = (total, keystone(record(work, args.release))["seconds"])
