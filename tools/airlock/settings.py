@@ -25,6 +25,10 @@ INDEX_URL_ENV = "AIRLOCK_INDEX_URL"
 LOCAL_REGISTRY = "127.0.0.1:5000"
 DEFAULT_REGISTRY = f"{LOCAL_REGISTRY}/airlock"
 DEFAULT_WORK = "work"
+# What the work folder holds beside one folder per release (work/<release>/):
+# the shared caches, the base image's root filesystems and the local git
+# mirror of tools/run-local. A release may not be named after one of them.
+WORK_FOLDERS = ("cache", "base", "git")
 
 
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from packaging.utils import canonicalize_name
 
-from airlock import files
+from airlock import files, settings
 from airlock.data import platforms as platforms_mod
 from airlock.data import yamlfile
 from airlock.data.layout import Layout
@@ -230,6 +230,13 @@ def load_release_checked(layout: Layout, name: str) -> tuple[Release | None, lis
         return None, [no_such_release(layout, name)]
     path = layout.release_dir(name)
     errors: list[AirlockError] = []
+    if name in settings.WORK_FOLDERS:
+        # work/<release>/ would be the shared cache, the base image's
+        # root filesystems or the local git mirror.
+        errors.append(AirlockError(str(path), f"a release may not be named '{name}': the work "
+                                   "folder uses that name for "
+                                   f"{', '.join(settings.WORK_FOLDERS)}",
+                                   "name the folder after the release, e.g. 2025.2"))
     # Only what is not there at all is "no such file": a FIFO or a folder in
     # its place is reported by the read, as what it is.
     for missing in [f for f in RELEASE_FILES if not os.path.lexists(path / f)]:

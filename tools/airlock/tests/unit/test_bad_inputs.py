@@ -24,6 +24,7 @@ from __future__ import annotations
 from airlock import files
 from airlock.data import yamlfile
 from airlock.tests.unit.hostile import HostileTestCase, Row, inside, row, run_cli
+from airlock.tests.unit.treefixture import RELEASE_YAML, SOURCE_REFS, UPPER_CONSTRAINTS
 
 R1 = "releases/2025.1"
 R2 = "releases/2025.2"
@@ -271,6 +272,14 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
     ("unknown release on the command line",
      [], [*VALIDATE, "2099.1"],
      "{R}/releases/2099.1: no such release; known: 2025.1, 2025.2"),
+    ("a release named after a folder of the work folder",
+     [("write", "releases/cache/release.yaml",
+       RELEASE_YAML.format(name="cache", codename="epoxy")),
+      ("write", "releases/cache/source-refs.yaml", SOURCE_REFS["2025.1"]),
+      ("write", "releases/cache/upper-constraints.txt", UPPER_CONSTRAINTS)],
+     [*VALIDATE, "cache"],
+     "{R}/releases/cache: a release may not be named 'cache': the work folder uses that name "
+     "for cache, base, git; name the folder after the release, e.g. 2025.2"),
     ("base_image without a variable",
      [("replace", RY, BASE_IMAGE, "registry.example/debian:bookworm")], VALIDATE,
      "{R}/releases/2025.2/release.yaml:9: base_image 'registry.example/debian:bookworm' "
