@@ -13,7 +13,9 @@ this run (:func:`with_credentials`), or from git's and pip's own mechanisms
 
 from __future__ import annotations
 
+import base64
 import re
+import urllib.parse
 from collections.abc import Iterable
 
 # scheme://userinfo@ : the userinfo runs to the last '@' before the path,
@@ -36,6 +38,19 @@ def strip_userinfo(url: str) -> str:
 def has_userinfo(url: str) -> bool:
     """Whether ``url`` carries credentials."""
     return _USERINFO.search(url) is not None
+
+
+def credentials(url: str) -> tuple[str, str] | None:
+    """The (user, password) a URL carries, percent-decoded; None when it carries none."""
+    if not has_userinfo(url):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """The ``Authorization`` header value of HTTP Basic auth for ``user:password``."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def with_credentials(url: str, given: Iterable[str | None]) -> str:

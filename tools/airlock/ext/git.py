@@ -7,7 +7,6 @@ effect on a directory. Failures become one-line :class:`ToolError`/
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from airlock.errors import ToolError
 from airlock.ext import exec as ext_exec
-from airlock.urls import strip_userinfo
+from airlock.urls import basic_authorization, credentials, strip_userinfo
 
 # git must never prompt (no terminal in CI or Zuul) nor read the user's
 # configuration (hooks, signing, url rewrites would make runs differ).
@@ -69,17 +68,13 @@ def _remote(url: str) -> tuple[str, dict[str, str]]:
     environment, as private as the process itself). Other schemes (ssh
     users carry no secret) are left as they are.
     """
-    parts = urllib.parse.urlsplit(url) if "://" in url else None
-    if parts is None or parts.scheme not in ("http", "https") or \
-            (parts.username is None and parts.password is None):
+    given = credentials(url)
+    if given is None or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         return url, {}
     bare = strip_userinfo(url)
-    user = urllib.parse.unquote(parts.username or "")
-    password = urllib.parse.unquote(parts.password or "")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return bare, {"GIT_CONFIG_COUNT": "1",
                   "GIT_CONFIG_KEY_0": f"http.{bare}.extraHeader",
-                  "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}"}
+                  "GIT_CONFIG_VALUE_0": f"Authorization: {basic_authorization(*given)}"}
 
 
 # --- refs and sources: ls-remote, fetch by SHA, export, describe, apply ------

@@ -39,7 +39,6 @@ host. Requests to the loopback never go through a proxy.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -58,6 +57,7 @@ from typing import TypeVar
 from airlock import files
 from airlock.errors import AirlockError, ToolError
 from airlock.ext.registryauth import AUTH_FILE_ENV, credentials
+from airlock.urls import basic_authorization
 
 INSECURE_ENV = "AIRLOCK_REGISTRY_INSECURE"
 RETRIES_ENV = "AIRLOCK_REGISTRY_RETRIES"
@@ -335,7 +335,7 @@ def _token(host: _Host, scope: str, credentials: tuple[str, str] | None) -> str:
     url = realm + ("&" if split.query else "?") + urllib.parse.urlencode(query)
     headers = {}
     if credentials:
-        headers["Authorization"] = _basic(credentials)
+        headers["Authorization"] = basic_authorization(*credentials)
     answer = _send("GET", url, headers, verify=not insecure_host(split.netloc))
     if answer.status != 200:
         failure = _failure(host.name, answer.status, answer.reason, answer.body)
@@ -354,10 +354,6 @@ def _token(host: _Host, scope: str, credentials: tuple[str, str] | None) -> str:
     return token
 
 
-def _basic(credentials: tuple[str, str]) -> str:
-    return "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
-
-
 def request(host_name: str, repo: str, path: str, *, actions: str = "pull",
              accept: str | None = None, limit: int = MANIFEST_LIMIT) -> _Answer:
     """GET ``/v2/<repo>/<path>`` with whatever authentication the registry asks for.
@@ -373,7 +369,7 @@ def request(host_name: str, repo: str, path: str, *, actions: str = "pull",
             if given is None:
                 raise RegistryFailure(AUTH, f"the registry {host_name} asks for credentials "
                                       "and none are configured for it", AUTH_FIX)
-            headers["Authorization"] = _basic(given)
+            headers["Authorization"] = basic_authorization(*given)
         elif host.challenge and host.challenge[0] == "bearer":
             if fresh:
                 host.tokens.pop(scope, None)

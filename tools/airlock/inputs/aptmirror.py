@@ -10,7 +10,6 @@ The base image (:mod:`airlock.inputs.baseimage`) and the offline apt repositorie
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
 import urllib.error
@@ -20,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from airlock.errors import AirlockError, ToolError
-from airlock.urls import has_userinfo, strip_userinfo
+from airlock.urls import basic_authorization, credentials, strip_userinfo
 
 MIRROR_ENV = "AIRLOCK_APT_MIRROR"
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
@@ -135,11 +134,11 @@ def apt_auth(mirror: str) -> tuple[str, str | None]:
     without it apt uses an entry for https only.
     """
     bare = strip_userinfo(mirror)
-    if not has_userinfo(mirror):
+    given = credentials(mirror)
+    if given is None:
         return bare, None
+    login, password = given
     parts = urllib.parse.urlsplit(mirror)
-    login = urllib.parse.unquote(parts.username or "")
-    password = urllib.parse.unquote(parts.password or "")
     host = parts.hostname or ""
     if parts.port:
         host += f":{parts.port}"
@@ -156,12 +155,9 @@ def release_epoch(mirror: str, codename: str, timeout: float = 60) -> int:
     """
     base = strip_userinfo(mirror).rstrip("/")
     headers = {}
-    if has_userinfo(mirror):  # urllib ignores a URL's userinfo: send it as a header
-        parts = urllib.parse.urlsplit(mirror)
-        user = urllib.parse.unquote(parts.username or "")
-        password = urllib.parse.unquote(parts.password or "")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
+    given = credentials(mirror)
+    if given is not None:  # urllib ignores a URL's userinfo: send it as a header
+        headers["Authorization"] = basic_authorization(*given)
     last_error = ""
     for name in ("InRelease", "Release"):
         url = f"{base}/dists/{codename}/{name}"
