@@ -370,7 +370,8 @@ def cmd_wheels(args: argparse.Namespace) -> int:
     index_url = _index_url(args)
     dest = _folder(args.dest, "--dest")
     cache = _cache(args)
-    release = load_release(_layout(args), args.release)
+    layout = _layout(args)
+    release = load_release(layout, args.release)
     platforms = _platforms(args, release)
     if args.tools_only:
         dest = wheels.tool_wheels(release, platforms, dest, index_url=index_url,
@@ -383,7 +384,7 @@ def cmd_wheels(args: argparse.Namespace) -> int:
     result = wheels.prepare(release, args.service, platforms, [Path(s) for s in args.source],
                             dest, index_url=index_url,
                             venv_builder=args.venv_builder, cache=cache, force=args.force,
-                            progress=_say)
+                            images_dir=layout.images_dir, progress=_say)
     state = "made" if result.changed else "unchanged"
     timing = ", ".join(f"{k} {v} s" for k, v in result.seconds.items())
     _say(f"{result.dest}: {state} ({timing})")

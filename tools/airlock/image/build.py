@@ -272,7 +272,8 @@ def _service_contexts(opts: BuildOptions, service: str, platforms, srcs: list[Pa
     wheelhouse = work / "wheels" / service
     progress(f"{service}: wheelhouse for {', '.join(platforms)}")
     wheels.prepare(release, service, platforms, srcs, wheelhouse, index_url=opts.index_url,
-                   venv_builder=refs_by_job["venv-builder"], cache=cache)
+                   venv_builder=refs_by_job["venv-builder"], cache=cache,
+                   images_dir=opts.layout.images_dir, progress=progress)
     cons = work / "constraints" / service
     cons.mkdir(parents=True, exist_ok=True)
     _write_if_changed(cons / "constraints.txt",

@@ -231,7 +231,8 @@ def inputs(release: Release, service: str, profile: str, platform: str, names: l
 def prepare(release: Release, images_dir: Path, service: str, platforms, dest: Path, *,
             base_image: str | None = None, profile: str = "runtime",
             source: Path | None = None, cache: Path | None = None, force: bool = False,
-            env: dict[str, str] | None = None,
+            env: dict[str, str] | None = None, names: list[str] | None = None,
+            origin: str | None = None,
             progress: Callable[[str], None] = _noop) -> list[Result]:
     """Make (or keep) ``dest/<arch>/`` for each platform: see the module docstring.
 
@@ -240,8 +241,16 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     service's prepared tree, whose own bindep.txt is merged as
     :mod:`airlock.data.packages` explains. ``cache`` is the cache root (default:
     :func:`airlock.settings.cache_dir`); .debs are kept under ``<cache>/debs``.
+
+    ``names`` replaces the bindep files with an explicit package list (what
+    one sdist build declares), blamed on ``origin`` when apt does not know one.
     """
-    names = packages.resolve(release, images_dir, service, profile, source_dir=source)
+    if names is None:
+        names = packages.resolve(release, images_dir, service, profile, source_dir=source)
+        origin = str(images_dir / service / "bindep.txt")
+        if source is not None:
+            origin += f" or {source / 'bindep.txt'}"
+    names = sorted(set(names))
     mirror = aptmirror.apt_mirror(release.distro.codename, env)
     base = pinned_base(base_image or release.base_image_ref(env))
     store = (cache or settings.cache_dir(env=env)) / "debs"
@@ -267,11 +276,9 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
         # Shared by every release and run on the host: one apt at a time.
         with cache_locked(folder, waiting=progress):
             if names:
-                origin = str(images_dir / service / "bindep.txt")
-                if source is not None:
-                    origin += f" or {source / 'bindep.txt'}"
                 closure, downloaded = download(base, platform, names, mirror,
-                                               release.distro.codename, folder, origin)
+                                               release.distro.codename, folder,
+                                               origin or "the package list")
             manifest = _assemble(out, recorded, digest, names, closure, folder)
         seconds = round(time.monotonic() - started, 1)
         progress(f"{out}: {len(names)} package(s), {len(closure)} .deb(s) "

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -114,20 +115,79 @@ def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Platform, python_versi
     return {pin: known[pin] for pin in wanted}
 
 
-def build_key(sdist_sha256: str, build_constraints: str, builder: str, tgt: Platform) -> str:
-    """The cache key of one wheel built from an sdist: everything its bytes depend on."""
-    text = json.dumps([RECIPE, sdist_sha256, build_constraints, builder, tgt.platform])
+def build_key(sdist_sha256: str, build_constraints: str, builder: str, tgt: Platform,
+              debs_key: str = "") -> str:
+    """The cache key of one wheel built from an sdist: everything its bytes depend on.
+
+    ``debs_key`` names the OS packages installed for the build (the sha256
+    of their repository's index); none installed, the key is as before.
+    """
+    parts = [RECIPE, sdist_sha256, build_constraints, builder, tgt.platform]
+    text = json.dumps([*parts, debs_key] if debs_key else parts)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def build_command(sdist_name: str) -> tuple[str, ...]:
-    """What runs in the venv-builder container to build one sdist (see :func:`build_sdist`)."""
-    return ("airlock-venv", "wheel", "--out", "/airlock/out", "--wheelhouse", "/airlock/wheels",
-            "--build-constraints", f"/airlock/{BUILD_CONSTRAINTS}", f"/airlock/sdist/{sdist_name}")
+DEBS_MOUNT = "/airlock-debs"
+# With packages to install the container runs as root (apt needs it) and
+# hands what it wrote back to the caller's user however the build ends.
+_AS_ROOT = """set -eu
+owner=$1; shift
+trap 'chown -R "$owner" /airlock' EXIT
+airlock-apt-install "$AIRLOCK_DEBS"
+"$@"
+"""
+
+
+def build_command(sdist_name: str, owner: str | None = None) -> tuple[str, ...]:
+    """What runs in the venv-builder container to build one sdist (see :func:`build_sdist`).
+
+    ``owner`` (``uid:gid``) is given when declared OS packages are
+    installed first, as root, from the repository mounted at DEBS_MOUNT.
+    """
+    build = ("airlock-venv", "wheel", "--out", "/airlock/out", "--wheelhouse", "/airlock/wheels",
+             "--build-constraints", f"/airlock/{BUILD_CONSTRAINTS}",
+             f"/airlock/sdist/{sdist_name}")
+    if owner is None:
+        return build
+    return ("sh", "-c", _AS_ROOT, "airlock-sdist", owner, *build)
+
+
+class SdistBuildError(ToolError):
+    """An sdist did not build; ``missing`` is the header or library the compiler named."""
+
+    def __init__(self, where: str, what: str, fix: str, missing: str | None, log: Path) -> None:
+        super().__init__(where, what, fix)
+        self.missing, self.log = missing, log
+
+
+# What a compiler, a linker or pkg-config says when the build lacks an OS
+# package: the file or library it could not find.
+_MISSING = (
+    re.compile(r"fatal error: (?P<what>[^:\s]+): No such file or directory"),
+    re.compile(r"cannot find -l(?P<what>[A-Za-z0-9_.+-]+)"),
+    re.compile(r"Package '?(?P<what>[A-Za-z0-9_.+-]+)'?,? (?:was not found in the pkg-config"
+               r"|required by .* not found)"),
+    re.compile(r"(?P<what>pkg-config): (?:not found|command not found)"),
+)
+
+
+def missing_from_log(text: str) -> str | None:
+    """The header, library or tool a failed build names as missing (first one), if any."""
+    for pattern in _MISSING:
+        found = pattern.search(text)
+        if found:
+            what = found.group("what")
+            if pattern is _MISSING[1]:
+                return f"lib{what} (-l{what})"
+            if pattern is _MISSING[2]:
+                return f"pkg-config module {what}"
+            return what
+    return None
 
 
 def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constraints: str,
-                builder: str, builder_digest: str, tgt: Platform) -> tuple[Path, bool]:
+                builder: str, builder_digest: str, tgt: Platform, *,
+                debs: Path | None = None, debs_key: str = "") -> tuple[Path, bool]:
     """Build ``sdist`` into a wheel inside ``builder`` for ``tgt``, offline.
 
     The container sees only the sdist, the build requirements' wheels and
@@ -140,9 +200,13 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
     folder, only a regular file is taken as the wheel (a link is neither
     taken nor followed), and the staging folder is removed however the run
     ends. The log of a failed build stays beside the cache entry, for the
-    error message to name.
+    error message to name (:class:`SdistBuildError`, with what the compiler
+    missed when it says so).
+
+    ``debs`` is an offline apt repository (``airlock debs`` layout) of the OS
+    packages this sdist declares: mounted read-only and installed first.
     """
-    key = build_key(sha256_file(sdist), build_constraints, builder_digest, tgt)
+    key = build_key(sha256_file(sdist), build_constraints, builder_digest, tgt, debs_key)
     done = cache.built_dir(key)
     found = sorted(done.glob("*.whl")) if done.is_dir() else []
     if len(found) == 1:
@@ -160,16 +224,22 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
             link_or_copy(path, seen / "wheels" / path.name)
         link_or_copy(sdist, seen / "sdist" / sdist.name)
         (seen / BUILD_CONSTRAINTS).write_text(build_constraints)
+        owner = f"{os.getuid()}:{os.getgid()}"
+        mounts = [containers.Mount(seen, "/airlock", read_only=False)]
+        if debs is not None:
+            mounts.append(containers.Mount(debs, DEBS_MOUNT, read_only=True))
         try:
             containers.run_logged(containers.RunSpec(
-                image=builder, command=build_command(sdist.name), platform=tgt.platform,
-                network="none", log=log, user=f"{os.getuid()}:{os.getgid()}",
-                mounts=(containers.Mount(seen, "/airlock", read_only=False),),
-                env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp"}))
+                image=builder, command=build_command(sdist.name, owner if debs else None),
+                platform=tgt.platform, network="none", log=log,
+                user="0:0" if debs is not None else owner, mounts=tuple(mounts),
+                env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp",
+                     "AIRLOCK_DEBS": DEBS_MOUNT}))
             wheel = built_wheel(seen / "out", what, log)
-        except ToolError:
+        except ToolError as error:
             keep_log = True
-            raise
+            raise SdistBuildError(error.where, error.what, error.fix,
+                                  missing_from_log(_tail(log)), log) from None
         os.replace(wheel, stage / wheel.name)
         shutil.rmtree(seen)  # never follows a link inside
         os.replace(log, stage / "build.log")
@@ -180,6 +250,20 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
         if not keep_log:
             log.unlink(missing_ok=True)
     return done / wheel.name, True
+
+
+def _tail(log: Path, limit: int = 4 * 1024 * 1024) -> str:
+    """The end of a build log (a container wrote it: bounded, never a link followed)."""
+    try:
+        fd = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        size = os.fstat(fd).st_size
+        handle.seek(max(0, size - limit))
+        return handle.read(limit).decode("utf-8", "replace")
 
 
 def built_wheel(out: Path, what: str, log: Path) -> Path:

@@ -47,6 +47,7 @@ wheel tags in :mod:`airlock.inputs.wheeltags`, what a source tree asks for in
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -57,8 +58,9 @@ from pathlib import Path
 from packaging.markers import Marker
 
 from airlock import settings
-from airlock.data import constraints
+from airlock.data import constraints, sdists
 from airlock.data import platforms as platforms_mod
+from airlock.data.layout import resolve_layout
 from airlock.data.platforms import Platform
 from airlock.data.release import Release, canonical_name
 from airlock.errors import AirlockError, ToolError
@@ -70,13 +72,18 @@ from airlock.files import (
     sha256_file,
     staged,
 )
+from airlock.files import (
+    locked as files_locked,
+)
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
+from airlock.inputs import debs
 from airlock.inputs.pysource import check_sources, read_source, requirements_in, sdist_requires
 from airlock.inputs.wheelcache import (
     BUILD_CONSTRAINTS,
     RECIPE,
     Cache,
+    SdistBuildError,
     build_sdist,
     fetch,
 )
@@ -185,13 +192,17 @@ def render_build_constraints(per_arch: dict[str, list[tuple[str, str]]],
 def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
             index_url: str | None = None, venv_builder: str | None = None,
             cache: Path | None = None, force: bool = False,
+            images_dir: Path | None = None,
             progress: Callable[[str], None] = _noop) -> Result:
     """Make (or keep) the wheelhouse of ``service`` for ``platforms`` at ``dest``.
 
     ``sources`` are prepared trees: the service's and those of the libraries
     the release builds from source. ``venv_builder`` is the image that builds
-    sdists (needed only when a pin has no wheel for a platform). ``cache`` is
-    the cache root (default: :func:`airlock.settings.cache_dir`).
+    sdists (needed only when a pin has no wheel for a platform), with the OS
+    packages each needs as ``images_dir``'s venv-builder/sdists.txt declares
+    them (default: the images folder of the data root,
+    :func:`airlock.data.layout.resolve_layout`). ``cache`` is the cache root
+    (default: :func:`airlock.settings.cache_dir`).
     """
     started = time.monotonic()
     targets = [platforms_mod.get(p) for p in dict.fromkeys(platforms or release.platforms)]
@@ -236,6 +247,7 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
                                     release.python, index_url, where)
             seconds[f"download {tgt.arch}"] = round(time.monotonic() - clock, 1)
             progress(f"{tgt.arch}: {len(pins[tgt.arch])} pins resolved and fetched")
+        declared = _check_declared(release, files, images_dir)
         # Build requirements: the base, the sources', and every sdist's to build.
         sdists = {store.files / f for arch in files for f in files[arch].values()
                   if not f.endswith(".whl")}
@@ -263,7 +275,8 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
         build_text = render_build_constraints(build, {t.arch: t.machine for t in targets})
         clock = time.monotonic()
         built = _build_all(store, targets, files, build_files, build_text, venv_builder,
-                           progress)
+                           progress, _SdistBuild(release, declared,
+                                                 (cache or settings.cache_dir())))
         if built:
             seconds["build sdists"] = round(time.monotonic() - clock, 1)
     layout = _layout(store, targets, files, build_files, built)
@@ -291,9 +304,66 @@ class Built:
     builder_digest: str
 
 
+@dataclass(frozen=True)
+class _SdistBuild:
+    """What building one release's sdists needs besides the cache: whose, and which packages."""
+
+    release: Release
+    declared: sdists.Declarations | None
+    cache_root: Path
+
+    def packages(self, pin: str) -> tuple[str, ...]:
+        found = self.declared.of(pin.partition("==")[0]) if self.declared else None
+        return found or ()
+
+    def repository(self, pin: str, builder: str, tgt: Platform) -> tuple[Path | None, str]:
+        """The offline apt repository of ``pin``'s declared packages for ``tgt``, and its key.
+
+        Computed in the builder image itself (what it lacks is what gets
+        installed), kept in the cache per package set and builder, and
+        keyed by the sha256 of its Packages index: new header versions
+        from the mirror make a new wheel.
+        """
+        names = self.packages(pin)
+        if not names:
+            return None, ""
+        key = hashlib.sha256(json.dumps([sorted(names), builder]).encode()).hexdigest()[:16]
+        dest = self.cache_root / "sdist-debs" / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with files_locked(dest.parent / f".{key}.lock", str(dest)):
+            debs.prepare(self.release, Path("."), "venv-builder", [tgt.platform], dest,
+                         base_image=builder, names=list(names),
+                         origin=str(self.declared.path) if self.declared else "sdists.txt",
+                         cache=self.cache_root)
+        out = dest / tgt.arch
+        return out, sha256_file(out / debs.PACKAGES)
+
+
+def _check_declared(release: Release, files: dict[str, dict[str, str]],
+                    images_dir: Path | None) -> sdists.Declarations | None:
+    """Every sdist-only pin must say what building it needs, before anything is built."""
+    wanted: dict[str, list[str]] = {}
+    for arch, chosen in files.items():
+        for pin, filename in chosen.items():
+            if not filename.endswith(".whl"):
+                wanted.setdefault(pin, []).append(arch)
+    if not wanted:
+        return None
+    declared = sdists.load(images_dir or resolve_layout().images_dir)
+    missing = declared.undeclared(pin.partition("==")[0] for pin in wanted)
+    if missing:
+        bad = sorted(p for p in wanted if canonical_name(p.partition("==")[0]) in missing)
+        listed = ", ".join(f"{p} ({'/'.join(sorted(wanted[p]))})" for p in bad)
+        raise AirlockError(f"release {release.name}", f"{listed} come only as sdists and "
+                           f"{declared.path} does not say what building them needs",
+                           declared.fix(missing))
+    return declared
+
+
 def _build_all(store: Cache, targets: list[Platform], files: dict[str, dict[str, str]],
                build_files: dict[str, dict[str, str]], build_text: str,
-               venv_builder: str | None, progress: Callable[[str], None]) -> list[Built]:
+               venv_builder: str | None, progress: Callable[[str], None],
+               how: _SdistBuild | None = None) -> list[Built]:
     """Build every sdist pin into a wheel: natively first, per platform only if not pure."""
     needs: dict[tuple[str, str], list[Platform]] = {}
     for tgt in targets:
@@ -333,8 +403,12 @@ def _build_all(store: Cache, targets: list[Platform], files: dict[str, dict[str,
             clock = time.monotonic()
             arch = tgt.arch if tgt.arch in build_files else targets[0].arch
             deps = [store.files / f for f in build_files[arch].values()]
-            wheel, fresh = build_sdist(store, sdist, deps, build_text, venv_builder,
-                                       builder_digest, tgt)
+            repo, repo_key = how.repository(pin, venv_builder, tgt) if how else (None, "")
+            try:
+                wheel, fresh = build_sdist(store, sdist, deps, build_text, venv_builder,
+                                           builder_digest, tgt, debs=repo, debs_key=repo_key)
+            except SdistBuildError as error:
+                raise _sdist_failure(error, pin, tgt, how) from None
             progress(f"{pin}: built {wheel.name} on {tgt.platform} "
                      f"({round(time.monotonic() - clock, 1)} s)" if fresh else
                      f"{pin}: {wheel.name} for {tgt.platform} from the cache")
@@ -349,6 +423,20 @@ def _build_all(store: Cache, targets: list[Platform], files: dict[str, dict[str,
             result.append(Built(pin, filename, sha256_file(sdist), wheel, tgt.platform, serves,
                                 venv_builder, builder_digest))
     return result
+
+
+def _sdist_failure(error: SdistBuildError, pin: str, tgt: Platform,
+                   how: _SdistBuild | None) -> ToolError:
+    """One line: the release, the pin, the platform, what the build missed, where to declare it."""
+    name = pin.partition("==")[0]
+    where = f"release {how.release.name}: " if how else ""
+    where += f"{pin} for {tgt.platform}"
+    if error.missing and how and how.declared:
+        now = " ".join(how.packages(pin))
+        return ToolError(where, f"its sdist build missed {error.missing}",
+                         f"add the Debian package that provides it to the line "
+                         f"'{name}: {now}' of {how.declared.path}; log: {error.log}")
+    return ToolError(where, error.what, error.fix)
 
 
 def _can_build_on(native: Platform, targets: list[Platform],

@@ -15,7 +15,7 @@ from pathlib import Path
 import distro as host_distro
 from bindep.depends import Depends
 
-from airlock.data import packages
+from airlock.data import packages, sdists
 from airlock.data.layout import Layout, find_root
 from airlock.data.release import Distro, Release
 from airlock.errors import AirlockError
@@ -115,8 +115,16 @@ class RealImageFilesTest(unittest.TestCase):
                                  f"{image} runtime has {name}")
 
     def test_venv_builder_compiles(self) -> None:
-        self.assertLessEqual({"gcc", "python3-dev", "libldap2-dev"},
+        """A compiler in venv-builder; one sdist's headers only in that sdist's build."""
+        self.assertLessEqual({"gcc", "python3-dev", "libc6-dev"},
                              set(self.resolved["venv-builder", "build"]))
+        self.assertFalse([n for n in self.resolved["venv-builder", "build"]
+                          if n.endswith("-dev") and n not in ("python3-dev", "libc6-dev")])
+        declared = sdists.load(IMAGES)
+        self.assertEqual(declared.of("python_ldap"), ("libldap2-dev", "libsasl2-dev"))
+        self.assertEqual(declared.of("scrypt"), ("libssl-dev",))
+        self.assertEqual(declared.of("netifaces"), ())
+        self.assertIsNone(declared.of("keystone"))
         self.assertEqual(self.resolved["python-base", "runtime"], [])
 
     def test_names_follow_the_distro_release(self) -> None:
@@ -295,3 +303,38 @@ class DefaultReleaseTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SdistDeclarationsTest(unittest.TestCase):
+    """images/venv-builder/sdists.txt: one line per Python package, errors name the line."""
+
+    def load(self, text: str) -> sdists.Declarations:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "venv-builder" / "sdists.txt"
+            path.parent.mkdir()
+            path.write_text(text)
+            return sdists.load(Path(tmp))
+
+    def refused(self, text: str) -> str:
+        with self.assertRaises(AirlockError) as caught:
+            self.load(text)
+        return str(caught.exception)
+
+    def test_lines_comments_and_empty_declarations(self) -> None:
+        found = self.load("# header\nScrypt: libssl-dev  # OpenSSL\n\nyappi:\n")
+        self.assertEqual(found.packages, {"scrypt": ("libssl-dev",), "yappi": ()})
+        self.assertEqual(found.undeclared(["yappi", "Python.LDAP"]), ["python-ldap"])
+
+    def test_bad_lines_name_the_line(self) -> None:
+        self.assertIn("sdists.txt:2: not a declaration: 'scrypt libssl-dev'",
+                      self.refused("yappi:\nscrypt libssl-dev\n"))
+        self.assertIn("sdists.txt:1: 'libssl_dev' is not a Debian package name",
+                      self.refused("scrypt: libssl_dev\n"))
+        self.assertIn("sdists.txt:2: python-ldap is declared twice",
+                      self.refused("python_ldap:\npython-ldap: libldap2-dev\n"))
+
+    def test_missing_file(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaises(AirlockError) as caught:
+                sdists.load(Path(tmp))
+        self.assertIn("sdists.txt: missing", str(caught.exception))

@@ -495,11 +495,13 @@ class OfflineWheelhouse(unittest.TestCase):
                                     "pbr>=2.0 # Apache-2.0\nfoo\nbar>=1\n",
                                     '[build-system]\nrequires = ["pbr>=6.1.1"]\n')
         self.cache = self.tmp / "cache"
+        self.tree.write("images/venv-builder/sdists.txt", "# what each sdist needs\nbar:\n")
 
     def prepare(self, dest: Path, **kwargs):
         return wheels.prepare(self.release, "keystone", ["linux/amd64", "linux/arm64"],
                               [self.keystone], dest, index_url=str(self.index),
-                              cache=self.cache, **kwargs)
+                              cache=self.cache, images_dir=self.tree.layout.images_dir,
+                              **kwargs)
 
     def test_layout_shares_pure_wheels_and_splits_the_others(self):
         dest = self.tmp / "wheelhouse"
@@ -577,6 +579,18 @@ class OfflineWheelhouse(unittest.TestCase):
             self.prepare(self.tmp / "wheelhouse")
         self.assertIn("--venv-builder", str(caught.exception))
         self.assertIn("bar==2.0 (arm64)", str(caught.exception))
+        self.assertFalse((self.tmp / "wheelhouse").exists())
+
+    def test_an_sdist_only_pin_must_be_declared_before_anything_is_built(self):
+        (self.index / "bar-2.0-cp311-cp311-manylinux_2_17_aarch64.whl").unlink()
+        make_sdist(self.index, "bar", "2.0", IN_TREE)
+        self.tree.write("images/venv-builder/sdists.txt", "baz: libfoo-dev\n")
+        with self.assertRaises(AirlockError) as caught:
+            self.prepare(self.tmp / "wheelhouse", venv_builder="127.0.0.1:1/none:tag")
+        message = str(caught.exception)
+        self.assertIn("release 2025.2: bar==2.0 (arm64) come only as sdists", message)
+        self.assertIn("add 'bar: <Debian packages>' to ", message)
+        self.assertIn("images/venv-builder/sdists.txt", message)
         self.assertFalse((self.tmp / "wheelhouse").exists())
 
     def test_a_pin_missing_from_the_index_is_a_user_error(self):
@@ -659,3 +673,29 @@ class OfflineWheelhouse(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MissingFromLogTest(unittest.TestCase):
+    """A failed sdist build's log names what the build lacked, in the compiler's words."""
+
+    def test_header_library_and_pkg_config(self) -> None:
+        self.assertEqual(wheelcache.missing_from_log(
+            "src/scrypt.c:7:10: fatal error: openssl/aes.h: No such file or directory\n"),
+            "openssl/aes.h")
+        self.assertEqual(wheelcache.missing_from_log(
+            "/usr/bin/ld: cannot find -lldap_r: No such file or directory\n"),
+            "libldap_r (-lldap_r)")
+        self.assertEqual(wheelcache.missing_from_log(
+            "Package libvirt was not found in the pkg-config search path.\n"),
+            "pkg-config module libvirt")
+        self.assertEqual(wheelcache.missing_from_log("sh: 1: pkg-config: not found\n"),
+                         "pkg-config")
+        self.assertIsNone(wheelcache.missing_from_log("error: invalid syntax\n"))
+
+    def test_build_command_as_root_installs_first(self) -> None:
+        argv = wheelcache.build_command("scrypt-0.8.20.tar.gz", "1000:1000")
+        self.assertEqual(argv[:2], ("sh", "-c"))
+        self.assertIn('airlock-apt-install "$AIRLOCK_DEBS"', argv[2])
+        self.assertIn("chown -R", argv[2])
+        self.assertEqual(argv[4], "1000:1000")
+        self.assertEqual(argv[5:], wheelcache.build_command("scrypt-0.8.20.tar.gz"))
