@@ -280,6 +280,7 @@ def _service_contexts(opts: BuildOptions, service: str, platforms, srcs: list[Pa
                       constraints.render(constraints.merged(release, component=service)))
     _write_if_changed(cons / "build-constraints.txt",
                       (wheelhouse / "build-constraints.txt").read_text())
+    _write_if_changed(cons / wheels.INSTALL, (wheelhouse / wheels.INSTALL).read_text())
     apt = work / "debs" / service
     progress(f"{service}: OS packages for {', '.join(platforms)}")
     # Computed in python-base, the image the packages are installed into.

@@ -56,9 +56,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.markers import Marker
+from packaging.requirements import Requirement
 
 from airlock import settings
-from airlock.data import constraints, sdists
+from airlock.data import constraints, sdists, services
 from airlock.data import platforms as platforms_mod
 from airlock.data.layout import resolve_layout
 from airlock.data.platforms import Platform
@@ -98,6 +99,9 @@ FORMAT = 1
 BUILD_BASE = {"setuptools": "80.9.0", "wheel": "0.45.1", "pbr": None}
 MANIFEST = "manifest.json"
 CONSTRAINTS = "constraints.txt"
+# What the image installs beyond the sources' requirements (service.yaml's
+# python entries, extras expanded): the venv stage installs it too.
+INSTALL = "install.txt"
 
 
 @dataclass
@@ -189,6 +193,27 @@ def render_build_constraints(per_arch: dict[str, list[tuple[str, str]]],
     return "".join(lines)
 
 
+def service_requirements(release: Release, service: str, srcs, merged: constraints.Merged,
+                         images_dir: Path) -> list[str]:
+    """What ``images/<service>/service.yaml`` installs beyond the requirements, checked.
+
+    Each must be pinned by the release's constraints: an unpinned package
+    would be whatever the index holds on the day of the build.
+    """
+    spec = services.load(images_dir, service)
+    tree = next((s.path for s in srcs if s.component == service), None)
+    lines = services.requirements(spec, tree)
+    pinned = {pin.key for pin in merged}
+    loose = [line for line in lines
+             if canonical_name(Requirement(line).name) not in pinned]
+    if loose:
+        raise AirlockError(str(images_dir / service / services.FILE),
+                           f"{', '.join(loose)} is not pinned for release {release.name}",
+                           f"pin it in releases/{release.name}/constraint-overrides.txt "
+                           "(+name===version)")
+    return lines
+
+
 def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
             index_url: str | None = None, venv_builder: str | None = None,
             cache: Path | None = None, force: bool = False,
@@ -210,7 +235,10 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     check_sources(release, service, srcs)
     merged = constraints.merged(release, component=service)
     constraints_text = constraints.render(merged)
-    requirements = requirements_in(srcs, {s.package for s in srcs})
+    extra = service_requirements(release, service, srcs, merged,
+                                 images_dir or resolve_layout().images_dir)
+    requirements = requirements_in(srcs, {s.package for s in srcs}) + \
+        "".join(f"{line}\n" for line in extra)
     base_pins = build_pins(merged, release.python)
     build_requirements = sorted({*BUILD_BASE, *(r for s in srcs for r in s.build_requires)})
     uv_version = uv_pin(merged, release.python)
@@ -282,7 +310,8 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     layout = _layout(store, targets, files, build_files, built)
     manifest = _manifest(recorded, digest, targets, pins, build, uv_version, layout, built,
                          venv_builder)
-    _install(dest, layout, manifest, constraints_text, build_text)
+    _install(dest, layout, manifest, constraints_text, build_text,
+             "".join(f"{line}\n" for line in extra))
     downloaded = len(set(_listdir(store.files)) - before)
     seconds["total"] = round(time.monotonic() - started, 1)
     progress(f"{dest}: {len(manifest['files'])} files ({downloaded} downloaded, "
@@ -500,7 +529,7 @@ def _manifest(recorded: dict, digest: str, targets: list[Platform],
 
 
 def _install(dest: Path, layout: dict[str, dict], manifest: dict, constraints_text: str,
-             build_text: str) -> None:
+             build_text: str, install_text: str) -> None:
     """Assemble the wheelhouse next to ``dest`` (hard links) and swap it into place."""
     with staged(dest) as stage:
         for sub in {PURE, *manifest["platforms"]}:
@@ -509,6 +538,7 @@ def _install(dest: Path, layout: dict[str, dict], manifest: dict, constraints_te
             link_or_copy(entry["source"], stage / rel)
         (stage / CONSTRAINTS).write_text(constraints_text)
         (stage / BUILD_CONSTRAINTS).write_text(build_text)
+        (stage / INSTALL).write_text(install_text)
         _write_json(stage / MANIFEST, manifest)
 
 
@@ -518,7 +548,7 @@ def is_current(dest: Path, digest: str, venv_builder: str | None) -> bool:
     manifest = _read_json(dest / MANIFEST)
     if not manifest or manifest.get("input_digest") != digest:
         return False
-    if not verify(dest, manifest):
+    if not verify(dest, manifest) or not (dest / INSTALL).is_file():
         return False
     builder = manifest.get("builder")
     if builder and "image" in builder:

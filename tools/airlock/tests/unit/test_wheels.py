@@ -496,11 +496,12 @@ class OfflineWheelhouse(unittest.TestCase):
                                     '[build-system]\nrequires = ["pbr>=6.1.1"]\n')
         self.cache = self.tmp / "cache"
         self.tree.write("images/venv-builder/sdists.txt", "# what each sdist needs\nbar:\n")
+        self.images = self.tree.layout.images_dir
 
     def prepare(self, dest: Path, **kwargs):
         return wheels.prepare(self.release, "keystone", ["linux/amd64", "linux/arm64"],
                               [self.keystone], dest, index_url=str(self.index),
-                              cache=self.cache, images_dir=self.tree.layout.images_dir,
+                              cache=self.cache, images_dir=self.images,
                               **kwargs)
 
     def test_layout_shares_pure_wheels_and_splits_the_others(self):
@@ -569,7 +570,7 @@ class OfflineWheelhouse(unittest.TestCase):
     def test_one_platform_only(self):
         dest = self.tmp / "wheelhouse"
         wheels.prepare(self.release, "keystone", ["linux/arm64"], [self.keystone], dest,
-                       index_url=str(self.index), cache=self.cache)
+                       index_url=str(self.index), cache=self.cache, images_dir=self.images)
         self.assertEqual(sorted(p.name for p in dest.iterdir() if p.is_dir()), ["any", "arm64"])
 
     def test_a_pin_with_only_an_sdist_needs_the_venv_builder(self):
@@ -593,6 +594,25 @@ class OfflineWheelhouse(unittest.TestCase):
         self.assertIn("images/venv-builder/sdists.txt", message)
         self.assertFalse((self.tmp / "wheelhouse").exists())
 
+    def test_service_yaml_installs_extras_and_named_packages_pinned_only(self):
+        (self.keystone / "setup.cfg").write_text("[metadata]\nname = keystone\n\n[extras]\n"
+                                                 "ldap =\n  foo>=0.5 # MIT\n")
+        self.tree.write("images/keystone/service.yaml", "python:\n  - keystone[ldap]\n"
+                        "  - bar\n")
+        dest = self.tmp / "wheelhouse"
+        self.prepare(dest)
+        self.assertEqual((dest / "install.txt").read_text(), "foo>=0.5\nbar\n")
+        self.tree.write("images/keystone/service.yaml", "python:\n  - keystone[ldap]\n"
+                        "  - baz\n")
+        with self.assertRaises(AirlockError) as caught:
+            self.prepare(dest)
+        self.assertIn("images/keystone/service.yaml: baz is not pinned for release 2025.2",
+                      str(caught.exception))
+        self.tree.write("images/keystone/service.yaml", "python:\n  - keystone[saml]\n")
+        with self.assertRaises(AirlockError) as caught:
+            self.prepare(dest)
+        self.assertIn("keystone declares no extra 'saml' (it has: ldap)", str(caught.exception))
+
     def test_a_pin_missing_from_the_index_is_a_user_error(self):
         self.tree.replace("releases/2025.2/upper-constraints.txt", "foo===1.0", "foo===3.0")
         self.release = load_release(self.tree.layout, "2025.2")
@@ -605,7 +625,8 @@ class OfflineWheelhouse(unittest.TestCase):
         nova = make_source(self.sources, "nova", "2025.2", "foo\n")
         with self.assertRaises(AirlockError) as caught:
             wheels.prepare(self.release, "keystone", ["linux/amd64"], [nova],
-                           self.tmp / "w", index_url=str(self.index), cache=self.cache)
+                           self.tmp / "w", index_url=str(self.index), cache=self.cache,
+                           images_dir=self.images)
         self.assertIn("no prepared tree of keystone", str(caught.exception))
         (self.keystone / "requirements.txt").write_text("foo\noslo.messaging>=14\n")
         with self.assertRaises(AirlockError) as caught:
@@ -614,7 +635,7 @@ class OfflineWheelhouse(unittest.TestCase):
         library = make_source(self.sources, "oslo.messaging", "2025.2", "bar\n")
         result = wheels.prepare(self.release, "keystone", ["linux/amd64"],
                                 [self.keystone, library], self.tmp / "w",
-                                index_url=str(self.index), cache=self.cache)
+                                index_url=str(self.index), cache=self.cache, images_dir=self.images)
         self.assertEqual(result.manifest["platforms"]["amd64"]["requirements"],
                          ["bar==2.0", "foo==1.0"])
 
@@ -622,7 +643,8 @@ class OfflineWheelhouse(unittest.TestCase):
         other = make_source(self.tmp / "old", "keystone", "2025.1", "foo\n")
         with self.assertRaises(AirlockError) as caught:
             wheels.prepare(self.release, "keystone", ["linux/amd64"], [other],
-                           self.tmp / "w", index_url=str(self.index), cache=self.cache)
+                           self.tmp / "w", index_url=str(self.index), cache=self.cache,
+                           images_dir=self.images)
         self.assertIn("2025.1", str(caught.exception))
 
     def test_a_folder_that_is_not_a_wheelhouse_is_never_replaced(self):
@@ -638,7 +660,7 @@ class OfflineWheelhouse(unittest.TestCase):
         with PackageIndex(self.index, {"bot": "first-token"}) as server:
             result = wheels.prepare(self.release, "keystone", ["linux/amd64"], [self.keystone],
                                     dest, index_url=server.url("bot", "first-token", "simple/"),
-                                    cache=self.cache)
+                                    cache=self.cache, images_dir=self.images)
             self.assertTrue(result.changed)
             self.assertGreater(server.served, 0)
             self.assertEqual(result.manifest["inputs"]["index"], server.url(path="simple/"))
@@ -647,11 +669,11 @@ class OfflineWheelhouse(unittest.TestCase):
             server.users = {"bot": "second-token"}
             second = server.url("bot", "second-token", "simple/")
             again = wheels.prepare(self.release, "keystone", ["linux/amd64"], [self.keystone],
-                                   dest, index_url=second, cache=self.cache)
+                                   dest, index_url=second, cache=self.cache, images_dir=self.images)
             self.assertFalse(again.changed)
             forced = wheels.prepare(self.release, "keystone", ["linux/amd64"],
                                     [self.keystone], dest, index_url=second, cache=self.cache,
-                                    force=True)
+                                    images_dir=self.images, force=True)
             self.assertEqual(forced.downloaded, 0)
             self.assertEqual((dest / "manifest.json").read_bytes(), manifest)
         leaked = [str(p) for p in self.tmp.rglob("*") if p.is_file() and not p.is_symlink()
