@@ -359,6 +359,35 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from airlock.data.release import load_release
+    from airlock.files import read_json
+    from airlock.image import check
+
+    work = _work_dir(args)
+    layout = _layout(args)
+    release = load_release(layout, args.release)
+    path = work / release.name / "build-record.json"
+    record = read_json(path)
+    if record is None:
+        raise AirlockError(str(path), "no build record", f"run airlock build --release "
+                           f"{release.name} (and publish) first")
+    rows = check.check_release(record, release, layout.images_dir,
+                               services=tuple(args.service or ()),
+                               platforms=tuple(args.platform or ()),
+                               progress=_say_err if args.json else _say)
+    if not rows:
+        raise AirlockError(str(path), "no service image of that selection in the record",
+                           "check --service and --platform")
+    failed = [r for r in rows if r["status"] != "ok"]
+    if args.json:
+        _json_out({"release": release.name, "images": rows, "failed": len(failed)})
+    else:
+        _say(f"{len(rows)} image platform(s) checked: {len(rows) - len(failed)} ok, "
+             f"{len(failed)} failed")
+    return 2 if failed else 0
+
+
 def _platforms(args: argparse.Namespace, release) -> list[str]:
     return list(dict.fromkeys(args.platform or release.platforms))
 
@@ -521,6 +550,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "stdout (every image's name, platforms, digest, status published or "
                      "unchanged, tags; \"changed\"); progress goes to stderr")
     pub.set_defaults(func=cmd_publish)
+    chk = verbs.add_parser("check", help="run the last build's images: console scripts, WSGI "
+                           "modules, service.yaml's imports and commands, on each platform")
+    chk.add_argument("--release", required=True)
+    chk.add_argument("--service", action="append", help="repeatable; default: every service "
+                     "of the last build")
+    chk.add_argument("--platform", action="append", choices=platforms.NAMES,
+                     help="repeatable; default: every platform of each image")
+    chk.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
+    chk.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    chk.set_defaults(func=cmd_check)
     whl = verbs.add_parser("wheels", help="the wheelhouse of a service, for each platform")
     whl.add_argument("--release", required=True)
     whl.add_argument("--service", help="the service whose requirements are resolved")

@@ -1,0 +1,158 @@
+"""Whether a built image runs what an operator runs from it: ``airlock check``.
+
+One container per platform (arm64 under QEMU), no network, as the image's
+own user. Inside, one Python process of the image's venv:
+
+- loads every console script of the service's own distribution (the entry
+  point's module imports and its function is there), so that each
+  ``nova-*`` command would start;
+- imports the module of every WSGI script airlock-venv wrote;
+- imports what ``images/<service>/service.yaml`` lists under
+  ``checks: imports`` (``libvirt`` and ``nova.virt.libvirt.driver`` for
+  nova) and runs its ``checks: commands`` (``qemu-img --version``), each
+  of which must exit 0.
+
+The container prints one JSON document; every failure is a line of it.
+Loading modules is what an ``ImportError: libfoo.so.N`` shows in, so a
+library the image lacks fails here, at build time, not at the site.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from airlock.data import services as services_mod
+from airlock.data.services import Service
+from airlock.errors import ToolError
+from airlock.ext import containers, registry
+
+VENV = "/var/lib/openstack"
+# Runs in the image's venv; argv[1] is the JSON of what to check.
+SCRIPT = r"""
+import importlib, importlib.metadata as md, json, os, subprocess, sys
+want = json.loads(sys.argv[1])
+failures, checked = [], 0
+def note(kind, name, error):
+    failures.append(f"{kind} {name}: {type(error).__name__}: {error}"[:400])
+dist = md.distribution(want["distribution"])
+for ep in dist.entry_points:
+    if ep.group != "console_scripts":
+        continue
+    checked += 1
+    try:
+        ep.load()
+    except BaseException as error:
+        note("console script", ep.name, error)
+bindir = os.path.join(want["venv"], "bin")
+for name in sorted(os.listdir(bindir)):
+    path = os.path.join(bindir, name)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(4096)
+    except (OSError, UnicodeDecodeError):
+        continue
+    if "written by airlock-venv" not in text:
+        continue
+    module = next((line.split()[1] for line in text.splitlines()
+                   if line.startswith("from ") and " import " in line), None)
+    checked += 1
+    try:
+        importlib.import_module(module)
+    except BaseException as error:
+        note("wsgi script", name, error)
+for module in want["imports"]:
+    checked += 1
+    try:
+        importlib.import_module(module)
+    except BaseException as error:
+        note("import", module, error)
+for command in want["commands"]:
+    checked += 1
+    try:
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              timeout=120)
+        if done.returncode:
+            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            failures.append(f"command {' '.join(command)}: exit {done.returncode} {tail[0]}"[:400])
+    except BaseException as error:
+        note("command", " ".join(command), error)
+print(json.dumps({"checked": checked, "failures": failures}))
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one platform of one image showed."""
+
+    platform: str
+    checked: int
+    failures: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.checked > 0
+
+
+def command(spec: Service, distribution: str) -> list[str]:
+    """The container's command line (pure, for the tests)."""
+    want = {"distribution": distribution, "venv": VENV, "imports": list(spec.imports),
+            "commands": [list(c) for c in spec.commands]}
+    return [f"{VENV}/bin/python", "-c", SCRIPT, json.dumps(want, sort_keys=True)]
+
+
+def run(ref: str, platform: str, spec: Service, distribution: str) -> Outcome:
+    """Check image ``ref`` (by digest) on ``platform``; a broken check run is a ToolError."""
+    output = containers.run(ref, command(spec, distribution), platform=platform)
+    return parse(output, platform, ref)
+
+
+def parse(output: str, platform: str, ref: str) -> Outcome:
+    """The JSON line the check printed (the last line: imports may print before it)."""
+    lines = [line for line in output.strip().splitlines() if line.startswith("{")]
+    try:
+        doc = json.loads(lines[-1])
+        checked = int(doc["checked"])
+        failures = tuple(str(f) for f in doc["failures"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise ToolError(f"checking {ref} on {platform}", "the check printed no result",
+                        "run the image by hand to see why") from None
+    return Outcome(platform, checked, failures)
+
+
+def check_release(record: dict, release, images_dir, *, services=(), platforms=(),
+                  progress=lambda _: None) -> list[dict]:
+    """Check every service image of a build record on each of its platforms.
+
+    Rows are plain data: image, platform, status (ok, failed), checked, and
+    the failures. An image that is not in the registry (built, not yet
+    published) cannot be run: its rows say so.
+    """
+    rows = []
+    for image in record.get("images", []):
+        if not image.get("service") or (services and image["image"] not in services):
+            continue
+        name = image["image"]
+        spec = services_mod.load(images_dir, name)
+        component = release.components.get(name)
+        distribution = component.component.package if component else name
+        ref = f"{image['ref'].split('@')[0]}@{image['digest']}"
+        present = registry.digest(ref) is not None
+        for platform in image.get("platforms", []):
+            if platforms and platform not in platforms:
+                continue
+            row = {"image": name, "platform": platform, "ref": ref, "checked": 0}
+            if not present:
+                row.update(status="failed", failures=["not in the registry: run airlock "
+                                                      "publish first"])
+            else:
+                try:
+                    outcome = run(ref, platform, spec, distribution)
+                    row.update(status="ok" if outcome.ok else "failed",
+                               checked=outcome.checked, failures=list(outcome.failures))
+                except ToolError as error:
+                    row.update(status="failed", failures=[str(error)])
+            progress(f"{name} {platform}: {row['status']} ({row['checked']} checks)"
+                     + "".join(f"\n  {f}" for f in row["failures"]))
+            rows.append(row)
+    return rows

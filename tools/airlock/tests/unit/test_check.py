@@ -1,0 +1,57 @@
+"""airlock check: the script that runs in an image, and how its answer is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+from airlock.data.services import Service
+from airlock.errors import ToolError
+from airlock.image import check
+
+
+class CheckScriptTest(unittest.TestCase):
+    """The in-image script, run for real by this host's Python against a fake venv."""
+
+    def run_script(self, spec: Service, distribution: str = "pip") -> check.Outcome:
+        with tempfile.TemporaryDirectory() as tmp:
+            venv = Path(tmp)
+            (venv / "bin").mkdir()
+            (venv / "bin" / "good-wsgi").write_text(
+                "# WSGI entry point x, written by airlock-venv\nfrom json import dumps\n")
+            (venv / "bin" / "bad-wsgi").write_text(
+                "# written by airlock-venv\nfrom no_such_module_here import app\n")
+            (venv / "bin" / "other").write_bytes(b"\x7fELF\x00\xff")
+            argv = check.command(spec, distribution)
+            want = json.loads(argv[-1])
+            want["venv"] = str(venv)
+            done = subprocess.run([sys.executable, "-c", argv[2], json.dumps(want)],
+                                  capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "PYTHONPATH": ""})
+            return check.parse(done.stdout, "linux/amd64", "ref")
+
+    def test_failures_are_named(self) -> None:
+        outcome = self.run_script(Service("x", imports=("json", "no_such_mod"),
+                                          commands=(("true",), ("false",))))
+        self.assertFalse(outcome.ok)
+        self.assertGreater(outcome.checked, 5)  # pip's console scripts, 2 wsgi, 2+2
+        text = "\n".join(outcome.failures)
+        self.assertIn("wsgi script bad-wsgi: ModuleNotFoundError", text)
+        self.assertIn("import no_such_mod: ModuleNotFoundError", text)
+        self.assertIn("command false: exit 1", text)
+        self.assertEqual(len(outcome.failures), 3, outcome.failures)
+
+    def test_all_good(self) -> None:
+        outcome = self.run_script(Service("x", imports=("json",), commands=(("true",),)))
+        self.assertEqual([f for f in outcome.failures if "bad-wsgi" not in f], [])
+
+    def test_no_result_is_a_tool_error(self) -> None:
+        with self.assertRaises(ToolError) as caught:
+            check.parse("Traceback ...\n", "linux/arm64", "r@sha256:1")
+        self.assertIn("checking r@sha256:1 on linux/arm64: the check printed no result",
+                      str(caught.exception))
