@@ -62,8 +62,6 @@ PT_LOAD, PT_DYNAMIC = 1, 2
 PN_XNUM = 0xFFFF
 SHT_DYNAMIC = 6
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ, DT_SONAME = 0, 1, 5, 10, 14
-MACHINES = {3: "i386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390", 40: "arm",
-            62: "x86_64", 183: "aarch64", 243: "riscv"}
 
 
 class Malformed(Exception):
@@ -76,7 +74,7 @@ class ElfInfo:
 
     bits: int  # 32 or 64
     little_endian: bool
-    machine: int  # e_machine: 62 x86_64, 183 aarch64 (MACHINES)
+    machine: int  # e_machine: 62 x86_64, 183 aarch64, 3 i386, 20 ppc, 22 s390
     needed: tuple[str, ...]  # DT_NEEDED, in file order
     soname: str | None  # DT_SONAME
 
