@@ -28,6 +28,15 @@ class Platform:
     machine: str  # aarch64 (uname -m, wheel tags, QEMU)
 
     @property
+    def multiarch(self) -> str:
+        """Debian's multiarch triplet, the library folder ``/usr/lib/<triplet>``.
+
+        ``<machine>-linux-gnu`` for both platforms here (not for every
+        Debian architecture: ppc64el's is powerpc64le-linux-gnu).
+        """
+        return f"{self.machine}-linux-gnu"
+
+    @property
     def python_platform(self) -> str:
         """uv's ``--python-platform`` (as airlock-venv installs with)."""
         return f"{self.machine}-manylinux_2_{GLIBC_MINOR}"

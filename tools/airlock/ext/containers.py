@@ -62,6 +62,7 @@ class RunSpec:
     user: str | None = None
     entrypoint: str | None = None
     name: str | None = None
+    read_only: bool = False  # the container's root filesystem (queries that write nothing)
 
 
 def run_spec_command(spec: RunSpec) -> list[str]:
@@ -83,6 +84,8 @@ def run_spec_command(spec: RunSpec) -> list[str]:
         argv += ["--user", spec.user]
     if spec.entrypoint is not None:
         argv += ["--entrypoint", spec.entrypoint]
+    if spec.read_only:
+        argv += ["--read-only"]
     for mount in spec.mounts:
         source = Path(mount.source).resolve()
         if "," in f"{source}{mount.target}":
@@ -144,14 +147,17 @@ def run_logged(spec: RunSpec, timeout: float = JOB_TIMEOUT) -> None:
 
 def run(image: str, command: list[str], *, platform: str | None = None,
         user: str | None = None, network: str = "none", entrypoint: str | None = None,
-        env: dict[str, str] | None = None, timeout: float = SMOKE_TIMEOUT) -> str:
+        env: dict[str, str] | None = None, timeout: float = SMOKE_TIMEOUT,
+        read_only: bool = False) -> str:
     """Run ``command`` in a throw-away container and return its standard output.
 
     For smoke tests of built images (``keystone-manage --version`` on each
-    platform); no network unless asked. A non-zero exit is a ToolError.
+    platform) and queries of an image (``read_only``); no network unless
+    asked. A non-zero exit is a ToolError.
     """
     spec = RunSpec(image=image, command=tuple(command), platform=platform, user=user,
-                   network=network, entrypoint=entrypoint, env=dict(env or {}))
+                   network=network, entrypoint=entrypoint, env=dict(env or {}),
+                   read_only=read_only)
     with _removed_if_abandoned(spec) as named:
         with registry.docker_config() as docker_env:
             proc = ext_exec.run(run_spec_command(named), where=_where(spec), timeout=timeout,

@@ -128,6 +128,12 @@ class TestRunCommand(unittest.TestCase):
         self.assertEqual(values(argv, "--platform"), ["linux/arm64"])
         self.assertEqual(values(argv, "--user"), ["42424"])
         self.assertEqual(argv[-3:], ["r/x@sha256:1", "uname", "-m"])
+        self.assertNotIn("--read-only", argv)
+
+    def test_a_query_sees_a_read_only_root(self):
+        argv = containers.run_spec_command(containers.RunSpec(
+            image="r/x@sha256:1", command=("true",), read_only=True))
+        self.assertIn("--read-only", argv[:argv.index("r/x@sha256:1")])
 
     def test_mounts_read_only_unless_said(self):
         argv = containers.run_spec_command(containers.RunSpec(
