@@ -37,7 +37,7 @@ from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import buildx, registry
 from airlock.image import plan
-from airlock.inputs import baseimage, debs, sources, wheels
+from airlock.inputs import baseimage, debs, sharedlibs, sources, wheels
 
 Progress = Callable[[str], None]
 
@@ -284,8 +284,19 @@ def _service_contexts(opts: BuildOptions, service: str, platforms, srcs: list[Pa
     apt = work / "debs" / service
     progress(f"{service}: OS packages for {', '.join(platforms)}")
     # Computed in python-base, the image the packages are installed into.
+    # bindep's runtime entries, plus the packages of the shared libraries
+    # the wheelhouse's compiled modules link against (read from the wheels).
+    # Those python-base already holds (libc6, zlib1g) need no install step.
+    libraries = wheels.runtime_packages(files.read_json(wheelhouse / wheels.MANIFEST) or {})
+    for platform in platforms:
+        arch = platforms_mod.get(platform).arch
+        if libraries.get(arch):
+            present = set(sharedlibs.owners(refs_by_job["python-base"], platform,
+                                            cache=cache).values())
+            libraries[arch] = [p for p in libraries[arch] if p not in present]
     debs.prepare(release, opts.layout.images_dir, service, platforms, apt,
-                 base_image=refs_by_job["python-base"], source=srcs[-1], cache=cache)
+                 base_image=refs_by_job["python-base"], source=srcs[-1], cache=cache,
+                 extra=libraries)
     return {"sources": _sources_context(srcs, work / "ctx" / service / "sources"),
             "wheels": wheelhouse, "constraints": cons, "debs": apt}
 

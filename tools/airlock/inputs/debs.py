@@ -232,7 +232,7 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
             base_image: str | None = None, profile: str = "runtime",
             source: Path | None = None, cache: Path | None = None, force: bool = False,
             env: dict[str, str] | None = None, names: list[str] | None = None,
-            origin: str | None = None,
+            origin: str | None = None, extra: dict[str, list[str]] | None = None,
             progress: Callable[[str], None] = _noop) -> list[Result]:
     """Make (or keep) ``dest/<arch>/`` for each platform: see the module docstring.
 
@@ -244,6 +244,8 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
 
     ``names`` replaces the bindep files with an explicit package list (what
     one sdist build declares), blamed on ``origin`` when apt does not know one.
+    ``extra`` adds packages per architecture (``amd64``): those providing the
+    shared libraries the wheelhouse's compiled modules need.
     """
     if names is None:
         names = packages.resolve(release, images_dir, service, profile, source_dir=source)
@@ -262,7 +264,8 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     for platform in wanted:
         arch, debian_arch = platforms_mod.get(platform).arch, platforms_mod.get(platform).debian
         started = time.monotonic()
-        recorded = inputs(release, service, profile, platform, names, base, mirror)
+        wanted_names = sorted({*names, *((extra or {}).get(arch) or [])})
+        recorded = inputs(release, service, profile, platform, wanted_names, base, mirror)
         digest = json_digest(recorded)
         out = dest / arch
         if not force and is_current(out, digest):
@@ -275,13 +278,13 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
         closure, downloaded = ([], 0)
         # Shared by every release and run on the host: one apt at a time.
         with cache_locked(folder, waiting=progress):
-            if names:
-                closure, downloaded = download(base, platform, names, mirror,
+            if wanted_names:
+                closure, downloaded = download(base, platform, wanted_names, mirror,
                                                release.distro.codename, folder,
                                                origin or "the package list")
-            manifest = _assemble(out, recorded, digest, names, closure, folder)
+            manifest = _assemble(out, recorded, digest, wanted_names, closure, folder)
         seconds = round(time.monotonic() - started, 1)
-        progress(f"{out}: {len(names)} package(s), {len(closure)} .deb(s) "
+        progress(f"{out}: {len(wanted_names)} package(s), {len(closure)} .deb(s) "
                  f"({downloaded} downloaded) in {seconds} s")
         results.append(Result(platform, out, True, manifest, seconds, downloaded))
     return results

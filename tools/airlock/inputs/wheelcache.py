@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from airlock import files
 from airlock.data.platforms import Platform
 from airlock.data.release import canonical_name
 from airlock.errors import ToolError
@@ -29,6 +30,7 @@ from airlock.ext import containers, index
 from airlock.files import link_or_copy, sha256_file, swap_into_place
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
+from airlock.inputs import sharedlibs
 from airlock.inputs.wheeltags import choose, pip_platforms, supported_tags
 from airlock.urls import strip_userinfo
 
@@ -135,7 +137,13 @@ owner=$1; shift
 trap 'chown -R "$owner" /airlock' EXIT
 airlock-apt-install "$AIRLOCK_DEBS"
 "$@"
+sh -c "$AIRLOCK_OWNERS" > /airlock/out/owners.txt
 """
+# Kept beside a wheel built with declared packages: which package owns each
+# shared library in the container that built it (the wheel links against
+# some of them: libssl3 for scrypt), read by :mod:`airlock.inputs.sharedlibs`.
+OWNERS = "owners.txt"
+OWNERS_LIMIT = 32 * 1024 * 1024
 
 
 def build_command(sdist_name: str, owner: str | None = None) -> tuple[str, ...]:
@@ -234,13 +242,17 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
                 platform=tgt.platform, network="none", log=log,
                 user="0:0" if debs is not None else owner, mounts=tuple(mounts),
                 env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp",
-                     "AIRLOCK_DEBS": DEBS_MOUNT}))
+                     "AIRLOCK_DEBS": DEBS_MOUNT, "AIRLOCK_OWNERS": sharedlibs.OWNERS_SCRIPT}))
             wheel = built_wheel(seen / "out", what, log)
         except ToolError as error:
             keep_log = True
             raise SdistBuildError(error.where, error.what, error.fix,
                                   missing_from_log(_tail(log)), log) from None
         os.replace(wheel, stage / wheel.name)
+        if debs is not None:
+            files.write_atomic(stage / OWNERS, files.read_bytes(
+                seen / "out" / OWNERS, limit=OWNERS_LIMIT,
+                fix=f"the build of {sdist.name} left no readable {OWNERS}; log: {log}"))
         shutil.rmtree(seen)  # never follows a link inside
         os.replace(log, stage / "build.log")
         os.chmod(stage, 0o755)
@@ -250,6 +262,16 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
         if not keep_log:
             log.unlink(missing_ok=True)
     return done / wheel.name, True
+
+
+def built_owners(wheel: Path, tgt: Platform) -> dict[str, str]:
+    """Owners of the shared libraries where ``wheel`` was built (none: venv-builder's own)."""
+    path = wheel.parent / OWNERS
+    if not os.path.lexists(path):
+        return {}
+    text = files.read_text(path, limit=OWNERS_LIMIT, fix="remove the cache entry "
+                           f"{wheel.parent}; it is built again")
+    return sharedlibs.parse_owners(text, tgt.multiarch, where=str(path))
 
 
 def _tail(log: Path, limit: int = 4 * 1024 * 1024) -> str:

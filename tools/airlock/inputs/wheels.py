@@ -78,7 +78,7 @@ from airlock.files import (
 )
 from airlock.files import read_json as _read_json
 from airlock.files import write_json as _write_json
-from airlock.inputs import debs
+from airlock.inputs import debs, elf, sharedlibs
 from airlock.inputs.pysource import check_sources, read_source, requirements_in, sdist_requires
 from airlock.inputs.wheelcache import (
     BUILD_CONSTRAINTS,
@@ -86,6 +86,7 @@ from airlock.inputs.wheelcache import (
     Cache,
     SdistBuildError,
     build_sdist,
+    built_owners,
     fetch,
 )
 from airlock.inputs.wheeltags import PURE, is_pure, place
@@ -308,8 +309,12 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
         if built:
             seconds["build sdists"] = round(time.monotonic() - clock, 1)
     layout = _layout(store, targets, files, build_files, built)
+    clock = time.monotonic()
+    libraries = _libraries(layout, targets, built, venv_builder,
+                           cache or settings.cache_dir()) if venv_builder else None
+    seconds["libraries"] = round(time.monotonic() - clock, 1)
     manifest = _manifest(recorded, digest, targets, pins, build, uv_version, layout, built,
-                         venv_builder)
+                         venv_builder, libraries)
     _install(dest, layout, manifest, constraints_text, build_text,
              "".join(f"{line}\n" for line in extra))
     downloaded = len(set(_listdir(store.files)) - before)
@@ -495,10 +500,57 @@ def _layout(store: Cache, targets: list[Platform], files: dict[str, dict[str, st
     return layout
 
 
+def _libraries(layout: dict[str, dict], targets: list[Platform], built: list[Built],
+               venv_builder: str, cache_root: Path) -> dict[str, dict[str, dict]]:
+    """Per platform, every shared library the wheels need and do not carry, with its package.
+
+    Read from the wheels' ELF files (:mod:`airlock.inputs.elf`); a library
+    is found in venv-builder (python-base and a compiler: what manylinux
+    wheels may assume) or, for a wheel built with declared packages, in the
+    container that built it. One no package provides stops the wheelhouse,
+    naming the module and the library: the image would fail to import it.
+    """
+    result: dict[str, dict[str, dict]] = {}
+    for tgt in targets:
+        wheels_here = [entry["source"] for entry in layout.values() if tgt.arch in entry["pins"]]
+        needed = elf.needs_of(wheels_here)
+        if not needed:
+            result[tgt.arch] = {}
+            continue
+        owners = dict(sharedlibs.owners(venv_builder, tgt.platform, cache=cache_root))
+        for b in built:
+            if tgt.arch in b.serves:
+                owners.update(built_owners(b.wheel, tgt))
+        found, unresolved = sharedlibs.resolve(needed, owners)
+        if unresolved:
+            wheel, member, soname = unresolved[0]
+            more = f" (and {len(unresolved) - 1} more)" if len(unresolved) > 1 else ""
+            raise AirlockError(f"{wheel}: {member}", f"needs {soname} on {tgt.platform}, "
+                               f"which no Debian package of venv-builder or of the sdist's "
+                               f"build provides{more}",
+                               "declare the package that builds it in images/venv-builder/"
+                               "sdists.txt (its -dev package pulls in the library), or use a "
+                               "wheel that carries it")
+        users: dict[str, set[str]] = {}
+        for wheel, members in needed.items():
+            for sonames in members.values():
+                for soname in sonames:
+                    users.setdefault(soname, set()).add(wheel)
+        result[tgt.arch] = {soname: {"package": package, "wheels": sorted(users[soname])}
+                            for soname, package in found.items()}
+    return result
+
+
+def runtime_packages(manifest: dict) -> dict[str, list[str]]:
+    """``{arch: Debian packages}`` the wheelhouse's libraries need at run time."""
+    return {arch: sorted({lib["package"] for lib in (entry.get("libraries") or {}).values()})
+            for arch, entry in (manifest.get("platforms") or {}).items()}
+
+
 def _manifest(recorded: dict, digest: str, targets: list[Platform],
               pins: dict[str, list[tuple[str, str]]], build: dict[str, list[tuple[str, str]]],
               uv_version: str, layout: dict[str, dict], built: list[Built],
-              venv_builder: str | None) -> dict:
+              venv_builder: str | None, libraries: dict[str, dict] | None = None) -> dict:
     """The manifest: plain, sorted JSON; the same inputs give the same bytes."""
     wheel_of: dict[str, dict[str, str]] = {t.arch: {} for t in targets}
     for rel, entry in layout.items():
@@ -514,6 +566,7 @@ def _manifest(recorded: dict, digest: str, targets: list[Platform],
             "build": sorted(f"{canonical_name(n)}=={v}" for n, v in build[t.arch]),
             "tools": [f"uv=={uv_version}"],
             "files": dict(sorted(wheel_of[t.arch].items())),
+            **({"libraries": libraries.get(t.arch, {})} if libraries is not None else {}),
         } for t in targets},
         "built": [{"pin": b.pin, "sdist": b.sdist, "sdist_sha256": b.sdist_sha256,
                    "wheel": place(b.wheel.name, b.serves[0]), "built_on": b.built_on,
@@ -550,6 +603,9 @@ def is_current(dest: Path, digest: str, venv_builder: str | None) -> bool:
         return False
     if not verify(dest, manifest) or not (dest / INSTALL).is_file():
         return False
+    if venv_builder and any("libraries" not in entry
+                            for entry in (manifest.get("platforms") or {}).values()):
+        return False  # made before libraries were read from the wheels
     builder = manifest.get("builder")
     if builder and "image" in builder:
         return False  # made when the builder's reference was an input: make it again

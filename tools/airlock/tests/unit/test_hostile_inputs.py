@@ -163,8 +163,8 @@ USAGE = [
         f"airlock: the following arguments are required: VERB; {help_of('airlock')}"),
     row("unknown verb", ["frobnicate"],
         "airlock: argument VERB: invalid choice: 'frobnicate' (choose from 'release', 'refs', "
-        "'sources', 'constraints', 'packages', 'mirror', 'base', 'build', 'publish', 'wheels', "
-        f"'debs'); {help_of('airlock')}"),
+        "'sources', 'constraints', 'packages', 'mirror', 'base', 'build', 'publish', 'check', "
+        f"'wheels', 'debs'); {help_of('airlock')}"),
     row("unknown verb of refs", ["refs", "frob"],
         "airlock refs: argument VERB: invalid choice: 'frob' (choose from 'resolve'); "
         f"{help_of('airlock refs')}"),
