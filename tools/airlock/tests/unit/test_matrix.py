@@ -19,7 +19,9 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import os
 import re
+import subprocess
 import tarfile
 import tempfile
 import unittest
@@ -474,6 +476,31 @@ class CliTest(HostileTestCase):
         self.assertEqual([(r["service"], r["platform"], r["status"]) for r in doc["rows"]],
                          [(s, p, "failed") for s in ("keystone", "nova") for p in BOTH])
         self.assertIn("0 built, 0 kept, 0 skipped, 4 failed", err)
+
+
+class ScriptTest(unittest.TestCase):
+    """tools/build-matrix refuses what it chooses itself, before it installs anything."""
+
+    def run_script(self, *args: str):
+        script = Path(__file__).resolve().parents[3] / "build-matrix"
+        return subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                              timeout=60, env={"PATH": os.environ["PATH"]})
+
+    def test_refusals(self):
+        for args, line in [
+                (["--service", "nova", "--git-base", "/x"],
+                 "build-matrix: --git-base is chosen here (the local mirror in "
+                 "$AIRLOCK_WORK_DIR/git); set AIRLOCK_WORK_DIR instead"),
+                (["--work-dir=/x"], "build-matrix: --work-dir=/x is chosen here (the local "
+                 "mirror in $AIRLOCK_WORK_DIR/git); set AIRLOCK_WORK_DIR instead"),
+                (["--json"], "build-matrix: --json is not for this script: it runs build "
+                 "--all and prints the table"),
+                (["--release"], "build-matrix: --release needs a value")]:
+            with self.subTest(args):
+                proc = self.run_script(*args)
+                self.assertEqual((proc.returncode, proc.stdout, proc.stderr.splitlines()),
+                                 (1, "", [f"{line}; see the comment at the top of "
+                                          "tools/build-matrix"]))
 
 
 class LoadedReleaseTest(TreeTestCase):
