@@ -317,7 +317,20 @@ def _say_err(line: str) -> None:
     print(redact(line), file=sys.stderr, flush=True)
 
 
+def _one_release(args: argparse.Namespace) -> None:
+    """``build`` without ``--all`` builds one release: ``--release`` once, as before."""
+    if args.release is None or len(args.release) != 1:
+        what = "the following arguments are required: --release" if args.release is None \
+            else "--release is given more than once"
+        raise AirlockError("airlock build", what,
+                           "pass one --release, or --all to build several")
+    args.release = args.release[0]
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.all:
+        return _build_all(args)
+    _one_release(args)
     # First, all of it: a typo must not cost a build.
     registry = _registry(args)
     work = _work_dir(args)
@@ -343,6 +356,47 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(redact(summary.table(record)))
     return 0
+
+
+def _build_all(args: argparse.Namespace) -> int:
+    """``build --all``: the matrix or a slice of it; exit 2 when any image failed."""
+    # First, all of it, as for one release: a typo must not cost hours.
+    registry = _registry(args)
+    work = _work_dir(args)
+    cache = _cache(args, work)
+    git_base, index_url = _git_base(args), _index_url(args)
+    _check_auth_file()
+    from airlock.image import matrix
+
+    selection = {"releases": list(args.release or ()), "services": list(args.service or ()),
+                 "platforms": list(args.platform or ())}
+    layout = _layout(args)
+    plans = matrix.plan(layout, **selection)
+    names = [entry.release.name for entry in plans]
+    lock = None
+    if args.lock is not None:
+        if len(names) != 1:
+            raise AirlockError("--lock", f"names the refs of one release, and --all selects "
+                               f"{len(names)} ({', '.join(names)})",
+                               "pass one --release with --lock, or leave --lock out")
+        lock = _lock_file(argparse.Namespace(lock=args.lock, release=names[0]))
+    if args.emulate_install and len(args.platform or ()) != 1:
+        raise AirlockError("--emulate-install", "assembles the venv on one target platform",
+                           "pass exactly one --platform")
+    say = _say_err if args.json else _say
+    opts = matrix.Options(layout=layout, registry=registry, work_dir=work, cache_dir=cache,
+                          git_base=git_base, index_url=index_url, lock=lock,
+                          no_cache=args.no_cache, emulate_install=args.emulate_install)
+    rows = matrix.run(plans, opts, progress=say)
+    report = matrix.report(rows, layout, selection)
+    md, js = matrix.write_report(report, work)
+    say(f"matrix: {md} and {js}")
+    if args.json:
+        sys.stderr.write(redact(matrix.table(report)))
+        _json_out(matrix.document(report))
+    else:
+        sys.stdout.write(redact(matrix.table(report)))
+    return 2 if report.failed else 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -522,10 +576,16 @@ def build_parser() -> argparse.ArgumentParser:
     bc.set_defaults(func=cmd_base_create)
 
     bld = verbs.add_parser("build", help="build a release's images (offline) unless the "
-                           "registry has them")
-    bld.add_argument("--release", required=True)
-    bld.add_argument("--service", action="append", help="repeatable; default: all")
-    bld.add_argument("--platform", action="append", help="repeatable; default: the release's")
+                           "registry has them; --all: the whole matrix, or a slice")
+    bld.add_argument("--release", action="append", help="the release to build; with --all "
+                     "repeatable (default: every release)")
+    bld.add_argument("--all", action="store_true", help="build every release x service x "
+                     "platform selected by --release/--service/--platform, go on past a "
+                     "failing image, end with one table (exit 2 when any failed)")
+    bld.add_argument("--service", action="append", help="repeatable; default: all (with "
+                     "--all: skipped for a release that lacks it)")
+    bld.add_argument("--platform", action="append", help="repeatable; default: the "
+                     "release's (with --all: skipped for a release that lacks it)")
     bld.add_argument("--registry", help="repository prefix (default: $AIRLOCK_REGISTRY, "
                      f"else {settings.DEFAULT_REGISTRY})")
     bld.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
