@@ -1,0 +1,83 @@
+"""Every release airlock lists builds: the wheelhouse where 2024.1 once broke, on each.
+
+The oldest release's keystone is built for both platforms, published and
+checked (`airlock check`: console scripts, WSGI modules, service.yaml's
+imports such as ``ldap`` from keystone's ldap extra, on amd64 and on arm64
+under QEMU). Every other release's keystone wheelhouse is made for both
+platforms with the same venv-builder: sdist-only pins (scrypt on 2024.1,
+python-ldap on all) are built with the OS packages sdists.txt declares,
+and the libraries their wheels link against are resolved to packages.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import unittest
+from pathlib import Path
+
+from airlock.data.packages import release_names
+from airlock.tests.functional import pipeline
+from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
+
+RELEASES = release_names(REPO_ROOT / "releases")
+OLDEST = RELEASES[0]
+BOTH = {"amd64", "arm64"}
+
+
+class EveryReleaseTest(unittest.TestCase):
+    record: dict
+    git: str
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        require_engine()
+        base_image()
+        for release in RELEASES:
+            cls.git = pipeline.git_base("keystone", release=release)
+        cls.record = pipeline.build(OLDEST, pipeline.fresh_prefix("oldest"),
+                                    "--service", "keystone", "--git-base", cls.git)
+        pipeline.airlock("publish", "--release", OLDEST)
+        cls.builder = pipeline.image(cls.record, "venv-builder")["ref"]
+
+    def test_oldest_release_keystone_passes_its_checks_on_both_platforms(self) -> None:
+        doc = json.loads(pipeline.airlock("check", "--release", OLDEST, "--json").stdout)
+        self.assertEqual(doc["failed"], 0, doc)
+        self.assertEqual(sorted((r["image"], r["platform"], r["status"]) for r in doc["images"]),
+                         [("keystone", "linux/amd64", "ok"), ("keystone", "linux/arm64", "ok")])
+        for row in doc["images"]:
+            self.assertGreater(row["checked"], 10, row)
+
+    def test_oldest_release_gets_the_libraries_its_built_wheels_need(self) -> None:
+        work = pipeline.WORK / OLDEST
+        manifest = json.loads((work / "wheels" / "keystone" / "manifest.json").read_text())
+        built = {b["pin"].split("==")[0] for b in manifest["built"]}
+        self.assertLessEqual({"scrypt", "python-ldap"}, built)
+        for arch in BOTH:
+            with self.subTest(arch=arch):
+                libraries = manifest["platforms"][arch]["libraries"]
+                self.assertEqual(libraries["libldap-2.5.so.0"]["package"], "libldap-2.5-0")
+                wanted = (work / "debs" / "keystone" / arch / "packages.txt").read_text()
+                self.assertIn("libldap-2.5-0\n", wanted)
+                self.assertNotIn("libc6\n", wanted)  # python-base has it
+
+    def test_every_release_has_a_keystone_wheelhouse_for_both_platforms(self) -> None:
+        for release in RELEASES[1:]:
+            with self.subTest(release=release):
+                tmp = Path(tempfile.mkdtemp(prefix=f"every-{release}-", dir=pipeline.WORK))
+                self.addCleanup(shutil.rmtree, tmp, True)
+                pipeline.airlock("sources", "prepare", "--release", release, "--component",
+                                 "keystone", "--dest", str(tmp / "keystone"), "--git-base",
+                                 self.git)
+                dest = tmp / "wheels"
+                pipeline.airlock("wheels", "--release", release, "--service", "keystone",
+                                 "--source", str(tmp / "keystone"), "--dest", str(dest),
+                                 "--venv-builder", self.builder)
+                manifest = json.loads((dest / "manifest.json").read_text())
+                self.assertEqual(set(manifest["platforms"]), BOTH)
+                for arch in BOTH:
+                    entry = manifest["platforms"][arch]
+                    self.assertTrue(any(r.startswith("python-ldap==")
+                                        for r in entry["requirements"]), arch)
+                    self.assertIn("libldap-2.5.so.0", entry["libraries"], arch)
