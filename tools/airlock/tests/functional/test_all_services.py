@@ -8,6 +8,7 @@ image's own management command runs in a container with no network.
 
 from __future__ import annotations
 
+import json
 import unittest
 
 import yaml
@@ -79,6 +80,20 @@ class AllServicesAmd64Test(unittest.TestCase):
                 row = pipeline.image(self.again, service)
                 tagged = f"{row['ref'].split('@')[0]}:{row['tag']}"
                 self.assertEqual(registry.digest(tagged), row["digest"])
+
+    def test_every_image_passes_airlock_check(self) -> None:
+        """Console scripts, WSGI modules and service.yaml's checks: libvirt for nova."""
+        proc = pipeline.airlock("check", "--release", RELEASE, "--json", check=False)
+        doc = json.loads(proc.stdout)
+        failures = {row["image"]: row["failures"] for row in doc["images"] if row["failures"]}
+        self.assertEqual(failures, {})
+        self.assertEqual(proc.returncode, 0)
+        self.assertEqual(sorted(row["image"] for row in doc["images"]), sorted(MAIN_COMMANDS))
+        nova = pipeline.image(self.record, "nova")
+        ref = f"{nova['ref'].split('@')[0]}@{nova['digest']}"
+        out = containers.run(ref, ["python3", "-c", "import libvirt; "
+                                   "print(libvirt.getVersion() > 0)"], platform="linux/amd64")
+        self.assertEqual(out.strip(), "True")
 
     def test_wsgi_entry_points_are_there_and_import(self) -> None:
         for service, scripts in WSGI_SCRIPTS.items():
