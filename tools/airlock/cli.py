@@ -156,6 +156,9 @@ def cmd_release_validate(args: argparse.Namespace) -> int:
     from airlock.data import validate
 
     layout = _layout(args)
+    if args.index_url is not None and not args.sdists:
+        raise AirlockError("--index-url", "is used only with --sdists (validate alone never "
+                           "asks the index)", "add --sdists, or leave --index-url out")
     index_url = _index_url(args) if args.sdists else None
     errors = validate.validate(layout, args.releases or None)
     for error in errors:

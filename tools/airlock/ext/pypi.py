@@ -160,7 +160,7 @@ class _Session:
             conn.close()
 
 
-def _shown(url: str) -> str:
+def shown(url: str) -> str:
     """An index URL as a message names it: never its credentials."""
     return strip_userinfo(url).rstrip("/")
 
@@ -417,10 +417,10 @@ def indexes(where: Locations) -> list[str]:
 
 def _failed(location: str, name: str | None, error: AirlockError) -> ToolError:
     what = f"cannot read the page of {name}" if name else "cannot list its files"
-    return ToolError(_shown(location), f"{what}: {error.what}", _FIX)
+    return ToolError(shown(location), f"{what}: {error.what}", _FIX)
 
 
-def files_of(name: str, where: Locations, *, limit: int = PAGE_LIMIT) -> list[str]:
+def files_of(name: str, where: Locations, *, limit: int | None = None) -> list[str]:
     """The file names of every distribution file of project ``name`` in ``where``.
 
     Indexes, extra indexes and find-links together, each name once, in the
@@ -429,14 +429,16 @@ def files_of(name: str, where: Locations, *, limit: int = PAGE_LIMIT) -> list[st
     return files_of_many([name], where, limit=limit)[canonicalize_name(name)]
 
 
-def files_of_many(names: Iterable[str], where: Locations, *, limit: int = PAGE_LIMIT,
+def files_of_many(names: Iterable[str], where: Locations, *, limit: int | None = None,
                   jobs: int = JOBS) -> dict[str, list[str]]:
     """:func:`files_of` for many projects at once: ``{canonical name: file names}``.
 
     The project pages are read by ``jobs`` threads; the find-links
     locations are listed once for all. The first failure (after its
-    retries) stops the others and is raised as one ToolError.
+    retries) stops the others and is raised as one ToolError. ``limit``:
+    the largest page read (default :data:`PAGE_LIMIT`).
     """
+    limit = PAGE_LIMIT if limit is None else limit
     wanted = sorted({canonicalize_name(n) for n in names})
     found: dict[str, dict[str, None]] = {n: {} for n in wanted}
     tasks = [(index, name) for name in wanted for index in indexes(where)]

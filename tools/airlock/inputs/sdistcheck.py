@@ -37,7 +37,6 @@ from airlock.data.release import Release
 from airlock.errors import AirlockError
 from airlock.ext import index, pypi
 from airlock.inputs import wheeltags
-from airlock.urls import strip_userinfo
 
 FilesOfMany = Callable[[Iterable[str], index.Locations], dict[str, list[str]]]
 
@@ -196,7 +195,7 @@ def unused(results: list[ReleaseCheck], declared: sdists.Declarations) -> list[s
 
 def shown_locations(where: index.Locations) -> str:
     """The locations asked, as a message names them (no credentials)."""
-    return ", ".join(strip_userinfo(u) for u in (*pypi.indexes(where), *where.find_links))
+    return ", ".join(pypi.shown(u) for u in (*pypi.indexes(where), *where.find_links))
 
 
 def summary(results: list[ReleaseCheck], declared: sdists.Declarations) -> str:
