@@ -80,6 +80,10 @@ class _Missing(Exception):
     """The index answered 404: no such project (or find-links page)."""
 
 
+class _Stopped(Exception):
+    """Another page failed: this one is not worth waiting for any more."""
+
+
 class _Retry(Exception):
     """A failure worth asking again; ``wait`` seconds first when the server said so."""
 
@@ -111,6 +115,7 @@ class _Session:
         self._open: dict[tuple[int, str, str], http.client.HTTPConnection] = {}
         self._context: ssl.SSLContext | None = None
         self._proxies = urllib.request.getproxies()
+        self.stopped = threading.Event()  # set on the first failure: no more retries
 
     def connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
         """(connection, whether it is new) for this thread to ``scheme://netloc``."""
@@ -374,7 +379,8 @@ def _ask(session: _Session, url: str, auth: str | None, limit: int) -> tuple[byt
         except _Retry as retry:
             if attempt == ATTEMPTS:
                 raise AirlockError("", retry.reason) from None
-            time.sleep(retry.wait if retry.wait is not None else delay)
+            if session.stopped.wait(retry.wait if retry.wait is not None else delay):
+                raise _Stopped() from None
             delay *= 2
     raise AssertionError("unreachable")
 
@@ -443,8 +449,11 @@ def files_of_many(names: Iterable[str], where: Locations, *, limit: int | None =
     found: dict[str, dict[str, None]] = {n: {} for n in wanted}
     tasks = [(index, name) for name in wanted for index in indexes(where)]
     tasks += [(link, None) for link in where.find_links]
+    session = _Session()
 
     def one(location: str, name: str | None) -> tuple[str | None, list[str]]:
+        if session.stopped.is_set():
+            raise _Stopped()
         try:
             if name is None:
                 return None, _find_links_files(session, location, limit)
@@ -454,13 +463,13 @@ def files_of_many(names: Iterable[str], where: Locations, *, limit: int | None =
         except AirlockError as error:
             raise _failed(location, name, error) from None
 
-    session = _Session()
     with contextlib.closing(session), \
             ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="airlock-pypi") as pool:
         futures = [pool.submit(one, location, name) for location, name in tasks]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in futures if f in done and f.exception()), None)
         if failed is not None:
+            session.stopped.set()
             for future in pending:
                 future.cancel()
             raise failed.exception()  # type: ignore[misc]
