@@ -156,6 +156,10 @@ def cmd_release_validate(args: argparse.Namespace) -> int:
     from airlock.data import validate
 
     layout = _layout(args)
+    if args.index_url is not None and not args.sdists:
+        raise AirlockError("--index-url", "is used only with --sdists (validate alone never "
+                           "asks the index)", "add --sdists, or leave --index-url out")
+    index_url = _index_url(args) if args.sdists else None
     errors = validate.validate(layout, args.releases or None)
     for error in errors:
         print(str(error), file=sys.stderr)
@@ -163,6 +167,31 @@ def cmd_release_validate(args: argparse.Namespace) -> int:
         return 1
     names = args.releases or validate.release_names(layout)
     _say(f"{len(names)} release(s) valid: {', '.join(names)}")
+    return _check_sdists(layout, names, index_url, full=not args.releases) if args.sdists else 0
+
+
+def _check_sdists(layout, names: list[str], index_url: str | None, full: bool) -> int:
+    """``validate --sdists``: every sdist-only pin of the releases has its build declared."""
+    from airlock.data import sdists
+    from airlock.data.release import load_release
+    from airlock.ext import index
+    from airlock.inputs import sdistcheck
+
+    declared = sdists.load(layout.images_dir)
+    releases = [load_release(layout, name) for name in names]
+    where = index.locations(index_url)
+    results = sdistcheck.check(releases, declared, where)
+    errors = sdistcheck.problems(results, declared)
+    for error in errors:
+        print(str(error), file=sys.stderr)
+    if errors:
+        return 1
+    _say(f"{sdistcheck.summary(results, declared)} (index: "
+         f"{sdistcheck.shown_locations(where)})")
+    stale = sdistcheck.unused(results, declared) if full else []
+    if stale:
+        _say(f"{declared.path}: not sdist-only in any release, the lines of "
+             f"{', '.join(stale)} can go")
     return 0
 
 
@@ -505,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     rel_verbs = rel.add_subparsers(dest="release_verb", required=True, metavar="VERB")
     val = rel_verbs.add_parser("validate", help="check releases/ (all, or the ones named)")
     val.add_argument("releases", nargs="*", metavar="REL")
+    val.add_argument("--sdists", action="store_true", help="also ask the package index "
+                     "which pins come only as sdists, and check that images/venv-builder/"
+                     "sdists.txt declares what building each needs")
+    val.add_argument("--index-url", help="with --sdists: the package index (default: "
+                     "$AIRLOCK_INDEX_URL, else pip's configuration)")
     _add_layout_options(val)
     val.set_defaults(func=cmd_release_validate)
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import re
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -33,6 +35,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
+
+
+class _Server(ThreadingHTTPServer):
+    """A client that hangs up (airlock refusing a page) is no error to print."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _AuthServer:
@@ -107,8 +119,7 @@ class _AuthServer:
             def log_message(self, format: str, *args) -> None:  # noqa: A002
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -198,14 +209,20 @@ class PackageIndex(_AuthServer):
     """A PEP 503 simple index of the files in ``folder``, password required.
 
     ``url(user, password, "simple/")`` is the index URL; files are served
-    from ``/files/<name>`` with their sha256 in the link.
+    from ``/files/<name>`` with their sha256 in the link. A project page
+    comes as PEP 691 JSON to a client that asks for it (``Accept``) when
+    ``serve_json`` is True. ``pages`` answers chosen paths in its own way (a
+    broken or hostile index): ``{path: handler(request)}``.
     """
 
     _NAME = re.compile(r"^(?P<name>.+?)-\d")
+    JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
-    def __init__(self, folder: Path, users: dict[str, str]) -> None:
+    def __init__(self, folder: Path, users: dict[str, str], serve_json: bool = False) -> None:
         super().__init__(users)
         self.folder = Path(folder)
+        self.serve_json = serve_json
+        self.pages: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
 
     def projects(self) -> dict[str, list[Path]]:
         found: dict[str, list[Path]] = {}
@@ -222,6 +239,9 @@ class PackageIndex(_AuthServer):
         page: Callable[[str], bytes] = lambda body: (  # noqa: E731
             f"<!DOCTYPE html><html><body>\n{body}</body></html>\n".encode())
         html_type = {"Content-Type": "text/html"}
+        if path in self.pages:
+            self.pages[path](request)
+            return
         if path in ("/simple", "/simple/"):
             links = "".join(f'<a href="{name}/">{name}</a>\n' for name in sorted(projects))
             send(request, 200, page(links), html_type)
@@ -230,6 +250,13 @@ class PackageIndex(_AuthServer):
             name = canonicalize_name(path[len("/simple/"):].strip("/"))
             if name not in projects:
                 send(request, 404, b"not found\n")
+                return
+            if self.serve_json and self.JSON_TYPE in request.headers.get("Accept", ""):
+                doc = {"meta": {"api-version": "1.0"}, "name": name, "files": [
+                    {"filename": f.name, "url": f"/files/{urllib.parse.quote(f.name)}",
+                     "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()}}
+                    for f in projects[name]]}
+                send(request, 200, json.dumps(doc).encode(), {"Content-Type": self.JSON_TYPE})
                 return
             links = "".join(
                 f'<a href="/files/{html.escape(f.name)}#sha256='
