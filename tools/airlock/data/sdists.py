@@ -1,4 +1,4 @@
-"""What building each sdist-only pin needs: ``images/venv-builder/sdists.txt``.
+"""What building each sdist-only pin needs: ``images/sdists.txt``.
 
 Most pins of a release come as wheels. The few that exist only as sdists
 (for every platform, or for arm64 alone) are built into wheels by the
@@ -36,7 +36,10 @@ from airlock import files
 from airlock.data.release import canonical_name
 from airlock.errors import AirlockError
 
-FILE = Path("venv-builder") / "sdists.txt"  # under the images folder
+# Under the images folder, not in venv-builder's own folder: that folder is
+# the image's build context, and a new declaration must not make a new
+# venv-builder (and so rebuild every sdist of every release).
+FILE = Path("sdists.txt")
 # Debian policy's package name rule.
 _DEBIAN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _PYTHON_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")

@@ -1,7 +1,7 @@
 """Which pins of a release come only as sdists, and whether their builds are declared.
 
 The wheelhouse step builds a pin that has no wheel for a platform from its
-sdist, offline, with only the Debian packages ``images/venv-builder/sdists.txt``
+sdist, offline, with only the Debian packages ``images/sdists.txt``
 declares for it (:mod:`airlock.data.sdists`). A refresh of
 upper-constraints can bring in a new such pin; found in that step, at the
 site, it is too late. This check runs on the connected side (``airlock

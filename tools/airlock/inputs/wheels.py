@@ -225,7 +225,7 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     ``sources`` are prepared trees: the service's and those of the libraries
     the release builds from source. ``venv_builder`` is the image that builds
     sdists (needed only when a pin has no wheel for a platform), with the OS
-    packages each needs as ``images_dir``'s venv-builder/sdists.txt declares
+    packages each needs as ``images_dir``'s sdists.txt declares
     them (default: the images folder of the data root,
     :func:`airlock.data.layout.resolve_layout`). ``cache`` is the cache root
     (default: :func:`airlock.settings.cache_dir`).

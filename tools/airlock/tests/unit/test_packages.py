@@ -315,12 +315,11 @@ if __name__ == "__main__":
 
 
 class SdistDeclarationsTest(unittest.TestCase):
-    """images/venv-builder/sdists.txt: one line per Python package, errors name the line."""
+    """images/sdists.txt: one line per Python package, errors name the line."""
 
     def load(self, text: str) -> sdists.Declarations:
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "venv-builder" / "sdists.txt"
-            path.parent.mkdir()
+            path = Path(tmp) / "sdists.txt"
             path.write_text(text)
             return sdists.load(Path(tmp))
 

@@ -37,7 +37,7 @@ FILES = ("purelib-1.0-py3-none-any.whl", "cext-2.0.tar.gz",
          "armless-3.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
          "armless-3.0.tar.gz", "cext-1.0-cp311-cp311-manylinux_2_17_aarch64.whl")
 PINS = "purelib===1.0\ncext===2.0\narmless===3.0\n"
-SDISTS = "images/venv-builder/sdists.txt"
+SDISTS = "images/sdists.txt"
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -94,17 +94,17 @@ class IndexTestCase(TreeTestCase):
 class CheckTest(IndexTestCase):
     def test_undeclared_sdist_only_pins_fail_naming_release_pin_and_platforms(self) -> None:
         code, out, err = self.validate()
-        fix = ("add '{name}: <Debian packages>' to {R}/images/venv-builder/sdists.txt "
+        fix = ("add '{name}: <Debian packages>' to {R}/images/sdists.txt "
                "(nothing after the colon when building it needs no package beyond "
                "venv-builder's compiler)")
         self.assertEqual((code, out), (1, "1 release(s) valid: 2025.1\n"))
         self.assertEqual(err.splitlines(), [
             "{R}/releases/2025.1/upper-constraints.txt: armless==3.0 has no wheel for "
-            "linux/arm64 (Python 3.11) and no line in {R}/images/venv-builder/sdists.txt; "
+            "linux/arm64 (Python 3.11) and no line in {R}/images/sdists.txt; "
             + fix.format(name="armless", R="{R}"),
             "{R}/releases/2025.1/upper-constraints.txt: cext==2.0 has no wheel for "
             "linux/amd64 or linux/arm64 (Python 3.11) and no line in "
-            "{R}/images/venv-builder/sdists.txt; " + fix.format(name="cext", R="{R}"),
+            "{R}/images/sdists.txt; " + fix.format(name="cext", R="{R}"),
         ])
 
     def test_declared_pins_pass_with_one_summary_line(self) -> None:
@@ -113,7 +113,7 @@ class CheckTest(IndexTestCase):
         self.assertEqual((code, err), (0, ""))
         self.assertEqual(out.splitlines(), [
             "1 release(s) valid: 2025.1",
-            "sdist-only pins, all declared in {R}/images/venv-builder/sdists.txt: 2025.1 2 "
+            "sdist-only pins, all declared in {R}/images/sdists.txt: 2025.1 2 "
             f"(index: http://127.0.0.1:{self.index.port}/simple)"])
 
     def test_a_declaration_no_release_needs_is_named_on_a_full_run(self) -> None:
@@ -125,9 +125,9 @@ class CheckTest(IndexTestCase):
                                   "--index-url", self.url])
         self.assertEqual((code, err), (0, ""))
         self.assertEqual(out.replace(root, "{R}").splitlines()[1:], [
-            "sdist-only pins, all declared in {R}/images/venv-builder/sdists.txt: "
+            "sdist-only pins, all declared in {R}/images/sdists.txt: "
             f"2025.1 2, 2025.2 0 (index: http://127.0.0.1:{self.index.port}/simple)",
-            "{R}/images/venv-builder/sdists.txt: not sdist-only in any release, the lines of "
+            "{R}/images/sdists.txt: not sdist-only in any release, the lines of "
             "old-thing can go"])
 
     def test_a_pin_the_index_does_not_have_is_reported(self) -> None:

@@ -495,7 +495,7 @@ class OfflineWheelhouse(unittest.TestCase):
                                     "pbr>=2.0 # Apache-2.0\nfoo\nbar>=1\n",
                                     '[build-system]\nrequires = ["pbr>=6.1.1"]\n')
         self.cache = self.tmp / "cache"
-        self.tree.write("images/venv-builder/sdists.txt", "# what each sdist needs\nbar:\n")
+        self.tree.write("images/sdists.txt", "# what each sdist needs\nbar:\n")
         self.images = self.tree.layout.images_dir
 
     def prepare(self, dest: Path, **kwargs):
@@ -585,13 +585,13 @@ class OfflineWheelhouse(unittest.TestCase):
     def test_an_sdist_only_pin_must_be_declared_before_anything_is_built(self):
         (self.index / "bar-2.0-cp311-cp311-manylinux_2_17_aarch64.whl").unlink()
         make_sdist(self.index, "bar", "2.0", IN_TREE)
-        self.tree.write("images/venv-builder/sdists.txt", "baz: libfoo-dev\n")
+        self.tree.write("images/sdists.txt", "baz: libfoo-dev\n")
         with self.assertRaises(AirlockError) as caught:
             self.prepare(self.tmp / "wheelhouse", venv_builder="127.0.0.1:1/none:tag")
         message = str(caught.exception)
         self.assertIn("release 2025.2: bar==2.0 (arm64) come only as sdists", message)
         self.assertIn("add 'bar: <Debian packages>' to ", message)
-        self.assertIn("images/venv-builder/sdists.txt", message)
+        self.assertIn("images/sdists.txt", message)
         self.assertFalse((self.tmp / "wheelhouse").exists())
 
     def test_service_yaml_installs_extras_and_named_packages_pinned_only(self):
