@@ -62,6 +62,29 @@ class EveryReleaseTest(unittest.TestCase):
                 self.assertIn("libldap-2.5-0\n", wanted)
                 self.assertNotIn("libc6\n", wanted)  # python-base has it
 
+    def test_an_undeclared_header_is_named_with_the_line_to_fix(self) -> None:
+        """scrypt declared with no package: the build names openssl/aes.h and sdists.txt."""
+        tmp = Path(tempfile.mkdtemp(prefix="undeclared-", dir=pipeline.WORK))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        images = tmp / "images"
+        shutil.copytree(REPO_ROOT / "images", images, symlinks=True)
+        text = (images / "sdists.txt").read_text()
+        (images / "sdists.txt").write_text(text.replace("scrypt: libssl-dev", "scrypt:"))
+        pipeline.airlock("sources", "prepare", "--release", OLDEST, "--component", "keystone",
+                         "--dest", str(tmp / "keystone"), "--git-base", self.git)
+        proc = pipeline.airlock("wheels", "--release", OLDEST, "--service", "keystone",
+                                "--platform", "linux/amd64", "--images-dir", str(images),
+                                "--source", str(tmp / "keystone"), "--dest",
+                                str(tmp / "wheels"), "--venv-builder", self.builder,
+                                check=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("airlock:")]
+        self.assertEqual(len(lines), 1, proc.stderr)
+        self.assertIn(f"release {OLDEST}: scrypt==0.8.20 for linux/amd64: its sdist build "
+                      "missed openssl/aes.h; add the Debian package that provides it to the "
+                      f"line 'scrypt: ' of {images / 'sdists.txt'}", lines[0])
+        self.assertFalse((tmp / "wheels").exists())
+
     def test_every_release_has_a_keystone_wheelhouse_for_both_platforms(self) -> None:
         for release in RELEASES[1:]:
             with self.subTest(release=release):
