@@ -45,6 +45,7 @@ _WHERE_FROM = ("UV_INDEX", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_U
                "UV_EXCLUDE_NEWER", "UV_RESOLUTION", "UV_CONFIG_FILE", "UV_PYTHON",
                "UV_OFFLINE", "UV_NO_BINARY", "UV_NO_BUILD")
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;#]+)\s*$")
+_FAILED_BUILD = re.compile(r"Failed to build `([^`\s]+)`")
 _NOT_FOUND = re.compile(r"(?:Because|because) (?:there is no version of|there are no "
                         r"versions of) (\S+)")
 
@@ -180,6 +181,18 @@ def compile_error(stderr: str, requirements: str, python_platform: str) -> Airlo
                             f"{_shorten(reason)}",
                             "check the requirements against the release's constraints "
                             "(constraint-overrides.txt)")
+    failed = _FAILED_BUILD.search(stderr)
+    if failed:
+        # An sdist's metadata is prepared on this host: its setup.py may
+        # need a system package here (pkg-config and libvirt's .pc file for
+        # libvirt-python). The last line of its own output says what.
+        said = [line for line in lines if not line.startswith(("hint:", "cause:", "File ",
+                                                                "^", "Traceback", "["))]
+        return ToolError(f"{requirements} ({python_platform})",
+                         f"reading the metadata of {failed[1]} on this host failed: "
+                         f"{_shorten(said[-1] if said else 'see uv')}",
+                         "its setup.py needs a system package on the connected host: add it "
+                         "to bindep.txt (profile build-host) and run tools/setup-host")
     return ToolError(f"uv pip compile ({python_platform})",
                      _shorten(lines[-1] if lines else "failed"),
                      "check the package index and the network")

@@ -356,6 +356,27 @@ class TestUvAndPipCommands(unittest.TestCase):
         self.assertIsInstance(uv.compile_error("error: Request failed after 3 retries",
                                                "r", "p"), ToolError)
 
+    def test_an_sdist_whose_metadata_needs_a_host_package_is_named(self):
+        # uv 0.13's own words when libvirt-python's setup.py finds no libvirt.pc
+        stderr = (
+            "Error: Failed to build `libvirt-python==11.6.0`\n"
+            "  cause: The build backend returned an error\n"
+            "  cause: Call to `setuptools.build_meta.get_requires_for_build_wheel` failed "
+            "(exit status: 1)\n\n         [stderr]\n"
+            "         Package libvirt was not found in the pkg-config search path.\n"
+            "         Traceback (most recent call last):\n"
+            '           File "<string>", line 54, in get_pkgconfig_data\n'
+            "         subprocess.CalledProcessError: Command '['pkg-config', '--libs-only-L', "
+            "'libvirt']' returned non-zero exit status 1.\n\n"
+            "hint: Build failures usually indicate a problem with the package or the build "
+            "environment\n")
+        error = uv.compile_error(stderr, "requirements of nova", "aarch64-manylinux_2_28")
+        self.assertIsInstance(error, ToolError)
+        self.assertIn("requirements of nova (aarch64-manylinux_2_28): reading the metadata of "
+                      "libvirt-python==11.6.0 on this host failed: subprocess.CalledProcessError"
+                      ": Command '['pkg-config', '--libs-only-L', 'libvirt']'", str(error))
+        self.assertIn("add it to bindep.txt (profile build-host)", str(error))
+
     def test_pip_config_locations(self):
         text = ("global.extra-index-url='file:///opt/a file:///opt/b'\n"
                 "global.find-links='/opt/wheels'\n"
