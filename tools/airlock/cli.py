@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     val = rel_verbs.add_parser("validate", help="check releases/ (all, or the ones named)")
     val.add_argument("releases", nargs="*", metavar="REL")
     val.add_argument("--sdists", action="store_true", help="also ask the package index "
-                     "which pins come only as sdists, and check that images/venv-builder/"
+                     "which pins come only as sdists, and check that images/"
                      "sdists.txt declares what building each needs")
     val.add_argument("--index-url", help="with --sdists: the package index (default: "
                      "$AIRLOCK_INDEX_URL, else pip's configuration)")
