@@ -444,18 +444,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from airlock.data.release import load_release
-    from airlock.files import read_json
-    from airlock.image import check
+    from airlock.image import check, publish
 
     work = _work_dir(args)
     layout = _layout(args)
     release = load_release(layout, args.release)
     path = work / release.name / "build-record.json"
-    record = read_json(path)
-    if record is None:
-        raise AirlockError(str(path), "no build record", f"run airlock build --release "
-                           f"{release.name} (and publish) first")
-    rows = check.check_release(record, release, layout.images_dir,
+    # publish's reading: a broken record is one line naming the field (never
+    # "no build record" for a file that is there, nor a KeyError), and a
+    # reference's credentials never reach a message.
+    record = publish.load_record(path, release.name)
+    rows = check.check_release(record, release, layout.images_dir, where=str(path),
                                services=tuple(args.service or ()),
                                platforms=tuple(args.platform or ()),
                                progress=_say_err if args.json else _say)
@@ -535,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     val = rel_verbs.add_parser("validate", help="check releases/ (all, or the ones named)")
     val.add_argument("releases", nargs="*", metavar="REL")
     val.add_argument("--sdists", action="store_true", help="also ask the package index "
-                     "which pins come only as sdists, and check that images/venv-builder/"
+                     "which pins come only as sdists, and check that images/"
                      "sdists.txt declares what building each needs")
     val.add_argument("--index-url", help="with --sdists: the package index (default: "
                      "$AIRLOCK_INDEX_URL, else pip's configuration)")
@@ -653,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="repeatable; default: every platform of each image")
     chk.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
     chk.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    _add_layout_options(chk)
     chk.set_defaults(func=cmd_check)
     whl = verbs.add_parser("wheels", help="the wheelhouse of a service, for each platform")
     whl.add_argument("--release", required=True)

@@ -77,9 +77,13 @@ def load(images_dir: Path) -> Declarations:
     if not os.path.lexists(path):
         raise AirlockError(str(path), "missing", "restore it from airlock's repository: it "
                            "declares what building each sdist-only pin needs")
-    text = files.read_text(path, fix="replace it with airlock's sdists.txt")
+    # within: a link out of images/ would let another file decide which
+    # packages every sdist build installs.
+    text = files.read_text(path, fix="replace it with airlock's sdists.txt", within=images_dir)
     declared: dict[str, tuple[str, ...]] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): a form feed or U+2028 in a comment is
+    # no line break to an editor, and would shift every line number after it.
+    for number, line in enumerate(text.split("\n"), start=1):
         bare = line.split("#", 1)[0].strip()
         if not bare:
             continue

@@ -39,6 +39,7 @@ from airlock.data.release import canonical_name
 from airlock.errors import AirlockError
 
 FILE = "service.yaml"
+_TREE_FIX = "fix it with a patch"
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _KEYS = {"python", "checks"}
 _CHECK_KEYS = {"imports", "commands"}
@@ -59,7 +60,10 @@ def load(images_dir: Path, service: str) -> Service:
     path = images_dir / service / FILE
     if not os.path.lexists(path):
         return Service(service)
-    doc = yamlfile.load(path, fix="replace it with a service.yaml (images/README.md)")
+    # within: a link out of images/ would make another file decide what the
+    # image installs and which commands the check runs.
+    doc = yamlfile.load(path, fix="replace it with a service.yaml (images/README.md)",
+                        within=images_dir)
     if doc is None:
         return Service(service)
     if not isinstance(doc, dict):
@@ -82,11 +86,16 @@ def load(images_dir: Path, service: str) -> Service:
                                f"{text!r} carries a version or URL",
                                "name the package only: its version comes from the release's "
                                "constraints")
+        if not req.extras and canonical_name(req.name) == canonical_name(service):
+            # 'nova' or 'nova[]' would install the service a second time, from the index.
+            raise AirlockError(yamlfile.where(path, doc["python"], number),
+                               f"{text!r} names the service itself",
+                               f"name one of its extras ({service}[extra]), or leave it out")
         if req.extras and canonical_name(req.name) != canonical_name(service):
             raise AirlockError(yamlfile.where(path, doc["python"], number),
                                f"{text!r}: only the service's own extras are read here",
                                "list the extra's packages by name instead")
-    checks = doc.get("checks") or {}
+    checks = _value(doc, "checks", {})
     if not isinstance(checks, dict):
         raise AirlockError(yamlfile.where(path, doc, "checks"), "is not a mapping",
                            "write 'imports:' and 'commands:' under it")
@@ -100,7 +109,7 @@ def load(images_dir: Path, service: str) -> Service:
             raise AirlockError(yamlfile.where(path, checks["imports"], number),
                                f"{module!r} is not a module name", "write a dotted module name")
     commands = []
-    raw = checks.get("commands") or []
+    raw = _value(checks, "commands", [])
     if not isinstance(raw, list):
         raw = None
     for number, command in enumerate(raw or []):
@@ -116,8 +125,18 @@ def load(images_dir: Path, service: str) -> Service:
     return Service(service, tuple(python), tuple(imports), tuple(commands))
 
 
+def _value(doc: dict, key: str, empty: object) -> object:
+    """``doc[key]``, ``empty`` when absent or null, and as written otherwise.
+
+    Not ``doc.get(key) or empty``: ``python: false`` or ``commands: 0`` is
+    a mistake to name, not an empty list to accept without a word.
+    """
+    value = doc.get(key)
+    return empty if value is None else value
+
+
 def _strings(path: Path, doc: dict, key: str) -> list[str]:
-    value = doc.get(key) or []
+    value = _value(doc, key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise AirlockError(yamlfile.where(path, doc, key), "is not a list of strings",
                            "write one name per item")
@@ -155,7 +174,7 @@ def _extras(tree: Path) -> dict[str, list[str]]:
     if os.path.lexists(cfg):
         parser = configparser.ConfigParser(interpolation=None)
         try:
-            parser.read_string(files.read_text(cfg, within=tree))
+            parser.read_string(files.read_text(cfg, within=tree, fix=_TREE_FIX))
         except configparser.Error as error:
             raise AirlockError(str(cfg), f"not a valid setup.cfg: {error.message}",
                                "fix it with a patch") from None
@@ -165,28 +184,52 @@ def _extras(tree: Path) -> dict[str, list[str]]:
     toml = tree / "pyproject.toml"
     if os.path.lexists(toml):
         try:
-            doc = tomllib.loads(files.read_text(toml, within=tree))
+            doc = tomllib.loads(files.read_text(toml, within=tree, fix=_TREE_FIX))
         except tomllib.TOMLDecodeError as error:
-            raise AirlockError(str(toml), f"not valid TOML: {error}", "fix it with a patch"
+            raise AirlockError(str(toml), f"not valid TOML: {error}", _TREE_FIX) from None
+        except RecursionError:  # tomllib recurses per nested array or inline table
+            raise AirlockError(str(toml), "not valid TOML: nested too deeply", _TREE_FIX
                                ) from None
-        optional = (doc.get("project") or {}).get("optional-dependencies") or {}
+        project = doc.get("project", {})
+        optional = project.get("optional-dependencies", {}) if isinstance(project, dict) \
+            else None
+        if not isinstance(optional, dict):
+            what = "[project]" if optional is None else "[project.optional-dependencies]"
+            raise AirlockError(f"{toml}:{what}", "is not a table", _TREE_FIX)
         for extra, value in optional.items():
-            if isinstance(value, list):
-                found.setdefault(canonical_name(extra),
-                                 _requirement_lines("\n".join(map(str, value)), str(toml)))
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                # Skipped, it made "declares no extra" for an extra that is there.
+                raise AirlockError(f"{toml}:project.optional-dependencies.{extra}",
+                                   "is not a list of strings", _TREE_FIX)
+            found.setdefault(canonical_name(extra),
+                             _requirement_lines("\n".join(value), str(toml)))
     return found
 
 
 def _requirement_lines(value: str, where: str) -> list[str]:
+    """The requirements of one extra, one a line.
+
+    pbr writes a marker after a colon (``foo:python_version<'3.12'``, see
+    pbr's docs on ``[extras]``); that becomes PEP 508's ``foo; marker``.
+    A URL is refused: it would be fetched from outside the package index,
+    and a credential in it would be recorded with the requirements.
+    """
     lines = []
     for line in value.splitlines():
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
+        if ";" not in text and "://" not in text and ":" in text:
+            name, _, marker = text.partition(":")
+            text = f"{name.strip()}; {marker.strip()}"
         try:
-            Requirement(text)
+            req = Requirement(text)
         except InvalidRequirement as error:
-            raise AirlockError(where, f"extras: not a requirement: {error}",
-                               "fix it with a patch") from None
+            raise AirlockError(where, f"extras: not a requirement: {error}", _TREE_FIX
+                               ) from None
+        if req.url:
+            raise AirlockError(where, f"extras: {text!r} is a URL",
+                               "name a package pinned by the release's constraints, with a "
+                               "patch") from None
         lines.append(text)
     return lines

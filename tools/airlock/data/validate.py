@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 
 from airlock import files
-from airlock.data import constraints, packages, patches, yamlfile
+from airlock.data import constraints, packages, patches, services, yamlfile
 from airlock.data import release as release_mod
 from airlock.data.layout import Layout
 from airlock.data.release import Release
@@ -132,10 +132,16 @@ def _check_image(images_dir: Path, name: str, what: str) -> list[AirlockError]:
                                  fix=f"replace it with the image's real {file}")
         except AirlockError as error:
             errors.append(error)
+    # A mistake in service.yaml is found here, on the connected side, and not
+    # first by the wheelhouse step or airlock check at the site.
+    try:
+        services.load(images_dir, name)
+    except AirlockError as error:
+        errors.append(error)
     for top, dirs, names in os.walk(folder):
         for entry in sorted(dirs + names):
             path = Path(top, entry)
-            if path.parent == folder and entry in IMAGE_FILES:
+            if path.parent == folder and entry in (*IMAGE_FILES, services.FILE):
                 continue  # read above, and reported as what it is
             mode = path.lstat().st_mode
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from airlock.data import services as services_mod
 from airlock.data.services import Service
-from airlock.errors import ToolError
+from airlock.errors import AirlockError, ToolError
 from airlock.ext import containers, registry
 
 VENV = "/var/lib/openstack"
@@ -121,26 +121,36 @@ def parse(output: str, platform: str, ref: str) -> Outcome:
 
 
 def check_release(record: dict, release, images_dir, *, services=(), platforms=(),
-                  progress=lambda _: None) -> list[dict]:
+                  progress=lambda _: None, where: str = "build record") -> list[dict]:
     """Check every service image of a build record on each of its platforms.
 
+    ``record`` is one :func:`airlock.image.publish.load_record` checked.
     Rows are plain data: image, platform, status (ok, failed), checked, and
     the failures. An image that is not in the registry (built, not yet
-    published) cannot be run: its rows say so.
+    published) cannot be run: its rows say so. The selection is applied
+    before the registry is asked, so ``--platform`` that selects nothing is
+    a usage error, not a wait on the registry.
     """
     rows = []
-    for image in record.get("images", []):
+    for number, image in enumerate(record.get("images", [])):
         if not image.get("service") or (services and image["image"] not in services):
             continue
         name = image["image"]
+        if name not in release.services:
+            # The name becomes a path (images/<name>/service.yaml): a record
+            # edited to '../../x' must not read files outside the images.
+            raise AirlockError(f"{where}:images[{number}].image",
+                               f"{name[:80]!r} is not a service of release {release.name}",
+                               "run airlock build again (the build record is its output)")
+        selected = [p for p in image.get("platforms", []) if not platforms or p in platforms]
+        if not selected:
+            continue
         spec = services_mod.load(images_dir, name)
         component = release.components.get(name)
         distribution = component.component.package if component else name
         ref = f"{image['ref'].split('@')[0]}@{image['digest']}"
         present = registry.digest(ref) is not None
-        for platform in image.get("platforms", []):
-            if platforms and platform not in platforms:
-                continue
+        for platform in selected:
             row = {"image": name, "platform": platform, "ref": ref, "checked": 0}
             if not present:
                 row.update(status="failed", failures=["not in the registry: run airlock "

@@ -169,12 +169,16 @@ class SdistBuildError(ToolError):
 
 
 # What a compiler, a linker or pkg-config says when the build lacks an OS
-# package: the file or library it could not find.
+# package: the file or library it could not find. The log is the sdist's
+# output (4 MiB of it): each pattern scans a bounded stretch from where it
+# starts (an unbounded ".*" made a line of repeated "Package a required by "
+# quadratic: minutes), and takes only the characters of a file name (what
+# it finds is printed: no terminal escape of the build's choosing).
 _MISSING = (
-    re.compile(r"fatal error: (?P<what>[^:\s]+): No such file or directory"),
-    re.compile(r"cannot find -l(?P<what>[A-Za-z0-9_.+-]+)"),
-    re.compile(r"Package '?(?P<what>[A-Za-z0-9_.+-]+)'?,? (?:was not found in the pkg-config"
-               r"|required by .* not found)"),
+    re.compile(r"fatal error: (?P<what>[A-Za-z0-9_./+-]{1,200}): No such file or directory"),
+    re.compile(r"cannot find -l(?P<what>[A-Za-z0-9_.+-]{1,200})"),
+    re.compile(r"Package '?(?P<what>[A-Za-z0-9_.+-]{1,200})'?,? (?:was not found in the "
+               r"pkg-config|required by [^\n]{0,400}? not found)"),
     re.compile(r"(?P<what>pkg-config): (?:not found|command not found)"),
 )
 
@@ -250,8 +254,10 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
                                   missing_from_log(_tail(log)), log) from None
         os.replace(wheel, stage / wheel.name)
         if debs is not None:
+            # within: the container ran as root and may have left a link
+            # there (to /etc/shadow): its target would be copied into the cache.
             files.write_atomic(stage / OWNERS, files.read_bytes(
-                seen / "out" / OWNERS, limit=OWNERS_LIMIT,
+                seen / "out" / OWNERS, limit=OWNERS_LIMIT, within=seen / "out",
                 fix=f"the build of {sdist.name} left no readable {OWNERS}; log: {log}"))
         shutil.rmtree(seen)  # never follows a link inside
         os.replace(log, stage / "build.log")

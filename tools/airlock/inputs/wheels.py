@@ -528,7 +528,7 @@ def _libraries(layout: dict[str, dict], targets: list[Platform], built: list[Bui
             raise AirlockError(f"{wheel}: {member}", f"needs {soname} on {tgt.platform}, "
                                f"which no Debian package of venv-builder or of the sdist's "
                                f"build provides{more}",
-                               "declare the package that builds it in images/venv-builder/"
+                               "declare the package that builds it in images/"
                                "sdists.txt (its -dev package pulls in the library), or use a "
                                "wheel that carries it")
         users: dict[str, set[str]] = {}

@@ -21,6 +21,8 @@ file over its size limit, a dangling link and a link out of the tree.
 
 from __future__ import annotations
 
+import dataclasses
+
 from airlock import files
 from airlock.data import yamlfile
 from airlock.tests.unit.hostile import HostileTestCase, Row, inside, row, run_cli
@@ -563,6 +565,23 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
     *file_kinds("images/nova/Dockerfile", "images/nova/Dockerfile", VALIDATE,
                 "replace it with the image's real Dockerfile", "images", files.DATA_LIMIT,
                 "FROM scratch\n"),
+    # service.yaml was read through a link out of images/, and
+    # service.yaml was not read by validate at all: its mistakes showed first at the site.
+    *file_kinds("images/nova/service.yaml", "images/nova/service.yaml", VALIDATE,
+                "replace it with a service.yaml (images/README.md)", "images", yamlfile.LIMIT,
+                "python: [libvirt-python]\n"),
+    ("images/nova/service.yaml: python is false",
+     [("write", "images/nova/service.yaml", "python: false\n")], VALIDATE,
+     "{R}/images/nova/service.yaml:1: is not a list of strings; write one name per item"),
+    ("images/nova/service.yaml: an empty command",
+     [("write", "images/nova/service.yaml", "checks:\n  commands: [[]]\n")], VALIDATE,
+     "{R}/images/nova/service.yaml:2: is not a command; write a list of words, e.g. "
+     "[qemu-img, --version]"),
+    ("images/nova/service.yaml: an alias bomb",
+     [("write", "images/nova/service.yaml", "a: &a [x, x, x, x, x, x, x, x]\n"
+       + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 8)}]\n"
+                 for i in range(8)))], VALIDATE,
+     "{R}/images/nova/service.yaml:1: unknown key 'a'; use checks or python"),
     *file_kinds("the prepared source's bindep.txt", "src/bindep.txt",
                 [*PACKAGES, "--source", "{R}/src"], "fix the service's bindep.txt with a patch",
                 "src", files.DATA_LIMIT, "libffi-dev [build]\n"),
@@ -598,6 +617,25 @@ CASES: list[tuple[str, list[tuple[str, ...]], list[str], str]] = [
 ]
 
 
+# validate --sdists checks the release data first (and says so on stdout),
+# then reads images/sdists.txt, which was read through a link out of images/.
+SDISTS = [
+    *file_kinds("images/sdists.txt", "images/sdists.txt",
+                [*VALIDATE, "--sdists", "--index-url", "{R}/index"],
+                "replace it with airlock's sdists.txt", "images", files.DATA_LIMIT,
+                "scrypt: libssl-dev\n", setup=(("folder", "index"),)),
+    ("images/sdists.txt missing", [("folder", "index")],
+     [*VALIDATE, "--sdists", "--index-url", "{R}/index"],
+     "{R}/images/sdists.txt: missing; restore it from airlock's repository: it declares "
+     "what building each sdist-only pin needs"),
+    ("images/sdists.txt: a form feed in a comment does not shift line numbers",
+     [("folder", "index"), ("write", "images/sdists.txt", "# a\x0cb\u2028c\nscrypt: libSSL\n")],
+     [*VALIDATE, "--sdists", "--index-url", "{R}/index"],
+     "{R}/images/sdists.txt:2: 'libSSL' is not a Debian package name; list Debian package "
+     "names separated by spaces"),
+]
+
+
 def as_row(case: tuple) -> Row:
     """A CASES entry as a row of the sandbox harness (:mod:`hostile`).
 
@@ -626,3 +664,8 @@ class BadInputTest(HostileTestCase):
 
     def test_bad_inputs(self) -> None:
         self.run_rows([as_row(case) for case in CASES])
+
+    def test_sdists_txt(self) -> None:
+        self.run_rows([dataclasses.replace(as_row(case),
+                                           stdout="2 release(s) valid: 2025.1, 2025.2\n")
+                       for case in SDISTS])

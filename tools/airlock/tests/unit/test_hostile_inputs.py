@@ -717,6 +717,75 @@ PUBLISHES = [
         {"release": "2025.2", "images": [image()]}))]),
 ]
 
+# --- check ----------------------------------------------------------------------
+
+CHECK = ["check", "--release", "2025.2", "--work-dir", "out/work"]
+
+
+def check_row(label: str, record: object, where: str, what: str, **kwargs) -> Row:
+    """A build record that check refuses before asking the registry anything."""
+    text = record if isinstance(record, str) else json.dumps(record)
+    return row(f"check: {label}", kwargs.pop("argv", CHECK),
+               f"{RECORD}{where}: {what}{'' if ';' in what else '; ' + RECORD_FIX}",
+               setup=[("write", RECORD_PATH, text)], **kwargs)
+
+
+def check_record(**changes) -> dict:
+    return {"release": "2025.2", "images": [image(**changes)]}
+
+
+# check read the record with read_json and trusted its fields: every verb
+# ended in an internal error (check had no --root), a broken record said
+# "no build record", a field of the wrong type was a KeyError or a
+# TypeError, and a reference's credentials were printed.
+CHECKS = [
+    row("check: no build yet", CHECK, f"{RECORD}: no such file; {RECORD_READ_FIX}"),
+    *kinds("check: the build record", RECORD_PATH, CHECK, RECORD_READ_FIX,
+           files.RECORD_LIMIT, within=None, shown=RECORD,
+           setup=[("folder", "out/work/2025.2")]),
+    check_row("a record that is not JSON", "{images: [", "",
+              "not a build record: not JSON (Expecting property name enclosed in double "
+              "quotes: line 1 column 2 (char 1))"),
+    check_row("a record that is a JSON list", "[]", "",
+              "not a build record: a JSON list, not an object"),
+    check_row("a record whose images are a string", {"release": "2025.2", "images": "nova"},
+              ":images", "missing or not a list"),
+    check_row("an image that is a string", {"release": "2025.2", "images": ["nova"]},
+              ":images[0]", "a JSON string, not an object"),
+    check_row("an image without a reference", check_record(ref=None), ":images[0].ref",
+              "is missing, not an image reference"),
+    check_row("an image without a digest", check_record(digest=None), ":images[0].digest",
+              "is missing, not an image digest"),
+    check_row("an image whose digest is no sha256", check_record(digest="md5:abc"),
+              ":images[0].digest", "'md5:abc' is not sha256:<64 hex>"),
+    check_row("an image without platforms", check_record(platforms=None),
+              ":images[0].platforms", "is missing, not a list of platforms"),
+    check_row("an image whose platforms are a string", check_record(platforms="linux/amd64"),
+              ":images[0].platforms", "is a string, not a list of platforms"),
+    check_row("an image name that is a number", check_record(image=3), ":images[0].image",
+              "is a number, not an image name"),
+    check_row("an image name that is a path", check_record(image="../../outside"),
+              ":images[0].image", "'../../outside' is not a service of release 2025.2"),
+    check_row("a reference with credentials", check_record(
+        ref=f"bob:{SECRET}@127.0.0.1:5000/airlock/nova@{DIGEST}"), ":images[0].ref",
+        "does not start with a registry host", secret=SECRET),
+    check_row("a reference with a scheme and credentials", check_record(
+        ref=f"https://bob:{SECRET}@127.0.0.1:5000/airlock/nova@{DIGEST}"), ":images[0].ref",
+        "has a transport prefix", secret=SECRET),
+    check_row("a record of another release", {"release": "2025.1", "images": [image()]},
+              ":release", "is '2025.1', not '2025.2'"),
+    check_row("--service that selects nothing", check_record(), "",
+              "no service image of that selection in the record; check --service and "
+              "--platform", argv=[*CHECK, "--service", "keystone"]),
+    check_row("--platform that selects nothing", check_record(), "",
+              "no service image of that selection in the record; check --service and "
+              "--platform", argv=[*CHECK, "--platform", "linux/arm64"]),
+    row("check: an unknown release", ["check", "--release", "1999.1", "--work-dir", "out/work"],
+        "{D}/releases/1999.1: no such release; known: 2025.1, 2025.2"),
+    row("check: --root that is no data tree", [*CHECK, "--root", "{S}/outside"],
+        "{S}/outside/releases/2025.2: no such release; known: none"),
+]
+
 # --- wheels -----------------------------------------------------------------------
 
 WHEELS = ["wheels", "--release", "2025.2", "--dest", "out/wh"]
@@ -885,6 +954,9 @@ class HostileInputTest(HostileTestCase):
 
     def test_publish(self) -> None:
         self.run_rows(PUBLISHES)
+
+    def test_check(self) -> None:
+        self.run_rows(CHECKS)
 
     def test_wheels(self) -> None:
         self.run_rows(WHEELHOUSES)

@@ -15,9 +15,11 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import unittest
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 from packaging.tags import Tag
 
@@ -742,3 +744,44 @@ class MissingFromLogTest(unittest.TestCase):
         self.assertIn("chown -R", argv[2])
         self.assertEqual(argv[4], "1000:1000")
         self.assertEqual(argv[5:], wheelcache.build_command("scrypt-0.8.20.tar.gz"))
+
+
+class HostileSdistBuildTest(unittest.TestCase):
+    """What an sdist build (a root container, an untrusted sdist) may leave behind."""
+
+    def test_a_huge_log_line_is_scanned_in_linear_time(self) -> None:
+        # One 4 MiB line of "Package a required by " took minutes (a quadratic ".*").
+        text = "Package a required by " * 190_000 + "\nPackage libfoo required by x not found\n"
+        started = time.monotonic()
+        self.assertEqual(wheelcache.missing_from_log(text), "pkg-config module libfoo")
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_what_is_missing_carries_no_terminal_escape(self) -> None:
+        self.assertIsNone(wheelcache.missing_from_log(
+            "fatal error: \x1b]0;owned\x07: No such file or directory\n"))
+
+    def test_a_link_at_owners_txt_is_not_followed(self) -> None:
+        # A fake of the container (none may run here): it does what a hostile
+        # build running as root could, a wheel and owners.txt -> a host file.
+        tmp = Path(tempfile.mkdtemp(prefix="airlock-wheels-owners-"))
+        self.addCleanup(shutil.rmtree, tmp)
+        (tmp / "shadow").write_text("root:secret\n")
+        debs = tmp / "debs"
+        debs.mkdir()
+        sdist = make_sdist(tmp, "x", "1.0", IN_TREE)
+
+        def container(spec):
+            out = next(m.source for m in spec.mounts if m.target == "/airlock") / "out"
+            (out / "x-1.0-py3-none-any.whl").write_bytes(b"zip")
+            (out / wheelcache.OWNERS).symlink_to(tmp / "shadow")
+            spec.log.write_text("built\n")
+
+        cache = wheelcache.Cache(tmp / "cache")
+        with mock.patch.object(wheelcache.containers, "run_logged", container), \
+                self.assertRaises(AirlockError) as caught:
+            wheelcache.build_sdist(cache, sdist, [], "", "127.0.0.1:1/b@sha256:" + "0" * 64,
+                                   "sha256:" + "0" * 64, AMD64, debs=debs, debs_key="k")
+        self.assertIn("owners.txt: leads outside", str(caught.exception))
+        for path in (tmp / "cache").rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                self.assertNotIn(b"root:secret", path.read_bytes(), path)
