@@ -47,7 +47,9 @@ class EveryReleaseTest(unittest.TestCase):
         self.assertEqual(sorted((r["image"], r["platform"], r["status"]) for r in doc["images"]),
                          [("keystone", "linux/amd64", "ok"), ("keystone", "linux/arm64", "ok")])
         for row in doc["images"]:
-            self.assertGreater(row["checked"], 10, row)
+            # keystone-manage and keystone-status, its two WSGI scripts, and
+            # the four imports of images/keystone/service.yaml
+            self.assertGreaterEqual(row["checked"], 8, row)
 
     def test_oldest_release_gets_the_libraries_its_built_wheels_need(self) -> None:
         work = pipeline.WORK / OLDEST
