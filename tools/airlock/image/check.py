@@ -59,8 +59,12 @@ def check(kind, name, target):
     if done.returncode:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
         failures.append(f"{kind} {name}: {tail[0]}"[:400])
-dist = md.distribution(want["distribution"])
-for ep in dist.entry_points:
+try:
+    entry_points = md.distribution(want["distribution"]).entry_points
+except md.PackageNotFoundError:
+    failures.append(f"distribution {want['distribution']}: not installed in the venv")
+    entry_points = []
+for ep in entry_points:
     if ep.group == "console_scripts":
         check("console script", ep.name, ep.value)
 bindir = os.path.join(want["venv"], "bin")

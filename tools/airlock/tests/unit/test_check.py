@@ -50,6 +50,11 @@ class CheckScriptTest(unittest.TestCase):
         outcome = self.run_script(Service("x", imports=("json",), commands=(("true",),)))
         self.assertEqual([f for f in outcome.failures if "bad-wsgi" not in f], [])
 
+    def test_a_distribution_not_installed_is_a_failure(self) -> None:
+        outcome = self.run_script(Service("x"), distribution="no-such-distribution-here")
+        self.assertIn("distribution no-such-distribution-here: not installed in the venv",
+                      outcome.failures)
+
     def test_no_result_is_a_tool_error(self) -> None:
         with self.assertRaises(ToolError) as caught:
             check.parse("Traceback ...\n", "linux/arm64", "r@sha256:1")
