@@ -194,6 +194,18 @@ def render_build_constraints(per_arch: dict[str, list[tuple[str, str]]],
     return "".join(lines)
 
 
+def runtime_base(base_pins: dict[str, str]) -> list[str]:
+    """setuptools in every venv, at the build pin: older OpenStack code imports it at run time.
+
+    keystonemiddleware of 2024.1 (in every API service) imports pkg_resources
+    without requiring setuptools, because every venv pip or virtualenv makes
+    holds it; uv's venvs do not. The images hold it as upstream's test
+    venvs do; which code still imports it is for the size budget to decide.
+    """
+    version = base_pins.get("setuptools")
+    return [f"setuptools=={version}"] if version else []
+
+
 def service_requirements(release: Release, service: str, srcs, merged: constraints.Merged,
                          images_dir: Path) -> list[str]:
     """What ``images/<service>/service.yaml`` installs beyond the requirements, checked.
@@ -236,11 +248,12 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     check_sources(release, service, srcs)
     merged = constraints.merged(release, component=service)
     constraints_text = constraints.render(merged)
-    extra = service_requirements(release, service, srcs, merged,
-                                 images_dir or resolve_layout().images_dir)
+    base_pins = build_pins(merged, release.python)
+    extra = [*service_requirements(release, service, srcs, merged,
+                                   images_dir or resolve_layout().images_dir),
+             *runtime_base(base_pins)]
     requirements = requirements_in(srcs, {s.package for s in srcs}) + \
         "".join(f"{line}\n" for line in extra)
-    base_pins = build_pins(merged, release.python)
     build_requirements = sorted({*BUILD_BASE, *(r for s in srcs for r in s.build_requires)})
     uv_version = uv_pin(merged, release.python)
     recorded = inputs(release, service, targets, requirements, constraints_text,

@@ -542,7 +542,7 @@ class OfflineWheelhouse(unittest.TestCase):
             f"uv-{uv.UV_VERSION}-py3-none-manylinux_2_28_aarch64.whl"])
         manifest = json.loads((dest / "manifest.json").read_text())
         self.assertEqual(manifest["platforms"]["arm64"]["requirements"],
-                         ["bar==2.0", "foo==1.0", "pbr==7.0.1"])
+                         ["bar==2.0", "foo==1.0", "pbr==7.0.1", "setuptools==80.9.0"])
         self.assertEqual(manifest["platforms"]["amd64"]["build"],
                          ["pbr==7.0.1", "setuptools==80.9.0", "wheel==0.45.1"])
         self.assertEqual(manifest["platforms"]["arm64"]["files"]["foo==1.0"],
@@ -624,7 +624,8 @@ class OfflineWheelhouse(unittest.TestCase):
                         "  - bar\n")
         dest = self.tmp / "wheelhouse"
         self.prepare(dest)
-        self.assertEqual((dest / "install.txt").read_text(), "foo>=0.5\nbar\n")
+        self.assertEqual((dest / "install.txt").read_text(),
+                         "foo>=0.5\nbar\nsetuptools==80.9.0\n")
         self.tree.write("images/keystone/service.yaml", "python:\n  - keystone[ldap]\n"
                         "  - baz\n")
         with self.assertRaises(AirlockError) as caught:
@@ -660,7 +661,7 @@ class OfflineWheelhouse(unittest.TestCase):
                                 [self.keystone, library], self.tmp / "w",
                                 index_url=str(self.index), cache=self.cache, images_dir=self.images)
         self.assertEqual(result.manifest["platforms"]["amd64"]["requirements"],
-                         ["bar==2.0", "foo==1.0"])
+                         ["bar==2.0", "foo==1.0", "setuptools==80.9.0"])
 
     def test_a_source_of_another_release_is_refused(self):
         other = make_source(self.tmp / "old", "keystone", "2025.1", "foo\n")
