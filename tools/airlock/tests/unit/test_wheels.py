@@ -28,6 +28,7 @@ from airlock.data.release import load_release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import index, uv
 from airlock.inputs import pysource, wheelcache, wheels, wheeltags
+from airlock.tests.unit import elffixture
 from airlock.tests.unit.servers import PackageIndex
 from airlock.tests.unit.treefixture import make_tree
 
@@ -786,3 +787,41 @@ class HostileSdistBuildTest(unittest.TestCase):
         for path in (tmp / "cache").rglob("*"):
             if path.is_file() and not path.is_symlink():
                 self.assertNotIn(b"root:secret", path.read_bytes(), path)
+
+
+class WheelLibrariesTest(unittest.TestCase):
+    """What the wheels link against, resolved to packages, or one line naming module and library.
+
+    The owners of an image's libraries are asked of a container; here they
+    are given (``sharedlibs.owners`` replaced, so no engine is needed): the
+    ELF files and the resolution are real.
+    """
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory(prefix="airlock-wheel-libs-")
+        self.addCleanup(tmp.cleanup)
+        self.tmp = Path(tmp.name)
+        self.wheel = elffixture.make_wheel(
+            self.tmp / "ldapish-1.0-cp311-cp311-linux_x86_64.whl",
+            {"_ldapish.cpython-311-x86_64-linux-gnu.so":
+             elffixture.make_elf(["libldap-2.5.so.0", "libc.so.6"])})
+        self.layout = {f"amd64/{self.wheel.name}": {"source": self.wheel,
+                                                    "pins": {"amd64": "ldapish==1.0"}}}
+
+    def libraries(self, owners: dict[str, str]) -> dict:
+        with mock.patch.object(wheels.sharedlibs, "owners", return_value=owners):
+            return wheels._libraries(self.layout, [AMD64], [], "r@sha256:" + "0" * 64,
+                                     self.tmp)
+
+    def test_every_library_gets_its_package(self):
+        found = self.libraries({"libldap-2.5.so.0": "libldap-2.5-0", "libc.so.6": "libc6"})
+        self.assertEqual(found["amd64"]["libldap-2.5.so.0"],
+                         {"package": "libldap-2.5-0", "wheels": [self.wheel.name]})
+        self.assertEqual(wheels.runtime_packages({"platforms": {"amd64": {
+            "libraries": found["amd64"]}}}), {"amd64": ["libc6", "libldap-2.5-0"]})
+
+    def test_a_library_no_package_provides_names_the_module(self):
+        with self.assertRaises(AirlockError) as caught:
+            self.libraries({"libc.so.6": "libc6"})
+        self.assertIn(f"{self.wheel.name}: _ldapish.cpython-311-x86_64-linux-gnu.so: needs "
+                      "libldap-2.5.so.0 on linux/amd64", str(caught.exception))
