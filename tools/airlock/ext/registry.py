@@ -207,6 +207,24 @@ def digest(ref: str) -> str | None:
     return None if raw is None else "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
+def pinned(ref: str) -> str | None:
+    """``host/repo@sha256:...`` for ``ref``: a digest reference as is, a tag looked up.
+
+    None when a tag is not in the registry (the caller says what to do);
+    a digest reference whose digest is malformed is refused. Either must be
+    fully qualified: the engine would complete ``debian@sha256:...`` with
+    Docker Hub.
+    """
+    host, repo, pointer = split_ref(ref)
+    if "@" in ref:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", pointer):
+            raise AirlockError(f"image reference {ref!r}", "has a malformed digest",
+                               "write host[:port]/repo@sha256:<64 hex digits>")
+        return ref
+    found = digest(ref)
+    return f"{host}/{repo}@{found}" if found else None
+
+
 def _blob(ref: str, blob_digest: str) -> bytes:
     """A blob (an image config) of the repository of ``ref``, checked against its digest."""
     host, repo, _ = split_ref(ref)

@@ -193,24 +193,13 @@ def packages_index(entries: list[tuple[str, str, int, str, str]]) -> str:
 
 
 def pinned_base(ref: str) -> str:
-    """``repo@sha256:...`` of the base image: a digest reference as is, a tag looked up.
-
-    Either must be fully qualified (:func:`airlock.ext.registry.split_ref`):
-    the engine would complete ``debian@sha256:...`` with Docker Hub.
-    """
-    _, _, pointer = registry.split_ref(ref)
-    if "@" in ref:
-        if not re.fullmatch(r"sha256:[0-9a-f]{64}", pointer):
-            raise AirlockError(f"image reference {ref!r}", "has a malformed digest",
-                               "write host[:port]/repo@sha256:<64 hex digits>")
-        return ref
-    digest = registry.digest(ref)
-    if digest is None:
+    """``repo@sha256:...`` of the base image: a digest reference as is, a tag looked up."""
+    found = registry.pinned(ref)
+    if found is None:
         raise AirlockError(ref, "the base image is not in the registry",
                            "run airlock base create (local default) or import the site's "
                            "base image")
-    host, repo, _ = registry.split_ref(ref)
-    return f"{host}/{repo}@{digest}"
+    return found
 
 
 def inputs(release: Release, service: str, profile: str, platform: str, names: list[str],

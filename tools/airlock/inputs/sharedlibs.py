@@ -134,15 +134,9 @@ def resolve(needed: dict[str, dict[str, list[str]]], owners: dict[str, str],
 
 
 def _pinned(image: str) -> str:
-    """``host/repo@sha256:...`` of ``image``: a digest reference as is, a tag looked up."""
-    host, repo, pointer = registry.split_ref(image)
-    if "@" in image:
-        if not re.fullmatch(r"sha256:[0-9a-f]{64}", pointer):
-            raise AirlockError(f"image reference {image!r}", "has a malformed digest",
-                               "write host[:port]/repo@sha256:<64 hex digits>")
-        return image
-    digest = registry.digest(image)
-    if digest is None:
+    """``host/repo@sha256:...`` of ``image`` (:func:`airlock.ext.registry.pinned`)."""
+    found = registry.pinned(image)
+    if found is None:
         raise AirlockError(image, "the image is not in the registry",
                            "build or push it first, or give its digest reference")
-    return f"{host}/{repo}@{digest}"
+    return found
