@@ -188,11 +188,6 @@ def default_release_name(layout: Layout, env: dict[str, str] | None = None) -> s
     return names[-1]
 
 
-def release_names(releases_dir: Path) -> list[str]:
-    """Release folders, oldest first (see :func:`_release_names`)."""
-    return _release_names(releases_dir)
-
-
 def _release_names(releases_dir: Path) -> list[str]:
     """Release folders, oldest first (by version; names that are not versions first)."""
     if not releases_dir.is_dir():

@@ -210,6 +210,7 @@ def run(plans: Sequence[ReleasePlan], opts: Options, progress: Progress = _noop,
     for entry in plans:
         release = entry.release
         libraries = [ref.name for ref in release.libraries()]
+        records: list[dict] = []
         for position, service in enumerate(entry.services):
             done += 1
             progress(f"== {release.name} {service} ({', '.join(entry.platforms)}): "
@@ -232,7 +233,41 @@ def run(plans: Sequence[ReleasePlan], opts: Options, progress: Progress = _noop,
                 done += len(rest) - 1
                 break
             rows += _service_rows(release.name, service, entry.platforms, record, progress)
+            records.append(record)
+        if len(records) > 1:
+            # Each service was its own build, each record naming one service:
+            # publish and check read the release's record, so it names them all.
+            files.write_json(opts.work_dir / release.name / "build-record.json",
+                             merge_records(records))
     return rows
+
+
+def merge_records(records: Sequence[dict]) -> dict:
+    """One build record of a release from the records of its one-service builds.
+
+    The last record's fields, every image once (the base images as the last
+    build found them, each service's row from its own build), and the
+    union of the locks' components.
+    """
+    merged = dict(records[-1])
+    images: dict[str, dict] = {}
+    for record in records:
+        for image in record.get("images", []):
+            if image.get("service") or image.get("image") not in images:
+                images[image.get("image")] = image
+    for image in records[-1].get("images", []):
+        if not image.get("service"):
+            images[image.get("image")] = image
+    merged["images"] = list(images.values())
+    lock = dict(merged.get("lock") or {})
+    components: dict = {}
+    for record in records:
+        components.update((record.get("lock") or {}).get("components") or {})
+    if lock:
+        lock["components"] = dict(sorted(components.items()))
+        merged["lock"] = lock
+    merged["seconds"] = round(sum(r.get("seconds") or 0 for r in records), 1)
+    return merged
 
 
 def _build_options(opts: Options, entry: ReleasePlan, service: str) -> build_mod.BuildOptions:

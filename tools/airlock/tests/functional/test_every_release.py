@@ -17,11 +17,13 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock.data.packages import release_names
+from airlock.data.layout import Layout
+from airlock.data.release import release_names
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
 
-RELEASES = release_names(REPO_ROOT / "releases")
+RELEASES = release_names(Layout(REPO_ROOT / "releases", REPO_ROOT / "patches",
+                                REPO_ROOT / "images"))
 OLDEST = RELEASES[0]
 BOTH = {"amd64", "arm64"}
 

@@ -208,6 +208,29 @@ class RunTest(TreeTestCase):
         self.assertEqual({r.reason for r in rows[2:]}, {""})
         self.assertIn(f"2025.1 keystone: failed: {reason}", self.lines)
 
+    def test_the_release_record_names_every_service_for_publish_and_check(self):
+        build = StandIn(self.out, service_fails={("2025.2", "nova")})
+        self.run_matrix(build)
+        record = json.loads((self.out / "work" / "2025.1" / "build-record.json").read_text())
+        self.assertEqual([i["image"] for i in record["images"]],
+                         ["python-base", "keystone", "nova"])
+        # 2025.2: one service built, its own build's record stands (none written here).
+        self.assertFalse((self.out / "work" / "2025.2" / "build-record.json").exists())
+
+    def test_merge_records_unions_locks_and_keeps_the_last_base_rows(self):
+        first = {"lock": {"release": "r", "components": {"keystone": {"sha": "a"}}},
+                 "images": [{"image": "python-base", "service": False, "status": "built"},
+                            {"image": "keystone", "service": True}], "seconds": 10}
+        second = {"lock": {"release": "r", "components": {"nova": {"sha": "b"}}},
+                  "images": [{"image": "python-base", "service": False, "status": "skipped"},
+                             {"image": "nova", "service": True}], "seconds": 5}
+        merged = matrix.merge_records([first, second])
+        self.assertEqual(merged["lock"]["components"], {"keystone": {"sha": "a"},
+                                                        "nova": {"sha": "b"}})
+        self.assertEqual([(i["image"], i.get("status")) for i in merged["images"]],
+                         [("python-base", "skipped"), ("keystone", None), ("nova", None)])
+        self.assertEqual(merged["seconds"], 15)
+
     def test_a_release_wide_failure_fails_its_rows_once_and_spares_other_releases(self):
         build = StandIn(self.out, release_fails={("2025.1", "keystone")})
         rows = self.run_matrix(build)
