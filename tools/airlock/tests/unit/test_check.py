@@ -18,7 +18,8 @@ from airlock.image import check
 class CheckScriptTest(unittest.TestCase):
     """The in-image script, run for real by this host's Python against a fake venv."""
 
-    def run_script(self, spec: Service, distribution: str = "pip") -> check.Outcome:
+    def run_script(self, spec: Service, distribution: str = "pip",
+                   emulated: bool = False) -> check.Outcome:
         with tempfile.TemporaryDirectory() as tmp:
             venv = Path(tmp)
             (venv / "bin").mkdir()
@@ -27,7 +28,7 @@ class CheckScriptTest(unittest.TestCase):
             (venv / "bin" / "bad-wsgi").write_text(
                 "# written by airlock-venv\nfrom no_such_module_here import app\n")
             (venv / "bin" / "other").write_bytes(b"\x7fELF\x00\xff")
-            argv = check.command(spec, distribution)
+            argv = check.command(spec, distribution, emulated)
             want = json.loads(argv[-1])
             want["venv"] = str(venv)
             done = subprocess.run([sys.executable, "-c", argv[2], json.dumps(want)],
@@ -45,6 +46,14 @@ class CheckScriptTest(unittest.TestCase):
         self.assertIn("import no_such_mod: ModuleNotFoundError", text)
         self.assertIn("command false: exit 1", text)
         self.assertEqual(len(outcome.failures), 3, outcome.failures)
+
+    def test_under_emulation_a_command_that_runs_is_reported_not_failed(self) -> None:
+        outcome = self.run_script(Service("x", commands=(("false",), ("no-such-tool-here",))),
+                                  emulated=True)
+        self.assertEqual(outcome.emulated, ("command false: exit 1 ",))
+        commands = [f for f in outcome.failures if f.startswith("command")]
+        self.assertEqual(len(commands), 1, outcome.failures)
+        self.assertIn("command no-such-tool-here: FileNotFoundError", commands[0])
 
     def test_all_good(self) -> None:
         outcome = self.run_script(Service("x", imports=("json",), commands=(("true",),)))
