@@ -68,10 +68,7 @@ def load(images_dir: Path, service: str) -> Service:
         return Service(service)
     if not isinstance(doc, dict):
         raise AirlockError(str(path), "is not a mapping", "write 'python:' and 'checks:' keys")
-    for key in doc:
-        if key not in _KEYS:
-            raise AirlockError(yamlfile.where(path, doc, key), f"unknown key {key!r}",
-                               f"use {' or '.join(sorted(_KEYS))}")
+    _known_keys(path, doc, _KEYS)
     python = _strings(path, doc, "python")
     for number, text in enumerate(python):
         try:
@@ -99,10 +96,7 @@ def load(images_dir: Path, service: str) -> Service:
     if not isinstance(checks, dict):
         raise AirlockError(yamlfile.where(path, doc, "checks"), "is not a mapping",
                            "write 'imports:' and 'commands:' under it")
-    for key in checks:
-        if key not in _CHECK_KEYS:
-            raise AirlockError(yamlfile.where(path, checks, key), f"unknown key {key!r}",
-                               f"use {' or '.join(sorted(_CHECK_KEYS))}")
+    _known_keys(path, checks, _CHECK_KEYS)
     imports = _strings(path, checks, "imports")
     for number, module in enumerate(imports):
         if not _MODULE.fullmatch(module):
@@ -133,6 +127,14 @@ def _value(doc: dict, key: str, empty: object) -> object:
     """
     value = doc.get(key)
     return empty if value is None else value
+
+
+def _known_keys(path: Path, doc: dict, known: set[str]) -> None:
+    """A key the file format does not have is a typo: one line naming it and its line."""
+    for key in doc:
+        if key not in known:
+            raise AirlockError(yamlfile.where(path, doc, key), f"unknown key {key!r}",
+                               f"use {' or '.join(sorted(known))}")
 
 
 def _strings(path: Path, doc: dict, key: str) -> list[str]:
