@@ -243,14 +243,14 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     (default: :func:`airlock.settings.cache_dir`).
     """
     started = time.monotonic()
+    images_dir = images_dir or resolve_layout().images_dir
     targets = [platforms_mod.get(p) for p in dict.fromkeys(platforms or release.platforms)]
     srcs = [read_source(release, Path(p)) for p in sources]
     check_sources(release, service, srcs)
     merged = constraints.merged(release, component=service)
     constraints_text = constraints.render(merged)
     base_pins = build_pins(merged, release.python)
-    extra = [*service_requirements(release, service, srcs, merged,
-                                   images_dir or resolve_layout().images_dir),
+    extra = [*service_requirements(release, service, srcs, merged, images_dir),
              *runtime_base(base_pins)]
     requirements = requirements_in(srcs, {s.package for s in srcs}) + \
         "".join(f"{line}\n" for line in extra)
@@ -318,7 +318,7 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
         clock = time.monotonic()
         built = _build_all(store, targets, files, build_files, build_text, venv_builder,
                            progress, _SdistBuild(release, declared,
-                                                 (cache or settings.cache_dir())))
+                                                 (cache or settings.cache_dir()), images_dir))
         if built:
             seconds["build sdists"] = round(time.monotonic() - clock, 1)
     layout = _layout(store, targets, files, build_files, built)
@@ -358,6 +358,7 @@ class _SdistBuild:
     release: Release
     declared: sdists.Declarations | None
     cache_root: Path
+    images_dir: Path
 
     def packages(self, pin: str) -> tuple[str, ...]:
         found = self.declared.of(pin.partition("==")[0]) if self.declared else None
@@ -378,7 +379,7 @@ class _SdistBuild:
         dest = self.cache_root / "sdist-debs" / key
         dest.parent.mkdir(parents=True, exist_ok=True)
         with files_locked(dest.parent / f".{key}.lock", str(dest)):
-            debs.prepare(self.release, Path("."), "venv-builder", [tgt.platform], dest,
+            debs.prepare(self.release, self.images_dir, "venv-builder", [tgt.platform], dest,
                          base_image=builder, names=list(names),
                          origin=str(self.declared.path) if self.declared else "sdists.txt",
                          cache=self.cache_root)
@@ -387,7 +388,7 @@ class _SdistBuild:
 
 
 def _check_declared(release: Release, files: dict[str, dict[str, str]],
-                    images_dir: Path | None) -> sdists.Declarations | None:
+                    images_dir: Path) -> sdists.Declarations | None:
     """Every sdist-only pin must say what building it needs, before anything is built."""
     wanted: dict[str, list[str]] = {}
     for arch, chosen in files.items():
@@ -396,7 +397,7 @@ def _check_declared(release: Release, files: dict[str, dict[str, str]],
                 wanted.setdefault(pin, []).append(arch)
     if not wanted:
         return None
-    declared = sdists.load(images_dir or resolve_layout().images_dir)
+    declared = sdists.load(images_dir)
     missing = declared.undeclared(pin.partition("==")[0] for pin in wanted)
     if missing:
         bad = sorted(p for p in wanted if canonical_name(p.partition("==")[0]) in missing)
