@@ -71,8 +71,16 @@ def _noop(_: str) -> None:
     pass
 
 
-def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
-    """Build what is missing for the release; return the build record."""
+def run(opts: BuildOptions, progress: Progress = _noop, *, images: bool = True) -> dict:
+    """Build what is missing for the release; return the build record.
+
+    With ``images=False`` the service images are not built: every input a
+    service build reads is prepared (lock, sources, wheelhouse, apt
+    repository, and python-base and venv-builder, which the wheelhouse and
+    apt steps run in), and the record names them under ``"services"``.
+    That is what the Mirror Factory gathers into a bundle: the very inputs a
+    build would read, made by the same code.
+    """
     release = opts.release
     services = opts.services or release.services
     unknown = [s for s in services if s not in release.services]
@@ -94,7 +102,7 @@ def run(opts: BuildOptions, progress: Progress = _noop) -> dict:
     # did not change since the last run (see files.remembered_digests).
     with locked_release(release_dir(opts), progress), \
             files.remembered_digests(opts.cache_dir / "file-digests.json"):
-        return _run_checked(opts, services, platforms, progress)
+        return _run_checked(opts, services, platforms, progress, images)
 
 
 LOCK = ".lock"
@@ -118,7 +126,7 @@ def locked_release(work: Path, progress: Progress = _noop) -> Iterator[None]:
 
 
 def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequence[str],
-                 progress: Progress) -> dict:
+                 progress: Progress, images: bool = True) -> dict:
     release = opts.release
     started = time.monotonic()
     buildx.check(tuple(platforms))
@@ -179,6 +187,11 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
                                 progress)
         records = [sources.read_record(s) for s in srcs]
         version = records[-1]["version"]
+        if not images:
+            record.setdefault("services", {})[service] = {
+                "version": version, "sources": [str(s) for s in srcs],
+                **{name: str(path) for name, path in ctx.items() if name != "sources"}}
+            continue
         # Never older than the base: the exporter would rewrite (and so
         # duplicate) every base layer with older time stamps.
         epoch = max([base_epoch, *(r["committed-at"] for r in records)])
@@ -190,7 +203,10 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
                          dep_refs=refs_by_job)
         record["images"].append(row)
     record["seconds"] = round(time.monotonic() - started, 1)
-    files.write_json(work / "build-record.json", record)
+    record["tool_wheels"] = str(tools)
+    record["builder_debs"] = str(builder_debs)
+    if images:  # publish and check read the record of the last build, not of a gathering
+        files.write_json(work / "build-record.json", record)
     return record
 
 

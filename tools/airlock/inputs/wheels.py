@@ -227,6 +227,27 @@ def service_requirements(release: Release, service: str, srcs, merged: constrain
     return lines
 
 
+def _requirements(release: Release, service: str, srcs, merged: constraints.Merged,
+                  images_dir: Path) -> tuple[str, list[str]]:
+    """What the wheelhouse resolves (requirements.in), and its lines beyond the sources'."""
+    extra = [*service_requirements(release, service, srcs, merged, images_dir),
+             *runtime_base(build_pins(merged, release.python))]
+    return (requirements_in(srcs, {s.package for s in srcs})
+            + "".join(f"{line}\n" for line in extra)), extra
+
+
+def requirements_text(release: Release, service: str, sources, images_dir: Path) -> str:
+    """The requirements.in a wheelhouse of ``service`` resolves from these prepared trees.
+
+    A bundle carries it, so that its completeness check resolves exactly
+    what the site's wheelhouse step will, against the bundle's wheels alone.
+    """
+    srcs = [read_source(release, Path(p)) for p in sources]
+    check_sources(release, service, srcs)
+    merged = constraints.merged(release, component=service)
+    return _requirements(release, service, srcs, merged, images_dir)[0]
+
+
 def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
             index_url: str | None = None, venv_builder: str | None = None,
             cache: Path | None = None, force: bool = False,
@@ -250,10 +271,7 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     merged = constraints.merged(release, component=service)
     constraints_text = constraints.render(merged)
     base_pins = build_pins(merged, release.python)
-    extra = [*service_requirements(release, service, srcs, merged, images_dir),
-             *runtime_base(base_pins)]
-    requirements = requirements_in(srcs, {s.package for s in srcs}) + \
-        "".join(f"{line}\n" for line in extra)
+    requirements, extra = _requirements(release, service, srcs, merged, images_dir)
     build_requirements = sorted({*BUILD_BASE, *(r for s in srcs for r in s.build_requires)})
     uv_version = uv_pin(merged, release.python)
     recorded = inputs(release, service, targets, requirements, constraints_text,
