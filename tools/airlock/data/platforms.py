@@ -58,6 +58,15 @@ def get(name: str) -> Platform:
                            f"use one of: {', '.join(NAMES)}") from None
 
 
+def by_arch(arch: str) -> Platform:
+    """The platform whose folder name (TARGETARCH) is ``arch``: ``arm64`` -> linux/arm64."""
+    for platform in PLATFORMS.values():
+        if platform.arch == arch:
+            return platform
+    raise AirlockError(arch, "is not an architecture airlock builds for",
+                       f"choose from {', '.join(p.arch for p in PLATFORMS.values())}")
+
+
 def native(machine: str | None = None) -> Platform | None:
     """The platform this machine runs without emulation, if airlock builds for it."""
     machine = machine or _host.machine()

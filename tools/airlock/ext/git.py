@@ -448,3 +448,62 @@ def patch_paths(patch: Path, *, timeout: float = 60) -> tuple[list[str], str | N
                 if len(fields) == 3 and fields[2]:
                     found.add(os.fsdecode(fields[2]))
     return sorted(found), None
+
+
+# --- git bundles: what crosses the air gap ------------------------------------
+
+
+def fetch_refs(git_dir: Path, url: str, refspecs: list[str]) -> None:
+    """Fetch ``refspecs`` (``+refs/tags/X:refs/tags/X``...) from ``url`` into ``git_dir``."""
+    bare, env = _remote(url)
+    proc = run(["--git-dir", str(git_dir), "fetch", "--quiet", "--no-tags",
+                "--no-write-fetch-head", "--", bare, *refspecs], check=False, where=bare,
+               env=env, timeout=FETCH_TIMEOUT)
+    if proc.returncode != 0:
+        raise ToolError(bare, reason(proc.stderr))
+
+
+def set_ref(git_dir: Path, ref: str, target: str) -> None:
+    """Point ``ref`` (a full ref name) at the object ``target``."""
+    _checked(git_dir, ["update-ref", ref, target], f"cannot set {ref}")
+
+
+def tag_object(git_dir: Path, tag: str) -> str | None:
+    """The object ``refs/tags/<tag>`` names (the tag object of an annotated tag)."""
+    return rev_sha(git_dir, f"refs/tags/{tag}")
+
+
+def bundle_create(git_dir: Path, out: Path, refs: list[str]) -> None:
+    """Write a git bundle of ``refs`` with their whole history to ``out``.
+
+    One pack thread: the same objects then give the same bytes, so a bundle
+    made again for the same commit is the same artifact (a delta bundle
+    carries it only when it changed).
+    """
+    _checked(git_dir, ["-c", "pack.threads=1", "bundle", "create", "--quiet", str(out),
+                       *refs], f"cannot write the git bundle {out.name}")
+
+
+def bundle_heads(bundle: Path) -> dict[str, str]:
+    """``{ref: sha}`` a git bundle holds (``git bundle list-heads``)."""
+    proc = run(["bundle", "list-heads", str(bundle)], check=False, where=str(bundle))
+    if proc.returncode != 0:
+        raise ToolError(str(bundle), f"not a readable git bundle: {reason(proc.stderr)}")
+    heads: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        sha, _, name = line.partition(" ")
+        if name:
+            heads[name.strip()] = sha.strip()
+    return heads
+
+
+def unbundle(git_dir: Path, bundle: Path) -> None:
+    """Fetch every ref of ``bundle`` into the bare repository ``git_dir``."""
+    _checked(git_dir, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                       str(bundle), "+refs/*:refs/*"], f"cannot read the git bundle {bundle}")
+
+
+def has_object(git_dir: Path, rev: str) -> bool:
+    """Whether ``rev`` names a commit held by ``git_dir``."""
+    return run(["--git-dir", str(git_dir), "cat-file", "-e", f"{rev}^{{commit}}"],
+               check=False).returncode == 0

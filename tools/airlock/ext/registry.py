@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tempfile
 import urllib.parse
@@ -384,6 +385,23 @@ def push_archive(archive: Path, ref: str) -> str:
         argv = copy_command(f"oci-archive:{archive.resolve()}", f"docker://{ref}",
                             dest_insecure=is_insecure(ref), digestfile=digestfile)
         _skopeo(argv, f"skopeo copy {archive.name} -> {ref}", source=None, dest=ref)
+        return digestfile.read_text().strip()
+
+
+def save_archive(ref: str, archive: Path) -> str:
+    """Copy the image at ``ref`` (every platform, digests kept) into an OCI archive.
+
+    The archive is written beside ``archive`` and renamed into place: an
+    interrupted copy leaves nothing that looks whole. Returns the digest.
+    """
+    split_ref(ref)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".airlock-save-", dir=archive.parent) as tmp:
+        digestfile, part = Path(tmp) / "digest", Path(tmp) / "image.oci.tar"
+        argv = copy_command(f"docker://{ref}", f"oci-archive:{part.resolve()}",
+                            src_insecure=is_insecure(ref), digestfile=digestfile)
+        _skopeo(argv, f"skopeo copy {ref} -> {archive.name}", source=ref, dest=None)
+        os.replace(part, archive)
         return digestfile.read_text().strip()
 
 

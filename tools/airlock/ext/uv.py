@@ -211,3 +211,25 @@ def _run(cmd: list[str], where: str, check: bool = True,
 def _shorten(text: str, limit: int = 240) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def build_wheel(project: Path, out_dir: Path, *, where: Locations) -> Path:
+    """Build the wheel of the Python project at ``project`` into ``out_dir``; return it.
+
+    Its build backend comes from the package index (the connected side
+    only). ``SOURCE_DATE_EPOCH`` fixes the zip's time stamps: the same tree
+    gives the same wheel, and a delta bundle does not carry it again.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [binary(), "build", "--wheel", "--no-config", "--quiet", "--no-progress",
+           *index_args(where), "--out-dir", str(out_dir), str(project)]
+    proc = ext_exec.run(cmd, where=f"uv build {project}", timeout=TIMEOUT, check=False,
+                        env={**env(), **index_env(where), "SOURCE_DATE_EPOCH": "315532800"})
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise ToolError(f"uv build {project}", _shorten(lines[-1] if lines else "failed"),
+                        "check the package index and the network")
+    built = sorted(out_dir.glob("*.whl"))
+    if len(built) != 1:
+        raise ToolError(f"uv build {project}", f"left {len(built)} wheels in {out_dir}")
+    return built[0]
