@@ -12,7 +12,10 @@ mirror, local registry) that ./tools/run-local sets up:
   platform (all six services built once first, which takes a while cold),
   warm and, as root, again with the page cache dropped;
 - keystone's runtime image size unpacked, and the size of the same image
-  with the build stage left in (its build target), and their ratio.
+  with the build stage left in (its build target), and their ratio;
+- keystone's offline bundle (``--bundle-only``: just this): its size per
+  kind, ``bundle create`` cold (a cache of its own) and resumed, and
+  ``bundle verify`` against ``sha256sum`` on the folder and on the tar.
 
 Timed tests would flake on noisy machines; this script prints figures.
 """
@@ -85,11 +88,80 @@ def drop_page_cache() -> bool:
     return True
 
 
+def median_seconds(argv: list[str], runs: int = 3, cwd: Path | None = None) -> float:
+    """The median wall time of ``runs`` runs of a command (it must succeed)."""
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"bench: {' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
+        times.append(time.monotonic() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def bundle_figures(release: str, work: Path, git: str, prefix: str) -> None:
+    """keystone's bundle: size per kind, create cold and resumed, verify against sha256sum."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-bundle-", dir=work))
+    try:
+        key = tmp / "key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                       check=True)
+        pub = key.with_suffix(".pub").read_text().split()
+        (tmp / "signers").write_text(f'bench namespaces="airlock-bundle" {pub[0]} {pub[1]}\n')
+        out = tmp / "bundle"
+        # Cold: a cache of its own (every wheel, .deb and git bundle fetched
+        # or made again); resumed: the same command once more.
+        common = ["bundle", "create", "--release", release, "--service", "keystone",
+                  "--out", str(out), "--key", str(key), "--registry", prefix,
+                  "--git-base", git, "--work-dir", str(tmp / "work"),
+                  "--cache", str(tmp / "cache")]
+        cold = airlock(*common)
+        resumed = airlock(*common)
+        doc = json.loads((out / "manifest.json").read_text())
+        kinds: dict[str, list[int]] = {}
+        from airlock.bundle import layout
+
+        for art in doc["artifacts"]:
+            row = kinds.setdefault(layout.group(art["kind"]), [0, 0])
+            row[0] += 1
+            row[1] += art["size"]
+        tar = tmp / "bundle.tar"
+        from airlock.bundle import tarstream
+
+        tarstream.write(out, tar, None)
+        cli = [sys.executable, "-m", "airlock.cli", "bundle", "verify"]
+        signers = ["--allowed-signers", str(tmp / "signers")]
+        sums_dir = median_seconds(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=out)
+        ours_dir = median_seconds([*cli, str(out), *signers])
+        sums_tar = median_seconds(["sha256sum", str(tar)])
+        ours_tar = median_seconds([*cli, str(tar), *signers])
+        total = sum(row[1] for row in kinds.values())
+        print(f"keystone bundle for {release}, both platforms: {total / 1e6:.1f} MB, "
+              f"{len(doc['artifacts'])} artifacts")
+        for group in layout.GROUP_ORDER:
+            count, size = kinds.get(group, [0, 0])
+            print(f"  {group:<8} {count:5d} artifacts {size / 1e6:9.1f} MB")
+        print(f"  create, cold (own cache):     {cold:7.1f} s")
+        print(f"  create, resumed (all there):  {resumed:7.1f} s")
+        print(f"  verify folder: {ours_dir:6.2f} s, sha256sum -c {sums_dir:6.2f} s: "
+              f"{sums_dir / ours_dir:.2f}x sha256sum's speed (target >= 1.6x)")
+        print(f"  verify tar:    {ours_tar:6.2f} s, sha256sum    {sums_tar:6.2f} s: "
+              f"{sums_tar / ours_tar:.2f}x sha256sum's speed (target >= 0.9x)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", default="2025.2")
     parser.add_argument("--keystone-only", action="store_true",
                         help="skip building every service for the whole-release no-op figure")
+    parser.add_argument("--bundle-only", action="store_true",
+                        help="only the offline bundle's figures (size, create, verify)")
     args = parser.parse_args()
     work = Path(os.environ.get("AIRLOCK_WORK_DIR") or TOP / "work")
     prefix = f"127.0.0.1:5000/airlock-bench/{uuid.uuid4().hex[:8]}"
@@ -99,6 +171,9 @@ def main() -> int:
     airlock("base", "create", "--release", args.release, "--work-dir", str(work))
     mirror = [] if not args.keystone_only else ["--component", "keystone"]
     airlock("mirror", "create", "--release", args.release, "--dest", git, *mirror)
+    if args.bundle_only:
+        bundle_figures(args.release, work, git, prefix)
+        return 0
     # Warm the wheelhouse and apt repository: they are prepared ahead of the
     # build (and measured by their own steps), not part of the build time.
     airlock("build", *common, "--service", "keystone")
@@ -151,6 +226,7 @@ def main() -> int:
     print(f"  runtime image, unpacked:      {runtime / mb:7.1f} MB (target <= 300 MB)")
     print(f"  with the build stage left in: {with_build / mb:7.1f} MB "
           f"({with_build / runtime:.2f}x the runtime image)")
+    bundle_figures(args.release, work, git, prefix)
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from airlock import settings
 from airlock.data import platforms
-from airlock.errors import AirlockError
+from airlock.errors import AirlockError, ErrorList
 from airlock.ext import exec as ext_exec
 from airlock.urls import redact, strip_userinfo
 
@@ -470,6 +470,106 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def cmd_bundle_create(args: argparse.Namespace) -> int:
+    from airlock.bundle import create, inspect, tarstream
+
+    # First, all of it: a typo must not cost a gathering of hours.
+    registry = _registry(args)
+    work = _work_dir(args)
+    cache = _cache(args, work)
+    git_base, index_url = _git_base(args), _index_url(args)
+    _check_auth_file()
+    out = _folder(args.out, "--out")
+    part_size = tarstream.parse_size(args.max_part_size) if args.max_part_size else None
+    if part_size is not None and not args.tar:
+        raise AirlockError("--max-part-size", "splits the tar file", "add --tar")
+    layout = _layout(args)
+    opts = create.CreateOptions(
+        releases=tuple(dict.fromkeys(args.release)), layout=layout, out=out, work_dir=work,
+        cache_dir=cache, registry=registry, services=tuple(args.service or ()),
+        platforms=tuple(args.platform or ()), git_base=git_base, index_url=index_url,
+        key=Path(args.key) if args.key else None, version=args.version,
+        since=Path(args.since) if args.since else None)
+    created = create.create(opts, progress=_say)
+    if args.tar:
+        parts = tarstream.write(out, Path(f"{out}.tar"), part_size, progress=_tar_progress)
+        _say(f"tar: {', '.join(str(p) for p in parts)}")
+    sys.stdout.write(redact(inspect.summary(created.manifest, created.reused, created.seconds)))
+    create.raise_problems(created)
+    return 0
+
+
+def _tar_progress(done: int, total: int, done_bytes: int, total_bytes: int) -> None:
+    _say(f"tar: {done} of {total} files, {done_bytes // 2**20} of {total_bytes // 2**20} MiB")
+
+
+def _verify_progress(done: int, total: int, done_bytes: int, total_bytes: int) -> None:
+    _say_err(f"verify: {done} of {total} files, {done_bytes // 2**20} of "
+             f"{total_bytes // 2**20} MiB")
+
+
+def cmd_bundle_check(args: argparse.Namespace) -> int:
+    from airlock.bundle import check, manifest
+
+    folder = Path(args.bundle)
+    doc = manifest.load(manifest.of(folder))
+    earlier = [Path(p) for p in args.with_ or ()]
+    docs = {manifest.load(manifest.of(p))["id"]: p for p in earlier}
+    missing = [i for i in doc["requires"] if i not in docs]
+    if missing:
+        raise AirlockError(str(folder), f"is a delta on {', '.join(missing)}",
+                           "pass the folder of each with --with DIR")
+    by_path = {a["path"]: a["bundle"] for a in doc["artifacts"]}
+
+    def where(path: str) -> Path | None:
+        home = folder if by_path.get(path) == doc["id"] else docs.get(by_path.get(path, ""))
+        found = home / path if home is not None else None
+        return found if found is not None and found.is_file() else None
+
+    problems = check.check(doc, where, str(folder), progress=_say)
+    if problems:
+        raise ErrorList(problems)
+    _say(f"{folder}: complete: every release, service and platform resolves from it alone")
+    return 0
+
+
+def cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from airlock.bundle import verify
+
+    target = Path(args.bundle)
+    signers = Path(args.allowed_signers)
+    if target.is_dir() and not target.is_symlink():
+        if args.extract:
+            raise AirlockError("--extract", "extracts a tar file; this is a folder",
+                               "leave --extract out")
+        result = verify.verify_dir(target, signers, progress=_verify_progress)
+    else:
+        result = verify.verify_tar(target, signers,
+                                   extract=Path(args.extract) if args.extract else None,
+                                   progress=_verify_progress)
+    _say(f"{target}: bundle {result.id} version {result.version} verified: signed by "
+         f"{result.principal}, {result.files} files, {result.bytes} bytes"
+         + (f"; extracted to {args.extract}" if args.extract else ""))
+    if result.requires:
+        _say(f"{target}: a delta: the site must already hold {', '.join(result.requires)}")
+    return 0
+
+
+def cmd_bundle_inspect(args: argparse.Namespace) -> int:
+    from airlock.bundle import inspect, manifest, verify
+
+    target = Path(args.bundle)
+    if target.is_dir() and not target.is_symlink():
+        doc = manifest.load(manifest.of(target))
+    else:
+        doc = verify.read_manifest(target)
+    if args.json:
+        _json_out(doc)
+    else:
+        sys.stdout.write(redact(inspect.render(doc)))
+    return 0
+
+
 def _platforms(args: argparse.Namespace, release) -> list[str]:
     return list(dict.fromkeys(args.platform or release.platforms))
 
@@ -691,7 +791,56 @@ def build_parser() -> argparse.ArgumentParser:
                      "if the inputs are unchanged")
     _add_layout_options(deb)
     deb.set_defaults(func=cmd_debs)
+    _bundle_parser(verbs)
     return parser
+
+
+def _bundle_parser(verbs) -> None:
+    bun = verbs.add_parser("bundle", help="the offline bundle: everything a site builds from")
+    bun_verbs = bun.add_subparsers(dest="bundle_verb", required=True, metavar="VERB")
+    bc = bun_verbs.add_parser("create", help="gather every input of the selected releases, "
+                              "services and platforms into a signed, checked folder")
+    bc.add_argument("--release", action="append", required=True, help="repeatable")
+    bc.add_argument("--service", action="append", help="repeatable; default: every service "
+                    "of the releases")
+    bc.add_argument("--platform", action="append", choices=platforms.NAMES,
+                    help="repeatable; default: the releases' platforms")
+    bc.add_argument("--out", required=True, help="the bundle folder (new, empty, or an "
+                    "earlier bundle to update)")
+    bc.add_argument("--key", help="OpenSSH private key to sign SHA256SUMS with (or the .pub "
+                    "of a key in ssh-agent); without it the bundle is unsigned")
+    bc.add_argument("--version", help="the bundle's version (default: the creation time)")
+    bc.add_argument("--since", help="an earlier bundle's manifest.json (or folder): carry "
+                    "only what it did not")
+    bc.add_argument("--tar", action="store_true", help="also write OUT.tar, streamed")
+    bc.add_argument("--max-part-size", help="with --tar: split into OUT.tar.000, .001, ... "
+                    "of at most SIZE (e.g. 4GiB, 4700MB)")
+    bc.add_argument("--registry", help="where python-base and venv-builder are kept "
+                    f"(default: $AIRLOCK_REGISTRY, else {settings.DEFAULT_REGISTRY})")
+    bc.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
+    bc.add_argument("--cache", help="default: $AIRLOCK_CACHE_DIR, else WORK/cache")
+    bc.add_argument("--git-base", help="default: $AIRLOCK_GIT_BASE")
+    bc.add_argument("--index-url", help="default: $AIRLOCK_INDEX_URL, else pip's config")
+    _add_layout_options(bc)
+    bc.set_defaults(func=cmd_bundle_create)
+    bk = bun_verbs.add_parser("check", help="prove every release, service and platform of "
+                              "a bundle resolves from it alone")
+    bk.add_argument("bundle", metavar="DIR")
+    bk.add_argument("--with", dest="with_", action="append", metavar="DIR",
+                    help="an earlier bundle a delta builds on (repeatable)")
+    bk.set_defaults(func=cmd_bundle_check)
+    bv = bun_verbs.add_parser("verify", help="check the signature, then every checksum, of "
+                              "a bundle folder or tar file (streaming)")
+    bv.add_argument("bundle", metavar="DIR|FILE.tar")
+    bv.add_argument("--allowed-signers", required=True, help="OpenSSH allowed_signers file "
+                    "naming the keys trusted to sign bundles")
+    bv.add_argument("--extract", metavar="DEST", help="tar only: extract into DEST once all "
+                    "of it verified")
+    bv.set_defaults(func=cmd_bundle_verify)
+    bi = bun_verbs.add_parser("inspect", help="what a bundle holds, without extracting it")
+    bi.add_argument("bundle", metavar="DIR|FILE.tar")
+    bi.add_argument("--json", action="store_true", help="print the manifest")
+    bi.set_defaults(func=cmd_bundle_inspect)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,7 +148,7 @@ def run_logged(spec: RunSpec, timeout: float = JOB_TIMEOUT) -> None:
 def run(image: str, command: list[str], *, platform: str | None = None,
         user: str | None = None, network: str = "none", entrypoint: str | None = None,
         env: dict[str, str] | None = None, timeout: float = SMOKE_TIMEOUT,
-        read_only: bool = False) -> str:
+        read_only: bool = False, mounts: tuple[Mount, ...] = ()) -> str:
     """Run ``command`` in a throw-away container and return its standard output.
 
     For smoke tests of built images (``keystone-manage --version`` on each
@@ -157,7 +157,7 @@ def run(image: str, command: list[str], *, platform: str | None = None,
     """
     spec = RunSpec(image=image, command=tuple(command), platform=platform, user=user,
                    network=network, entrypoint=entrypoint, env=dict(env or {}),
-                   read_only=read_only)
+                   read_only=read_only, mounts=tuple(mounts))
     with _removed_if_abandoned(spec) as named:
         with registry.docker_config() as docker_env:
             proc = ext_exec.run(run_spec_command(named), where=_where(spec), timeout=timeout,

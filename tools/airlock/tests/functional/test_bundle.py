@@ -1,0 +1,221 @@
+"""The offline bundle of keystone for 2025.2, both platforms: created, checked, verified, enough.
+
+Real parts throughout: the local source mirror, the package index, apt in
+python-base, the registry, ssh-keygen, coreutils' sha256sum. One full
+bundle of keystone 28.0.2 (an older patch release, in a copy of releases/)
+and one of 28.1.0 (the release as committed), and a delta of the second on
+the first. Then the proof that the bundle is enough: with the network off
+(``docker run --network none``), keystone's venv is assembled for each
+platform from the bundle's wheels and sources alone, and its OS packages
+install from the bundle's apt repository alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+from airlock.bundle import layout
+from airlock.ext import containers
+from airlock.tests.functional import pipeline
+from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
+
+RELEASE = "2025.2"
+OLDER = "28.0.2"  # the patch release before the one releases/2025.2 pins
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+class BundleTest(unittest.TestCase):
+    tmp: Path
+    full: Path
+    old: Path
+    delta: Path
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        require_engine()
+        base_image()
+        cls.tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=pipeline.WORK))
+        cls.prefix = pipeline.fresh_prefix("bundle")
+        key = cls.tmp / "key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "factory",
+                        "-f", str(key)], check=True)
+        cls.key = key
+        cls.signers = cls.tmp / "allowed_signers"
+        cls.signers.write_text(f'factory@site namespaces="airlock-bundle" '
+                               f'{key.with_suffix(".pub").read_text().split(" ", 2)[0]} '
+                               f'{key.with_suffix(".pub").read_text().split(" ", 2)[1]}\n')
+        # A mirror of this class's own: keystone's branch moves between versions.
+        git = cls.tmp / "git"
+        older = cls.tmp / "releases"
+        shutil.copytree(REPO_ROOT / "releases", older)
+        refs = older / RELEASE / "source-refs.yaml"
+        refs.write_text(refs.read_text().replace('keystone: "28.1.0"', f'keystone: "{OLDER}"'))
+        common = ("--release", RELEASE, "--service", "keystone", "--registry", cls.prefix,
+                  "--git-base", str(git), "--key", str(key))
+        pipeline.airlock("mirror", "create", "--release", RELEASE, "--releases-dir",
+                         str(older), "--dest", str(git), "--component", "keystone")
+        cls.old = cls.tmp / "old"
+        cls.created_old = pipeline.airlock(
+            "bundle", "create", *common, "--releases-dir", str(older), "--out", str(cls.old),
+            "--work-dir", str(cls.tmp / "work-old"), "--cache", str(pipeline.WORK / "cache"))
+        pipeline.airlock("mirror", "create", "--release", RELEASE, "--dest", str(git),
+                         "--component", "keystone")
+        cls.full = cls.tmp / "full"
+        cls.created = pipeline.airlock("bundle", "create", *common, "--out", str(cls.full),
+                                       "--tar", "--max-part-size", "100MiB")
+        cls.delta = cls.tmp / "delta"
+        cls.created_delta = pipeline.airlock("bundle", "create", *common, "--out",
+                                             str(cls.delta), "--since", str(cls.old))
+        cls.manifest = json.loads((cls.full / layout.MANIFEST).read_text())
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    # --- create, check, verify ------------------------------------------------
+
+    def test_create_ends_with_a_summary_per_kind_and_a_complete_bundle(self) -> None:
+        out = self.created.stdout
+        for group in layout.GROUP_ORDER:
+            self.assertRegex(out, rf"(?m)^{group}\s+[1-9]\d*\s")
+        self.assertIn(f"bundle {self.manifest['id']}", out)
+        self.assertTrue(self.manifest["complete"])
+        self.assertEqual(self.manifest["selection"]["platforms"], ["linux/amd64", "linux/arm64"])
+        entry = self.manifest["releases"][RELEASE]
+        self.assertEqual(entry["components"]["keystone"]["ref"], "28.1.0")
+        kinds = {a["kind"] for a in self.manifest["artifacts"]}
+        self.assertEqual(kinds, {"git", "patch", "lock", "wheel", "airlock", "requirements",
+                                 "deb", "apt-index", "image"})
+        for art in self.manifest["artifacts"]:
+            self.assertNotIn("@", art["origin"].split("://", 1)[-1].split("/", 1)[0])
+
+    def test_sha256sum_accepts_the_sums_and_verify_accepts_folder_and_tar(self) -> None:
+        subprocess.run(["sha256sum", "--quiet", "-c", layout.SUMS], cwd=self.full, check=True)
+        said = pipeline.airlock("bundle", "verify", str(self.full), "--allowed-signers",
+                                str(self.signers))
+        self.assertIn(f"bundle {self.manifest['id']}", said.stdout)
+        self.assertIn("factory@site", said.stdout)
+        parts = sorted(self.full.parent.glob("full.tar.*"))
+        self.assertGreater(len(parts), 1)  # 100 MiB parts of a bundle over 300 MiB
+        self.assertTrue(all(p.stat().st_size <= 100 * 2**20 for p in parts))
+        dest = self.tmp / "extracted"
+        pipeline.airlock("bundle", "verify", str(parts[0]), "--allowed-signers",
+                         str(self.signers), "--extract", str(dest))
+        pipeline.airlock("bundle", "verify", str(dest), "--allowed-signers", str(self.signers))
+        self.assertEqual(sorted(p.relative_to(dest) for p in dest.rglob("*")),
+                         sorted(p.relative_to(self.full) for p in self.full.rglob("*")))
+
+    def test_check_passes_then_names_a_wheel_and_a_deb_that_went_missing(self) -> None:
+        pipeline.airlock("bundle", "check", str(self.full))
+        broken = self.tmp / "broken"
+        shutil.copytree(self.full, broken, copy_function=os.link)
+        doc = json.loads((broken / layout.MANIFEST).read_text())
+        arm_only = next(a for a in doc["artifacts"] if a["kind"] == "wheel"
+                        and a["platform"] == ["linux/arm64"] and "cryptography" in a["path"])
+        deb = next(a for a in doc["artifacts"] if a["kind"] == "deb"
+                   and "/arm64/libldap-2.5-0_" in a["path"])
+        # As if create had missed them: not in the folder, not in the manifest.
+        doc["artifacts"] = [a for a in doc["artifacts"] if a not in (arm_only, deb)]
+        (broken / layout.MANIFEST).unlink()
+        (broken / layout.MANIFEST).write_text(json.dumps(doc))
+        for art in (arm_only, deb):
+            (broken / art["path"]).unlink()
+        said = pipeline.airlock("bundle", "check", str(broken), check=False)
+        self.assertEqual(said.returncode, 1, said.stderr)
+        lines = said.stderr.splitlines()
+        self.assertTrue(any("release 2025.2, keystone, linux/arm64" in line
+                            and "cryptography==" in line for line in lines), said.stderr)
+        self.assertFalse(any("linux/amd64" in line and "cryptography" in line
+                             for line in lines), said.stderr)
+        self.assertTrue(any("linux/arm64" in line and "libldap-2.5-0" in line
+                            for line in lines), said.stderr)
+
+    def test_inspect_names_the_component_its_patch_and_the_kinds(self) -> None:
+        said = pipeline.airlock("bundle", "inspect", str(self.full)).stdout
+        self.assertIn(self.manifest["id"], said)
+        self.assertRegex(said, r"keystone\s+28\.1\.0 at [0-9a-f]{12}, 1 patch")
+        parts = sorted(self.full.parent.glob("full.tar.*"))
+        self.assertEqual(pipeline.airlock("bundle", "inspect", str(parts[0])).stdout, said)
+
+    # --- delta ----------------------------------------------------------------
+
+    def test_delta_carries_only_what_changed(self) -> None:
+        doc = json.loads((self.delta / layout.MANIFEST).read_text())
+        old = json.loads((self.old / layout.MANIFEST).read_text())
+        self.assertEqual(doc["requires"], [old["id"]])
+        carried = [a for a in doc["artifacts"] if a["bundle"] == doc["id"]]
+        old_sums = {a["sha256"] for a in old["artifacts"]}
+        self.assertTrue(carried)
+        self.assertTrue(all(a["sha256"] not in old_sums for a in carried))
+        self.assertIn("sources/git/keystone-", " ".join(a["path"] for a in carried))
+        self.assertEqual({a["path"] for a in doc["artifacts"]},
+                         {a["path"] for a in self.manifest["artifacts"]})
+        on_disk = {str(p.relative_to(self.delta)) for p in self.delta.rglob("*") if p.is_file()}
+        self.assertEqual(on_disk, {a["path"] for a in carried} |
+                         {layout.MANIFEST, layout.SUMS, layout.SIGNATURE})
+        said = pipeline.airlock("bundle", "verify", str(self.delta), "--allowed-signers",
+                                str(self.signers)).stdout
+        self.assertIn(old["id"], said)
+        pipeline.airlock("bundle", "check", str(self.delta), "--with", str(self.old))
+        print(f"\nbundle sizes: full {_size(self.full) / 2**20:.1f} MiB, delta "
+              f"{_size(self.delta) / 2**20:.1f} MiB ({len(carried)} of "
+              f"{len(doc['artifacts'])} artifacts)")
+
+    # --- the bundle is enough -------------------------------------------------
+
+    def test_offline_keystone_venv_and_apt_install_from_the_bundle_alone(self) -> None:
+        entry = self.manifest["releases"][RELEASE]
+        site = self.tmp / "site"
+        # The git mirror, as the site would have it: the bundle's git bundle.
+        repo = site / "git" / "openstack" / "keystone"
+        subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+        subprocess.run(["git", "--git-dir", str(repo), "fetch", "-q",
+                        str(self.full / entry["components"]["keystone"]["bundle"]),
+                        "+refs/*:refs/*"], check=True)
+        src = site / "src"
+        src.mkdir(parents=True)
+        pipeline.airlock("sources", "prepare", "--release", RELEASE, "--component", "keystone",
+                         "--dest", str(src / "00-keystone"), "--git-base", str(site / "git"),
+                         "--patches-dir", str(self.full / layout.PATCHES))
+        cons = self.full / "python" / "requirements" / RELEASE / "keystone"
+        for arch in ("amd64", "arm64"):
+            with self.subTest(arch=arch):
+                work = Path(tempfile.mkdtemp(dir=site))
+                shutil.copytree(src, work / "src")
+                out = containers.run(
+                    entry["venv_builder"], ["sh", "-c", (
+                        f"airlock-venv install --arch {arch} --wheelhouse /bundle/wheels "
+                        f"--venv /tmp/venv --sources-dir /src >/dev/null && "
+                        "ls /tmp/venv/bin | grep -c keystone-manage && "
+                        "grep -l '^Name: keystone$' /tmp/venv/lib/python3*/site-packages/"
+                        "keystone-*.dist-info/METADATA | wc -l")],
+                    network="none", mounts=(
+                        containers.Mount(self.full / "python" / "wheels", "/bundle/wheels"),
+                        containers.Mount(cons, "/constraints"),
+                        containers.Mount(work / "src", "/src", read_only=False)),
+                    timeout=900)
+                self.assertEqual(out.split(), ["1", "1"])
+        for platform in ("linux/amd64", "linux/arm64"):
+            arch = platform.split("/")[1]
+            with self.subTest(platform=platform):
+                repo_dir = Path(tempfile.mkdtemp(dir=site))
+                for deb in (self.full / entry["apt"][arch]).iterdir():
+                    os.link(deb, repo_dir / deb.name)
+                wanted = entry["packages"]["keystone"][arch]
+                self.assertIn("libldap-2.5-0", wanted)
+                (repo_dir / "packages.txt").write_text("".join(f"{p}\n" for p in wanted))
+                out = containers.run(
+                    entry["python_base"], ["sh", "-c", "airlock-apt-install /debs >/dev/null "
+                                           "&& dpkg-query -W -f '${Status}' libldap-2.5-0"],
+                    platform=platform, network="none", user="0",
+                    mounts=(containers.Mount(repo_dir, "/debs"),), timeout=900)
+                self.assertEqual(out.strip(), "install ok installed")
