@@ -1,0 +1,1 @@
+"""The offline bundle: create, check, sign, verify, inspect (see BUNDLE-CONTRACT)."""
