@@ -324,7 +324,10 @@ class _TarStream:
             name = pax.get("path", info.name)
             if info.type == tarfile.DIRTYPE:
                 name = name.rstrip("/") if name.rstrip("/") else name
-            size = int(pax["size"]) if "size" in pax and pax["size"].isdigit() else info.size
+            if "size" in pax and not re.fullmatch(r"[0-9]{1,20}", pax["size"]):
+                raise AirlockError(self.raw.name, f"a pax size {pax['size']!r} at "
+                                   f"{_show(name)}", NOT_OURS)
+            size = int(pax["size"]) if "size" in pax else info.size
             if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
                 size = 0 if info.type != tarfile.DIRTYPE else size
             return _Member(name, info.type, size, pax.get("linkpath", info.linkname))
