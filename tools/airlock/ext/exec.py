@@ -34,6 +34,7 @@ PACKAGES = {
     "skopeo": "skopeo",
     "mmdebstrap": "mmdebstrap",
     "arch-test": "arch-test",
+    "ssh-keygen": "openssh-client",
 }
 SETUP = "tools/setup-host build-host"
 # Programs that are no Debian package: what to do instead.
