@@ -365,6 +365,7 @@ def airlock_version(project: Path) -> str:
         version = metadata.version("airlock")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    proc = git.run(["-C", str(project), "rev-parse", "HEAD"], check=False)
+    proc = git.run(["-C", str(project), "describe", "--always", "--dirty", "--abbrev=12",
+                    "--match=NO-TAG"], check=False)
     commit = proc.stdout.strip() if proc.returncode == 0 else ""
-    return f"{version}+g{commit[:12]}" if commit else version
+    return f"{version}+g{commit.replace('-dirty', '.dirty')}" if commit else version

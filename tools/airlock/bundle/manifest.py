@@ -34,24 +34,35 @@ def bundle_id(selection: dict, artifacts: list[dict]) -> str:
 
 def load(path: Path) -> dict:
     """A bundle's manifest, checked enough that every reader can rely on its shape."""
-    fix = "pass a bundle folder (or its manifest.json) made by airlock bundle create"
-    raw = files.read_bytes(path, limit=LIMIT, fix=fix)
+    raw = files.read_bytes(path, limit=LIMIT, fix=FIX)
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise AirlockError(str(path), f"is not JSON ({error})", fix) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise AirlockError(str(path), "is not JSON", FIX) from None
+    return checked(data, str(path))
+
+
+FIX = "pass a bundle folder (or its manifest.json) made by airlock bundle create"
+
+
+def checked(data: object, where: str) -> dict:
+    """``data`` if it has the shape every reader relies on; else one line naming the key."""
     if not isinstance(data, dict) or data.get("schema") != layout.SCHEMA:
-        raise AirlockError(str(path), f"is not an airlock bundle manifest of schema "
-                           f"{layout.SCHEMA}", fix)
+        raise AirlockError(where, f"is not an airlock bundle manifest of schema "
+                           f"{layout.SCHEMA}", FIX)
     for key, kind in (("id", str), ("version", str), ("artifacts", list), ("releases", dict),
                       ("requires", list)):
         if not isinstance(data.get(key), kind):
-            raise AirlockError(f"{path}:{key}", f"missing or not a {kind.__name__}", fix)
+            raise AirlockError(f"{where}:{key}", f"missing or not a {kind.__name__}", FIX)
     for number, art in enumerate(data["artifacts"]):
         if not isinstance(art, dict) or not all(isinstance(art.get(k), str) for k in
-                                                ("path", "sha256", "kind", "bundle")):
-            raise AirlockError(f"{path}:artifacts[{number}]", "not an artifact (path, sha256, "
-                               "kind, bundle)", fix)
+                                                ("path", "sha256", "kind", "bundle")) \
+                or not isinstance(art.get("size"), int):
+            raise AirlockError(f"{where}:artifacts[{number}]", "not an artifact (path, sha256, "
+                               "size, kind, bundle)", FIX)
+    for name, entry in data["releases"].items():
+        if not isinstance(entry, dict):
+            raise AirlockError(f"{where}:releases.{name}", "not a mapping", FIX)
     return data
 
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlock import files
-from airlock.bundle import sums, tarstream
+from airlock.bundle import layout, sums, tarstream
+from airlock.bundle import manifest as manifest_mod
 from airlock.errors import AirlockError
 from airlock.ext import sshkeygen
 
@@ -84,9 +85,10 @@ def check_manifest(where: str, data: bytes, listed: dict[str, str]) -> dict:
         raise AirlockError(where, f"not valid JSON{at}", GET_AGAIN) from None
     if not isinstance(manifest, dict):
         raise AirlockError(where, "not a JSON object", GET_AGAIN)
-    if manifest.get("schema") != 1:
+    if manifest.get("schema") != layout.SCHEMA:
         raise AirlockError(f"{where}:schema", f"is {manifest.get('schema')!r}; this airlock "
-                           "reads schema 1", "verify with the airlock release that made it")
+                           f"reads schema {layout.SCHEMA}",
+                           "verify with the airlock release that made it")
     for key in ("id", "version"):
         if not isinstance(manifest.get(key), str) or not manifest[key]:
             raise AirlockError(f"{where}:{key}", "missing or not a string", GET_AGAIN)
@@ -453,6 +455,46 @@ def verify_tar(path: Path, allowed_signers: Path, extract: Path | None = None,
         reader.close()
         if stage is not None:
             stage.discard()
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest of a bundle tar, read from its first members: nothing is verified.
+
+    For ``bundle inspect``: what a tar holds, without extracting it (and
+    without reading past the manifest, however large the tar).
+    """
+    tar = str(path)
+    reader = tarstream.open_parts(Path(path))
+    try:
+        stream = _TarStream(reader)
+        try:
+            for _ in range(3):
+                member = stream.next()
+                if member is None:
+                    break
+                stream.current = member.name
+                _judge(tar, member)
+                if member.name == sums.MANIFEST and member.type != tarfile.DIRTYPE:
+                    if member.size > MANIFEST_LIMIT:
+                        raise AirlockError(f"{tar}: {sums.MANIFEST}", "is too large", GET_AGAIN)
+                    data = stream.read_exact(member.size)
+                    break
+                stream.read_exact(member.size)
+                stream.skip_padding(member.size)
+            else:
+                data = None
+        except _Truncated:
+            raise AirlockError(tar, "truncated before its manifest", GET_AGAIN) from None
+    finally:
+        reader.close()
+    if member is None or data is None:
+        raise AirlockError(tar, f"holds no {sums.MANIFEST} among its first members",
+                           NOT_OURS)
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        raise AirlockError(f"{tar}: {sums.MANIFEST}", "not valid JSON", GET_AGAIN) from None
+    return manifest_mod.checked(doc, f"{tar}: {sums.MANIFEST}")
 
 
 def _verify_stream(tar: str, stream: _TarStream, allowed_signers: Path,

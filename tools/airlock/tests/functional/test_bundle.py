@@ -43,6 +43,7 @@ class BundleTest(unittest.TestCase):
     def setUpClass(cls) -> None:
         require_engine()
         base_image()
+        pipeline.WORK.mkdir(parents=True, exist_ok=True)
         cls.tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=pipeline.WORK))
         cls.prefix = pipeline.fresh_prefix("bundle")
         key = cls.tmp / "key"
@@ -204,6 +205,13 @@ class BundleTest(unittest.TestCase):
                         containers.Mount(work / "src", "/src", read_only=False)),
                     timeout=900)
                 self.assertEqual(out.split(), ["1", "1"])
+        # And airlock itself installs from the bundle, offline.
+        said = containers.run(entry["venv_builder"], ["sh", "-c", (
+            "uv venv -q /tmp/a && uv pip install -q --python /tmp/a/bin/python --no-index "
+            "--find-links /bundle/airlock airlock && /tmp/a/bin/airlock bundle --help")],
+            network="none", mounts=(containers.Mount(self.full / "python" / "airlock",
+                                                     "/bundle/airlock"),), timeout=600)
+        self.assertIn("verify", said)
         for platform in ("linux/amd64", "linux/arm64"):
             arch = platform.split("/")[1]
             with self.subTest(platform=platform):
