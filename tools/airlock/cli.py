@@ -492,7 +492,8 @@ def cmd_bundle_create(args: argparse.Namespace) -> int:
         since=Path(args.since) if args.since else None)
     created = create.create(opts, progress=_say)
     if args.tar:
-        parts = tarstream.write(out, Path(f"{out}.tar"), part_size, progress=_tar_progress)
+        parts = tarstream.write(out, Path(f"{out}.tar"), part_size, progress=_tar_progress,
+                                replace=True)
         _say(f"tar: {', '.join(str(p) for p in parts)}")
     sys.stdout.write(redact(inspect.summary(created.manifest, created.reused, created.seconds)))
     create.raise_problems(created)

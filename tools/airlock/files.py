@@ -220,6 +220,11 @@ PATCH_LIMIT = 16 * MiB
 RECORD_LIMIT = 64 * MiB  # build records, manifests
 
 
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, for "is a FIFO, not a regular file"."""
+    return _kind(mode)
+
+
 def _kind(mode: int) -> str:
     """What a non-regular file is, for "is a FIFO, not a regular file"."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),

@@ -83,6 +83,7 @@ def check_out(out: Path) -> None:
     if names and not names & {layout.PARTIAL, layout.MANIFEST}:
         raise AirlockError(str(out), "is neither empty nor an airlock bundle",
                            "choose a new or empty folder for --out")
+    _only_files_and_folders(out)
 
 
 def create(opts: CreateOptions, progress: Progress = _noop) -> Created:
@@ -101,6 +102,7 @@ def create(opts: CreateOptions, progress: Progress = _noop) -> Created:
     for name in (layout.SUMS, layout.SIGNATURE, layout.MANIFEST):
         (opts.out / name).unlink(missing_ok=True)
 
+    index_shown = gather.shown_index(opts.index_url)
     arts: list[gather.Artifact] = []
     entries: dict[str, dict] = {}
     records = []
@@ -121,7 +123,7 @@ def create(opts: CreateOptions, progress: Progress = _noop) -> Created:
             platforms=tuple(platforms), git_base=opts.git_base, index_url=opts.index_url,
             env=opts.env), progress, images=False)
         got, entry = gather.release_artifacts(release, record, opts.layout, opts.cache_dir,
-                                              opts.git_base, progress)
+                                              opts.git_base, index_shown, progress)
         arts += got
         entries[release.name] = entry
         records.append((release, record))
@@ -134,8 +136,8 @@ def create(opts: CreateOptions, progress: Progress = _noop) -> Created:
                                                opts.index_url, progress)
     arts += tool
 
-    table, reused, notes = _merge(arts, started)
-    rows = _write(opts.out, table, progress)
+    table, notes = _merge(arts, started)
+    rows, reused = _write(opts.out, table, progress)
     # Completeness is checked on the whole set, before a delta leaves out
     # what the bundles it builds on already carry.
     doc = {"schema": layout.SCHEMA, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -183,16 +185,14 @@ def _selection(opts: CreateOptions, releases) -> dict:
 def _inputs(opts: CreateOptions, entries: dict, tool_info: dict) -> dict:
     """What the bundle was made from, without a credential."""
     return {"airlock": tool_info["version"],
-            "index": strip_userinfo(opts.index_url) if opts.index_url else
-            "the machine's pip configuration",
+            "index": gather.shown_index(opts.index_url),
             "git_base": strip_userinfo(opts.git_base) if opts.git_base else None,
             "locks": {name: entry["lock"]["path"] for name, entry in entries.items()},
             "base_images": {name: entry["base_image"]["digest"]
                             for name, entry in entries.items()}}
 
 
-def _merge(arts: list[gather.Artifact], started: float
-           ) -> tuple[dict[str, dict], dict[str, int], list[str]]:
+def _merge(arts: list[gather.Artifact], started: float) -> tuple[dict[str, dict], list[str]]:
     """One row per bundle path; the same path twice must be the same bytes.
 
     Two releases may build the same sdist into wheels of one name that
@@ -200,7 +200,6 @@ def _merge(arts: list[gather.Artifact], started: float
     first, in release order, is kept, and the note says which was dropped.
     """
     table: dict[str, dict] = {}
-    reused: dict[str, int] = {}
     notes: list[str] = []
     for art in arts:
         data, source = art.data, art.source
@@ -214,10 +213,9 @@ def _merge(arts: list[gather.Artifact], started: float
         if row is None:
             row = table[art.path] = {"path": art.path, "kind": art.kind, "origin": art.origin,
                                      "sha256": sha, "size": size, "release": set(),
-                                     "platform": set(), "_source": source, "_data": data}
-            if source is not None and source.stat().st_mtime < started:
-                group = layout.group(art.kind)
-                reused[group] = reused.get(group, 0) + 1
+                                     "platform": set(), "_source": source, "_data": data,
+                                     "_old": source is not None and
+                                     source.stat().st_mtime < started}
         elif row["sha256"] != sha:
             if art.kind in ("wheel", "apt-index"):
                 notes.append(f"{art.path}: releases {', '.join(sorted(art.releases))} built "
@@ -229,20 +227,30 @@ def _merge(arts: list[gather.Artifact], started: float
                                    "must name one file")
         row["release"] |= art.releases
         row["platform"] |= art.platforms
-    return table, reused, notes
+    return table, notes
 
 
-def _write(out: Path, table: dict[str, dict], progress: Progress) -> list[dict]:
-    """Put every artifact into ``out`` (hard links into the caches where it can); its rows."""
+def _write(out: Path, table: dict[str, dict], progress: Progress
+           ) -> tuple[list[dict], dict[str, int]]:
+    """Put every artifact into ``out`` (hard links into the caches where it can).
+
+    Returns the manifest rows, and per group how many artifacts were reused:
+    already in ``out`` (an earlier or interrupted create), or taken from a
+    cache that held them before this run began.
+    """
     total = sum(row["size"] for row in table.values())
     done = 0
     rows = []
+    reused: dict[str, int] = {}
     last = 0.0
     for number, path in enumerate(sorted(table), 1):
         row = table[path]
         target = out / path
-        source, data = row.pop("_source"), row.pop("_data")
-        if not _holds(target, row["sha256"]):
+        source, data, old = row.pop("_source"), row.pop("_data"), row.pop("_old")
+        held = _holds(target, row["sha256"])
+        if held or old:
+            reused[layout.group(row["kind"])] = reused.get(layout.group(row["kind"]), 0) + 1
+        if not held:
             _remove(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             if source is not None:
@@ -257,7 +265,7 @@ def _write(out: Path, table: dict[str, dict], progress: Progress) -> list[dict]:
         rows.append({**row, "release": sorted(row["release"]),
                      "platform": sorted(row["platform"])})
     _remove_stale(out, {row["path"] for row in rows})
-    return rows
+    return rows, reused
 
 
 def _holds(target: Path, sha256: str) -> bool:
@@ -314,3 +322,18 @@ def raise_problems(created: Created) -> None:
     """An incomplete bundle is the create's failure: every problem, one line each."""
     if created.problems:
         raise ErrorList(created.problems)
+
+
+def _only_files_and_folders(out: Path) -> None:
+    """An earlier bundle folder holds regular files and folders only.
+
+    create writes below it: a link planted there (``python`` -> ``/etc``)
+    would have it write, or remove, outside the folder it was given.
+    """
+    for dirpath, dirnames, filenames in os.walk(out):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise AirlockError(path, f"is {files.kind_of(mode)} inside the bundle folder",
+                                   "remove it (a bundle holds regular files and folders only)")

@@ -51,15 +51,23 @@ def _noop(_: str) -> None:
     pass
 
 
+def shown_index(index_url: str | None) -> str:
+    """The package index a run downloads from, as an origin names it (no credentials)."""
+    from airlock.ext import index
+    from airlock.inputs import sdistcheck
+
+    return sdistcheck.shown_locations(index.locations(index_url)) or "the package index"
+
+
 def release_artifacts(release: Release, record: dict, data: Layout, cache: Path,
-                      git_base: str | None, progress: Progress = _noop
+                      git_base: str | None, index_shown: str, progress: Progress = _noop
                       ) -> tuple[list[Artifact], dict]:
     """Every artifact of ``release`` and its manifest entry, from a gathering's ``record``."""
     arts: list[Artifact] = []
     entry: dict = {"platforms": record["platforms"],
                    "services": sorted(record.get("services") or {})}
     arts += _sources(release, record["lock"], data, cache, git_base, entry, progress)
-    arts += _python(release, record, data, entry)
+    arts += _python(release, record, data, entry, index_shown)
     arts += _debs(release, record, cache, entry)
     arts += _images(release, record, cache, entry, progress)
     for art in arts:
@@ -151,13 +159,13 @@ def git_bundle(name: str, locked: dict, given: list[str], cache: Path
 # --- python -------------------------------------------------------------------
 
 
-def _python(release: Release, record: dict, data: Layout, entry: dict) -> list[Artifact]:
+def _python(release: Release, record: dict, data: Layout, entry: dict,
+            index_shown: str) -> list[Artifact]:
     arts: list[Artifact] = []
     python: dict = {}
     for service, svc in sorted((record.get("services") or {}).items()):
         house = Path(svc["wheels"])
         manifest = files.read_json(house / wheels.MANIFEST) or {}
-        index = (manifest.get("inputs") or {}).get("index", "the package index")
         built = {b["wheel"]: b for b in manifest.get("built") or []}
         for rel in sorted(manifest.get("files") or {}):
             sub = rel.split("/", 1)[0]
@@ -165,7 +173,7 @@ def _python(release: Release, record: dict, data: Layout, entry: dict) -> list[A
                 {platforms_mod.by_arch(sub).platform}
             made = built.get(rel)
             origin = f"built from {made['sdist']} (sha256 {made['sdist_sha256']})" if made \
-                else f"downloaded from {index}"
+                else f"downloaded from {index_shown}"
             arts.append(Artifact(layout.wheel(Path(rel).name), "wheel", origin,
                                  source=house / rel, platforms=plats))
         text = wheels.requirements_text(release, service, svc["sources"], data.images_dir)
@@ -187,8 +195,8 @@ def _python(release: Release, record: dict, data: Layout, entry: dict) -> list[A
     tools = Path(record["tool_wheels"])
     tool_manifest = files.read_json(tools / wheels.MANIFEST) or {}
     for name in sorted(tool_manifest.get("files") or {}):
-        arts.append(Artifact(layout.wheel(name), "wheel", "downloaded from the package index "
-                             "(venv-builder's uv)", source=tools / name,
+        arts.append(Artifact(layout.wheel(name), "wheel", f"downloaded from {index_shown}",
+                             source=tools / name,
                              platforms=_wheel_platforms(name)))
     entry["python"] = python
     entry["python_version"] = release.python
@@ -333,6 +341,7 @@ def airlock_artifacts(platforms: list[str], cache: Path, index_url: str | None,
     where = index.locations(index_url)
     store = wheelcache.Cache(cache / "pypi")
     arts: list[Artifact] = []
+    shown = shown_index(index_url)
     progress(f"airlock: its wheel and its dependencies for Python {python}")
     with tempfile.TemporaryDirectory(prefix="airlock-self-") as tmp:
         own = uv.build_wheel(project, Path(tmp), where=where)
@@ -352,7 +361,7 @@ def airlock_artifacts(platforms: list[str], cache: Path, index_url: str | None,
                 raise ToolError(pin, f"the index has no wheel for {platform}",
                                 "put a wheel of it on the package index")
             arts.append(Artifact(layout.airlock_wheel(filename), "airlock",
-                                 "downloaded from the package index", source=store.files /
+                                 f"downloaded from {shown}", source=store.files /
                                  filename, platforms={platform}))
     return arts, {"version": airlock_version(project), "python": python}
 

@@ -163,17 +163,27 @@ def _existing_outputs(out: Path) -> list[Path]:
 
 
 def write(dir: Path, out: Path, max_part_size: int | None = None,
-          progress: Progress | None = None) -> list[Path]:
+          progress: Progress | None = None, replace: bool = False) -> list[Path]:
     """Stream the bundle folder ``dir`` into ``out`` (or out.000, .001, ...); return the files.
 
     Every file is hashed while it is copied and must match SHA256SUMS: a
     file changed since SHA256SUMS was written never reaches the tar.
-    With ``max_part_size`` the output is always parts, even one.
+    With ``max_part_size`` the output is always parts, even one. With
+    ``replace`` (``bundle create`` writing the tar of its own folder again)
+    an earlier tar and its parts are removed first, links themselves and
+    never what they point to; anything else there is refused.
     """
     dir, out = Path(dir), Path(out)
     if max_part_size is not None and max_part_size < 512:
         raise AirlockError(str(out), f"parts of {max_part_size} bytes", "give at least 512")
     existing = _existing_outputs(out)
+    if existing and replace:
+        for old in existing:
+            if stat.S_ISDIR(os.lstat(old).st_mode):
+                raise AirlockError(str(old), "is a folder where the tar goes",
+                                   "remove it or choose another --out")
+            os.unlink(old)
+        existing = []
     if existing:
         raise AirlockError(str(existing[0]), "already exists",
                            "remove it (and its other parts) or choose another file")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -73,6 +74,9 @@ class BundleTest(unittest.TestCase):
         cls.full = cls.tmp / "full"
         cls.created = pipeline.airlock("bundle", "create", *common, "--out", str(cls.full),
                                        "--tar", "--max-part-size", "100MiB")
+        # Again, as after an interrupt: everything is there, nothing is made.
+        cls.resumed = pipeline.airlock("bundle", "create", *common, "--out", str(cls.full),
+                                       "--tar", "--max-part-size", "100MiB")
         cls.delta = cls.tmp / "delta"
         cls.created_delta = pipeline.airlock("bundle", "create", *common, "--out",
                                              str(cls.delta), "--since", str(cls.old))
@@ -98,6 +102,14 @@ class BundleTest(unittest.TestCase):
                                  "deb", "apt-index", "image"})
         for art in self.manifest["artifacts"]:
             self.assertNotIn("@", art["origin"].split("://", 1)[-1].split("/", 1)[0])
+
+    def test_a_second_create_reuses_every_artifact_and_makes_the_same_bundle(self) -> None:
+        for group in layout.GROUP_ORDER:
+            match = re.search(rf"(?m)^{group}\s+(\d+)\s+\S+ \S+\s+(\d+)$",
+                              self.resumed.stdout)
+            self.assertIsNotNone(match, self.resumed.stdout)
+            self.assertEqual(match[1], match[2], f"{group}: {self.resumed.stdout}")
+        self.assertIn(f"bundle {self.manifest['id']} ", self.resumed.stdout)
 
     def test_sha256sum_accepts_the_sums_and_verify_accepts_folder_and_tar(self) -> None:
         subprocess.run(["sha256sum", "--quiet", "-c", layout.SUMS], cwd=self.full, check=True)

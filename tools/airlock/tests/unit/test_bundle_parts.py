@@ -99,7 +99,7 @@ class MergeTest(unittest.TestCase):
                                 releases={"2025.1"}, platforms={"linux/amd64"}),
                 gather.Artifact("python/wheels/x.whl", "wheel", "o", data=b"x",
                                 releases={"2025.2"}, platforms={"linux/arm64"})]
-        table, _reused, notes = create._merge(arts, started=0)
+        table, notes = create._merge(arts, started=0)
         self.assertEqual(notes, [])
         self.assertEqual(table["python/wheels/x.whl"]["release"], {"2025.1", "2025.2"})
         self.assertEqual(table["python/wheels/x.whl"]["platform"], {"linux/amd64", "linux/arm64"})
@@ -109,7 +109,7 @@ class MergeTest(unittest.TestCase):
                                 releases={"2025.1"}),
                 gather.Artifact("python/wheels/x.whl", "wheel", "o", data=b"two",
                                 releases={"2025.2"})]
-        table, _reused, notes = create._merge(arts, started=0)
+        table, notes = create._merge(arts, started=0)
         self.assertEqual(table["python/wheels/x.whl"]["size"], 3)
         self.assertEqual(len(notes), 1)
         self.assertIn("releases 2025.2 built other bytes", notes[0])
@@ -139,6 +139,12 @@ class OutFolderTest(unittest.TestCase):
             (root / "partial").mkdir()
             (root / "partial" / layout.PARTIAL).write_text("")
             create.check_out(root / "partial")
+            (root / "old" / "python").mkdir()
+            os.symlink("/etc", root / "old" / "python" / "wheels")
+            with self.assertRaises(AirlockError) as caught:
+                create.check_out(root / "old")
+            self.assertIn("is a symbolic link inside the bundle folder", str(caught.exception))
+            os.unlink(root / "old" / "python" / "wheels")
             (root / "file").write_text("x")
             os.symlink(root / "old", root / "link")
             for bad in ("file", "link"):
