@@ -30,7 +30,7 @@ UNLISTED = (SUMS, SIGNATURE)
 BLOCK = 1 << 20
 PATH_MAX = 1024
 COMPONENT_MAX = 255
-_COMPONENT = re.compile(r"[A-Za-z0-9_+@=-][A-Za-z0-9._+@=-]*")
+_COMPONENT = re.compile(r"[A-Za-z0-9_+@=-][A-Za-z0-9._+@=%~-]*")
 _LINE = re.compile(r"([0-9a-f]{64})  (.+)")
 GET_AGAIN = "the bundle was changed or damaged in transit; get it again"
 # Progress: (done files, total files, done bytes, total bytes).
@@ -42,7 +42,7 @@ def safe_path(name: str) -> str | None:
     """What is wrong with ``name`` as a path inside a bundle, or None when it is fine.
 
     The contract's paths: relative, POSIX, each component matching
-    ``[A-Za-z0-9_+@=-][A-Za-z0-9._+@=-]*`` (no hidden file, no ``.`` or
+    ``[A-Za-z0-9_+@=-][A-Za-z0-9._+@=%~-]*`` (no hidden file, no ``.`` or
     ``..``), no empty component.
     """
     if not name:
@@ -64,7 +64,7 @@ def safe_path(name: str) -> str | None:
         if len(part) > COMPONENT_MAX:
             return f"has a component longer than {COMPONENT_MAX} characters"
         if not _COMPONENT.fullmatch(part):
-            return (f"has a character outside [A-Za-z0-9._+@=-] in {part!r}"
+            return (f"has a character outside [A-Za-z0-9._+@=%~-] in {part!r}"
                     .encode("ascii", "backslashreplace").decode())
     return None
 

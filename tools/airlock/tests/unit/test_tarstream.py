@@ -42,7 +42,7 @@ class SumsTest(unittest.TestCase):
                                                                " ('//' or a trailing '/')"),
                               ("a/", "has an empty component ('//' or a trailing '/')"),
                               ("a/.hidden", "has a hidden component '.hidden'"),
-                              ("a b", "has a character outside [A-Za-z0-9._+@=-] in 'a b'"),
+                              ("a b", "has a character outside [A-Za-z0-9._+@=%~-] in 'a b'"),
                               ("", "is an empty path")):
             with self.subTest(name=name):
                 self.assertEqual(sums.safe_path(name), problem)

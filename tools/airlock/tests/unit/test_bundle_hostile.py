@@ -1,0 +1,169 @@
+"""The bundle verbs as a hostile user drives them: one line and exit 1, never a traceback.
+
+Each row runs the real CLI (``airlock.cli.main``) in-process on a bundle
+folder made by :mod:`bundlefixture` whose manifest.json (or tree) was
+damaged in one way, and checks the exit code and the one line on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import re
+import shutil
+import tempfile
+import unittest
+from pathlib import Path
+
+from airlock import cli
+from airlock.tests.unit import bundlefixture as bf
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    """``airlock ARGV`` in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def release_entry() -> dict:
+    """A manifest's releases entry with the fields inspect and check read."""
+    return {"platforms": ["linux/amd64"], "python_version": "3.12",
+            "base_image": {"ref": "127.0.0.1:5000/airlock/debian", "digest": "sha256:" + "a" * 64},
+            "components": {"keystone": {
+                "sha": "b" * 40, "ref": "28.1.0", "bundle": "sources/keystone.bundle",
+                "patches": [{"path": "sources/patches/keystone/0001.patch", "sha256": "c" * 64}]}},
+            "python": {"keystone": {"requirements": {
+                name: f"python/requirements/2025.2/keystone/{name}"
+                for name in ("requirements.in", "constraints.txt", "build-constraints.txt")}}},
+            "apt": {"amd64": "debs/debian-trixie-amd64"},
+            "packages": {"keystone": {"amd64": ["libldap-2.5-0"]}}}
+
+
+def good_manifest() -> dict:
+    doc = bf.manifest_for(bf.default_files())
+    doc.update({"releases": {"2025.2": release_entry()}, "complete": True, "notes": [],
+                "selection": {"releases": ["2025.2"], "services": ["keystone"],
+                              "platforms": ["linux/amd64"]},
+                "airlock": {"version": "0.1.0"}})
+    return doc
+
+
+def _set(path: str, value):
+    """An edit setting the dotted ``path`` (list indexes as numbers) to ``value``."""
+    def edit(doc: dict) -> None:
+        *parents, last = path.split("/")
+        node = doc
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return edit
+
+
+R = "releases/2025.2"
+K = f"{R}/components/keystone"
+# (name, edit of a good manifest, the start of the line on stderr after "M:")
+ROWS = [
+    ("release entry a list", _set(R, []), "releases.2025.2: missing or not a mapping"),
+    ("release entry a string", _set(R, "x"), "releases.2025.2: missing or not a mapping"),
+    ("component an int", _set(K, 5), "releases.2025.2.components.keystone: missing or not"),
+    ("component sha an int", _set(f"{K}/sha", 5), "releases.2025.2.components.keystone.sha:"),
+    ("patch a string", _set(f"{K}/patches/0", "x"), "releases.2025.2.components.keystone."
+     "patches[0]: missing or not a mapping"),
+    ("base image a string", _set(f"{R}/base_image", "x"), "releases.2025.2.base_image:"),
+    ("python a list", _set(f"{R}/python", []), "releases.2025.2.python: missing or not"),
+    ("requirements absolute", _set(f"{R}/python/keystone/requirements/requirements.in",
+                                   "/etc/passwd"), "releases.2025.2.python.keystone."
+     "requirements.requirements.in: '/etc/passwd' is an absolute path"),
+    ("packages a string", _set(f"{R}/packages/keystone", "x"),
+     "releases.2025.2.packages.keystone: missing or not a mapping"),
+    ("size a string", _set("artifacts/0/size", "abc"), "artifacts[0].size: missing or not a "
+     "whole number"),
+    ("size negative", _set("artifacts/0/size", -5), "artifacts[0].size: is negative"),
+    ("size a list", _set("artifacts/0/size", [1]), "artifacts[0].size: missing or not"),
+    ("kind an int", _set("artifacts/0/kind", 5), "artifacts[0].kind: missing or not a string"),
+    ("path with ..", _set("artifacts/0/path", "../../etc/passwd"), "artifacts[0].path: "
+     "'../../etc/passwd' has a '..' component"),
+    ("path absolute", _set("artifacts/0/path", "/etc/passwd"), "artifacts[0].path: "
+     "'/etc/passwd' is an absolute path"),
+    ("selection a string", _set("selection", "x"), "selection: missing or not a mapping"),
+    ("selection releases ints", _set("selection/releases", [1, 2]),
+     "selection.releases[0]: missing or not a string"),
+    ("airlock a string", _set("airlock", "x"), "airlock: missing or not a mapping"),
+    ("notes an int", _set("notes", 5), "notes: missing or not a list"),
+    ("requires ints", _set("requires", [1]), "requires[0]: missing or not a string"),
+    ("id with a terminal escape", _set("id", "airlock-\x1b[31mred\nforged line"),
+     "id: holds a control character"),
+    ("release name with a newline", _set("releases", {"a\nforged": {}}),
+     "releases.a\\nforged: is not a printable name"),
+]
+# (name, manifest.json text, the start of the line after "M:" or "M: ")
+RAW = [
+    ("deep arrays", "[" * 100000 + "]" * 100000, " is not JSON (nested too deeply)"),
+    ("deep objects", '{"a":' * 50000 + "1" + "}" * 50000, " is not JSON (nested too deeply)"),
+    ("an integer of 5000 digits", '{"schema": 1' + "0" * 5000 + "}", " is not JSON (Exceeds"),
+    ("NaN for a size", None, " is not JSON (NaN is no JSON number)"),
+]
+
+
+class InspectHostileManifest(unittest.TestCase):
+    """``bundle inspect DIR`` (and ``bundle check DIR``) on a damaged manifest.json."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-bh-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def bundle(self, text: str) -> Path:
+        folder = self.tmp / "b"
+        bf.make_bundle(folder)
+        (folder / "manifest.json").write_text(text)
+        return folder
+
+    def expect(self, folder: Path, line: str) -> None:
+        for verb in ("inspect", "check"):
+            with self.subTest(verb=verb):
+                code, out, err = run("bundle", verb, str(folder))
+                where = f"{folder}/manifest.json:"
+                self.assertEqual(code, 1, err)
+                self.assertTrue(err.startswith(where + line), err)
+                self.assertEqual(err.count("\n"), 1, err)
+                self.assertNotIn("\x1b", err + out)
+                self.assertEqual(out, "")
+
+    def test_the_good_manifest_is_inspected(self) -> None:
+        folder = self.bundle(json.dumps(good_manifest()))
+        code, out, err = run("bundle", "inspect", str(folder))
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("keystone     28.1.0 at bbbbbbbbbbbb, 1 patch(es): 0001.patch", out)
+
+    def test_debian_file_names_with_an_epoch_and_a_tilde_are_bundle_paths(self) -> None:
+        doc = good_manifest()
+        doc["artifacts"][0]["path"] = "debs/debian-trixie-amd64/cpp_4%3a12.2.0~rc1-3_amd64.deb"
+        code, out, err = run("bundle", "inspect", str(self.bundle(json.dumps(doc))))
+        self.assertEqual((code, err), (0, ""))
+
+    def test_each_wrong_type_is_one_line_naming_the_key(self) -> None:
+        for name, edit, line in ROWS:
+            with self.subTest(name):
+                doc = copy.deepcopy(good_manifest())
+                edit(doc)
+                self.expect(self.bundle(json.dumps(doc)), line)
+
+    def test_json_python_cannot_hold_is_one_line(self) -> None:
+        for name, text, line in RAW:
+            with self.subTest(name):
+                if text is None:
+                    text = re.sub(r'"size": [0-9]+', '"size": NaN', json.dumps(good_manifest()),
+                                  count=1)
+                    self.assertIn("NaN", text)
+                self.expect(self.bundle(text), line)
+
+
+if __name__ == "__main__":
+    unittest.main()
