@@ -18,6 +18,7 @@ import unittest
 from pathlib import Path
 
 from airlock import cli
+from airlock.bundle import tarstream
 from airlock.tests.unit import bundlefixture as bf
 
 
@@ -167,3 +168,54 @@ class InspectHostileManifest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class InspectTar(unittest.TestCase):
+    """``bundle inspect FILE.tar``: the manifest from the tar's head, or one line."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-bh-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def tar(self, manifest_text: str | None = None, parts: int | None = None) -> Path:
+        folder = bf.make_bundle(self.tmp / "b", manifest=good_manifest())
+        if manifest_text is not None:
+            (folder / "manifest.json").write_text(manifest_text)
+            bf.write_sums(folder, None)
+        tarstream.write(folder, self.tmp / "b.tar", parts)
+        return self.tmp / "b.tar"
+
+    def test_a_tar_and_its_parts_are_inspected(self) -> None:
+        for parts in (None, 4096):
+            with self.subTest(parts=parts):
+                shutil.rmtree(self.tmp)
+                self.tmp.mkdir()
+                tar = self.tar(parts=parts)
+                code, out, err = run("bundle", "inspect", str(tar))
+                self.assertEqual((code, err), (0, ""))
+                self.assertIn("bundle   airlock-test-1  version 2025.2-1", out)
+
+    def test_a_damaged_manifest_in_a_tar_is_one_line(self) -> None:
+        tar = self.tar("[" * 100000 + "]" * 100000)
+        code, out, err = run("bundle", "inspect", str(tar))
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"{tar}: manifest.json: is not JSON (nested too deeply); "
+                         "the bundle was changed or damaged in transit; get it again\n")
+
+    def test_what_is_no_bundle_tar_is_one_line(self) -> None:
+        noise = self.tmp / "noise.bin"
+        noise.write_bytes(bytes(range(256)) * 400)
+        empty = self.tmp / "empty.tar"
+        empty.write_bytes(b"")
+        zeros = self.tmp / "zeros.tar"
+        zeros.write_bytes(bytes(10240))
+        for target, line in ((noise, f"{noise}: not a tar, or damaged at byte 0"),
+                             (empty, f"{empty}: truncated before its manifest"),
+                             (zeros, f"{zeros}: holds no manifest.json among its first"),
+                             (Path("/dev/zero"), "/dev/zero: is not a regular file"),
+                             (self.tmp / "none", f"{self.tmp}/none: no such file")):
+            with self.subTest(str(target)):
+                code, out, err = run("bundle", "inspect", str(target))
+                self.assertEqual((code, out), (1, ""), err)
+                self.assertTrue(err.startswith(line), err)
+                self.assertEqual(err.count("\n"), 1, err)
