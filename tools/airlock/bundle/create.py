@@ -92,7 +92,7 @@ def create(opts: CreateOptions, progress: Progress = _noop) -> Created:
     if opts.key is not None:
         files.read_bytes(opts.key, limit=files.MiB, fix="pass a private key file (ssh-keygen "
                          "-t ed25519) or the .pub of a key in ssh-agent")
-    since = manifest_mod.load(manifest_mod.of(opts.since)) if opts.since else None
+    since = manifest_mod.read(opts.since) if opts.since else None
     releases = [load_release(opts.layout, name) for name in opts.releases]
     selection = _selection(opts, releases)
     opts.out.mkdir(parents=True, exist_ok=True)

@@ -36,9 +36,22 @@ def bundle_id(selection: dict, artifacts: list[dict]) -> str:
 FIX = "pass a bundle folder (or its manifest.json) made by airlock bundle create"
 
 
-def load(path: Path) -> dict:
-    """A bundle's manifest, checked enough that every reader can rely on its shape."""
-    return parse(files.read_bytes(path, limit=LIMIT, fix=FIX), str(path))
+def load(path: Path, within: Path | None = None) -> dict:
+    """A bundle's manifest, checked enough that every reader can rely on its shape.
+
+    ``within``: the bundle folder it was found in; a manifest.json that is
+    a link out of it is refused (nothing follows a link out of a tree
+    airlock did not make).
+    """
+    return parse(files.read_bytes(path, limit=LIMIT, fix=FIX, within=within), str(path))
+
+
+def read(folder_or_file: Path) -> dict:
+    """The checked manifest of a bundle folder (never through a link out of it), or a file."""
+    folder_or_file = Path(folder_or_file)
+    if folder_or_file.is_dir():
+        return load(folder_or_file / layout.MANIFEST, within=folder_or_file)
+    return load(folder_or_file)
 
 
 def _no_constant(name: str) -> None:

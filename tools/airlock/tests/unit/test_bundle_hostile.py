@@ -17,8 +17,9 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock import cli
+from airlock import cli, files
 from airlock.bundle import tarstream
+from airlock.errors import AirlockError
 from airlock.tests.unit import bundlefixture as bf
 
 
@@ -219,3 +220,55 @@ class InspectTar(unittest.TestCase):
                 self.assertEqual((code, out), (1, ""), err)
                 self.assertTrue(err.startswith(line), err)
                 self.assertEqual(err.count("\n"), 1, err)
+
+
+class LinksOutOfTheBundle(unittest.TestCase):
+    """inspect and check never read through a link out of a bundle folder they were given."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-bh-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.folder = bf.make_bundle(self.tmp / "b", manifest=good_manifest())
+        self.outside = self.tmp / "outside"
+        self.outside.mkdir()
+
+    def test_a_manifest_that_links_out_is_refused(self) -> None:
+        manifest = self.folder / "manifest.json"
+        manifest.rename(self.outside / "manifest.json")
+        manifest.symlink_to(self.outside / "manifest.json")
+        for verb in ("inspect", "check"):
+            with self.subTest(verb):
+                code, out, err = run("bundle", verb, str(self.folder))
+                self.assertEqual((code, out), (1, ""))
+                self.assertEqual(err, f"{manifest}: leads outside {self.folder} (a symbolic "
+                                 "link?); replace the link by the file itself\n")
+
+    def test_check_refuses_an_artifact_or_folder_that_links_out(self) -> None:
+        wheel = self.folder / bf.WHEEL
+        for name, link, target in (
+                ("a file", wheel, self.outside / wheel.name),
+                ("a folder", wheel.parent, self.outside / "wheels")):
+            with self.subTest(name):
+                link.rename(target)
+                link.symlink_to(target)
+                try:
+                    code, out, err = run("bundle", "check", str(self.folder))
+                finally:
+                    link.unlink()
+                    target.rename(link)
+                self.assertEqual(code, 1)
+                self.assertTrue(err.startswith(f"{self.folder}/python/wheels"), err)
+                self.assertIn(": is (or lies under) a symbolic link; a bundle holds regular "
+                              "files only; remove the link, or get the bundle again\n", err)
+                self.assertEqual(err.count("\n"), 1, err)
+
+
+class SizeLimits(unittest.TestCase):
+    def test_a_limit_below_a_mebibyte_is_said_in_kibibytes(self) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="airlock-bh-"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        big = tmp / "sig"
+        big.write_bytes(b"x" * 70000)
+        with self.assertRaises(AirlockError) as caught:
+            files.read_bytes(big, limit=64 * 1024)
+        self.assertEqual(caught.exception.what, "is larger than 64 KiB, the limit for this file")
