@@ -18,8 +18,9 @@ import unittest
 from pathlib import Path
 
 from airlock import cli, files
-from airlock.bundle import tarstream
+from airlock.bundle import create, layout, tarstream
 from airlock.errors import AirlockError
+from airlock.ext import sshkeygen
 from airlock.tests.unit import bundlefixture as bf
 
 
@@ -272,3 +273,44 @@ class SizeLimits(unittest.TestCase):
         with self.assertRaises(AirlockError) as caught:
             files.read_bytes(big, limit=64 * 1024)
         self.assertEqual(caught.exception.what, "is larger than 64 KiB, the limit for this file")
+
+
+class CreateChecksFirst(unittest.TestCase):
+    """What bundle create refuses before it gathers anything."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-bh-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def test_a_folder_with_someone_elses_manifest_json_is_no_bundle(self) -> None:
+        out = self.tmp / "project"
+        (out / "python").mkdir(parents=True)
+        (out / "python" / "notes.txt").write_text("mine\n")
+        (out / "manifest.json").write_text('{"name": "a web extension"}\n')
+        with self.assertRaises(AirlockError) as caught:
+            create.check_out(out)
+        self.assertEqual(str(caught.exception), f"{out}: is neither empty nor an airlock bundle "
+                         "(its manifest.json: is not an airlock bundle manifest of schema 1); "
+                         "choose a new or empty folder for --out")
+
+    def test_an_airlock_bundle_or_an_interrupted_one_is_updated(self) -> None:
+        done = bf.make_bundle(self.tmp / "done", manifest=good_manifest())
+        partial = self.tmp / "partial"
+        partial.mkdir()
+        (partial / layout.PARTIAL).write_text("filling\n")
+        (partial / "manifest.json").write_text("cut sho")
+        for out in (done, partial, self.tmp / "new"):
+            create.check_out(out)  # no error
+
+    def test_a_key_that_cannot_sign_fails_at_once(self) -> None:
+        locked = bf.make_key(self.tmp, "locked", passphrase="secret passphrase")
+        open_key = bf.make_key(self.tmp, "open")
+        open_key.chmod(0o644)
+        for key, line in ((locked, f"{locked}: is protected by a passphrase"),
+                          (open_key, f"{open_key}: is readable by others, so ssh-keygen "
+                           f"ignores it; chmod 600 {open_key}")):
+            with self.subTest(key.name), self.assertRaises(AirlockError) as caught:
+                sshkeygen.check_key(key)
+            self.assertTrue(str(caught.exception).startswith(line), caught.exception)
+        open_key.chmod(0o600)
+        sshkeygen.check_key(open_key)  # signs: no error
