@@ -92,6 +92,15 @@ def check_out(out: Path) -> None:
             raise AirlockError(str(out), f"is neither empty nor an airlock bundle (its "
                                f"manifest.json: {error.what})",
                                "choose a new or empty folder for --out") from None
+    # create writes into (and removes from) this tree: a link in it would
+    # take those writes outside it.
+    for dirpath, dirnames, filenames in os.walk(out):
+        for name in (*dirnames, *filenames):
+            mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise AirlockError(os.path.join(dirpath, name), "is not a regular file or "
+                                   "folder (a link?); a bundle holds regular files only",
+                                   "remove it, or choose a new folder for --out")
 
 
 def create(opts: CreateOptions, progress: Progress = _noop) -> Created:

@@ -314,3 +314,14 @@ class CreateChecksFirst(unittest.TestCase):
             self.assertTrue(str(caught.exception).startswith(line), caught.exception)
         open_key.chmod(0o600)
         sshkeygen.check_key(open_key)  # signs: no error
+
+    def test_an_earlier_bundle_holding_a_link_is_not_written_through(self) -> None:
+        done = bf.make_bundle(self.tmp / "done", manifest=good_manifest())
+        elsewhere = self.tmp / "elsewhere"
+        (done / "python" / "wheels").rename(elsewhere)
+        (done / "python" / "wheels").symlink_to(elsewhere)
+        with self.assertRaises(AirlockError) as caught:
+            create.check_out(done)
+        self.assertEqual(str(caught.exception), f"{done}/python/wheels: is not a regular file or "
+                         "folder (a link?); a bundle holds regular files only; remove it, or "
+                         "choose a new folder for --out")
