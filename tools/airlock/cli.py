@@ -515,6 +515,9 @@ def cmd_bundle_check(args: argparse.Namespace) -> int:
     doc = manifest.read(folder)
     earlier = [Path(p) for p in args.with_ or ()]
     docs = {manifest.read(p)["id"]: p for p in earlier}
+    # A bundle may be named by its manifest.json: its files are beside it.
+    folder = folder if folder.is_dir() else folder.parent
+    docs = {key: p if p.is_dir() else p.parent for key, p in docs.items()}
     missing = [i for i in doc["requires"] if i not in docs]
     if missing:
         raise AirlockError(str(folder), f"is a delta on {', '.join(missing)}",

@@ -325,3 +325,15 @@ class CreateChecksFirst(unittest.TestCase):
         self.assertEqual(str(caught.exception), f"{done}/python/wheels: is not a regular file or "
                          "folder (a link?); a bundle holds regular files only; remove it, or "
                          "choose a new folder for --out")
+
+
+class CheckNamedByItsManifest(unittest.TestCase):
+    def test_a_bundle_named_by_its_manifest_json_is_checked_in_its_folder(self) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="airlock-bh-"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        doc = good_manifest()
+        doc["releases"] = {}  # presence of every artifact only: no uv, no engine
+        folder = bf.make_bundle(tmp / "b", manifest=doc)
+        code, out, err = run("bundle", "check", str(folder / "manifest.json"))
+        self.assertEqual((code, err), (0, ""), err)
+        self.assertIn("complete: every release, service and platform", out)
