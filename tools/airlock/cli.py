@@ -483,6 +483,8 @@ def cmd_bundle_create(args: argparse.Namespace) -> int:
     part_size = tarstream.parse_size(args.max_part_size) if args.max_part_size else None
     if part_size is not None and not args.tar:
         raise AirlockError("--max-part-size", "splits the tar file", "add --tar")
+    if args.tar:  # found now, not once the gathering is done
+        tarstream.check_free(Path(f"{out}.tar"))
     layout = _layout(args)
     opts = create.CreateOptions(
         releases=tuple(dict.fromkeys(args.release)), layout=layout, out=out, work_dir=work,

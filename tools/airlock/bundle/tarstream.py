@@ -162,6 +162,14 @@ def _existing_outputs(out: Path) -> list[Path]:
     return sorted(found)
 
 
+def check_free(out: Path) -> None:
+    """``out`` (the tar) and any part of it must not exist yet: checked before a create too."""
+    existing = _existing_outputs(Path(out))
+    if existing:
+        raise AirlockError(str(existing[0]), "already exists",
+                           "remove it (and its other parts) or choose another file")
+
+
 def write(dir: Path, out: Path, max_part_size: int | None = None,
           progress: Progress | None = None) -> list[Path]:
     """Stream the bundle folder ``dir`` into ``out`` (or out.000, .001, ...); return the files.
@@ -174,9 +182,7 @@ def write(dir: Path, out: Path, max_part_size: int | None = None,
     if max_part_size is not None and max_part_size < 512:
         raise AirlockError(str(out), f"parts of {max_part_size} bytes", "give at least 512")
     existing = _existing_outputs(out)
-    if existing:
-        raise AirlockError(str(existing[0]), "already exists",
-                           "remove it (and its other parts) or choose another file")
+    check_free(out)
     if not out.parent.is_dir():
         raise AirlockError(str(out.parent), "no such folder", "create it first")
     with contextlib.suppress(ValueError):

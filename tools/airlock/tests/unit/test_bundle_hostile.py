@@ -337,3 +337,18 @@ class CheckNamedByItsManifest(unittest.TestCase):
         code, out, err = run("bundle", "check", str(folder / "manifest.json"))
         self.assertEqual((code, err), (0, ""), err)
         self.assertIn("complete: every release, service and platform", out)
+
+
+class CreateTarTargetFirst(unittest.TestCase):
+    def test_an_existing_part_of_the_tar_is_found_before_any_work(self) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="airlock-bh-"))
+        self.addCleanup(shutil.rmtree, tmp, True)
+        (tmp / "out.tar.001").write_bytes(b"an earlier part\n")
+        (tmp / "git").mkdir()
+        code, out, err = run("bundle", "create", "--release", "2025.2", "--out",
+                             str(tmp / "out"), "--tar", "--work-dir", str(tmp / "work"),
+                             "--registry", "127.0.0.1:1", "--git-base", str(tmp / "git"))
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, f"{tmp}/out.tar.001: already exists; remove it (and its other "
+                         "parts) or choose another file\n")
+        self.assertEqual(sorted(p.name for p in tmp.iterdir()), ["git", "out.tar.001"])
