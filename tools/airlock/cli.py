@@ -483,6 +483,8 @@ def cmd_bundle_create(args: argparse.Namespace) -> int:
     part_size = tarstream.parse_size(args.max_part_size) if args.max_part_size else None
     if part_size is not None and not args.tar:
         raise AirlockError("--max-part-size", "splits the tar file", "add --tar")
+    if args.tar:  # found now, not once the gathering is done
+        tarstream.check_free(Path(f"{out}.tar"), replace=True)
     layout = _layout(args)
     opts = create.CreateOptions(
         releases=tuple(dict.fromkeys(args.release)), layout=layout, out=out, work_dir=work,
@@ -513,9 +515,12 @@ def cmd_bundle_check(args: argparse.Namespace) -> int:
     from airlock.bundle import check, manifest
 
     folder = Path(args.bundle)
-    doc = manifest.load(manifest.of(folder))
+    doc = manifest.read(folder)
     earlier = [Path(p) for p in args.with_ or ()]
-    docs = {manifest.load(manifest.of(p))["id"]: p for p in earlier}
+    docs = {manifest.read(p)["id"]: p for p in earlier}
+    # A bundle may be named by its manifest.json: its files are beside it.
+    folder = folder if folder.is_dir() else folder.parent
+    docs = {key: p if p.is_dir() else p.parent for key, p in docs.items()}
     missing = [i for i in doc["requires"] if i not in docs]
     if missing:
         raise AirlockError(str(folder), f"is a delta on {', '.join(missing)}",
@@ -525,7 +530,15 @@ def cmd_bundle_check(args: argparse.Namespace) -> int:
     def where(path: str) -> Path | None:
         home = folder if by_path.get(path) == doc["id"] else docs.get(by_path.get(path, ""))
         found = home / path if home is not None else None
-        return found if found is not None and found.is_file() else None
+        if found is None or not found.is_file():
+            return None
+        # A bundle holds regular files only: a link (or a linked folder) on the
+        # way is never followed out of a tree airlock did not make.
+        if os.path.realpath(found) != os.path.join(os.path.realpath(home), path):
+            raise AirlockError(str(found), "is (or lies under) a symbolic link; a bundle "
+                               "holds regular files only", "remove the link, or get the "
+                               "bundle again")
+        return found
 
     problems = check.check(doc, where, str(folder), progress=_say)
     if problems:
@@ -561,7 +574,7 @@ def cmd_bundle_inspect(args: argparse.Namespace) -> int:
 
     target = Path(args.bundle)
     if target.is_dir() and not target.is_symlink():
-        doc = manifest.load(manifest.of(target))
+        doc = manifest.read(target)
     else:
         doc = verify.read_manifest(target)
     if args.json:

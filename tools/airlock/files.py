@@ -269,8 +269,8 @@ def read_bytes(path: Path, *, limit: int = DATA_LIMIT, fix: str = "check the pat
         except OSError as error:
             raise AirlockError(where, f"cannot read: {error.strerror}", fix) from None
     if len(data) > limit:
-        raise AirlockError(where, f"is larger than {limit // MiB} MiB, the limit for this file",
-                           fix)
+        shown = f"{limit // MiB} MiB" if limit >= MiB else f"{limit // 1024} KiB"
+        raise AirlockError(where, f"is larger than {shown}, the limit for this file", fix)
     return data
 
 

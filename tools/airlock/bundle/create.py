@@ -83,6 +83,15 @@ def check_out(out: Path) -> None:
     if names and not names & {layout.PARTIAL, layout.MANIFEST}:
         raise AirlockError(str(out), "is neither empty nor an airlock bundle",
                            "choose a new or empty folder for --out")
+    if names and layout.PARTIAL not in names:
+        # Any project may hold a manifest.json: only an airlock bundle's makes
+        # this folder one that create updates (and removes stale files from).
+        try:
+            manifest_mod.read(out)
+        except AirlockError as error:
+            raise AirlockError(str(out), f"is neither empty nor an airlock bundle (its "
+                               f"manifest.json: {error.what})",
+                               "choose a new or empty folder for --out") from None
     _only_files_and_folders(out)
 
 
@@ -93,7 +102,10 @@ def create(opts: CreateOptions, progress: Progress = _noop) -> Created:
     if opts.key is not None:
         files.read_bytes(opts.key, limit=files.MiB, fix="pass a private key file (ssh-keygen "
                          "-t ed25519) or the .pub of a key in ssh-agent")
-    since = manifest_mod.load(manifest_mod.of(opts.since)) if opts.since else None
+        from airlock.ext import sshkeygen
+
+        sshkeygen.check_key(opts.key)
+    since = manifest_mod.read(opts.since) if opts.since else None
     releases = [load_release(opts.layout, name) for name in opts.releases]
     selection = _selection(opts, releases)
     opts.out.mkdir(parents=True, exist_ok=True)

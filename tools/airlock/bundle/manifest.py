@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from airlock import files
-from airlock.bundle import layout
+from airlock.bundle import layout, sums
 from airlock.errors import AirlockError
 
 LIMIT = 256 * files.MiB
@@ -32,38 +33,166 @@ def bundle_id(selection: dict, artifacts: list[dict]) -> str:
     return "airlock-" + hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def load(path: Path) -> dict:
-    """A bundle's manifest, checked enough that every reader can rely on its shape."""
-    raw = files.read_bytes(path, limit=LIMIT, fix=FIX)
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise AirlockError(str(path), "is not JSON", FIX) from None
-    return checked(data, str(path))
-
-
 FIX = "pass a bundle folder (or its manifest.json) made by airlock bundle create"
 
 
-def checked(data: object, where: str) -> dict:
-    """``data`` if it has the shape every reader relies on; else one line naming the key."""
+def load(path: Path, within: Path | None = None) -> dict:
+    """A bundle's manifest, checked enough that every reader can rely on its shape.
+
+    ``within``: the bundle folder it was found in; a manifest.json that is
+    a link out of it is refused (nothing follows a link out of a tree
+    airlock did not make).
+    """
+    return parse(files.read_bytes(path, limit=LIMIT, fix=FIX, within=within), str(path))
+
+
+def read(folder_or_file: Path) -> dict:
+    """The checked manifest of a bundle folder (never through a link out of it), or a file."""
+    folder_or_file = Path(folder_or_file)
+    if folder_or_file.is_dir():
+        return load(folder_or_file / layout.MANIFEST, within=folder_or_file)
+    return load(folder_or_file)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is no JSON number")
+
+
+def parse(raw: bytes, where: str, fix: str = FIX) -> dict:
+    """The manifest in ``raw``, once every field a reader uses has its type (else one line)."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise AirlockError(where, "is not JSON (nested too deeply)", fix) from None
+    except ValueError as error:  # bad UTF-8, bad JSON, NaN, a number of 4300+ digits
+        raise AirlockError(where, f"is not JSON ({str(error)[:120]})", fix) from None
+    return checked(data, where, fix)
+
+
+def checked(data: object, where: str, fix: str = FIX) -> dict:
+    """``data`` if it has the shape every reader relies on; else one line naming the key.
+
+    A manifest may come from anywhere (a stick, a download): the readers
+    (inspect, check, ``--since``) index it freely, so a wrong type, a path
+    out of the bundle, a control character in what is printed, is refused
+    here, never met later as a traceback.
+    """
     if not isinstance(data, dict) or data.get("schema") != layout.SCHEMA:
         raise AirlockError(where, f"is not an airlock bundle manifest of schema "
-                           f"{layout.SCHEMA}", FIX)
-    for key, kind in (("id", str), ("version", str), ("artifacts", list), ("releases", dict),
-                      ("requires", list)):
-        if not isinstance(data.get(key), kind):
-            raise AirlockError(f"{where}:{key}", f"missing or not a {kind.__name__}", FIX)
-    for number, art in enumerate(data["artifacts"]):
-        if not isinstance(art, dict) or not all(isinstance(art.get(k), str) for k in
-                                                ("path", "sha256", "kind", "bundle")) \
-                or not isinstance(art.get("size"), int):
-            raise AirlockError(f"{where}:artifacts[{number}]", "not an artifact (path, sha256, "
-                               "size, kind, bundle)", FIX)
-    for name, entry in data["releases"].items():
-        if not isinstance(entry, dict):
-            raise AirlockError(f"{where}:releases.{name}", "not a mapping", FIX)
+                           f"{layout.SCHEMA}", fix)
+    _Shape(where, fix).manifest(data)
     return data
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_KINDS = {dict: "a mapping", list: "a list", str: "a string", int: "a whole number",
+          bool: "true or false"}
+
+
+class _Shape:
+    """The type of every field the bundle readers use; the first one wrong is one line."""
+
+    def __init__(self, where: str, fix: str) -> None:
+        self.where, self.fix = where, fix
+
+    def fail(self, key: str, what: str) -> None:
+        if not key.isprintable():  # a hostile name must not write on the terminal
+            key = key.encode("unicode_escape").decode()
+        raise AirlockError(f"{self.where}:{key[:200]}", what, self.fix)
+
+    def names(self, value: dict, key: str) -> dict:
+        """A mapping whose keys are printed (release, component, service, arch names)."""
+        for name in value:
+            if not name or not name.isprintable() or len(name) > 200:
+                self.fail(f"{key}.{name}", "is not a printable name")
+        return value
+
+    def need(self, value, kind: type, key: str, optional: bool = False):
+        if value is None and optional:
+            return kind()
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            self.fail(key, f"missing or not {_KINDS.get(kind, kind.__name__)}")
+        return value
+
+    def text(self, value, key: str, optional: bool = False) -> str:
+        value = self.need(value, str, key, optional)
+        if not value.isprintable():
+            self.fail(key, "holds a control character")
+        return value
+
+    def texts(self, value, key: str, optional: bool = False) -> list[str]:
+        value = self.need(value, list, key, optional)
+        for number, item in enumerate(value):
+            self.text(item, f"{key}[{number}]")
+        return value
+
+    def path(self, value, key: str) -> str:
+        problem = sums.safe_path(self.need(value, str, key))
+        if problem:
+            self.fail(key, f"{value!r} {problem}"[:300])
+        return value
+
+    def manifest(self, data: dict) -> None:
+        for key in ("id", "version"):
+            if not self.text(data.get(key), key):
+                self.fail(key, "is empty")
+        self.text(data.get("created_at"), "created_at", optional=True)
+        self.texts(data.get("requires"), "requires")
+        self.texts(data.get("notes"), "notes", optional=True)
+        self.need(data.get("complete"), bool, "complete", optional=True)
+        self.need(data.get("airlock"), dict, "airlock", optional=True)
+        selection = self.need(data.get("selection"), dict, "selection", optional=True)
+        for key in ("releases", "services", "platforms"):
+            self.texts(selection.get(key), f"selection.{key}", optional=True)
+        for number, art in enumerate(self.need(data.get("artifacts"), list, "artifacts")):
+            at = f"artifacts[{number}]"
+            self.need(art, dict, at)
+            self.path(art.get("path"), f"{at}.path")
+            for key in ("kind", "bundle"):
+                self.text(art.get(key), f"{at}.{key}")
+            if not _SHA256.fullmatch(self.need(art.get("sha256"), str, f"{at}.sha256")):
+                self.fail(f"{at}.sha256", "not a sha256 (64 lowercase hex)")
+            if self.need(art.get("size"), int, f"{at}.size") < 0:
+                self.fail(f"{at}.size", "is negative")
+        for name, entry in self.names(self.need(data.get("releases"), dict, "releases"),
+                                      "releases").items():
+            self.release(f"releases.{name}", self.need(entry, dict, f"releases.{name}"))
+
+    def release(self, at: str, entry: dict) -> None:
+        self.texts(entry.get("platforms"), f"{at}.platforms", optional=True)
+        for key in ("python_version", "uv", "python_base"):
+            self.text(entry.get(key), f"{at}.{key}", optional=True)
+        base = self.need(entry.get("base_image"), dict, f"{at}.base_image", optional=True)
+        for key in ("ref", "digest"):
+            self.text(base.get(key), f"{at}.base_image.{key}", optional=True)
+        components = self.need(entry.get("components"), dict, f"{at}.components",
+                               optional=True)
+        for name, comp in self.names(components, f"{at}.components").items():
+            here = f"{at}.components.{name}"
+            self.need(comp, dict, here)
+            self.text(comp.get("ref"), f"{here}.ref")
+            if not re.fullmatch(r"[0-9a-f]{40}", self.text(comp.get("sha"), f"{here}.sha")):
+                self.fail(f"{here}.sha", "not a commit sha (40 lowercase hex)")
+            self.path(comp.get("bundle"), f"{here}.bundle")
+            for number, patch in enumerate(self.need(comp.get("patches"), list,
+                                                     f"{here}.patches", optional=True)):
+                self.need(patch, dict, f"{here}.patches[{number}]")
+                self.path(patch.get("path"), f"{here}.patches[{number}].path")
+        python = self.need(entry.get("python"), dict, f"{at}.python", optional=True)
+        for service, svc in self.names(python, f"{at}.python").items():
+            here = f"{at}.python.{service}"
+            reqs = self.need(self.need(svc, dict, here).get("requirements"), dict,
+                             f"{here}.requirements")
+            for key in layout.REQUIREMENTS_FILES[:3]:
+                self.path(reqs.get(key), f"{here}.requirements.{key}")
+        apt = self.need(entry.get("apt"), dict, f"{at}.apt", optional=True)
+        for arch, repo in self.names(apt, f"{at}.apt").items():
+            self.path(repo, f"{at}.apt.{arch}")
+        packages = self.need(entry.get("packages"), dict, f"{at}.packages", optional=True)
+        for owner, lists in self.names(packages, f"{at}.packages").items():
+            for arch, names in self.names(self.need(lists, dict, f"{at}.packages.{owner}"),
+                                          f"{at}.packages.{owner}").items():
+                self.texts(names, f"{at}.packages.{owner}.{arch}")
 
 
 def of(folder_or_file: Path) -> Path:

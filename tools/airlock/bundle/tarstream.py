@@ -162,6 +162,20 @@ def _existing_outputs(out: Path) -> list[Path]:
     return sorted(found)
 
 
+def check_free(out: Path, replace: bool = False) -> None:
+    """``out`` (the tar) and any part of it must not exist yet: checked before a create too.
+
+    With ``replace`` (a create writing the tar of its own folder again) an
+    earlier tar is replaced; only a folder in its place is refused.
+    """
+    existing = _existing_outputs(Path(out))
+    if replace:
+        existing = [p for p in existing if stat.S_ISDIR(os.lstat(p).st_mode)]
+    if existing:
+        raise AirlockError(str(existing[0]), "already exists",
+                           "remove it (and its other parts) or choose another file")
+
+
 def write(dir: Path, out: Path, max_part_size: int | None = None,
           progress: Progress | None = None, replace: bool = False) -> list[Path]:
     """Stream the bundle folder ``dir`` into ``out`` (or out.000, .001, ...); return the files.
@@ -177,16 +191,9 @@ def write(dir: Path, out: Path, max_part_size: int | None = None,
     if max_part_size is not None and max_part_size < 512:
         raise AirlockError(str(out), f"parts of {max_part_size} bytes", "give at least 512")
     existing = _existing_outputs(out)
-    if existing and replace:
-        for old in existing:
-            if stat.S_ISDIR(os.lstat(old).st_mode):
-                raise AirlockError(str(old), "is a folder where the tar goes",
-                                   "remove it or choose another --out")
-            os.unlink(old)
-        existing = []
-    if existing:
-        raise AirlockError(str(existing[0]), "already exists",
-                           "remove it (and its other parts) or choose another file")
+    check_free(out, replace)
+    for old in existing:  # with replace: files and links (never followed)
+        os.unlink(old)
     if not out.parent.is_dir():
         raise AirlockError(str(out.parent), "no such folder", "create it first")
     with contextlib.suppress(ValueError):

@@ -460,15 +460,17 @@ def verify_tar(path: Path, allowed_signers: Path, extract: Path | None = None,
 def read_manifest(path: Path) -> dict:
     """The manifest of a bundle tar, read from its first members: nothing is verified.
 
-    For ``bundle inspect``: what a tar holds, without extracting it (and
-    without reading past the manifest, however large the tar).
+    For ``bundle inspect``: what a tar holds, without extracting it and
+    without reading past the manifest, however large the tar. Its members
+    are judged as verify judges them, and the manifest is checked as
+    :func:`airlock.bundle.manifest.load` checks a folder's.
     """
     tar = str(path)
     reader = tarstream.open_parts(Path(path))
     try:
         stream = _TarStream(reader)
         try:
-            for _ in range(3):
+            for _ in (sums.SUMS, sums.SIGNATURE, sums.MANIFEST):
                 member = stream.next()
                 if member is None:
                     break
@@ -476,25 +478,19 @@ def read_manifest(path: Path) -> dict:
                 _judge(tar, member)
                 if member.name == sums.MANIFEST and member.type != tarfile.DIRTYPE:
                     if member.size > MANIFEST_LIMIT:
-                        raise AirlockError(f"{tar}: {sums.MANIFEST}", "is too large", GET_AGAIN)
-                    data = stream.read_exact(member.size)
+                        raise AirlockError(f"{tar}: {sums.MANIFEST}", "is too large",
+                                           GET_AGAIN)
+                    return manifest_mod.parse(stream.read_exact(member.size),
+                                              f"{tar}: {sums.MANIFEST}", GET_AGAIN)
+                if member.name not in sums.UNLISTED or member.size > SUMS_LIMIT:
                     break
                 stream.read_exact(member.size)
                 stream.skip_padding(member.size)
-            else:
-                data = None
         except _Truncated:
             raise AirlockError(tar, "truncated before its manifest", GET_AGAIN) from None
     finally:
         reader.close()
-    if member is None or data is None:
-        raise AirlockError(tar, f"holds no {sums.MANIFEST} among its first members",
-                           NOT_OURS)
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        raise AirlockError(f"{tar}: {sums.MANIFEST}", "not valid JSON", GET_AGAIN) from None
-    return manifest_mod.checked(doc, f"{tar}: {sums.MANIFEST}")
+    raise AirlockError(tar, f"holds no {sums.MANIFEST} among its first members", NOT_OURS)
 
 
 def _verify_stream(tar: str, stream: _TarStream, allowed_signers: Path,

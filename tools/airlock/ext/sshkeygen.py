@@ -84,6 +84,9 @@ def sign(key: Path, data: Path) -> bytes:
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode == 0 and proc.stdout.startswith(ARMOR):
         return proc.stdout
+    if "are too open" in stderr:
+        raise AirlockError(str(key), "is readable by others, so ssh-keygen ignores it",
+                           f"chmod 600 {key}")
     if re.search(r"passphrase|Load key", stderr):
         raise AirlockError(str(key), "is protected by a passphrase (or unreadable)",
                            "use an unencrypted key file, or load it in ssh-agent and pass the "
@@ -91,6 +94,19 @@ def sign(key: Path, data: Path) -> bytes:
     said = ext_exec.last_line(stderr, f"exit code {proc.returncode}")
     raise AirlockError(str(key), f"ssh-keygen cannot sign with it ({said})",
                        "pass an OpenSSH private key file (ssh-keygen -t ed25519 makes one)")
+
+
+def check_key(key: Path) -> None:
+    """Sign a few bytes with ``key`` now: a key that cannot sign fails before any work.
+
+    ``bundle create`` signs at its very end; a passphrase, a key others can
+    read or a .pub no ssh-agent holds must cost seconds, not a gathering of
+    hours.
+    """
+    with tempfile.TemporaryDirectory(prefix="airlock-key-") as tmp:
+        probe = Path(tmp) / "probe"
+        probe.write_bytes(b"airlock bundle create: can this key sign?\n")
+        sign(key, probe)
 
 
 def _fingerprint(sigfile: Path, data: bytes) -> str:

@@ -19,6 +19,8 @@ def _doc(**extra) -> dict:
     doc = {"schema": layout.SCHEMA, "id": "airlock-x", "version": "1", "requires": [],
            "releases": {"2025.2": {"components": {"keystone": {
                "sha": "8646e6745e8da32a8d273dd93792a67a43e3b5af", "ref": "28.1.0",
+               "repo": "/srv/git/openstack/keystone",
+               "bundle": layout.git_bundle("keystone", "8646e6745e8da32a8d273dd93792a67a43e3b5af"),
                "patches": [{"path": layout.patch("2025.2", "keystone", "0001-x.patch"),
                             "sha256": SHA_A}]}}}},
            "selection": {"releases": ["2025.2"], "services": ["keystone"],
@@ -66,7 +68,7 @@ class ManifestLoadTest(unittest.TestCase):
                 path.write_text(json.dumps(doc))
                 with self.subTest(where=where), self.assertRaises(AirlockError) as caught:
                     manifest.load(path)
-                self.assertTrue(str(caught.exception).startswith(where + ":"),
+                self.assertTrue(str(caught.exception).startswith(where),
                                 str(caught.exception))
             path.write_text("{" * 100000)
             with self.assertRaises(AirlockError) as caught:
@@ -134,7 +136,7 @@ class OutFolderTest(unittest.TestCase):
                 create.check_out(root / "home")
             self.assertIn("neither empty nor an airlock bundle", str(caught.exception))
             (root / "old").mkdir()
-            (root / "old" / layout.MANIFEST).write_text("{}")
+            (root / "old" / layout.MANIFEST).write_text(json.dumps(_doc()))
             create.check_out(root / "old")
             (root / "partial").mkdir()
             (root / "partial" / layout.PARTIAL).write_text("")
