@@ -17,6 +17,7 @@ bundle is never written into.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -28,6 +29,7 @@ from airlock import files
 from airlock.bundle import check as check_mod
 from airlock.bundle import gather, layout
 from airlock.bundle import manifest as manifest_mod
+from airlock.data import refs
 from airlock.data.layout import Layout
 from airlock.data.release import load_release
 from airlock.errors import AirlockError, ErrorList
@@ -129,11 +131,12 @@ def create(opts: CreateOptions, progress: Progress = _noop) -> Created:
         base = baseimage.create(baseimage.spec_for_release(release, opts.env),
                                 opts.layout.images_dir, opts.work_dir, progress=progress)
         progress(f"{release.name}: base image {base.ref}@{base.digest}")
+        lock = _lock(opts, release, services, since)
         record = build.run(build.BuildOptions(
             release=release, layout=opts.layout, registry=opts.registry,
             work_dir=opts.work_dir, cache_dir=opts.cache_dir, services=tuple(services),
             platforms=tuple(platforms), git_base=opts.git_base, index_url=opts.index_url,
-            env=opts.env), progress, images=False)
+            lock=lock, env=opts.env), progress, images=False)
         got, entry = gather.release_artifacts(release, record, opts.layout, opts.cache_dir,
                                               opts.git_base, index_shown, progress)
         arts += got
@@ -176,6 +179,35 @@ def create(opts: CreateOptions, progress: Progress = _noop) -> Created:
     _seal(opts.out, [r for r in rows if r["bundle"] == doc["id"]], opts.key)
     (opts.out / layout.PARTIAL).unlink(missing_ok=True)
     return Created(opts.out, doc, reused, problems, round(time.time() - started, 1))
+
+
+def _lock(opts: CreateOptions, release, services: list[str], since: dict | None) -> Path:
+    """The refs lock to gather: resolved now, with an earlier bundle's entries where they hold.
+
+    A component whose repository, ref and commit are those of the earlier
+    bundle in ``--out`` or of ``--since`` keeps that entry as it was (its
+    resolved-at too): the same commits make the same lock file, so a rerun
+    makes the same bundle and a delta does not carry an unchanged lock.
+    """
+    needed = sorted({ref.name for ref in release.libraries()} | set(services))
+    fresh = refs.resolve_release(release, opts.git_base, only=needed)
+    earlier: dict[str, dict] = {}
+    if since is not None:
+        earlier.update(((since["releases"].get(release.name) or {}).get("lock") or {})
+                       .get("components") or {})
+    previous = opts.out / layout.lock(release.name)
+    if previous.is_file() and not previous.is_symlink():
+        with contextlib.suppress(AirlockError):
+            earlier.update(refs.load_lock(previous)["components"])
+    for name, entry in fresh["components"].items():
+        old = earlier.get(name)
+        if isinstance(old, dict) and all(old.get(k) == entry[k] for k in ("sha", "ref", "repo")) \
+                and isinstance(old.get("resolved-at"), str):
+            entry["resolved-at"] = old["resolved-at"]
+    path = opts.work_dir / release.name / "bundle-lock.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.write_atomic(path, refs.dump_lock(fresh))
+    return path
 
 
 def _selection(opts: CreateOptions, releases) -> dict:
