@@ -224,9 +224,11 @@ def _debs(release: str, entry: dict, artifacts: list[dict], where: Resolver, nam
             if not wanted:
                 continue
             label = f"{name}: release {release}, {owner}, {platform}"
-            if not image:
+            if not image or not re.fullmatch(r"[^\s@]+@sha256:[0-9a-f]{64}", image):
+                # Content-addressed only: the manifest is not trusted to name
+                # any image it likes for the engine to pull and run.
                 problems.append(AirlockError(label, "the manifest names no python-base image "
-                                             "to simulate the install in",
+                                             "by digest to simulate the install in",
                                              "create the bundle again"))
                 continue
             progress(f"check: {release} {owner} {platform}: apt ({len(wanted)} packages)")

@@ -271,7 +271,7 @@ def _merge(arts: list[gather.Artifact], started: float) -> tuple[dict[str, dict]
                                    "must name one file")
         row["release"] |= art.releases
         row["platform"] |= art.platforms
-    return table, notes
+    return table, list(dict.fromkeys(notes))
 
 
 def _write(out: Path, table: dict[str, dict], progress: Progress

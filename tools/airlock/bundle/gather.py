@@ -119,7 +119,9 @@ def git_bundle(name: str, locked: dict, given: list[str], cache: Path
     sha, shown = locked["sha"], strip_userinfo(locked["repo"])
     repo = with_credentials(shown, given)
     try:
-        listed = git.peeled(git.ls_remote(repo, []))
+        # Branches and tags only: a Gerrit's refs/changes/ is huge.
+        listed = {**git.peeled(git.ls_remote(repo, [], heads=True)),
+                  **git.peeled(git.ls_remote(repo, [], tags=True))}
     except ToolError as error:
         raise ToolError(f"component {name}", f"cannot read repository {shown}: {error.what}",
                         "check the lock's repo: (or resolve the refs again)") from None
