@@ -1,0 +1,96 @@
+"""site.yaml: the four stores, their locations, and credentials that never sit in the YAML."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import unittest
+from pathlib import Path
+from unittest import mock
+
+from airlock.errors import AirlockError
+from airlock.site import config
+
+GOOD = """\
+pypi:
+  upload: http://127.0.0.1:8080
+  simple: http://127.0.0.1:8080/simple
+  credentials_file: credentials/pypi
+raw:
+  url: http://127.0.0.1:8081/airlock
+  credentials_env: AIRLOCK_SITE_RAW
+registry:
+  prefix: 127.0.0.1:5001/airlock/
+  credentials_file: /etc/airlock/registry
+git:
+  base: git://127.0.0.1:9418
+  push: git
+"""
+
+
+class SiteConfigTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-site-"))
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.tmp, True))
+
+    def write(self, text: str) -> Path:
+        path = self.tmp / "site.yaml"
+        path.write_text(text)
+        return path
+
+    def test_a_good_site_yaml_gives_every_store_with_its_locations(self) -> None:
+        site = config.load(self.write(GOOD))
+        self.assertEqual(site.pypi.urls, {"upload": "http://127.0.0.1:8080/",
+                                          "simple": "http://127.0.0.1:8080/simple/"})
+        self.assertEqual(site.raw.urls["url"], "http://127.0.0.1:8081/airlock/")
+        self.assertEqual(site.registry.urls["prefix"], "127.0.0.1:5001/airlock")
+        self.assertEqual(site.git.urls, {"base": "git://127.0.0.1:9418",
+                                         "push": str(self.tmp / "git")})
+        self.assertEqual(site.pypi.credentials_file, self.tmp / "credentials" / "pypi")
+        self.assertIsNone(site.git.credentials())
+
+    def test_credentials_come_from_the_file_or_the_variable_named(self) -> None:
+        site = config.load(self.write(GOOD))
+        (self.tmp / "credentials").mkdir()
+        (self.tmp / "credentials" / "pypi").write_text("airlock:s3cret\n")
+        self.assertEqual(site.pypi.credentials(), ("airlock", "s3cret"))
+        with mock.patch.dict(os.environ, {"AIRLOCK_SITE_RAW": "up:loader:colon"}):
+            self.assertEqual(site.raw.credentials(), ("up", "loader:colon"))
+        with mock.patch.dict(os.environ, {}, clear=True):
+            with self.assertRaises(AirlockError) as caught:
+                site.raw.credentials()
+        self.assertIn("$AIRLOCK_SITE_RAW is not set", str(caught.exception))
+        (self.tmp / "credentials" / "pypi").write_text("no-colon-s3cret\n")
+        with self.assertRaises(AirlockError) as caught:
+            site.pypi.credentials()
+        self.assertNotIn("s3cret", str(caught.exception))
+
+    def test_every_mistake_is_one_line_naming_the_store_and_no_secret(self) -> None:
+        cases = [
+            ("pypi: {}\n", "missing or not a string"),
+            (GOOD.replace("http://127.0.0.1:8080/simple", "http://u:s3cret@127.0.0.1/simple"),
+             "holds credentials"),
+            (GOOD.replace("  credentials_file: credentials/pypi", "  password: s3cret"),
+             "a secret does not belong here"),
+            (GOOD.replace("git:\n", "gerrit: {}\ngit:\n"), "unknown store 'gerrit'"),
+            (GOOD.replace("prefix: 127.0.0.1:5001/airlock/", "prefix: https://nexus/x"),
+             "is not host[:port]/path"),
+            (GOOD.replace("url: http://127.0.0.1:8081/airlock", "url: ftp://h/x"),
+             "is not a http/https URL"),
+            (GOOD.replace("  credentials_env: AIRLOCK_SITE_RAW\n", ""),
+             "raw: no credentials_file or credentials_env"),
+            (GOOD.replace("AIRLOCK_SITE_RAW", "'$(rm -rf /)'"), "not a variable name"),
+            ("- a list\n", "is not a mapping of the four stores"),
+        ]
+        for text, expected in cases:
+            with self.subTest(expected=expected):
+                with self.assertRaises(AirlockError) as caught:
+                    config.load(self.write(text))
+                line = str(caught.exception)
+                self.assertIn(expected, line)
+                self.assertNotIn("s3cret", line)
+                self.assertEqual(len(line.splitlines()), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
