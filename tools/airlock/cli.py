@@ -357,9 +357,14 @@ def _one_release(args: argparse.Namespace) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.all and args.site:
+        raise AirlockError("--site", "builds one release at a time",
+                           "pass one --release, without --all")
     if args.all:
         return _build_all(args)
     _one_release(args)
+    if args.site:
+        return _build_at_site(args)
     # First, all of it: a typo must not cost a build.
     registry = _registry(args)
     work = _work_dir(args)
@@ -368,7 +373,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     _check_auth_file()
     lock = _lock_file(args)
     from airlock.data.release import load_release
-    from airlock.image import build, summary
+    from airlock.image import build
 
     layout = _layout(args)
     opts = build.BuildOptions(
@@ -377,6 +382,46 @@ def cmd_build(args: argparse.Namespace) -> int:
         services=tuple(args.service or ()), platforms=tuple(args.platform or ()),
         git_base=git_base, index_url=index_url, lock=lock, no_cache=args.no_cache,
         emulate_install=args.emulate_install)
+    return _run_build(args, opts)
+
+
+def _site_only(args: argparse.Namespace) -> None:
+    """With --site, the stores come from site.yaml: an option naming one is a mistake."""
+    for option in ("registry", "git_base", "index_url"):
+        if getattr(args, option, None) is not None:
+            raise AirlockError(f"--{option.replace('_', '-')}", "is named by site.yaml's "
+                               "stores when --site is given", "leave it out, or fix site.yaml")
+
+
+def _build_at_site(args: argparse.Namespace) -> int:
+    """``build --site``: every input from the site's stores, nothing from this machine."""
+    _site_only(args)
+    work = _work_dir(args)
+    cache = _cache(args, work)
+    lock = _lock_file(args)
+    from airlock.data.release import load_release
+    from airlock.image import build
+    from airlock.site import access, config
+
+    site = config.load(Path(args.site))
+    layout = _layout(args)
+    release = load_release(layout, args.release)
+    given = access.settings(site, release)
+    with access.registry_auth(site):
+        access.check_reachable(site)
+        opts = build.BuildOptions(
+            release=release, layout=layout, registry=given.registry, work_dir=work,
+            cache_dir=cache, services=tuple(args.service or ()),
+            platforms=tuple(args.platform or ()), git_base=given.git_base,
+            index_url=given.index_url, lock=lock, no_cache=args.no_cache,
+            emulate_install=args.emulate_install, apt_repos=given.apt_repos,
+            base_image=given.base_image)
+        return _run_build(args, opts)
+
+
+def _run_build(args: argparse.Namespace, opts) -> int:
+    from airlock.image import build, summary
+
     record = build.run(opts, progress=_say_err if args.json else _say)
     if args.json:
         sys.stderr.write(redact(summary.table(record)))
@@ -432,9 +477,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from airlock.image import publish, summary
 
     work = _work_dir(args)
-    _check_auth_file()
     say = _say_err if args.json else _say
-    rows = publish.run(work, args.release, progress=say)
+    if args.site:
+        from airlock.site import access, config
+
+        site = config.load(Path(args.site))
+        with access.registry_auth(site):
+            rows = publish.run(work, args.release, progress=say)
+    else:
+        _check_auth_file()
+        rows = publish.run(work, args.release, progress=say)
     published = sum(1 for row in rows if row["status"] == "published")
     say(f"{len(rows)} image(s): {published} published, {len(rows) - published} unchanged")
     if args.json:
@@ -739,6 +791,9 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--git-base", help="default: $AIRLOCK_GIT_BASE")
     bld.add_argument("--index-url", help="default: $AIRLOCK_INDEX_URL, else pip's config")
     bld.add_argument("--lock", help="refs lock to build (default: resolve now)")
+    bld.add_argument("--site", help="site.yaml: at an air-gapped site, every input comes "
+                     "from its stores (git mirror, PyPI repository, raw apt repository, "
+                     "registry) and nothing from this machine's configuration")
     bld.add_argument("--no-cache", action="store_true",
                      help="build every image again, ignoring the registry and the cache")
     bld.add_argument("--emulate-install", action="store_true",
@@ -753,6 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     pub = verbs.add_parser("publish", help="push the last build's images, then tag them")
     pub.add_argument("--release", required=True)
     pub.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
+    pub.add_argument("--site", help="site.yaml: push with the credentials of its registry")
     pub.add_argument("--json", action="store_true", help="print one JSON document on "
                      "stdout (every image's name, platforms, digest, status published or "
                      "unchanged, tags; \"changed\"); progress goes to stderr")

@@ -60,7 +60,17 @@ class BuildOptions:
     # Assemble the venv on the target platform (under emulation) instead of
     # the build platform: for proving both give the same image.
     emulate_install: bool = False
+    # The site side: {arch: URL} of the flat apt repositories imported from
+    # a bundle, apt's only source (None: the release's Debian mirror).
+    apt_repos: dict[str, str] | None = None
+    # The site side: the base image in the site's registry, instead of the
+    # release's own reference.
+    base_image: str | None = None
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def base_image_ref(self) -> str:
+        """The base image to build on: the site's, else the release's (checked)."""
+        return self.base_image or self.release.base_image_ref(self.env)
 
 
 def release_dir(opts: BuildOptions) -> Path:
@@ -96,7 +106,7 @@ def run(opts: BuildOptions, progress: Progress = _noop, *, images: bool = True) 
     if opts.emulate_install and len(platforms) != 1:
         raise AirlockError("--emulate-install", "assembles the venv on one target platform",
                            "pass exactly one --platform")
-    release.base_image_ref(opts.env)  # checked before the engine is asked anything
+    opts.base_image_ref()  # checked before the engine is asked anything
     # One run per release work folder at a time (see locked_release); input
     # digests and wheelhouse checks hash every context file, most of which
     # did not change since the last run (see files.remembered_digests).
@@ -133,7 +143,7 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
     work = release_dir(opts)
     work.mkdir(parents=True, exist_ok=True)
 
-    base_ref = release.base_image_ref(opts.env)
+    base_ref = opts.base_image_ref()
     base_digest = registry.digest(base_ref)
     if base_digest is None:
         raise AirlockError(base_ref, "the base image is not in the registry",
@@ -175,7 +185,8 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
     progress(f"venv-builder: OS packages for {', '.join(base_platforms)}")
     builder_debs = work / "debs" / "venv-builder"
     debs.prepare(release, opts.layout.images_dir, "venv-builder", base_platforms, builder_debs,
-                 base_image=refs_by_job["python-base"], profile="build", cache=cache)
+                 base_image=refs_by_job["python-base"], profile="build", cache=cache,
+                 flat=opts.apt_repos)
     base_job(plan.ImageJob("venv-builder", opts.layout.images_dir / "venv-builder",
                            base_platforms, contexts={"wheels": tools, "debs": builder_debs},
                            depends={"python-base": "PYTHON_BASE"},
@@ -312,7 +323,7 @@ def _service_contexts(opts: BuildOptions, service: str, platforms, srcs: list[Pa
             libraries[arch] = [p for p in libraries[arch] if p not in present]
     debs.prepare(release, opts.layout.images_dir, service, platforms, apt,
                  base_image=refs_by_job["python-base"], source=srcs[-1], cache=cache,
-                 extra=libraries)
+                 extra=libraries, flat=opts.apt_repos)
     return {"sources": _sources_context(srcs, work / "ctx" / service / "sources"),
             "wheels": wheelhouse, "constraints": cons, "debs": apt}
 

@@ -86,7 +86,8 @@ PACKAGES_TXT = "packages.txt"
 SCRIPT = r"""set -eu
 top=$1 codename=$2 components=$3 owner=$4
 work=$(mktemp -d)
-printf 'deb %s %s %s\n' "$AIRLOCK_MIRROR" "$codename" "$components" > "$work/sources.list"
+printf 'deb %s%s %s %s\n' "${AIRLOCK_APT_OPTIONS:-}" "$AIRLOCK_MIRROR" "$codename" \
+    "$components" > "$work/sources.list"
 set -- -q -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null \
     -o "Dir::Cache::Archives=$top/cache/" -o APT::Sandbox::User=root
 if [ -n "${AIRLOCK_APT_AUTH:-}" ]; then
@@ -222,6 +223,7 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
             source: Path | None = None, cache: Path | None = None, force: bool = False,
             env: dict[str, str] | None = None, names: list[str] | None = None,
             origin: str | None = None, extra: dict[str, list[str]] | None = None,
+            flat: dict[str, str] | None = None,
             progress: Callable[[str], None] = _noop) -> list[Result]:
     """Make (or keep) ``dest/<arch>/`` for each platform: see the module docstring.
 
@@ -235,6 +237,11 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     one sdist build declares), blamed on ``origin`` when apt does not know one.
     ``extra`` adds packages per architecture (``amd64``): those providing the
     shared libraries the wheelhouse's compiled modules need.
+
+    ``flat`` (the site side): ``{arch: URL}`` of a flat repository per
+    architecture, the only source apt is given (``deb [trusted=yes] URL
+    ./``), instead of the release's Debian mirror: at an air-gapped site,
+    the bundle's repository as imported into the site's raw store.
     """
     if names is None:
         names = packages.resolve(release, images_dir, service, profile, source_dir=source)
@@ -242,7 +249,7 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
         if source is not None:
             origin += f" or {source / 'bindep.txt'}"
     names = sorted(set(names))
-    mirror = aptmirror.apt_mirror(release.distro.codename, env)
+    mirror = None if flat else aptmirror.apt_mirror(release.distro.codename, env)
     base = pinned_base(base_image or release.base_image_ref(env))
     store = (cache or settings.cache_dir(env=env)) / "debs"
     wanted = list(dict.fromkeys(platforms or release.platforms))
@@ -254,7 +261,10 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
         arch, debian_arch = platforms_mod.get(platform).arch, platforms_mod.get(platform).debian
         started = time.monotonic()
         wanted_names = sorted({*names, *((extra or {}).get(arch) or [])})
-        recorded = inputs(release, service, profile, platform, wanted_names, base, mirror)
+        source = _flat_repo(flat, arch) if flat else mirror
+        recorded = inputs(release, service, profile, platform, wanted_names, base, source)
+        if flat:
+            recorded["flat"] = True
         digest = json_digest(recorded)
         out = dest / arch
         if not force and is_current(out, digest):
@@ -268,9 +278,9 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
         # Shared by every release and run on the host: one apt at a time.
         with cache_locked(folder, waiting=progress):
             if wanted_names:
-                closure, downloaded = download(base, platform, wanted_names, mirror,
+                closure, downloaded = download(base, platform, wanted_names, source,
                                                release.distro.codename, folder,
-                                               origin or "the package list")
+                                               origin or "the package list", flat=bool(flat))
             manifest = _assemble(out, recorded, digest, wanted_names, closure, folder)
         seconds = round(time.monotonic() - started, 1)
         progress(f"{out}: {len(wanted_names)} package(s), {len(closure)} .deb(s) "
@@ -279,8 +289,15 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     return results
 
 
+def _flat_repo(flat: dict[str, str], arch: str) -> str:
+    if arch not in flat:
+        raise AirlockError("the site's apt repositories", f"none for {arch}",
+                           "import a bundle that holds that architecture")
+    return aptmirror.check_mirror(flat[arch], f"the apt repository for {arch}")
+
+
 def run_spec(base: str, platform: str, mirror: str, codename: str, cache_dir: Path,
-             out_dir: Path, log: Path) -> containers.RunSpec:
+             out_dir: Path, log: Path, flat: bool = False) -> containers.RunSpec:
     """The container that computes and downloads the closure (pure, for the tests).
 
     It sees ``cache_dir`` and ``out_dir``; ``log`` lies outside both, out of
@@ -288,11 +305,13 @@ def run_spec(base: str, platform: str, mirror: str, codename: str, cache_dir: Pa
     """
     owner = f"{os.getuid()}:{os.getgid()}"
     bare, auth = aptmirror.apt_auth(mirror)
-    env = {"AIRLOCK_MIRROR": bare, **({"AIRLOCK_APT_AUTH": auth} if auth else {})}
+    env = {"AIRLOCK_MIRROR": bare, **({"AIRLOCK_APT_AUTH": auth} if auth else {}),
+           # A flat repository: "deb [trusted=yes] URL ./", no suite, no components.
+           **({"AIRLOCK_APT_OPTIONS": "[trusted=yes] "} if flat else {})}
     return containers.RunSpec(
         image=base, platform=platform, network="host", log=log, env=env,
-        command=("sh", "-c", SCRIPT, "airlock-debs", TOP, codename, " ".join(COMPONENTS),
-                 owner),
+        command=("sh", "-c", SCRIPT, "airlock-debs", TOP, "./" if flat else codename,
+                 "" if flat else " ".join(COMPONENTS), owner),
         mounts=(containers.Mount(cache_dir, f"{TOP}/cache", read_only=False),
                 containers.Mount(out_dir, f"{TOP}/out", read_only=False)))
 
@@ -308,7 +327,8 @@ def cache_locked(cache_dir: Path,
 
 
 def download(base: str, platform: str, names: list[str], mirror: str, codename: str,
-             cache_dir: Path, origin: str = "bindep.txt") -> tuple[list[Deb], int]:
+             cache_dir: Path, origin: str = "bindep.txt", flat: bool = False
+             ) -> tuple[list[Deb], int]:
     """Run apt in the base image: the closure of ``names`` and its .debs in ``cache_dir``.
 
     Returns the closure and how many .debs were new to the cache. A package
@@ -323,7 +343,7 @@ def download(base: str, platform: str, names: list[str], mirror: str, codename: 
         (tmp / "out").mkdir()
         (tmp / "out" / "request.txt").write_text("".join(f"{n}\n" for n in names))
         spec = run_spec(base, platform, mirror, codename, cache_dir, tmp / "out",
-                        tmp / "apt.log")
+                        tmp / "apt.log", flat=flat)
         try:
             containers.run_logged(spec)
         except ToolError as error:

@@ -94,3 +94,47 @@ class SiteConfigTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SiteSettingsTest(unittest.TestCase):
+    """What build --site takes from site.yaml: every input from the site's stores."""
+
+    def test_every_input_is_a_store_of_the_site_with_its_credentials(self) -> None:
+        from airlock.data.layout import resolve_layout
+        from airlock.data.release import load_release
+        from airlock.site import access
+
+        tmp = Path(tempfile.mkdtemp(prefix="airlock-site-"))
+        self.addCleanup(lambda: __import__("shutil").rmtree(tmp, True))
+        (tmp / "site.yaml").write_text(GOOD)
+        (tmp / "credentials").mkdir()
+        (tmp / "credentials" / "pypi").write_text("airlock:p@ss/word\n")
+        site = config.load(tmp / "site.yaml")
+        release = load_release(resolve_layout(), "2025.2")
+        with mock.patch.dict(os.environ, {"AIRLOCK_SITE_RAW": "raw:r4w"}):
+            given = access.settings(site, release, env={})
+        self.assertEqual(given.git_base, "git://127.0.0.1:9418")
+        self.assertEqual(given.index_url, "http://airlock:p%40ss%2Fword@127.0.0.1:8080/simple/")
+        self.assertEqual(given.apt_repos["arm64"],
+                         "http://raw:r4w@127.0.0.1:8081/airlock/debs/debian-bookworm/arm64/")
+        self.assertEqual(given.registry, "127.0.0.1:5001/airlock")
+        self.assertEqual(given.base_image, "127.0.0.1:5001/airlock/debian:bookworm")
+
+    def test_the_registry_auth_file_lives_for_the_run_only(self) -> None:
+        from airlock.ext import registryauth
+        from airlock.site import access
+
+        tmp = Path(tempfile.mkdtemp(prefix="airlock-site-"))
+        self.addCleanup(lambda: __import__("shutil").rmtree(tmp, True))
+        (tmp / "site.yaml").write_text(GOOD.replace("/etc/airlock/registry", "reg"))
+        (tmp / "reg").write_text("pusher:s3cret\n")
+        site = config.load(tmp / "site.yaml")
+        with mock.patch.dict(os.environ, {}, clear=False):
+            os.environ.pop(registryauth.AUTH_FILE_ENV, None)
+            with access.registry_auth(site):
+                path = Path(os.environ[registryauth.AUTH_FILE_ENV])
+                self.assertEqual(path.stat().st_mode & 0o777, 0o600)
+                self.assertEqual(registryauth.credentials("127.0.0.1:5001", "airlock/x"),
+                                 ("pusher", "s3cret"))
+            self.assertNotIn(registryauth.AUTH_FILE_ENV, os.environ)
+            self.assertFalse(path.exists())
