@@ -43,6 +43,7 @@ import argparse
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -153,6 +154,9 @@ class Site:
         if self.netns is not None:
             if os.geteuid() != 0:
                 raise SiteError("--netns needs root (nsenter)")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.netns) or self.netns in (".", ".."):
+                raise SiteError(f"--netns {self.netns!r}: give the name of a namespace "
+                                "in /run/netns (letters, digits, . _ -)")
             if not Path(f"/run/netns/{self.netns}").exists():
                 raise SiteError(f"no network namespace /run/netns/{self.netns}; "
                                 f"make it first: ip netns add {self.netns}")

@@ -7,7 +7,8 @@ wheel and pip downloads it with the password (401 without); an HTTP PUT
 then GET gives the same bytes (401 for PUT without the password); skopeo
 copies a tiny image into the registry with credentials (refused without);
 ``git ls-remote`` reads a bare repository put in DIR/git. Then stop: nothing
-listens any more. Only 127.0.0.1 is used; the passwords appear in no output
+listens any more. With ``--netns``, the stores listen on the namespace's
+loopback only. Only 127.0.0.1 is used; the passwords appear in no output
 or log. Needs root and ``tools/setup-host site`` (and build-host for
 skopeo); start makes the pypiserver venv from PyPI (retried by site-up).
 """
@@ -26,6 +27,7 @@ import tempfile
 import unittest
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -263,6 +265,74 @@ class SiteUpTest(unittest.TestCase):
             for text in [*self.outputs, *logs]:
                 self.assertNotIn(password, text, store)
 
+
+class SiteUpNetnsTest(unittest.TestCase):
+    """--netns: the stores listen on the namespace's own loopback, not the host's;
+    and what start refuses in one line (a missing namespace, a port in use)."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-site-up-netns-"))
+        self.tmp.chmod(0o755)
+        self.dir = self.tmp / "site"
+        self.netns = f"airlock-site-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", self.netns], check=True, timeout=30)
+        self.addCleanup(subprocess.run, ["ip", "netns", "delete", self.netns],
+                        check=False, timeout=30)
+        subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True,
+                       timeout=30)
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def site_up(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(SITE_UP), *args, "--dir", str(self.dir)],
+                              capture_output=True, text=True, timeout=600, check=False,
+                              env=clean_env())
+
+    def listening_inside(self, port: int) -> bool:
+        probe = ("import socket, sys; s = socket.socket(); s.settimeout(2); "
+                 f"sys.exit(s.connect_ex(('127.0.0.1', {port})))")
+        return subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", "--",
+                               sys.executable, "-c", probe], timeout=30).returncode == 0
+
+    def test_stores_live_in_the_namespace(self) -> None:
+        ports = {store: free_port() for store in STORES}
+        port_args = [arg for store, port in ports.items()
+                     for arg in (f"--{store}-port", str(port))]
+        started = self.site_up("start", "--netns", self.netns, *port_args)
+        self.addCleanup(self.site_up, "stop")
+        self.assertEqual(started.returncode, 0, started.stdout + started.stderr)
+        self.assertIn(f"in netns {self.netns}", started.stdout)
+        for store, port in ports.items():
+            self.assertTrue(self.listening_inside(port), store)
+            with socket.socket() as sock:
+                sock.settimeout(2)
+                self.assertNotEqual(sock.connect_ex(("127.0.0.1", port)), 0,
+                                    f"{store} reachable from the host")
+        self.assertEqual(self.site_up("status").returncode, 0)
+        stopped = self.site_up("stop")
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        for store, port in ports.items():
+            self.assertFalse(self.listening_inside(port), store)
+
+    def test_a_missing_namespace_is_one_line(self) -> None:
+        done = self.site_up("start", "--netns", "airlock-no-such-netns")
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(done.stderr.count("\n"), 1, done.stderr)
+        self.assertIn("no network namespace /run/netns/airlock-no-such-netns", done.stderr)
+        self.assertFalse(self.dir.exists())
+
+    def test_a_port_in_use_is_one_line(self) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            done = self.site_up("start", "--raw-port", str(port),
+                                *[arg for store in ("pypi", "registry", "git")
+                                  for arg in (f"--{store}-port", str(free_port()))])
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(done.stderr,
+                         f"site-up: ERROR: 127.0.0.1:{port} (raw) is in use by another "
+                         "program; choose another with --raw-port\n")
+        self.assertEqual(self.site_up("status").returncode, 3)
 
 if __name__ == "__main__":
     unittest.main()
