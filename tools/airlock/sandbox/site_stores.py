@@ -1,0 +1,516 @@
+"""Local stand-ins for an air-gapped site's four stores, on one machine.
+
+Why: ``airlock bundle import`` and ``airlock build --site`` talk to a site's
+Artifacts Nexus (PyPI-hosted and raw-hosted repositories), Images Nexus
+(docker-hosted) and Gerrit mirror. Development and the functional tests need
+the same four kinds of store, with the same authentication rules, without a
+Nexus: each stand-in is a stock server, started from one folder (``DIR``,
+default ``/var/lib/airlock/site``), listening on 127.0.0.1 only:
+
+* **pypi** (default port 8080): ``pypiserver`` (pinned, from PyPI, in
+  ``DIR/venv``), packages in ``DIR/pypi``; upload, download and list all
+  need the password (``-a update,download,list``), and it never falls back
+  to the public index (``--disable-fallback``).
+* **raw** (8081): Debian's nginx with its DAV module, files in ``DIR/raw``;
+  PUT, DELETE and MKCOL need the password, GET and HEAD are open (what a
+  Nexus raw-hosted repository with anonymous read does, and what
+  ``deb [trusted=yes] URL ./`` needs without an apt auth file). Its own
+  configuration, pid, logs and temp folders under ``DIR/nginx``; the
+  system's nginx and ``/etc/nginx`` are never used. As root, its workers
+  run as www-data, which owns ``DIR/raw`` and the temp folders.
+* **registry** (5001, not the build host's 5000): Debian's
+  ``docker-registry`` with htpasswd (bcrypt) auth, storage ``DIR/registry``.
+* **git** (9418): ``git daemon`` read-only over the bare repositories of
+  ``DIR/git``, which ``bundle import`` writes directly.
+
+One random password per store, made once per ``DIR`` and kept in
+``DIR/credentials/<store>`` (one line ``user:password``, mode 0600), never
+printed. ``DIR/site.yaml`` names the four stores and those files, as
+``/work/wt/SITE-CONTRACT.md`` (airlock.site.config) reads them.
+
+``--netns NAME`` starts every daemon inside the existing network namespace
+``/run/netns/NAME`` (``nsenter --net``, not ``ip netns exec``, which
+remounts /sys); the venv is made beforehand in the host's namespace, where
+PyPI is reachable. Every daemon is stopped by the pid in its own pid file,
+checked against its command line (a stale file may name another process).
+Only the standard library: ``tools/site-up`` runs this with
+/usr/bin/python3 before airlock is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DIR = "/var/lib/airlock/site"
+HOST = "127.0.0.1"
+USER = "airlock"
+STORES = ("pypi", "raw", "registry", "git")
+# Authenticated stores: one credentials file each.
+SECRET_STORES = ("pypi", "raw", "registry")
+DEFAULT_PORTS = {"pypi": 8080, "raw": 8081, "registry": 5001, "git": 9418}
+PYPISERVER = os.environ.get("AIRLOCK_SITE_PYPISERVER", "pypiserver[passlib]==2.4.2")
+PASSLIB = "passlib==1.7.4"
+WEB_USER = "www-data"  # nginx's workers, when started as root
+# Debian packages (bindep profile "site", tools/setup-host site).
+TOOLS = {"nginx": "nginx", "docker-registry": "docker-registry",
+         "htpasswd": "apache2-utils", "git": "git", "nsenter": "util-linux"}
+
+
+class SiteError(Exception):
+    """A one-line reason, with what to do."""
+
+
+def _say(text: str) -> None:
+    print(f"site-up: {text}", flush=True)
+
+
+def _retry(attempts: int, argv: list[str], log: Path) -> None:
+    """tools/common.sh's retry: N attempts, 5, 10, ... s apart (infrastructure only)."""
+    for attempt in range(1, attempts + 1):
+        with log.open("a") as handle:
+            done = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, check=False)
+        if done.returncode == 0:
+            return
+        print(f"site-up: attempt {attempt}/{attempts} failed: {' '.join(argv[:3])}...",
+              file=sys.stderr)
+        if attempt < attempts:
+            time.sleep(attempt * 5)
+    tail = " | ".join(log.read_text(errors="replace").splitlines()[-3:])
+    raise SiteError(f"{argv[0]} failed {attempts} times ({log}): {tail}")
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write atomically with MODE (a secret never exists with a wider mode)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Site:
+    """The four stand-ins of one folder; see the module docstring."""
+
+    base: Path
+    ports: dict[str, int]
+    netns: str | None = None
+
+    # --- paths ---------------------------------------------------------
+
+    def _pidfile(self, store: str) -> Path:
+        """The server's own pid file (nginx and git daemon write theirs)."""
+        return self.base / "run" / f"{store}.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.base / "run" / "state.json"
+
+    def credentials(self, store: str) -> Path:
+        return self.base / "credentials" / store
+
+    @property
+    def venv(self) -> Path:
+        return self.base / "venv"
+
+    # --- install (network: PyPI; retried) ------------------------------
+
+    def install(self) -> None:
+        """pypiserver in DIR/venv; a marker names what it was made with."""
+        marker = self.venv / ".airlock-site"
+        want = f"{PYPISERVER} {PASSLIB} {sys.version_info[:2]}\n"
+        if marker.is_file() and marker.read_text() == want:
+            return
+        logs = self.base / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.venv, ignore_errors=True)
+        _say(f"making {self.venv} with {PYPISERVER} (PyPI)")
+        _retry(1, [sys.executable, "-m", "venv", str(self.venv)], logs / "venv.log")
+        _retry(3, [str(self.venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                   PYPISERVER, PASSLIB], logs / "venv.log")
+        marker.write_text(want)
+
+    # --- start ---------------------------------------------------------
+
+    def _require(self) -> None:
+        missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+        if missing:
+            raise SiteError(f"missing {', '.join(missing)}; run tools/setup-host site (as root)")
+        if self.netns is not None:
+            if os.geteuid() != 0:
+                raise SiteError("--netns needs root (nsenter)")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.netns) or self.netns in (".", ".."):
+                raise SiteError(f"--netns {self.netns!r}: give the name of a namespace "
+                                "in /run/netns (letters, digits, . _ -)")
+            if not Path(f"/run/netns/{self.netns}").exists():
+                raise SiteError(f"no network namespace /run/netns/{self.netns}; "
+                                f"make it first: ip netns add {self.netns}")
+
+    def _in_netns(self, argv: list[str]) -> list[str]:
+        """ARGV run inside the namespace: nsenter execs it (same pid, no wrapper)."""
+        if self.netns is None:
+            return argv
+        return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
+
+    def start(self) -> None:
+        """Start every store that does not run; say so when all do."""
+        running = [s for s in STORES if self.alive(s)]
+        if running:
+            # Some run already: keep their ports and namespace.
+            self._load_state()
+        if len(running) == len(STORES):
+            _say(f"already running in {self.base} ({self._where()})")
+            return
+        self._require()
+        self._check_free([s for s in STORES if s not in running])
+        self.install()
+        for sub, mode in (("", 0o755), ("run", 0o755), ("logs", 0o755),
+                          ("credentials", 0o700), ("auth", 0o750), ("pypi", 0o755),
+                          ("raw", 0o755), ("raw/airlock", 0o755), ("registry", 0o700),
+                          ("git", 0o755), ("nginx", 0o755)):
+            (self.base / sub).mkdir(mode=mode, parents=True, exist_ok=True)
+            (self.base / sub).chmod(mode)
+        _write(self.state_file, json.dumps({"ports": self.ports, "netns": self.netns}) + "\n")
+        passwords = self._passwords()
+        self._htpasswd(passwords)
+        starters = {"pypi": self._start_pypi, "raw": self._start_raw,
+                    "registry": self._start_registry, "git": self._start_git}
+        for store in STORES:
+            if store not in running:
+                starters[store]()
+        for store in STORES:
+            self._wait_listening(store)
+        self._write_site_yaml()
+        _say(f"running in {self.base} ({self._where()}); site.yaml: {self.base / 'site.yaml'}")
+
+    def _load_state(self) -> None:
+        """The ports and namespace the running stores were started with."""
+        try:
+            state = json.loads(self.state_file.read_text())
+            self.ports, self.netns = state["ports"], state["netns"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def _where(self) -> str:
+        where = ", ".join(f"{s} {HOST}:{self.ports[s]}" for s in STORES)
+        return where + (f", in netns {self.netns}" if self.netns else "")
+
+    def _check_free(self, stores: list[str]) -> None:
+        listening = self._listening_ports()
+        for store in stores:
+            if self.ports[store] in listening:
+                raise SiteError(f"{HOST}:{self.ports[store]} ({store}) is in use by another "
+                                f"program; choose another with --{store}-port")
+
+    def _listening_ports(self) -> set[int]:
+        """TCP ports in LISTEN on 127.0.0.1 or any address, in the stores' namespace."""
+        if self.netns is None:
+            text = Path("/proc/net/tcp").read_text()
+        else:
+            text = subprocess.run(self._in_netns(["cat", "/proc/net/tcp"]), check=True,
+                                  capture_output=True, text=True, timeout=10).stdout
+        ports = set()
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            address, port = fields[1].split(":")
+            if fields[3] == "0A" and address in ("0100007F", "00000000"):
+                ports.add(int(port, 16))
+        return ports
+
+    def _passwords(self) -> dict[str, str]:
+        """The password of each authenticated store: made once per folder, kept."""
+        passwords = {}
+        for store in SECRET_STORES:
+            path = self.credentials(store)
+            if not path.is_file():
+                _write(path, f"{USER}:{secrets.token_urlsafe(24)}\n", 0o600)
+            user, _, password = path.read_text().strip().partition(":")
+            if user != USER or not password:
+                raise SiteError(f"{path}: not one line '{USER}:password'; delete it to "
+                                "make a new one")
+            passwords[store] = password
+        return passwords
+
+    def _htpasswd(self, passwords: dict[str, str]) -> None:
+        """Hashed passwords for each server (the password on htpasswd's stdin)."""
+        # The registry takes bcrypt only; pypiserver's passlib has no bcrypt
+        # backend without the bcrypt package, so APR1 for it and for nginx.
+        for store, flag in (("pypi", "-m"), ("raw", "-m"), ("registry", "-B")):
+            line = subprocess.run(["htpasswd", "-ni", flag, USER], input=passwords[store],
+                                  capture_output=True, text=True, check=True,
+                                  timeout=30).stdout.strip()
+            path = self.base / "auth" / f"{store}.htpasswd"
+            _write(path, line + "\n", 0o640 if store == "raw" else 0o600)
+        if os.geteuid() == 0:
+            web = pwd.getpwnam(WEB_USER)
+            os.chown(self.base / "auth", 0, web.pw_gid)
+            os.chown(self.base / "auth" / "raw.htpasswd", 0, web.pw_gid)
+
+    def _spawn(self, store: str, argv: list[str], pidfile: bool = True) -> None:
+        """Start ARGV in its own session (it outlives this command), output in logs/."""
+        with (self.base / "logs" / f"{store}.log").open("a") as log:
+            proc = subprocess.Popen(self._in_netns(argv), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    cwd=self.base)
+        if pidfile:
+            _write(self._pidfile(store), f"{proc.pid}\n")
+
+    def _start_pypi(self) -> None:
+        # -i: it listens on 0.0.0.0 unless told; --disable-fallback: it
+        # redirects a missing package to pypi.org unless told.
+        self._spawn("pypi", [
+            str(self.venv / "bin" / "pypi-server"), "run", "-i", HOST,
+            "-p", str(self.ports["pypi"]), "-P", str(self.base / "auth" / "pypi.htpasswd"),
+            "-a", "update,download,list", "--disable-fallback", str(self.base / "pypi")])
+
+    def _start_raw(self) -> None:
+        nginx = self.base / "nginx"
+        temps = [nginx / "tmp" / t for t in ("body", "proxy", "fastcgi", "uwsgi", "scgi")]
+        for temp in temps:
+            temp.mkdir(parents=True, exist_ok=True)
+        user = ""
+        if os.geteuid() == 0:
+            # PUT writes as the workers: they own the files and temp folders
+            # (as root-owned folders, PUT fails with 500).
+            user = f"user {WEB_USER} {WEB_USER};\n"
+            web = pwd.getpwnam(WEB_USER)
+            self._reachable(self.base / "raw")
+            for top in [self.base / "raw", nginx / "tmp"]:
+                for root, dirs, files in os.walk(top):
+                    for name in [".", *dirs, *files]:
+                        os.lchown(os.path.join(root, name), web.pw_uid, web.pw_gid)
+        auth = self.base / "auth" / "raw.htpasswd"
+        logs = self.base / "logs"
+        _write(nginx / "nginx.conf", (
+            "# Written by tools/site-up: the raw store (DAV), not the system's nginx.\n"
+            f"{user}daemon off;\nworker_processes 1;\n"
+            f"pid {self._pidfile('raw')};\nerror_log {logs / 'nginx-error.log'} warn;\n"
+            "events { worker_connections 256; }\n"
+            "http {\n"
+            f"  access_log {logs / 'nginx-access.log'};\n"
+            f"  client_body_temp_path {temps[0]};\n  proxy_temp_path {temps[1]};\n"
+            f"  fastcgi_temp_path {temps[2]};\n  uwsgi_temp_path {temps[3]};\n"
+            f"  scgi_temp_path {temps[4]};\n"
+            "  default_type application/octet-stream;\n  server_tokens off;\n"
+            "  server {\n"
+            f"    listen {HOST}:{self.ports['raw']};\n"
+            f"    root {self.base / 'raw'};\n"
+            "    client_max_body_size 0;\n"
+            "    location / {\n"
+            "      autoindex on;\n"
+            "      dav_methods PUT DELETE MKCOL;\n"
+            "      create_full_put_path on;\n"
+            "      dav_access user:rw group:r all:r;\n"
+            "      # Writes need the password; reads are open.\n"
+            "      limit_except GET HEAD {\n"
+            "        auth_basic \"airlock site raw\";\n"
+            f"        auth_basic_user_file {auth};\n"
+            "      }\n    }\n  }\n}\n"))
+        argv = ["nginx", "-p", str(nginx), "-c", str(nginx / "nginx.conf"),
+                "-e", str(logs / "nginx-error.log")]
+        test = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True,
+                              timeout=30, check=False)
+        if test.returncode != 0:
+            raise SiteError(f"nginx refuses {nginx / 'nginx.conf'}: "
+                            + " | ".join(test.stderr.strip().splitlines()[-2:])
+                            + " (the DAV module comes with Debian's nginx package)")
+        self._pidfile("raw").unlink(missing_ok=True)
+        self._spawn("raw", argv, pidfile=False)
+
+    def _reachable(self, path: Path) -> None:
+        """www-data must reach PATH through every folder above it."""
+        for parent in [*reversed(path.parents), path]:
+            if parent.stat().st_mode & 0o001 == 0:
+                raise SiteError(f"{parent} is not searchable by others, so nginx's workers "
+                                f"({WEB_USER}) cannot reach {path}; chmod o+x {parent} or "
+                                "choose another --dir")
+
+    def _start_registry(self) -> None:
+        config = self.base / "registry.yml"
+        _write(config, (
+            "version: 0.1\nlog:\n  level: info\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.base / 'registry'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: {HOST}:{self.ports['registry']}\n"
+            f"  secret: {secrets.token_hex(16)}\n"
+            "auth:\n  htpasswd:\n    realm: airlock-site\n"
+            f"    path: {self.base / 'auth' / 'registry.htpasswd'}\n"), 0o600)
+        self._spawn("registry", ["docker-registry", "serve", str(config)])
+
+    def _start_git(self) -> None:
+        # `git daemon` runs git-daemon as its child: the pid file names the
+        # server itself. Read-only: receive-pack is off unless enabled.
+        git = self.base / "git"
+        self._pidfile("git").unlink(missing_ok=True)
+        self._spawn("git", [
+            "git", "daemon", "--export-all", f"--base-path={git}", "--reuseaddr",
+            f"--listen={HOST}", f"--port={self.ports['git']}",
+            f"--pid-file={self._pidfile('git')}", str(git)], pidfile=False)
+
+    def _wait_listening(self, store: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.alive(store) and self.ports[store] in self._listening_ports():
+                return
+            time.sleep(0.3)
+        log = self.base / "logs" / ("nginx-error.log" if store == "raw" else f"{store}.log")
+        tail = ""
+        if log.is_file():
+            tail = ": " + " | ".join(log.read_text(errors="replace").splitlines()[-2:])
+        raise SiteError(f"{store} did not listen on {HOST}:{self.ports[store]} within "
+                        f"{timeout:.0f} s; see {log}{tail}")
+
+    def _write_site_yaml(self) -> None:
+        """The contract's site.yaml: URLs and credentials files, never a secret."""
+        p = self.ports
+        values = {
+            "pypi": {"upload": f"http://{HOST}:{p['pypi']}/",
+                     "simple": f"http://{HOST}:{p['pypi']}/simple/"},
+            "raw": {"url": f"http://{HOST}:{p['raw']}/airlock/"},
+            "registry": {"prefix": f"{HOST}:{p['registry']}/airlock"},
+            "git": {"base": f"git://{HOST}:{p['git']}", "push": str(self.base / "git")},
+        }
+        lines = [f"# Written by tools/site-up for the stand-ins in {self.base}."]
+        for store, keys in values.items():
+            if store in SECRET_STORES:
+                keys["credentials_file"] = str(self.credentials(store))
+            lines.append(f"{store}:")
+            # A JSON string is a YAML scalar, whatever the folder's name holds.
+            lines += [f"  {key}: {json.dumps(value)}" for key, value in keys.items()]
+        _write(self.base / "site.yaml", "\n".join(lines) + "\n")
+
+    # --- status and stop -----------------------------------------------
+
+    def _pid(self, store: str) -> int | None:
+        try:
+            return int(self._pidfile(store).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def alive(self, store: str) -> bool:
+        """The pid file names a live process of this folder (not a reused pid)."""
+        pid = self._pid(store)
+        if pid is None:
+            return False
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        return str(self.base) in cmdline
+
+    def status(self) -> bool:
+        """Print each store's state; True when all four run."""
+        self._load_state()
+        up = True
+        for store in STORES:
+            if self.alive(store):
+                where = f"{HOST}:{self.ports[store]}"
+                where += f" in netns {self.netns}" if self.netns else ""
+                _say(f"{store}: running (pid {self._pid(store)}) on {where}")
+            else:
+                up = False
+                _say(f"{store}: stopped")
+        return up
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM each server named by its pid file; SIGKILL what ignores it."""
+        running = [s for s in STORES if self.alive(s)]
+        pids = {s: self._pid(s) for s in running}
+        for pid in pids.values():
+            try:
+                os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while running and time.monotonic() < deadline:
+            time.sleep(0.2)
+            running = [s for s in running if self.alive(s)]
+        for store in running:
+            print(f"site-up: {store} ignored SIGTERM for {timeout:.0f} s; killing it",
+                  file=sys.stderr)
+            try:
+                os.kill(pids[store], signal.SIGKILL)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                pass
+        for store in STORES:
+            self._pidfile(store).unlink(missing_ok=True)
+        _say(f"stopped ({len(pids)} of {len(STORES)} were running) in {self.base}")
+
+
+def _ports(args: argparse.Namespace) -> dict[str, int]:
+    ports = {}
+    for store in STORES:
+        value = getattr(args, f"{store}_port")
+        if value is None:
+            env = os.environ.get(f"AIRLOCK_SITE_{store.upper()}_PORT")
+            value = env if env else DEFAULT_PORTS[store]
+        try:
+            port = int(value)
+        except ValueError:
+            port = 0
+        if not 0 < port < 65536:
+            raise SiteError(f"--{store}-port / AIRLOCK_SITE_{store.upper()}_PORT={value}: "
+                            "give a TCP port (1-65535)")
+        ports[store] = port
+    if len(set(ports.values())) != len(ports):
+        raise SiteError(f"two stores on one port ({ports}); give each its own")
+    return ports
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="site-up", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("start", "stop", "status", "install"),
+                        help="start: the four stores (and site.yaml); stop: stop them; "
+                             "status: what runs (exit 3 unless all four); install: only "
+                             "the pypiserver venv (PyPI)")
+    parser.add_argument("--dir", default=os.environ.get("AIRLOCK_SITE_DIR") or DEFAULT_DIR,
+                        help=f"the site's folder (default {DEFAULT_DIR}, AIRLOCK_SITE_DIR)")
+    parser.add_argument("--netns", help="start every daemon inside /run/netns/NETNS")
+    for store in STORES:
+        parser.add_argument(f"--{store}-port", help=f"default {DEFAULT_PORTS[store]} "
+                            f"(AIRLOCK_SITE_{store.upper()}_PORT)")
+    args = parser.parse_args(argv)
+    try:
+        base = Path(args.dir)
+        if not base.is_absolute():
+            base = Path.cwd() / base
+        site = Site(base=base, ports=_ports(args), netns=args.netns)
+        if args.command == "start":
+            site.start()
+        elif args.command == "install":
+            site.install()
+            _say(f"ok: {site.venv}")
+        elif args.command == "stop":
+            site.stop()
+        elif args.command == "status":
+            return 0 if site.status() else 3
+    except SiteError as error:
+        print(f"site-up: ERROR: {error}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as error:
+        print(f"site-up: ERROR: {error.cmd[0]} failed ({error.returncode})", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""tools/site-up: the four stand-ins of a site's stores, proven with real clients.
+
+Started into a temporary folder on free ports (never the defaults, so a
+developer's running site is left alone), each store is used the way
+``bundle import`` and ``build --site`` will use it: twine uploads a real
+wheel and pip downloads it with the password (401 without); an HTTP PUT
+then GET gives the same bytes (401 for PUT without the password); skopeo
+copies a tiny image into the registry with credentials (refused without);
+``git ls-remote`` reads a bare repository put in DIR/git. Then stop: nothing
+listens any more. With ``--netns``, the stores listen on the namespace's
+loopback only. Only 127.0.0.1 is used; the passwords appear in no output
+or log. Needs root and ``tools/setup-host site`` (and build-host for
+skopeo); start makes the pypiserver venv from PyPI (retried by site-up).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+
+import yaml
+
+from airlock.tests.functional import tinyimage
+from airlock.tests.functional.registries import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+SITE_UP = REPO_ROOT / "tools" / "site-up"
+STORES = ("pypi", "raw", "registry", "git")
+PROBE = "site-probe"
+
+
+def make_wheel(folder: Path) -> Path:
+    """A small, real, pure-Python wheel (what pip installs), built by hand."""
+    files = {
+        "site_probe/__init__.py": b"VALUE = 42\n",
+        "site_probe-1.0.dist-info/METADATA":
+            b"Metadata-Version: 2.1\nName: site-probe\nVersion: 1.0\n"
+            b"Summary: a probe of tools/site-up\n",
+        "site_probe-1.0.dist-info/WHEEL":
+            b"Wheel-Version: 1.0\nGenerator: airlock-test\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n",
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(data)}")
+    record.append("site_probe-1.0.dist-info/RECORD,,")
+    files["site_probe-1.0.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = folder / "site_probe-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without the machine's pip/uv/twine settings (PIP_FIND_LINKS...)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "UV_", "TWINE_"))}
+    env.update(PIP_CONFIG_FILE="/dev/null", PIP_NO_INPUT="1",
+               PIP_DISABLE_PIP_VERSION_CHECK="1", **extra)
+    return env
+
+
+def status_of(url: str, method: str = "GET", data: bytes | None = None,
+              auth: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, method=method)
+    if auth:
+        request.add_header("Authorization",
+                           "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class SiteUpTest(unittest.TestCase):
+    tmp: Path
+    dir: Path
+    ports: dict[str, int]
+    outputs: list[str]
+
+    @classmethod
+    def site_up(cls, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(SITE_UP), *args, "--dir", str(cls.dir)],
+                              capture_output=True, text=True, timeout=600, check=False,
+                              env=clean_env())
+        cls.outputs.append(done.stdout + done.stderr)
+        if check and done.returncode != 0:
+            raise AssertionError(f"site-up {' '.join(args)}: {done.returncode}: "
+                                 f"{done.stdout}{done.stderr}")
+        return done
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.tmp = Path(tempfile.mkdtemp(prefix="airlock-site-up-"))
+        # nginx's workers (www-data) must reach DIR/raw.
+        cls.tmp.chmod(0o755)
+        cls.dir = cls.tmp / "site"
+        cls.outputs = []
+        cls.ports = {}
+        while len(set(cls.ports.values())) < len(STORES):
+            cls.ports = {store: free_port() for store in STORES}
+        port_args = [arg for store, port in cls.ports.items()
+                     for arg in (f"--{store}-port", str(port))]
+        try:
+            cls.site_up("start", *port_args)
+        except BaseException:
+            cls.site_up("stop", check=False)
+            raise
+        cls.site = yaml.safe_load((cls.dir / "site.yaml").read_text())
+        cls.creds = {store: (cls.dir / "credentials" / store).read_text().strip()
+                     for store in ("pypi", "raw", "registry")}
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.site_up("stop", check=False)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_1_site_yaml_and_credentials(self) -> None:
+        p = self.ports
+        self.assertEqual(self.site["pypi"]["upload"], f"http://127.0.0.1:{p['pypi']}/")
+        self.assertEqual(self.site["pypi"]["simple"], f"http://127.0.0.1:{p['pypi']}/simple/")
+        self.assertEqual(self.site["raw"]["url"], f"http://127.0.0.1:{p['raw']}/airlock/")
+        self.assertEqual(self.site["registry"]["prefix"], f"127.0.0.1:{p['registry']}/airlock")
+        self.assertEqual(self.site["git"]["base"], f"git://127.0.0.1:{p['git']}")
+        self.assertEqual(self.site["git"]["push"], str(self.dir / "git"))
+        for store in ("pypi", "raw", "registry"):
+            path = Path(self.site[store]["credentials_file"])
+            self.assertEqual(path, self.dir / "credentials" / store)
+            self.assertEqual(path.stat().st_mode & 0o777, 0o600)
+            user, _, password = self.creds[store].partition(":")
+            self.assertEqual(user, "airlock")
+            self.assertGreaterEqual(len(password), 24)
+            self.assertNotIn(password, (self.dir / "site.yaml").read_text())
+        self.assertEqual(len(set(self.creds.values())), 3, "one password per store")
+
+    def test_2_start_again_and_status(self) -> None:
+        again = self.site_up("start")
+        self.assertIn("already running", again.stdout)
+        status = self.site_up("status")
+        for store in STORES:
+            self.assertIn(f"{store}: running", status.stdout)
+
+    def test_3_pypi_upload_and_download(self) -> None:
+        work = Path(tempfile.mkdtemp(dir=self.tmp))
+        wheel = make_wheel(work)
+        user, _, password = self.creds["pypi"].partition(":")
+        upload = self.site["pypi"]["upload"]
+        twine = [str(Path(sys.executable).parent / "twine"), "upload", "--non-interactive",
+                 "--disable-progress-bar", "--repository-url", upload, str(wheel)]
+        wrong = subprocess.run(twine, capture_output=True, text=True, timeout=120,
+                               env=clean_env(TWINE_USERNAME=user, TWINE_PASSWORD="wrong"))
+        self.outputs.append(wrong.stdout + wrong.stderr)
+        self.assertNotEqual(wrong.returncode, 0, wrong.stdout + wrong.stderr)
+        self.assertEqual(list((self.dir / "pypi").iterdir()), [])
+        done = subprocess.run(twine, capture_output=True, text=True, timeout=120,
+                              env=clean_env(TWINE_USERNAME=user, TWINE_PASSWORD=password))
+        self.outputs.append(done.stdout + done.stderr)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+
+        simple = self.site["pypi"]["simple"]
+        self.assertEqual(status_of(simple + f"{PROBE}/")[0], 401)
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+               "-d", str(work / "got"), f"{PROBE}==1.0"]
+        anonymous = subprocess.run(pip, capture_output=True, text=True, timeout=120,
+                                   env=clean_env(PIP_INDEX_URL=simple))
+        self.assertNotEqual(anonymous.returncode, 0)
+        authed = simple.replace("http://", f"http://{user}:{password}@")
+        got = subprocess.run(pip, capture_output=True, text=True, timeout=120,
+                             env=clean_env(PIP_INDEX_URL=authed))
+        self.outputs.append(got.stdout + got.stderr)
+        self.assertEqual(got.returncode, 0, got.stdout + got.stderr)
+        self.assertEqual((work / "got" / wheel.name).read_bytes(), wheel.read_bytes())
+
+    def test_4_raw_put_and_get(self) -> None:
+        url = self.site["raw"]["url"] + "debs/debian-bookworm/amd64/probe.deb"
+        data = os.urandom(70000)
+        self.assertEqual(status_of(url, "PUT", data)[0], 401)
+        self.assertEqual(status_of(url, "PUT", data, auth="airlock:wrong")[0], 401)
+        self.assertEqual(status_of(url)[0], 404)
+        self.assertEqual(status_of(url, "PUT", data, auth=self.creds["raw"])[0], 201)
+        code, body = status_of(url)
+        self.assertEqual(code, 200)
+        self.assertEqual(body, data)
+        self.assertEqual(status_of(url, "DELETE")[0], 401)
+        self.assertEqual(status_of(url)[0], 200)
+
+    def test_5_registry_copy(self) -> None:
+        work = Path(tempfile.mkdtemp(dir=self.tmp))
+        archive = work / "probe.oci.tar"
+        digest = tinyimage.make(archive, ["linux/amd64", "linux/arm64"], "site-up")
+        host = self.site["registry"]["prefix"].split("/", 1)[0]
+        target = f"docker://{self.site['registry']['prefix']}/probe:1"
+        self.assertEqual(status_of(f"http://{host}/v2/")[0], 401)
+        auth = work / "auth.json"
+        auth.write_text(json.dumps({"auths": {host: {
+            "auth": base64.b64encode(self.creds["registry"].encode()).decode()}}}))
+        auth.chmod(0o600)
+        none = work / "none.json"
+        none.write_text('{"auths": {}}')
+        copy = ["skopeo", "copy", "--all", "--preserve-digests", "--dest-tls-verify=false",
+                f"oci-archive:{archive}", target]
+        refused = subprocess.run([*copy, "--dest-authfile", str(none)], capture_output=True,
+                                 text=True, timeout=120)
+        self.assertNotEqual(refused.returncode, 0, refused.stdout)
+        done = subprocess.run([*copy, "--dest-authfile", str(auth)], capture_output=True,
+                              text=True, timeout=120)
+        self.outputs.append(done.stdout + done.stderr)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                              "--authfile", str(auth), target], capture_output=True,
+                             timeout=60, check=True).stdout
+        self.assertEqual("sha256:" + hashlib.sha256(raw).hexdigest(), digest)
+
+    def test_6_git_ls_remote(self) -> None:
+        bare = self.dir / "git" / "openstack" / "probe"
+        work = Path(tempfile.mkdtemp(dir=self.tmp))
+        git = ["git", "-c", "user.name=airlock-test", "-c", "user.email=test@localhost"]
+        subprocess.run([*git, "init", "-q", "--bare", str(bare)], check=True, timeout=30)
+        subprocess.run([*git, "init", "-q", str(work)], check=True, timeout=30)
+        subprocess.run([*git, "-C", str(work), "commit", "-q", "--allow-empty", "-m", "probe"],
+                       check=True, timeout=30)
+        subprocess.run([*git, "-C", str(work), "push", "-q", str(bare), "HEAD:refs/heads/main"],
+                       check=True, timeout=30)
+        head = subprocess.run([*git, "-C", str(work), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+        listed = subprocess.run(["git", "ls-remote", f"{self.site['git']['base']}/openstack/probe"],
+                                capture_output=True, text=True, timeout=30)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertIn(f"{head}\trefs/heads/main", listed.stdout)
+        # Read-only: a push over git:// is refused.
+        pushed = subprocess.run([*git, "-C", str(work), "push", "-q",
+                                 f"{self.site['git']['base']}/openstack/probe",
+                                 "HEAD:refs/heads/other"], capture_output=True, text=True,
+                                timeout=30)
+        self.assertNotEqual(pushed.returncode, 0)
+
+    def test_9_stop_leaves_nothing_listening(self) -> None:
+        self.site_up("stop")
+        self.site_up("stop")
+        for store, port in self.ports.items():
+            with socket.socket() as sock:
+                sock.settimeout(2)
+                self.assertNotEqual(sock.connect_ex(("127.0.0.1", port)), 0, store)
+        self.assertEqual(self.site_up("status", check=False).returncode, 3)
+        # No password in any output of site-up or the clients, nor in a log.
+        logs = [p.read_text(errors="replace") for p in (self.dir / "logs").iterdir()]
+        for store, cred in self.creds.items():
+            password = cred.partition(":")[2]
+            for text in [*self.outputs, *logs]:
+                self.assertNotIn(password, text, store)
+
+
+class SiteUpNetnsTest(unittest.TestCase):
+    """--netns: the stores listen on the namespace's own loopback, not the host's;
+    and what start refuses in one line (a missing namespace, a port in use)."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-site-up-netns-"))
+        self.tmp.chmod(0o755)
+        self.dir = self.tmp / "site"
+        self.netns = f"airlock-site-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", self.netns], check=True, timeout=30)
+        self.addCleanup(subprocess.run, ["ip", "netns", "delete", self.netns],
+                        check=False, timeout=30)
+        subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True,
+                       timeout=30)
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def site_up(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(SITE_UP), *args, "--dir", str(self.dir)],
+                              capture_output=True, text=True, timeout=600, check=False,
+                              env=clean_env())
+
+    def listening_inside(self, port: int) -> bool:
+        probe = ("import socket, sys; s = socket.socket(); s.settimeout(2); "
+                 f"sys.exit(s.connect_ex(('127.0.0.1', {port})))")
+        return subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", "--",
+                               sys.executable, "-c", probe], timeout=30).returncode == 0
+
+    def test_stores_live_in_the_namespace(self) -> None:
+        ports = {store: free_port() for store in STORES}
+        port_args = [arg for store, port in ports.items()
+                     for arg in (f"--{store}-port", str(port))]
+        started = self.site_up("start", "--netns", self.netns, *port_args)
+        self.addCleanup(self.site_up, "stop")
+        self.assertEqual(started.returncode, 0, started.stdout + started.stderr)
+        self.assertIn(f"in netns {self.netns}", started.stdout)
+        for store, port in ports.items():
+            self.assertTrue(self.listening_inside(port), store)
+            with socket.socket() as sock:
+                sock.settimeout(2)
+                self.assertNotEqual(sock.connect_ex(("127.0.0.1", port)), 0,
+                                    f"{store} reachable from the host")
+        self.assertEqual(self.site_up("status").returncode, 0)
+        stopped = self.site_up("stop")
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        for store, port in ports.items():
+            self.assertFalse(self.listening_inside(port), store)
+
+    def test_a_missing_namespace_is_one_line(self) -> None:
+        done = self.site_up("start", "--netns", "airlock-no-such-netns")
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(done.stderr.count("\n"), 1, done.stderr)
+        self.assertIn("no network namespace /run/netns/airlock-no-such-netns", done.stderr)
+        self.assertFalse(self.dir.exists())
+
+    def test_a_port_in_use_is_one_line(self) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            done = self.site_up("start", "--raw-port", str(port),
+                                *[arg for store in ("pypi", "registry", "git")
+                                  for arg in (f"--{store}-port", str(free_port()))])
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(done.stderr,
+                         f"site-up: ERROR: 127.0.0.1:{port} (raw) is in use by another "
+                         "program; choose another with --raw-port\n")
+        self.assertEqual(self.site_up("status").returncode, 3)
+
+if __name__ == "__main__":
+    unittest.main()
+
