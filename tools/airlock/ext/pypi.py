@@ -288,6 +288,7 @@ class _Links(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.names: list[str] = []
+        self.fragments: list[str] = []  # each link's #fragment ("sha256=..."), "" if none
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag != "a":
@@ -297,6 +298,7 @@ class _Links(html.parser.HTMLParser):
             name = urllib.parse.unquote(urllib.parse.urlsplit(href).path.rsplit("/", 1)[-1])
             if name:
                 self.names.append(name)
+                self.fragments.append(urllib.parse.urlsplit(href).fragment)
 
 
 def parse_page(body: bytes, content_type: str) -> list[str]:
@@ -332,6 +334,60 @@ def parse_page(body: bytes, content_type: str) -> list[str]:
             raise AirlockError("", f"malformed HTML page ({error})") from None
         return parser.names
     raise AirlockError("", f"answered {kind[:60]!r}, not a simple index page")
+
+
+def page_hashes(body: bytes, content_type: str) -> dict[str, str | None]:
+    """``{file name: sha256 or None}`` of a project page, JSON (PEP 691) or HTML (PEP 503).
+
+    The sha256 is the JSON ``hashes`` entry or the ``#sha256=`` fragment of
+    the link; None when the index gives none (the caller must not take an
+    unknown hash for a match). Malformed pages as :func:`parse_page`.
+    """
+    names = parse_page(body, content_type)  # the same checks, the same errors
+    kind = content_type.split(";", 1)[0].strip().lower()
+    found: dict[str, str | None] = dict.fromkeys(names)
+    if kind == _JSON_TYPE or kind == "application/json":
+        for entry in json.loads(body)["files"]:
+            hashes = entry.get("hashes")
+            digest = hashes.get("sha256") if isinstance(hashes, dict) else None
+            found[entry["filename"]] = digest.lower() if isinstance(digest, str) else None
+        return found
+    parser = _Links()
+    parser.feed(body.decode("utf-8"))
+    parser.close()
+    for name, fragment in zip(parser.names, parser.fragments, strict=True):
+        key, _, value = fragment.partition("=")
+        if key == "sha256" and value:
+            found[name] = value.lower()
+    return found
+
+
+def project_hashes(index: str, name: str, *, limit: int | None = None
+                   ) -> dict[str, str | None]:
+    """``{file name: sha256 or None}`` of project ``name`` on the http(s) ``index``.
+
+    ``index`` may carry credentials (sent as a Basic header to it only,
+    never printed). A project the index does not know has none; any other
+    failure is a ToolError naming the index without its credentials.
+    """
+    limit = PAGE_LIMIT if limit is None else limit
+    given = credentials(index)
+    auth = basic_authorization(*given) if given else None
+    url = f"{strip_userinfo(index).rstrip('/')}/{canonicalize_name(name)}/"
+    session = _Session()
+    with contextlib.closing(session):
+        try:
+            body, content_type = _ask(session, url, auth, limit)
+        except _Missing:
+            return {}
+        except ToolError:
+            raise
+        except AirlockError as error:
+            raise _failed(index, name, error) from None
+        try:
+            return page_hashes(body, content_type)
+        except AirlockError as error:
+            raise _failed(index, name, error) from None
 
 
 def _file_path(url: str) -> Path:
