@@ -301,20 +301,21 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
     verified = verify.verify_dir(bundle, allowed_signers)
     manifest = verified.manifest
     manifest_sha256 = _manifest_sha256(bundle)
+    # Every credential is read before any work: a missing file is one line, exit 1.
     raw = stores.RawStore(site.raw)
+    clients = {"pypi": stores.PypiStore(site.pypi), "raw": raw,
+               "registry": stores.RegistryStore(site.registry), "git": stores.GitStore(site.git)}
+    site.registry.credentials()
     check_requires(raw, verified.requires)
     reports = {name: StoreReport() for name in STORE_ORDER}
-    steps = (("pypi", lambda: stores.PypiStore(site.pypi), _pypi),
-             ("raw", lambda: raw, _raw),
-             ("registry", lambda: stores.RegistryStore(site.registry), _registry),
-             ("git", lambda: stores.GitStore(site.git), _git))
-    for name, make, load in steps:
+    loaders = {"pypi": _pypi, "raw": _raw, "registry": _registry, "git": _git}
+    for name in STORE_ORDER:
         try:
             if name == "registry":
                 with stores.registry_auth(site.registry, site.registry.urls["prefix"]):
-                    load(bundle, manifest, make(), reports[name], progress)
+                    loaders[name](bundle, manifest, clients[name], reports[name], progress)
             else:
-                load(bundle, manifest, make(), reports[name], progress)
+                loaders[name](bundle, manifest, clients[name], reports[name], progress)
         except AirlockError as error:
             reports[name].failed.append(str(error) if str(error).startswith(name)
                                         else f"{name}: {error}")
