@@ -93,20 +93,27 @@ class PypiStore:
         self.upload_url = store.urls["upload"]
         self.simple_url = store.urls["simple"]
         self._creds = store.credentials()
-        self._pages: dict[str, dict[str, str | None]] = {}
+        self._pages: dict[str, dict[str, tuple[str, str | None]]] = {}
         self._repository = None
 
     def remote_sha256(self, filename: str) -> str | None:
-        """The sha256 the index gives ``filename`` ("" when listed without one); None: absent."""
+        """The sha256 of the index's ``filename``; None when the index does not have it.
+
+        The index's own hash when it gives one (Nexus, pypiserver with
+        ``--hash-algo sha256``); else the file is read and hashed.
+        """
         from packaging.utils import parse_wheel_filename
 
         project = str(parse_wheel_filename(filename)[0])
         if project not in self._pages:
-            self._pages[project] = pypi.project_hashes(
+            self._pages[project] = pypi.project_files(
                 _with_userinfo(self.simple_url, self._creds), project)
         if filename not in self._pages[project]:
             return None
-        return self._pages[project][filename] or ""
+        url, sha = self._pages[project][filename]
+        if sha:
+            return sha
+        return _download_sha256(url, self._creds, same_origin=self.simple_url)
 
     def upload(self, path: Path) -> None:
         """Upload one wheel with twine's library; a refusal is one line naming the file."""
@@ -152,12 +159,35 @@ class PypiStore:
         self._pages.pop(str(parse_wheel_filename(filename)[0]), None)
 
 
-# --- raw ----------------------------------------------------------------------
-
-
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003 - urllib's signature
         return None  # the 3xx is raised as an HTTPError: credentials never follow a redirect
+
+
+def _download_sha256(url: str, creds: tuple[str, str] | None, same_origin: str) -> str:
+    """The sha256 of the file at ``url``, read as a stream; credentials to the index's host only."""
+    request = urllib.request.Request(url)
+    origin = urllib.parse.urlsplit(same_origin)
+    here = urllib.parse.urlsplit(url)
+    if creds and (here.scheme, here.netloc) == (origin.scheme, origin.netloc):
+        request.add_header("Authorization", basic_authorization(*creds))
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.build_opener(_NoRedirect()).open(request, timeout=TIMEOUT) as answer:
+            while chunk := answer.read(BLOCK):
+                digest.update(chunk)
+    except urllib.error.HTTPError as error:
+        error.close()
+        raise ToolError(f"pypi {strip_userinfo(url)}", f"cannot read it to compare: HTTP "
+                        f"{error.code}", CREDENTIALS_FIX if error.code in (401, 403)
+                        else "check the pypi store") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise ToolError(f"pypi {strip_userinfo(url)}", f"cannot read it to compare: "
+                        f"{type(error).__name__}", "check the pypi store") from None
+    return digest.hexdigest()
+
+
+# --- raw ----------------------------------------------------------------------
 
 
 class RawStore:
