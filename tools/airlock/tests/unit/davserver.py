@@ -88,6 +88,8 @@ class DavServer:
                 path = self._check()
                 if path is None:
                     return
+                if path.is_dir() and (path / "index.html").is_file():
+                    path = path / "index.html"  # a PEP 503 page, as a static index serves it
                 if not path.is_file():
                     self._reply(404, b"not found\n", head=self.command == "HEAD")
                     return

@@ -191,6 +191,45 @@ class RawStoreTest(unittest.TestCase):
         self.assertNotIn("base-1,", str(caught.exception))
 
 
+class PypiIndexTest(unittest.TestCase):
+    """The index's answer about a wheel: a static PEP 503 index behind Basic auth."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-pypi-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.server = DavServer(self.tmp / "root", {"importer": "pw-Secret"})
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        page = self.tmp / "root/simple/six"
+        page.mkdir(parents=True)
+        (self.tmp / "root/packages").mkdir()
+        (self.tmp / "root/packages/six-1.16.0-py2.py3-none-any.whl").write_bytes(b"wheel")
+        (page / "index.html").write_text(
+            '<a href="../../packages/six-1.16.0-py2.py3-none-any.whl#md5=00">six</a>\n'
+            f'<a href="../../packages/six-1.17.0-py2.py3-none-any.whl#sha256={SHA_A}">six</a>')
+
+    def store(self, password: str) -> stores.PypiStore:
+        cred = self.tmp / "cred"
+        cred.write_text(f"importer:{password}\n")
+        return stores.PypiStore(Store("pypi", {"upload": self.server.url(),
+                                               "simple": self.server.url("simple/")},
+                                      credentials_file=cred))
+
+    def test_the_index_hash_else_the_file_read_else_absent(self) -> None:
+        pypi_store = self.store("pw-Secret")
+        self.assertEqual(pypi_store.remote_sha256("six-1.17.0-py2.py3-none-any.whl"), SHA_A)
+        self.assertEqual(pypi_store.remote_sha256("six-1.16.0-py2.py3-none-any.whl"),
+                         hashlib.sha256(b"wheel").hexdigest())
+        self.assertIsNone(pypi_store.remote_sha256("six-1.15.0-py2.py3-none-any.whl"))
+        self.assertIsNone(pypi_store.remote_sha256("other-1.0-py3-none-any.whl"))
+
+    def test_a_refused_password_is_one_line_without_it(self) -> None:
+        with self.assertRaises(ToolError) as caught:
+            self.store("n0t-the-Pw").remote_sha256("six-1.17.0-py2.py3-none-any.whl")
+        self.assertIn("401", str(caught.exception))
+        self.assertNotIn("n0t-the-Pw", str(caught.exception))
+
+
 class GitMirrorTest(unittest.TestCase):
     """Real repositories: the upstream, its git bundle, and the mirror's bare repository."""
 
@@ -255,6 +294,50 @@ class GitMirrorTest(unittest.TestCase):
         self.assertEqual((plan.same, plan.refused), (["refs/tags/t"], []))
         plan = stores.plan_refs(current, {"refs/tags/t": "5" * 40}, lambda o, n: True)
         self.assertEqual(len(plan.refused), 1)
+
+
+class CommandTest(unittest.TestCase):
+    """The verb: what it refuses before touching a store."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-importcli-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        (self.tmp / "cred").write_text("u:p\n")
+        self.site = self.tmp / "site.yaml"
+        self.site.write_text(
+            "pypi:\n  upload: http://127.0.0.1:9/\n  simple: http://127.0.0.1:9/simple/\n"
+            "  credentials_file: cred\nraw:\n  url: http://127.0.0.1:9/raw/\n"
+            "  credentials_file: cred\nregistry:\n  prefix: 127.0.0.1:9/airlock\n"
+            "  credentials_file: cred\ngit:\n  base: git://127.0.0.1:9\n  push: git\n")
+
+    def run_cli(self, *args: str) -> tuple[int, str]:
+        import contextlib
+        import io
+
+        from airlock import cli
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = cli.main(["bundle", "import", *args, "--site", str(self.site),
+                             "--allowed-signers", str(self.tmp / "signers"),
+                             "--work-dir", str(self.tmp / "work")])
+        return code, err.getvalue()
+
+    def test_a_tar_is_refused_with_how_to_extract_it(self) -> None:
+        (self.tmp / "b.tar").write_bytes(b"")
+        code, said = self.run_cli(str(self.tmp / "b.tar"))
+        self.assertEqual(code, 1)
+        self.assertIn("--extract", said)
+        self.assertEqual(len(said.strip().splitlines()), 1)
+
+    def test_an_unsigned_bundle_is_refused_before_any_store(self) -> None:
+        from airlock.tests.unit import bundlefixture
+
+        folder = bundlefixture.make_bundle(self.tmp / "bundle")
+        code, said = self.run_cli(str(folder))
+        self.assertEqual(code, 1)
+        self.assertIn("unsigned", said)
+        self.assertFalse((self.tmp / "git").exists())
 
 
 if __name__ == "__main__":
