@@ -368,8 +368,8 @@ def page_hashes(body: bytes, content_type: str) -> dict[str, str | None]:
     return {name: sha for name, (_, sha) in page_entries(body, content_type).items()}
 
 
-def project_files(index: str, name: str, *, limit: int | None = None
-                  ) -> dict[str, tuple[str, str | None]]:
+def project_files(index: str, name: str, *, limit: int | None = None,
+                  fix: str = _FIX) -> dict[str, tuple[str, str | None]]:
     """``{file name: (absolute URL without credentials, sha256 or None)}`` of ``name``.
 
     ``index`` (http or https) may carry credentials (sent as a Basic header
@@ -391,7 +391,8 @@ def project_files(index: str, name: str, *, limit: int | None = None
         except ToolError:
             raise
         except AirlockError as error:
-            raise _failed(index, name, error) from None
+            raise ToolError(shown(index), f"cannot read the page of {name}: {error.what}",
+                            fix) from None
     return {filename: (urllib.parse.urljoin(url, href).split("#", 1)[0], sha)
             for filename, (href, sha) in entries.items()}
 

@@ -250,7 +250,10 @@ def _registry(folder: Path, manifest: dict, store: stores.RegistryStore, report:
             action, ref = store.push(folder / image["path"], repo, image["digest"], tag)
         except AirlockError as error:
             if isinstance(error, ToolError):
-                raise
+                # Its fix names the auth file; at a site the credentials are site.yaml's.
+                fix = ("check registry.credentials_file/credentials_env in site.yaml"
+                       if "credentials" in error.what else error.fix)
+                raise ToolError(error.where, error.what, fix) from None
             report.failed.append(str(error))
             continue
         (report.uploaded if action == stores.UPLOAD else report.skipped).append(ref)

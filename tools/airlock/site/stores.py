@@ -107,7 +107,8 @@ class PypiStore:
         project = str(parse_wheel_filename(filename)[0])
         if project not in self._pages:
             self._pages[project] = pypi.project_files(
-                _with_userinfo(self.simple_url, self._creds), project)
+                _with_userinfo(self.simple_url, self._creds), project,
+                fix="check pypi.simple in site.yaml, the index and its credentials")
         if filename not in self._pages[project]:
             return None
         url, sha = self._pages[project][filename]

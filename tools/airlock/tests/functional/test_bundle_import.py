@@ -33,8 +33,6 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-import bcrypt
-
 from airlock.bundle import layout
 from airlock.ext import git, registry
 from airlock.site import config, importer, stores
@@ -47,6 +45,10 @@ PASSWORD = "Imp0rt-S3cret-pw"
 USER = "importer"
 REPO_ROOT = Path(__file__).resolve().parents[4]
 PYPI_SERVER = Path(sys.executable).parent / "pypi-server"
+# passlib (pypiserver's htpasswd reader) cannot load bcrypt >= 4.1, which the
+# test venv holds for docker-registry's htpasswd: pypiserver runs with bcrypt
+# hidden and reads an apr1 (MD5) htpasswd instead.
+NO_BCRYPT = "import sys; sys.modules['bcrypt'] = None"
 
 
 def tiny_wheel(name: str, version: str, extra: str = "") -> tuple[str, bytes]:
@@ -148,8 +150,11 @@ class Stores:
         self.pypi_dir = root / "pypi-packages"
         self.pypi_dir.mkdir()
         self.pypi_port = free_port()
-        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-        (root / "pypi.htpasswd").write_text(f"{USER}:{hashed}\n")
+        hashed = subprocess.run(
+            [sys.executable, "-c", f"{NO_BCRYPT}; from passlib.hash import apr_md5_crypt; "
+             "print(apr_md5_crypt.hash(sys.stdin.read()))"],
+            input=PASSWORD, capture_output=True, text=True, check=True, timeout=60).stdout
+        (root / "pypi.htpasswd").write_text(f"{USER}:{hashed.strip()}\n")
         self.pypi: subprocess.Popen | None = None
         self.raw_dir = root / "raw"
         self.raw: subprocess.Popen | None = None
@@ -159,9 +164,11 @@ class Stores:
     def start_pypi(self) -> None:
         log = open(self.root / "pypi.log", "a")  # noqa: SIM115 - kept open while it runs
         self.pypi = subprocess.Popen(
-            [str(PYPI_SERVER), "run", "-i", "127.0.0.1", "-p", str(self.pypi_port),
+            [sys.executable, "-c", f"{NO_BCRYPT}; sys.argv[0] = 'pypi-server'; "
+             "from pypiserver.__main__ import main; sys.exit(main())",
+             "run", "-i", "127.0.0.1", "-p", str(self.pypi_port),
              "-P", str(self.root / "pypi.htpasswd"), "-a", "update,download,list",
-             "--hash-algo", "sha256", str(self.pypi_dir)],
+             "--hash-algo", "sha256", "--disable-fallback", str(self.pypi_dir)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         _wait_http(f"http://127.0.0.1:{self.pypi_port}/simple/", self.pypi)
 
