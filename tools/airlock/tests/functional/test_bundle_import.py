@@ -243,6 +243,8 @@ class BundleImportTest(unittest.TestCase):
         cls.bundle = make_bundle(cls.tmp, key)
         cls.delta = make_bundle(cls.tmp, key, bundle_id="site-test-2",
                                 requires=("site-test-never",))
+        cls.next = make_bundle(cls.tmp, key, bundle_id="site-test-3",
+                               requires=("site-test-1",))
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -369,6 +371,21 @@ class BundleImportTest(unittest.TestCase):
         self.assertEqual(len([line for line in lines if "site-test-never" in line]), 1, lines)
         self.assertIn("import the bundles it requires first", said.stderr)
         self.assertEqual(list(self.stores.pypi_dir.iterdir()), [])
+
+    def test_a_delta_is_imported_once_its_base_was(self) -> None:
+        refused = self.airlock(str(self.next), "--json")
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        self.assertIn("site-test-1", refused.stderr)
+        self.assertEqual(self.airlock(str(self.bundle)).returncode, 0)
+        said = self.airlock(str(self.next), "--json")
+        self.assertEqual(said.returncode, 0, said.stderr)
+        doc = json.loads(said.stdout)
+        # Its own base image is new; what the base bundle brought is not sent again.
+        self.assertEqual(len(doc["stores"]["registry"]["uploaded"]), 1)
+        self.assertEqual(doc["stores"]["pypi"]["uploaded"], [])
+        record = json.loads((self.stores.raw_dir / "airlock/airlock/imports/site-test-3.json")
+                            .read_text())
+        self.assertEqual(record["requires"], ["site-test-1"])
 
     def test_a_tar_is_refused_with_the_way_to_import_it(self) -> None:
         tar = self.root / "bundle.tar"
