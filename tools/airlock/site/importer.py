@@ -8,7 +8,7 @@ part, asked before it is written (:func:`airlock.site.stores.decide`):
 - raw: each apt repository ``debs/<distro>-<codename>/<arch>/``, its
   .debs first and its index (Packages) last, so that a half-imported
   repository never advertises a file it lacks;
-- registry: each base image by digest (and its tag ``<origin>-<digest12>``);
+- registry: each base image by digest, tagged as the release's reference tags it;
 - git: each component's git bundle into ``<push>/openstack/<project>``.
 
 A store that fails (unreachable, credentials refused) stops that store
@@ -33,7 +33,7 @@ from pathlib import Path
 from airlock import files
 from airlock.bundle import sums, verify
 from airlock.errors import AirlockError, ToolError
-from airlock.site import stores
+from airlock.site import access, stores
 from airlock.site.config import Site
 from airlock.urls import strip_userinfo
 
@@ -315,7 +315,7 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
     for name in STORE_ORDER:
         try:
             if name == "registry":
-                with stores.registry_auth(site.registry, site.registry.urls["prefix"]):
+                with access.registry_auth(site):
                     loaders[name](bundle, manifest, clients[name], reports[name], progress)
             else:
                 loaders[name](bundle, manifest, clients[name], reports[name], progress)

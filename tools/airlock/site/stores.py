@@ -16,7 +16,8 @@ makes an import idempotent (a second run uploads nothing) and resumable
 - :class:`RegistryStore`: the Docker-hosted registry, through
   :mod:`airlock.ext.registry` (skopeo and the registry API); the store's
   credentials reach both as a private containers auth file named by
-  ``$AIRLOCK_REGISTRY_AUTH_FILE`` for the duration of the import.
+  ``$AIRLOCK_REGISTRY_AUTH_FILE`` for the duration of the import
+  (:func:`airlock.site.access.registry_auth`).
 - :class:`GitStore`: the git mirror, a folder of bare repositories or a
   push URL; refs follow :func:`plan_refs` (tags never move, branches only
   forward, nothing else touched).
@@ -27,18 +28,16 @@ without userinfo (:func:`airlock.urls.strip_userinfo`).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import http.client
 import io
-import json
 import os
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -299,38 +298,6 @@ def merge_packages(remote: bytes, local: bytes) -> bytes:
 # --- registry -----------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def registry_auth(store: Store, prefix: str) -> Iterator[None]:
-    """The store's credentials as a private auth file for skopeo and the HTTP questions.
-
-    The file lives in a folder of mode 700 for the duration of the import
-    and is named by ``$AIRLOCK_REGISTRY_AUTH_FILE`` (how
-    :mod:`airlock.ext.registryauth` gives credentials to every client,
-    never on a command line); the variable is restored after.
-    """
-    creds = store.credentials()
-    if creds is None:
-        yield
-        return
-    host = prefix.split("/", 1)[0]
-    token = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
-    before = os.environ.get(registry.AUTH_FILE_ENV)
-    with tempfile.TemporaryDirectory(prefix="airlock-site-auth-") as folder:
-        os.chmod(folder, 0o700)
-        path = Path(folder) / "auth.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"auths": {host: {"auth": token}}}, handle)
-        os.environ[registry.AUTH_FILE_ENV] = str(path)
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop(registry.AUTH_FILE_ENV, None)
-            else:
-                os.environ[registry.AUTH_FILE_ENV] = before
-
-
 def image_repo(prefix: str, bundle_path: str) -> str:
     """``<prefix>/<name>`` of ``images/<name>-<digest16>.oci.tar``."""
     stem = bundle_path.rsplit("/", 1)[-1].removesuffix(".oci.tar")
@@ -338,14 +305,14 @@ def image_repo(prefix: str, bundle_path: str) -> str:
 
 
 def image_tag(origin_tag: str | None, digest: str) -> str | None:
-    """The tag the site gives an imported base image: ``<origin tag>-<digest12>``.
+    """The tag the site gives an imported base image: the release reference's own.
 
-    The digest in the tag keeps it immutable: a later bundle with a newer
-    base image of the same origin tag gets its own, nothing is re-pointed.
+    ``build --site`` reads ``<prefix>/<name>:<tag>`` of the release's base
+    image reference (:func:`airlock.site.access.base_image_ref`). None when
+    the reference names a digest only.
     """
-    if not origin_tag:
-        return None
-    return f"{origin_tag}-{digest.split(':', 1)[-1][:12]}"
+    del digest  # the image itself is kept by digest; the tag only points at it
+    return origin_tag or None
 
 
 class RegistryStore:
@@ -356,26 +323,30 @@ class RegistryStore:
 
     def push(self, archive: Path, repo: str, digest: str, tag: str | None,
              ) -> tuple[str, str]:
-        """Push ``archive`` as ``repo@digest`` and tag it; return (what, ref).
+        """Push ``archive`` as ``repo@digest`` and point ``tag`` at it; return (what, note).
 
-        ``what``: :data:`UPLOAD` or :data:`SKIP`. A tag already pointing at
-        another digest is a conflict, never moved.
+        ``what``: :data:`UPLOAD` or :data:`SKIP`. The image, by digest, is
+        never overwritten (a digest names its bytes). The tag is a pointer
+        the site build reads: absent, it is set; at another digest (an
+        earlier bundle's base image), it is moved to this one, and the note
+        says from where.
         """
         by_digest = f"{repo}@{digest}"
         tagged = registry.digest(f"{repo}:{tag}") if tag else None
-        if tagged is not None and tagged != digest:
-            raise conflict("registry", f"{repo}:{tag}", tagged.split(":", 1)[-1])
         if not registry.exists(by_digest):
-            pushed = registry.push_archive(archive, f"{repo}:{tag}" if tag else by_digest)
+            target = f"{repo}:{tag}" if tag else by_digest
+            pushed = registry.push_archive(archive, target)
             if pushed != digest:
                 raise ToolError(f"registry {by_digest}", f"the registry stored {pushed}, not "
                                 "the bundle's digest",
                                 "use a registry that keeps image indexes as pushed")
-            return UPLOAD, by_digest
-        if tag and tagged is None:
+            moved = f" (tag {tag} moved from {tagged})" if tagged and tagged != digest else ""
+            return UPLOAD, f"{target}@{digest}{moved}" if tag else by_digest
+        if tag and tagged != digest:
             registry.tag(by_digest, tag)
-            return UPLOAD, by_digest
-        return SKIP, by_digest
+            moved = f" (moved from {tagged})" if tagged else ""
+            return UPLOAD, f"{repo}:{tag}@{digest}{moved}"
+        return SKIP, f"{repo}:{tag}@{digest}" if tag else by_digest
 
 
 # --- git ----------------------------------------------------------------------

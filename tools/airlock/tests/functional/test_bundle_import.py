@@ -35,7 +35,7 @@ from pathlib import Path
 
 from airlock.bundle import layout
 from airlock.ext import git, registry
-from airlock.site import config, importer, stores
+from airlock.site import access, config, importer
 from airlock.tests.functional import tinyimage
 from airlock.tests.functional.registries import PrivateRegistry, free_port
 from airlock.tests.unit import bundlefixture
@@ -49,6 +49,13 @@ PYPI_SERVER = Path(sys.executable).parent / "pypi-server"
 # test venv holds for docker-registry's htpasswd: pypiserver runs with bcrypt
 # hidden and reads an apr1 (MD5) htpasswd instead.
 NO_BCRYPT = "import sys; sys.modules['bcrypt'] = None"
+
+
+class _Release:
+    """What access.base_image_ref reads of a release: its base image reference."""
+
+    def base_image_ref(self, env: dict | None = None) -> str:
+        return "docker.io/library/debian:trixie"
 
 
 def tiny_wheel(name: str, version: str, extra: str = "") -> tuple[str, bytes]:
@@ -287,10 +294,11 @@ class BundleImportTest(unittest.TestCase):
         manifest = json.loads((self.bundle / "manifest.json").read_text())
         base = manifest["releases"]["2025.2"]["base_image"]
         site = config.load(self.site)
-        with stores.registry_auth(site.registry, site.registry.urls["prefix"]):
-            self.assertEqual(registry.digest(
-                f"{self.stores.registry.host}/airlock/debian:trixie-{base['digest'][7:19]}"),
-                base["digest"])
+        with access.registry_auth(site):  # where build --site reads it
+            self.assertEqual(access.base_image_ref(site, _Release()), f"{self.stores.registry.host}"
+                             "/airlock/debian:trixie")
+            self.assertEqual(registry.digest(f"{self.stores.registry.host}/airlock/debian:trixie"),
+                             base["digest"])
         heads = manifest["releases"]["2025.2"]["components"]["keystone"]["heads"]
         self.assertEqual(git.remote_refs(str(self.stores.git_dir / "openstack/keystone")),
                          heads)
@@ -382,6 +390,16 @@ class BundleImportTest(unittest.TestCase):
         doc = json.loads(said.stdout)
         # Its own base image is new; what the base bundle brought is not sent again.
         self.assertEqual(len(doc["stores"]["registry"]["uploaded"]), 1)
+        self.assertIn("moved from", doc["stores"]["registry"]["uploaded"][0])
+        site = config.load(self.site)
+        old = json.loads((self.bundle / "manifest.json").read_text())
+        new = json.loads((self.next / "manifest.json").read_text())
+        repo = f"{self.stores.registry.host}/airlock/debian"
+        with access.registry_auth(site):
+            self.assertEqual(registry.digest(f"{repo}:trixie"),
+                             new["releases"]["2025.2"]["base_image"]["digest"])
+            old_digest = old["releases"]["2025.2"]["base_image"]["digest"]
+            self.assertEqual(registry.digest(f"{repo}@{old_digest}"), old_digest)
         self.assertEqual(doc["stores"]["pypi"]["uploaded"], [])
         record = json.loads((self.stores.raw_dir / "airlock/airlock/imports/site-test-3.json")
                             .read_text())

@@ -14,7 +14,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from airlock.bundle import gather
+from airlock.bundle import gather, layout
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import git, pypi
 from airlock.site import importer, stores
@@ -68,8 +68,16 @@ class ImagesNamesTest(unittest.TestCase):
         self.assertEqual(stores.image_repo("127.0.0.1:5001/airlock",
                                            "images/debian-0123456789abcccc.oci.tar"),
                          "127.0.0.1:5001/airlock/debian")
-        self.assertEqual(stores.image_tag("bookworm", digest), "bookworm-0123456789ab")
+        self.assertEqual(stores.image_tag("bookworm", digest), "bookworm")
         self.assertIsNone(stores.image_tag(None, digest))
+
+    def test_import_tags_the_image_where_build_site_reads_it(self) -> None:
+        ref = "docker.io/library/debian:bookworm"
+        digest = "sha256:" + "0123456789ab" + "c" * 52
+        prefix = "127.0.0.1:5001/airlock"
+        imported = (f"{stores.image_repo(prefix, layout.image('debian', digest))}:"
+                    f"{stores.image_tag(gather.origin_tag(ref), digest)}")
+        self.assertEqual(imported, f"{prefix}/{ref.rsplit('/', 1)[-1]}")  # access.base_image_ref
 
     def test_origin_tag_of_the_release_reference(self) -> None:
         self.assertEqual(gather.origin_tag("docker.io/library/debian:bookworm"), "bookworm")
