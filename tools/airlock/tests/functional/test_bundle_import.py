@@ -413,5 +413,82 @@ class BundleImportTest(unittest.TestCase):
         self.assertIn("--extract", said.stderr)
 
 
+SITE_UP = REPO_ROOT / "tools" / "site-up"
+
+
+@unittest.skipUnless(SITE_UP.exists() and shutil.which("nginx", path="/usr/sbin:/usr/bin")
+                     and shutil.which("docker-registry") and shutil.which("dpkg-deb"),
+                     "tools/site-up needs nginx and docker-registry (tools/setup-host site)")
+class SiteUpImportTest(unittest.TestCase):
+    """The same bundle into tools/site-up's stand-ins: nginx DAV, pypiserver, git daemon."""
+
+    @classmethod
+    def site_up(cls, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TWINE_"))}
+        done = subprocess.run([str(SITE_UP), *args, "--dir", str(cls.dir)], capture_output=True,
+                              text=True, timeout=900, env={**env, "PIP_CONFIG_FILE": "/dev/null"})
+        if done.returncode != 0:
+            raise AssertionError(f"site-up {args[0]}: {done.stdout}{done.stderr}")
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.tmp = Path(tempfile.mkdtemp(prefix="airlock-import-siteup-"))
+        cls.tmp.chmod(0o755)  # nginx's workers (www-data) must reach DIR/raw
+        cls.dir = cls.tmp / "site"
+        key = bundlefixture.make_key(cls.tmp)
+        cls.signers = bundlefixture.allowed_signers(cls.tmp / "allowed_signers",
+                                                    {"factory@site": key})
+        cls.bundle = make_bundle(cls.tmp, key)
+        ports: dict[str, int] = {}
+        while len(set(ports.values())) < 4:
+            ports = {store: free_port() for store in ("pypi", "raw", "registry", "git")}
+        cls.ports = ports
+        try:
+            cls.site_up("start", *[arg for store, port in ports.items()
+                                   for arg in (f"--{store}-port", str(port))])
+        except BaseException:
+            subprocess.run([str(SITE_UP), "stop", "--dir", str(cls.dir)], timeout=120,
+                           capture_output=True)
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        subprocess.run([str(SITE_UP), "stop", "--dir", str(cls.dir)], timeout=120,
+                       capture_output=True)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def airlock(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "airlock.cli", "bundle", "import", *args,
+             "--site", str(self.dir / "site.yaml"), "--allowed-signers", str(self.signers)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "AIRLOCK_WORK_DIR": str(self.tmp / "work")})
+
+    def test_import_twice_then_git_daemon_and_anonymous_apt_read_it(self) -> None:
+        first = self.airlock(str(self.bundle), "--json")
+        self.assertEqual(first.returncode, 0, first.stderr)
+        self.assertEqual({name: len(s["uploaded"])
+                          for name, s in json.loads(first.stdout)["stores"].items()},
+                         {"pypi": 3, "raw": 4, "registry": 1, "git": 2})
+        second = self.airlock(str(self.bundle), "--json")
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertEqual({name: s["uploaded"]
+                          for name, s in json.loads(second.stdout)["stores"].items()},
+                         {"pypi": [], "raw": [], "registry": [], "git": []})
+        # What a build reads: the flat apt repository (GET is open), the git mirror.
+        repo = layout.apt_repo("debian", "trixie", "amd64")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['raw']}/airlock/{repo}/"
+                                    "Packages", timeout=30) as answer:
+            self.assertEqual(answer.read(), (self.bundle / repo / "Packages").read_bytes())
+        listed = git.remote_refs(f"git://127.0.0.1:{self.ports['git']}/openstack/keystone")
+        manifest = json.loads((self.bundle / "manifest.json").read_text())
+        self.assertEqual(listed,
+                         manifest["releases"]["2025.2"]["components"]["keystone"]["heads"])
+        for password in ((self.dir / "credentials" / s).read_text().strip().split(":", 1)[1]
+                         for s in ("pypi", "raw", "registry")):
+            self.assertNotIn(password, first.stdout + first.stderr + second.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
