@@ -621,6 +621,26 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle_import(args: argparse.Namespace) -> int:
+    from airlock.errors import ToolError
+    from airlock.site import config, importer
+
+    site = config.load(Path(args.site))
+    work = _work_dir(args)
+    report = importer.run(Path(args.bundle), site, Path(args.allowed_signers), work_dir=work,
+                          progress=_say_err)
+    if args.json:
+        _json_out(report.as_json())
+    else:
+        sys.stdout.write(redact(report.table()))
+        if report.record is not None:
+            _say(f"{args.bundle}: bundle {report.bundle_id} imported; record "
+                 f"{site.raw.urls['url']}{importer.record_path(report.bundle_id)}")
+    if report.failures:
+        raise ErrorList([ToolError("", line) for line in report.failures])
+    return 0
+
+
 def cmd_bundle_inspect(args: argparse.Namespace) -> int:
     from airlock.bundle import inspect, manifest, verify
 
@@ -907,6 +927,18 @@ def _bundle_parser(verbs) -> None:
     bv.add_argument("--extract", metavar="DEST", help="tar only: extract into DEST once all "
                     "of it verified")
     bv.set_defaults(func=cmd_bundle_verify)
+    bm = bun_verbs.add_parser("import", help="verify a bundle folder, then load it into the "
+                              "site's stores (pypi, raw apt, registry, git); idempotent")
+    bm.add_argument("bundle", metavar="DIR")
+    bm.add_argument("--site", required=True, help="the site's site.yaml (where the four "
+                    "stores are, where their credentials are)")
+    bm.add_argument("--allowed-signers", required=True, help="OpenSSH allowed_signers file "
+                    "naming the keys trusted to sign bundles")
+    bm.add_argument("--json", action="store_true", help="print the report as one JSON "
+                    "document")
+    bm.add_argument("--work-dir", help="a copy of the import record goes to WORK/site/imports "
+                    "(default: $AIRLOCK_WORK_DIR, else ./work)")
+    bm.set_defaults(func=cmd_bundle_import)
     bi = bun_verbs.add_parser("inspect", help="what a bundle holds, without extracting it")
     bi.add_argument("bundle", metavar="DIR|FILE.tar")
     bi.add_argument("--json", action="store_true", help="print the manifest")

@@ -298,13 +298,25 @@ def _images(release: Release, record: dict, cache: Path, entry: dict,
                             "use a registry that keeps image indexes as pushed")
         files.write_atomic(kept.with_suffix(".digest"), digest + "\n")
     built = {row["image"]: row["ref"] for row in record.get("images") or []}
-    entry["base_image"] = {"ref": strip_userinfo(host_repo), "digest": digest, "path": path}
+    entry["base_image"] = {"ref": strip_userinfo(host_repo), "digest": digest, "path": path,
+                           "tag": origin_tag(release.base_image_ref())}
     # Where the closures were computed and sdists built: the check simulates
     # apt installs in python-base; a site rebuilds both from the base image.
     entry["python_base"] = built.get("python-base")
     entry["venv_builder"] = built.get("venv-builder")
     return [Artifact(path, "image", strip_userinfo(host_repo), source=kept,
                      platforms=set(record["platforms"]))]
+
+
+def origin_tag(ref: str) -> str | None:
+    """The tag of the release's base image reference ("bookworm"); None for a digest-only one.
+
+    A site tags the imported image after it, so that a person finds it by
+    the name the release gives it.
+    """
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
 
 
 def _sha256(data: bytes) -> str:

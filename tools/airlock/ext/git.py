@@ -507,3 +507,35 @@ def has_object(git_dir: Path, rev: str) -> bool:
     """Whether ``rev`` names a commit held by ``git_dir``."""
     return run(["--git-dir", str(git_dir), "cat-file", "-e", f"{rev}^{{commit}}"],
                check=False).returncode == 0
+
+
+def is_ancestor(git_dir: Path, old: str, new: str) -> bool:
+    """Whether commit ``old`` is ``new`` or an ancestor of it in ``git_dir`` (absent: False)."""
+    if not has_object(git_dir, old):
+        return False
+    return run(["--git-dir", str(git_dir), "merge-base", "--is-ancestor", old, new],
+               check=False).returncode == 0
+
+
+def remote_refs(url: str) -> dict[str, str]:
+    """``{ref: object sha}`` of every ref of ``url`` as stored (tags unpeeled, no HEAD)."""
+    return {name: sha for name, sha in ls_remote(url, []).items()
+            if name.startswith("refs/") and not name.endswith("^{}")}
+
+
+def push_refs(git_dir: Path, url: str, updates: dict[str, str]) -> None:
+    """Push ``{ref: sha}`` from ``git_dir`` to ``url``, never forced, all or nothing.
+
+    Without ``+`` the receiving side itself refuses to move a tag or to
+    move a branch anywhere but forward: the caller's checks are not the
+    only guard. Credentials of an http(s) ``url`` travel as a header in the
+    environment (:func:`_remote`), never on the command line.
+    """
+    if not updates:
+        return
+    bare, env = _remote(url)
+    refspecs = [f"{sha}:{ref}" for ref, sha in sorted(updates.items())]
+    proc = run(["--git-dir", str(git_dir), "push", "--quiet", "--atomic", "--", bare,
+                *refspecs], check=False, where=bare, env=env, timeout=FETCH_TIMEOUT)
+    if proc.returncode != 0:
+        raise ToolError(bare, reason(proc.stderr))

@@ -288,6 +288,7 @@ class _Links(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.names: list[str] = []
+        self.hrefs: list[str] = []  # each name's link as written
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag != "a":
@@ -297,6 +298,7 @@ class _Links(html.parser.HTMLParser):
             name = urllib.parse.unquote(urllib.parse.urlsplit(href).path.rsplit("/", 1)[-1])
             if name:
                 self.names.append(name)
+                self.hrefs.append(href)
 
 
 def parse_page(body: bytes, content_type: str) -> list[str]:
@@ -332,6 +334,67 @@ def parse_page(body: bytes, content_type: str) -> list[str]:
             raise AirlockError("", f"malformed HTML page ({error})") from None
         return parser.names
     raise AirlockError("", f"answered {kind[:60]!r}, not a simple index page")
+
+
+def page_entries(body: bytes, content_type: str) -> dict[str, tuple[str, str | None]]:
+    """``{file name: (link as written, sha256 or None)}`` of a project page (JSON or HTML).
+
+    The sha256 is the JSON ``hashes`` entry or the ``#sha256=`` fragment of
+    the link; None when the index gives none (the caller must not take an
+    unknown hash for a match). Malformed pages as :func:`parse_page`.
+    """
+    names = parse_page(body, content_type)  # the same checks, the same errors
+    kind = content_type.split(";", 1)[0].strip().lower()
+    found: dict[str, tuple[str, str | None]] = {name: ("", None) for name in names}
+    if kind == _JSON_TYPE or kind == "application/json":
+        for entry in json.loads(body)["files"]:
+            hashes = entry.get("hashes")
+            digest = hashes.get("sha256") if isinstance(hashes, dict) else None
+            url = entry.get("url") if isinstance(entry.get("url"), str) else ""
+            found[entry["filename"]] = (url, digest.lower() if isinstance(digest, str)
+                                        else None)
+        return found
+    parser = _Links()
+    parser.feed(body.decode("utf-8"))
+    parser.close()
+    for name, href in zip(parser.names, parser.hrefs, strict=True):
+        key, _, value = urllib.parse.urlsplit(href).fragment.partition("=")
+        found[name] = (href, value.lower() if key == "sha256" and value else None)
+    return found
+
+
+def page_hashes(body: bytes, content_type: str) -> dict[str, str | None]:
+    """``{file name: sha256 or None}`` of a project page (see :func:`page_entries`)."""
+    return {name: sha for name, (_, sha) in page_entries(body, content_type).items()}
+
+
+def project_files(index: str, name: str, *, limit: int | None = None,
+                  fix: str = _FIX) -> dict[str, tuple[str, str | None]]:
+    """``{file name: (absolute URL without credentials, sha256 or None)}`` of ``name``.
+
+    ``index`` (http or https) may carry credentials (sent as a Basic header
+    to it only, never printed). A project the index does not know has none;
+    any other failure is a ToolError naming the index without its
+    credentials.
+    """
+    limit = PAGE_LIMIT if limit is None else limit
+    given = credentials(index)
+    auth = basic_authorization(*given) if given else None
+    url = f"{strip_userinfo(index).rstrip('/')}/{canonicalize_name(name)}/"
+    session = _Session()
+    with contextlib.closing(session):
+        try:
+            body, content_type = _ask(session, url, auth, limit)
+            entries = page_entries(body, content_type)
+        except _Missing:
+            return {}
+        except ToolError:
+            raise
+        except AirlockError as error:
+            raise ToolError(shown(index), f"cannot read the page of {name}: {error.what}",
+                            fix) from None
+    return {filename: (urllib.parse.urljoin(url, href).split("#", 1)[0], sha)
+            for filename, (href, sha) in entries.items()}
 
 
 def _file_path(url: str) -> Path:
