@@ -415,7 +415,7 @@ def _build_at_site(args: argparse.Namespace) -> int:
             platforms=tuple(args.platform or ()), git_base=given.git_base,
             index_url=given.index_url, lock=lock, no_cache=args.no_cache,
             emulate_install=args.emulate_install, apt_repos=given.apt_repos,
-            base_image=given.base_image)
+            base_image=given.base_image, known_libraries=given.known_libraries)
         return _run_build(args, opts)
 
 

@@ -193,7 +193,10 @@ def _python(release: Release, record: dict, data: Layout, entry: dict,
             "pins": {arch: p.get("requirements", []) for arch, p in
                      (manifest.get("platforms") or {}).items()},
             "build": {arch: p.get("build", []) for arch, p in
-                      (manifest.get("platforms") or {}).items()}}
+                      (manifest.get("platforms") or {}).items()},
+            # Which package provides each library a wheel needs beyond
+            # venv-builder: the site, which builds no sdist, reads it back.
+            "libraries": wheel_libraries(manifest)}
     tools = Path(record["tool_wheels"])
     tool_manifest = files.read_json(tools / wheels.MANIFEST) or {}
     for name in sorted(tool_manifest.get("files") or {}):
@@ -204,6 +207,16 @@ def _python(release: Release, record: dict, data: Layout, entry: dict,
     entry["python_version"] = release.python
     entry["uv"] = tool_manifest.get("uv")
     return arts
+
+
+def wheel_libraries(manifest: dict) -> dict[str, dict[str, str]]:
+    """``{wheel file name: {soname: Debian package}}`` from a wheelhouse manifest."""
+    result: dict[str, dict[str, str]] = {}
+    for entry in (manifest.get("platforms") or {}).values():
+        for soname, lib in (entry.get("libraries") or {}).items():
+            for wheel in lib.get("wheels") or []:
+                result.setdefault(Path(wheel).name, {})[soname] = lib["package"]
+    return result
 
 
 def _wheel_platforms(filename: str) -> set[str]:
@@ -359,7 +372,7 @@ def airlock_artifacts(platforms: list[str], cache: Path, index_url: str | None,
     progress(f"airlock: its wheel and its dependencies for Python {python}")
     with tempfile.TemporaryDirectory(prefix="airlock-self-") as tmp:
         own = uv.build_wheel(project, Path(tmp), where=where)
-        kept = cache / "bundle" / "airlock" / own.name
+        kept = cache / "bundle" / "airlock" / build_tagged(own, project)
         kept.parent.mkdir(parents=True, exist_ok=True)
         os.replace(own, kept)
     arts.append(Artifact(layout.airlock_wheel(kept.name), "airlock", "built from this checkout",
@@ -378,6 +391,26 @@ def airlock_artifacts(platforms: list[str], cache: Path, index_url: str | None,
                                  f"downloaded from {shown}", source=store.files /
                                  filename, platforms={platform}))
     return arts, {"version": airlock_version(project), "python": python}
+
+
+def build_tagged(wheel: Path, project: Path) -> str:
+    """airlock's wheel name with a build tag: ``airlock-0.1.0-<time>.<sha8>-py3-none-any.whl``.
+
+    Every checkout builds version 0.1.0, and a site's index keeps one file
+    per name, never overwritten: the build tag tells two builds apart. It
+    starts with the commit time (a dirty tree: the wheel's own time), so
+    pip takes the newest of several; the content's sha256 ends it.
+    """
+    import hashlib
+
+    name, version, rest = wheel.name.split("-", 2)
+    proc = git.run(["-C", str(project), "log", "-1", "--format=%ct"], check=False)
+    dirty = git.run(["-C", str(project), "status", "--porcelain", "--untracked-files=no"],
+                    check=False)
+    when = proc.stdout.strip() if proc.returncode == 0 and not dirty.stdout.strip() else ""
+    when = when if when.isdigit() else str(int(wheel.stat().st_mtime))
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()[:8]
+    return f"{name}-{version}-{when}.{digest}-{rest}"
 
 
 def airlock_version(project: Path) -> str:

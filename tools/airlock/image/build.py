@@ -66,6 +66,9 @@ class BuildOptions:
     # The site side: the base image in the site's registry, instead of the
     # release's own reference.
     base_image: str | None = None
+    # The site side: per wheel, the packages of the libraries it needs, as
+    # the connected side found them (the site builds no sdist).
+    known_libraries: Callable[[str], dict[str, str]] | None = None
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def base_image_ref(self) -> str:
@@ -300,7 +303,8 @@ def _service_contexts(opts: BuildOptions, service: str, platforms, srcs: list[Pa
     progress(f"{service}: wheelhouse for {', '.join(platforms)}")
     wheels.prepare(release, service, platforms, srcs, wheelhouse, index_url=opts.index_url,
                    venv_builder=refs_by_job["venv-builder"], cache=cache,
-                   images_dir=opts.layout.images_dir, progress=progress)
+                   images_dir=opts.layout.images_dir, known_libraries=opts.known_libraries,
+                   progress=progress)
     cons = work / "constraints" / service
     cons.mkdir(parents=True, exist_ok=True)
     _write_if_changed(cons / "constraints.txt",

@@ -252,6 +252,7 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
             index_url: str | None = None, venv_builder: str | None = None,
             cache: Path | None = None, force: bool = False,
             images_dir: Path | None = None,
+            known_libraries: Callable[[str], dict[str, str]] | None = None,
             progress: Callable[[str], None] = _noop) -> Result:
     """Make (or keep) the wheelhouse of ``service`` for ``platforms`` at ``dest``.
 
@@ -261,7 +262,9 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     packages each needs as ``images_dir``'s sdists.txt declares
     them (default: the images folder of the data root,
     :func:`airlock.data.layout.resolve_layout`). ``cache`` is the cache root
-    (default: :func:`airlock.settings.cache_dir`).
+    (default: :func:`airlock.settings.cache_dir`). ``known_libraries`` (the
+    site side) gives, per wheel file name, the packages of the libraries it
+    needs as the connected side found them: wheels built from sdists there.
     """
     started = time.monotonic()
     images_dir = images_dir or resolve_layout().images_dir
@@ -342,7 +345,8 @@ def prepare(release: Release, service: str, platforms, sources, dest: Path, *,
     layout = _layout(store, targets, files, build_files, built)
     clock = time.monotonic()
     libraries = _libraries(layout, targets, built, venv_builder,
-                           cache or settings.cache_dir()) if venv_builder else None
+                           cache or settings.cache_dir(), known_libraries
+                           ) if venv_builder else None
     seconds["libraries"] = round(time.monotonic() - clock, 1)
     manifest = _manifest(recorded, digest, targets, pins, build, uv_version, layout, built,
                          venv_builder, libraries)
@@ -533,7 +537,9 @@ def _layout(store: Cache, targets: list[Platform], files: dict[str, dict[str, st
 
 
 def _libraries(layout: dict[str, dict], targets: list[Platform], built: list[Built],
-               venv_builder: str, cache_root: Path) -> dict[str, dict[str, dict]]:
+               venv_builder: str, cache_root: Path,
+               known: Callable[[str], dict[str, str]] | None = None
+               ) -> dict[str, dict[str, dict]]:
     """Per platform, every shared library the wheels need and do not carry, with its package.
 
     Read from the wheels' ELF files (:mod:`airlock.inputs.elf`); a library
@@ -554,6 +560,11 @@ def _libraries(layout: dict[str, dict], targets: list[Platform], built: list[Bui
             if tgt.arch in b.serves:
                 owners.update(built_owners(b.wheel, tgt))
         found, unresolved = sharedlibs.resolve(needed, owners)
+        if unresolved and known is not None:
+            # The site: what the connected side found for these wheels.
+            for name in sorted({wheel for wheel, _member, _soname in unresolved}):
+                owners.update(known(Path(name).name))
+            found, unresolved = sharedlibs.resolve(needed, owners)
         if unresolved:
             wheel, member, soname = unresolved[0]
             more = f" (and {len(unresolved) - 1} more)" if len(unresolved) > 1 else ""

@@ -23,10 +23,11 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from airlock import files
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import git, registry, registryauth
@@ -34,6 +35,14 @@ from airlock.site.config import Site, Store
 from airlock.urls import basic_authorization, strip_userinfo
 
 TIMEOUT = 30
+
+
+LIBRARIES = "airlock/libraries"
+
+
+def libraries_path(wheel: str) -> str:
+    """Where the raw store keeps which package provides each library ``wheel`` needs."""
+    return f"{LIBRARIES}/{wheel}.json"
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class BuildSettings:
     apt_repos: dict[str, str]
     registry: str
     base_image: str
+    known_libraries: Callable[[str], dict[str, str]] | None = None
 
 
 def with_userinfo(url: str, store: Store) -> str:
@@ -82,7 +92,29 @@ def settings(site: Site, release: Release, env: dict[str, str] | None = None) ->
                                                     release.distro.codename, arch), site.raw)
                    for arch in _arches(release)},
         registry=site.registry.urls["prefix"],
-        base_image=base_image_ref(site, release, env))
+        base_image=base_image_ref(site, release, env),
+        known_libraries=lambda wheel: wheel_libraries(site, wheel))
+
+
+def wheel_libraries(site: Site, wheel: str) -> dict[str, str]:
+    """``{soname: package}`` the import left in the raw store for ``wheel`` ({} if none)."""
+    url = site.raw.urls["url"] + libraries_path(urllib.parse.quote(wheel))
+    request = urllib.request.Request(url)
+    pair = site.raw.credentials()
+    if pair:
+        request.add_header("Authorization", basic_authorization(*pair))
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+            data = json.loads(answer.read(files.MiB))
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return {}
+        raise ToolError(site.raw.where, f"raw {url}: HTTP {error.code}",
+                        "check the raw store and its credentials") from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise ToolError(site.raw.where, f"raw {url}: {getattr(error, 'reason', error)}",
+                        "check the raw store") from None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _arches(release: Release) -> list[str]:

@@ -322,6 +322,8 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
         except AirlockError as error:
             reports[name].failed.append(str(error) if str(error).startswith(name)
                                         else f"{name}: {error}")
+    if not reports["raw"].failed:
+        _libraries(manifest, raw, reports["raw"])
     report = Report(verified.id, verified.version, reports)
     if report.failures:
         return report
@@ -329,6 +331,37 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
     _write_record(raw, record, reports["raw"], work_dir)
     report.record = record
     return report
+
+
+def _libraries(manifest: dict, raw: stores.RawStore, report: StoreReport) -> None:
+    """Per wheel, the packages of the libraries it needs: the site's wheelhouse reads them.
+
+    A wheel built from an sdist on the connected side was asked, there, which
+    package provides each library it links; the site builds no sdist and
+    has no such container, so it reads the answer from its raw store. The
+    same wheel name in two services or releases names the same packages:
+    what is there is merged with what arrives.
+    """
+    merged: dict[str, dict[str, str]] = {}
+    for entry in (manifest.get("releases") or {}).values():
+        for svc in (entry.get("python") or {}).values():
+            for wheel, owners in (svc.get("libraries") or {}).items():
+                merged.setdefault(wheel, {}).update(owners)
+    for wheel, owners in sorted(merged.items()):
+        path = access.libraries_path(wheel)
+        try:
+            there = raw.get(path)
+            known = json.loads(there) if there else {}
+            if not isinstance(known, dict):
+                known = {}
+            if {**known, **owners} == known:
+                report.skipped.append(path)
+                continue
+            raw.put(path, (json.dumps({**known, **owners}, indent=1, sort_keys=True) + "\n")
+                    .encode())
+            report.uploaded.append(path)
+        except (AirlockError, ValueError) as error:
+            report.failed.append(f"raw: {path}: {error}")
 
 
 def _write_record(raw: stores.RawStore, record: dict, report: StoreReport,

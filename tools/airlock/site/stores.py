@@ -119,7 +119,6 @@ class PypiStore:
         """Upload one wheel with twine's library; a refusal is one line naming the file."""
         import requests
         from twine import exceptions as twine_exceptions
-        from twine.package import PackageFile
         from twine.repository import Repository
 
         shown = strip_userinfo(self.upload_url)
@@ -129,7 +128,7 @@ class PypiStore:
             self._repository = Repository(self.upload_url, user, password,
                                           disable_progress_bar=True)
         try:
-            package = PackageFile.from_filename(str(path), comment=None)
+            package = _package_file(path)
             # twine prints "Uploading NAME" with rich: keep stdout for the report.
             with contextlib.redirect_stdout(io.StringIO()):
                 answer = self._repository.upload(package)
@@ -445,3 +444,29 @@ class GitStore:
                 raise ToolError(where, f"push refused: {error.what}",
                                 "check the git store (and its credentials)") from None
         return plan
+
+
+def _package_file(path: Path):
+    """twine's PackageFile of a wheel, its metadata read as the index once accepted it.
+
+    twine 6+ refuses metadata that the current specifications reject:
+    Metadata-Version 2.0 (Parsley 1.3), a malformed content type
+    (fasteners 0.19). PyPI took those wheels, and the releases pin them;
+    a site index takes them as well. Only when twine's strict reading
+    refuses, the same fields are read leniently (what no specification
+    knows is left out), the name and version still required.
+    """
+    from packaging import metadata
+    from twine import exceptions as twine_exceptions
+    from twine import wheel
+    from twine.package import PackageFile
+
+    try:
+        return PackageFile.from_filename(str(path), comment=None)
+    except twine_exceptions.InvalidDistribution:
+        dist = wheel.Wheel(str(path))
+        raw, _unparsed = metadata.parse_email(dist.read())
+        if not raw.get("name") or not raw.get("version"):
+            raise
+        raw.pop("license_files", None)
+        return PackageFile(str(path), None, raw, dist.py_version, "bdist_wheel")
