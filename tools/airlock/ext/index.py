@@ -147,6 +147,9 @@ def pip_env(index_url: str | None, scratch: str | None = None) -> dict[str, str]
         for name in _WHERE_FROM:
             env.pop(name, None)
         env["PIP_CONFIG_FILE"] = os.devnull
+        # Only the named index answers: not pip's HTTP cache of what some
+        # index once said (at a site, a file the store no longer holds).
+        env["PIP_NO_CACHE_DIR"] = "1"
         if is_url(index_url):
             env["PIP_INDEX_URL"] = index_url
     return env
