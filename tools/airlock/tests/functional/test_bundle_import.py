@@ -55,7 +55,7 @@ class _Release:
     """What access.base_image_ref reads of a release: its base image reference."""
 
     def base_image_ref(self, env: dict | None = None) -> str:
-        return "docker.io/library/debian:trixie"
+        return "site.invalid/library/debian:trixie"
 
 
 def tiny_wheel(name: str, version: str, extra: str = "") -> tuple[str, bytes]:
@@ -139,7 +139,7 @@ def make_bundle(tmp: Path, key: Path, bundle_id: str = "site-test-1",
     for artifact in manifest["artifacts"]:
         artifact["kind"] = kinds.get(artifact["path"], "wheel")
     manifest["releases"] = {"2025.2": {
-        "base_image": {"ref": "docker.io/library/debian", "tag": "trixie", "digest": digest,
+        "base_image": {"ref": "site.invalid/library/debian", "tag": "trixie", "digest": digest,
                        "path": image_path},
         "components": {"keystone": {"sha": sha, "ref": "stable/2025.2",
                                     "repo": "https://opendev.org/openstack/keystone",

@@ -72,7 +72,7 @@ class ImagesNamesTest(unittest.TestCase):
         self.assertIsNone(stores.image_tag(None, digest))
 
     def test_import_tags_the_image_where_build_site_reads_it(self) -> None:
-        ref = "docker.io/library/debian:bookworm"
+        ref = "site.invalid/library/debian:bookworm"
         digest = "sha256:" + "0123456789ab" + "c" * 52
         prefix = "127.0.0.1:5001/airlock"
         imported = (f"{stores.image_repo(prefix, layout.image('debian', digest))}:"
@@ -80,7 +80,7 @@ class ImagesNamesTest(unittest.TestCase):
         self.assertEqual(imported, f"{prefix}/{ref.rsplit('/', 1)[-1]}")  # access.base_image_ref
 
     def test_origin_tag_of_the_release_reference(self) -> None:
-        self.assertEqual(gather.origin_tag("docker.io/library/debian:bookworm"), "bookworm")
+        self.assertEqual(gather.origin_tag("site.invalid/library/debian:bookworm"), "bookworm")
         self.assertEqual(gather.origin_tag("127.0.0.1:5000/debian:trixie-slim@sha256:"
                                            + "1" * 64), "trixie-slim")
         self.assertIsNone(gather.origin_tag("127.0.0.1:5000/debian@sha256:" + "1" * 64))
@@ -102,7 +102,7 @@ class ManifestPartsTest(unittest.TestCase):
             art("sources/git/keystone-0123456789ab.bundle", "git"),
             art("sources/git/nova-0123456789ab.bundle", "git", bundle="older-0")],
             "releases": {"2025.2": {
-                "base_image": {"ref": "docker.io/library/debian", "tag": "bookworm",
+                "base_image": {"ref": "site.invalid/library/debian", "tag": "bookworm",
                                "digest": "sha256:0123456789abcdef" + "0" * 48,
                                "path": "images/debian-0123456789abcdef.oci.tar"},
                 "components": {
