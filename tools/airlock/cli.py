@@ -373,16 +373,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     _check_auth_file()
     lock = _lock_file(args)
     from airlock.data.release import load_release
-    from airlock.image import build
 
     layout = _layout(args)
-    opts = build.BuildOptions(
-        release=load_release(layout, args.release), layout=layout,
-        registry=registry, work_dir=work, cache_dir=cache,
-        services=tuple(args.service or ()), platforms=tuple(args.platform or ()),
-        git_base=git_base, index_url=index_url, lock=lock, no_cache=args.no_cache,
-        emulate_install=args.emulate_install)
-    return _run_build(args, opts)
+    return _run_build(args, _build_options(
+        args, load_release(layout, args.release), layout, work, cache, lock,
+        registry=registry, git_base=git_base, index_url=index_url))
+
+
+def _build_options(args: argparse.Namespace, release, layout, work: Path, cache: Path,
+                   lock: Path | None, **stores):
+    """One build's options: what the command line selects, plus where its inputs come from."""
+    from airlock.image import build
+
+    return build.BuildOptions(
+        release=release, layout=layout, work_dir=work, cache_dir=cache,
+        services=tuple(args.service or ()), platforms=tuple(args.platform or ()), lock=lock,
+        no_cache=args.no_cache, emulate_install=args.emulate_install, **stores)
 
 
 def _site_only(args: argparse.Namespace) -> None:
@@ -400,7 +406,6 @@ def _build_at_site(args: argparse.Namespace) -> int:
     cache = _cache(args, work)
     lock = _lock_file(args)
     from airlock.data.release import load_release
-    from airlock.image import build
     from airlock.site import access, config
 
     site = config.load(Path(args.site))
@@ -409,14 +414,10 @@ def _build_at_site(args: argparse.Namespace) -> int:
     given = access.settings(site, release)
     with access.registry_auth(site):
         access.check_reachable(site)
-        opts = build.BuildOptions(
-            release=release, layout=layout, registry=given.registry, work_dir=work,
-            cache_dir=cache, services=tuple(args.service or ()),
-            platforms=tuple(args.platform or ()), git_base=given.git_base,
-            index_url=given.index_url, lock=lock, no_cache=args.no_cache,
-            emulate_install=args.emulate_install, apt_repos=given.apt_repos,
-            base_image=given.base_image, known_libraries=given.known_libraries)
-        return _run_build(args, opts)
+        return _run_build(args, _build_options(
+            args, release, layout, work, cache, lock, registry=given.registry,
+            git_base=given.git_base, index_url=given.index_url, apt_repos=given.apt_repos,
+            base_image=given.base_image, known_libraries=given.known_libraries))
 
 
 def _run_build(args: argparse.Namespace, opts) -> int:
