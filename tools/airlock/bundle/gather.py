@@ -398,17 +398,21 @@ def build_tagged(wheel: Path, project: Path) -> str:
 
     Every checkout builds version 0.1.0, and a site's index keeps one file
     per name, never overwritten: the build tag tells two builds apart. It
-    starts with the commit time (a dirty tree: the wheel's own time), so
-    pip takes the newest of several; the content's sha256 ends it.
+    starts with the commit time (or, for a tree with changes, the newest
+    changed file's), so pip takes the newest of several; the content's
+    sha256 ends it.
     """
     import hashlib
 
     name, version, rest = wheel.name.split("-", 2)
     proc = git.run(["-C", str(project), "log", "-1", "--format=%ct"], check=False)
-    dirty = git.run(["-C", str(project), "status", "--porcelain", "--untracked-files=no"],
-                    check=False)
-    when = proc.stdout.strip() if proc.returncode == 0 and not dirty.stdout.strip() else ""
-    when = when if when.isdigit() else str(int(wheel.stat().st_mtime))
+    when = proc.stdout.strip() if proc.returncode == 0 else ""
+    # A tree with changes not committed: the newest of the changed files,
+    # which moves only when one is edited (a rerun makes the same name).
+    changed = git.run(["-C", str(project), "diff", "--name-only", "HEAD"], check=False)
+    times = [int((project / name).stat().st_mtime) for name in changed.stdout.split()
+             if changed.returncode == 0 and (project / name).is_file()]
+    when = str(max([int(when), *times])) if when.isdigit() else str(max(times, default=0))
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()[:8]
     return f"{name}-{version}-{when}.{digest}-{rest}"
 
