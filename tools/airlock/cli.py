@@ -366,11 +366,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.site:
         return _build_at_site(args)
     # First, all of it: a typo must not cost a build.
-    registry = _registry(args)
-    work = _work_dir(args)
-    cache = _cache(args, work)
-    git_base, index_url = _git_base(args), _index_url(args)
-    _check_auth_file()
+    registry, work, cache, git_base, index_url = _where_checked(args)
     lock = _lock_file(args)
     from airlock.data.release import load_release
 
@@ -389,6 +385,19 @@ def _build_options(args: argparse.Namespace, release, layout, work: Path, cache:
         release=release, layout=layout, work_dir=work, cache_dir=cache,
         services=tuple(args.service or ()), platforms=tuple(args.platform or ()), lock=lock,
         no_cache=args.no_cache, emulate_install=args.emulate_install, **stores)
+
+
+def _where_checked(args: argparse.Namespace) -> tuple[str, Path, Path, str | None, str | None]:
+    """Registry, work folder, cache, git base and index of a run, each checked before any work.
+
+    A typo in any of them must not cost a build or a gathering of hours.
+    """
+    registry = _registry(args)
+    work = _work_dir(args)
+    cache = _cache(args, work)
+    git_base, index_url = _git_base(args), _index_url(args)
+    _check_auth_file()
+    return registry, work, cache, git_base, index_url
 
 
 def _site_only(args: argparse.Namespace) -> None:
@@ -436,11 +445,7 @@ def _run_build(args: argparse.Namespace, opts) -> int:
 def _build_all(args: argparse.Namespace) -> int:
     """``build --all``: the matrix or a slice of it; exit 2 when any image failed."""
     # First, all of it, as for one release: a typo must not cost hours.
-    registry = _registry(args)
-    work = _work_dir(args)
-    cache = _cache(args, work)
-    git_base, index_url = _git_base(args), _index_url(args)
-    _check_auth_file()
+    registry, work, cache, git_base, index_url = _where_checked(args)
     from airlock.image import matrix
 
     selection = {"releases": list(args.release or ()), "services": list(args.service or ()),
@@ -527,11 +532,7 @@ def cmd_bundle_create(args: argparse.Namespace) -> int:
     from airlock.bundle import create, inspect, tarstream
 
     # First, all of it: a typo must not cost a gathering of hours.
-    registry = _registry(args)
-    work = _work_dir(args)
-    cache = _cache(args, work)
-    git_base, index_url = _git_base(args), _index_url(args)
-    _check_auth_file()
+    registry, work, cache, git_base, index_url = _where_checked(args)
     out = _folder(args.out, "--out")
     part_size = tarstream.parse_size(args.max_part_size) if args.max_part_size else None
     if part_size is not None and not args.tar:

@@ -169,22 +169,29 @@ def _pypi(folder: Path, manifest: dict, store: stores.PypiStore, report: StoreRe
         name = art["path"].rsplit("/", 1)[1]
         report.where["files"].append(name)
         there = store.remote_sha256(name)
-        action = stores.decide(art["sha256"], there)
-        if action == stores.SKIP:
-            report.skipped.append(name)
-        elif action == stores.CONFLICT:
-            report.failed.append(str(stores.conflict("pypi", name, there)))
-        else:
-            progress(f"pypi: uploading {name}")
-            try:
-                store.upload(folder / art["path"])
-            except AirlockError as error:
-                if isinstance(error, ToolError):
-                    raise
-                report.failed.append(str(error))
-                continue
-            store.forget(name)
-            report.uploaded.append(name)
+        if not _to_upload(report, "pypi", name, art["sha256"], there):
+            continue
+        progress(f"pypi: uploading {name}")
+        try:
+            store.upload(folder / art["path"])
+        except AirlockError as error:
+            if isinstance(error, ToolError):
+                raise
+            report.failed.append(str(error))
+            continue
+        store.forget(name)
+        report.uploaded.append(name)
+
+
+def _to_upload(report: StoreReport, store: str, name: str, local: str,
+               there: str | None) -> bool:
+    """Whether ``name`` goes up; already there (skipped) or other bytes there (failed) noted."""
+    action = stores.decide(local, there)
+    if action == stores.SKIP:
+        report.skipped.append(name)
+    elif action == stores.CONFLICT:
+        report.failed.append(str(stores.conflict(store, name, there)))
+    return action not in (stores.SKIP, stores.CONFLICT)
 
 
 def _raw(folder: Path, manifest: dict, store: stores.RawStore, report: StoreReport,
@@ -204,12 +211,7 @@ def _raw(folder: Path, manifest: dict, store: stores.RawStore, report: StoreRepo
                 _raw_index(folder, art, store, report, progress)
                 continue
             there = store.remote_sha256(path, art["size"])
-            action = stores.decide(art["sha256"], there)
-            if action == stores.SKIP:
-                report.skipped.append(path)
-            elif action == stores.CONFLICT:
-                report.failed.append(str(stores.conflict("raw", path, there)))
-            else:
+            if _to_upload(report, "raw", path, art["sha256"], there):
                 progress(f"raw: uploading {path}")
                 store.put(path, folder / path)
                 report.uploaded.append(path)

@@ -25,6 +25,7 @@ from airlock.bundle import layout
 from airlock.ext import containers
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
+from airlock.tests.unit import bundlefixture
 
 RELEASE = "2025.2"
 OLDER = "28.0.2"  # the patch release before the one releases/2025.2 pins
@@ -47,14 +48,9 @@ class BundleTest(unittest.TestCase):
         pipeline.WORK.mkdir(parents=True, exist_ok=True)
         cls.tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=pipeline.WORK))
         cls.prefix = pipeline.fresh_prefix("bundle")
-        key = cls.tmp / "key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "factory",
-                        "-f", str(key)], check=True)
-        cls.key = key
-        cls.signers = cls.tmp / "allowed_signers"
-        cls.signers.write_text(f'factory@site namespaces="airlock-bundle" '
-                               f'{key.with_suffix(".pub").read_text().split(" ", 2)[0]} '
-                               f'{key.with_suffix(".pub").read_text().split(" ", 2)[1]}\n')
+        key = cls.key = bundlefixture.make_key(cls.tmp, "factory")
+        cls.signers = bundlefixture.allowed_signers(cls.tmp / "allowed_signers",
+                                                    {"factory@site": key})
         # A mirror of this class's own: keystone's branch moves between versions.
         git = cls.tmp / "git"
         older = cls.tmp / "releases"

@@ -12,11 +12,13 @@ own, is the site issue's next proof.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import tempfile
 import unittest
+from collections.abc import Iterator
 from pathlib import Path
 
 from airlock.ext import containers, registry
@@ -25,6 +27,7 @@ from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import base_image, require_engine
 from airlock.tests.functional.registries import free_port
 from airlock.tests.functional.test_site_up import SITE_UP, STORES, clean_env
+from airlock.tests.unit import bundlefixture
 
 RELEASE = "2025.2"
 PLATFORMS = ("linux/amd64", "linux/arm64")
@@ -51,12 +54,8 @@ class SiteBuildTest(unittest.TestCase):
                                for arg in (f"--{store}-port", str(port))])
         cls.site_yaml = cls.dir / "site.yaml"
         cls.site = config.load(cls.site_yaml)
-        key = cls.tmp / "key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
-                       check=True)
-        pub = key.with_suffix(".pub").read_text().split()
-        cls.signers = cls.tmp / "signers"
-        cls.signers.write_text(f'factory namespaces="airlock-bundle" {pub[0]} {pub[1]}\n')
+        key = bundlefixture.make_key(cls.tmp, "factory")
+        cls.signers = bundlefixture.allowed_signers(cls.tmp / "signers", {"factory": key})
         cls.bundle = cls.tmp / "bundle"
         pipeline.airlock("bundle", "create", "--release", RELEASE, "--service", "keystone",
                          "--out", str(cls.bundle), "--key", str(key), "--registry",
@@ -97,6 +96,16 @@ class SiteBuildTest(unittest.TestCase):
                                 "--site", str(cls.site_yaml), "--work-dir", str(work),
                                 check=check)
 
+    @contextlib.contextmanager
+    def moved_aside(self, path: Path) -> Iterator[None]:
+        """``path`` out of its store while the block runs, back afterwards."""
+        aside = self.tmp / path.name
+        shutil.move(path, aside)
+        try:
+            yield
+        finally:
+            shutil.move(aside, path)
+
     def test_a_second_import_uploads_nothing(self) -> None:
         first = {name: len(store["uploaded"]) for name, store in self.first["stores"].items()}
         self.assertTrue(all(first[name] for name in ("pypi", "raw", "registry", "git")), first)
@@ -124,23 +133,13 @@ class SiteBuildTest(unittest.TestCase):
         doc = json.loads((self.bundle / "manifest.json").read_text())
         name = next(Path(a["path"]).name for a in doc["artifacts"] if a["kind"] == "wheel"
                     and a["platform"] == ["linux/arm64"] and "/cryptography-" in a["path"])
-        wheel = self.dir / "pypi" / name
-        aside = self.tmp / wheel.name
-        shutil.move(wheel, aside)
-        try:
+        with self.moved_aside(self.dir / "pypi" / name):
             said = self.site_build(self.tmp / "no-wheel", check=False)
-        finally:
-            shutil.move(aside, wheel)
         self.assertNotEqual(said.returncode, 0)
         self.assertRegex(said.stderr, r"cryptography==[\d.]+")
         self.assertIn("arm64", said.stderr.replace("aarch64", "arm64"))
-        deb = next((self.dir / "raw").rglob("libldap-2.5-0_*_arm64.deb"))
-        aside = self.tmp / deb.name
-        shutil.move(deb, aside)
-        try:
+        with self.moved_aside(next((self.dir / "raw").rglob("libldap-2.5-0_*_arm64.deb"))):
             said = self.site_build(self.tmp / "no-deb", check=False)
-        finally:
-            shutil.move(aside, deb)
         self.assertNotEqual(said.returncode, 0)
         self.assertIn("libldap-2.5-0", said.stderr)
         for store in ("pypi", "raw", "registry"):

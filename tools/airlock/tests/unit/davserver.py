@@ -11,7 +11,6 @@ it, as nginx does: a reader never sees half a file.
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from airlock.tests.unit.servers import basic_auth_ok
 
 
 class DavServer:
@@ -44,13 +45,7 @@ class DavServer:
         return self.folder.joinpath(*parts) if parts else self.folder
 
     def _authorised(self, header: str | None) -> bool:
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return self.users.get(user) == password
+        return basic_auth_ok(self.users, header)
 
     def start(self) -> None:
         owner = self

@@ -37,6 +37,17 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 
+def basic_auth_ok(users: dict[str, str], header: str | None) -> bool:
+    """Whether an ``Authorization`` header is Basic auth of one of ``users`` (user: password)."""
+    if not header or not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return users.get(user) == password
+
+
 class _Server(ThreadingHTTPServer):
     """A client that hangs up (airlock refusing a page) is no error to print."""
 
@@ -76,13 +87,7 @@ class _AuthServer:
         return f"http://{auth}127.0.0.1:{self.port}/{path.lstrip('/')}"
 
     def authorised(self, header: str | None) -> bool:
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return self.users.get(user) == password
+        return basic_auth_ok(self.users, header)
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         """Answer an authorised request (subclasses)."""
