@@ -53,6 +53,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+if not __package__:  # run as a script by tools/site-up, before airlock is installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from airlock.sandbox.site_seal import Engine, SealError, sealed_argv  # noqa: E402
+
 DEFAULT_DIR = "/var/lib/airlock/site"
 HOST = "127.0.0.1"
 USER = "airlock"
@@ -110,6 +114,7 @@ class Site:
     base: Path
     ports: dict[str, int]
     netns: str | None = None
+    engine: bool = False
 
     # --- paths ---------------------------------------------------------
 
@@ -127,6 +132,11 @@ class Site:
     @property
     def venv(self) -> Path:
         return self.base / "venv"
+
+    def site_engine(self) -> Engine:
+        """The sealed site's own Docker engine (``--engine``): see :mod:`site_seal`."""
+        assert self.netns is not None
+        return Engine(self.base, self.netns)
 
     # --- install (network: PyPI; retried) ------------------------------
 
@@ -168,12 +178,17 @@ class Site:
         return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
 
     def start(self) -> None:
-        """Start every store that does not run; say so when all do."""
+        """Start every store that does not run (and the engine); say so when all do."""
         running = [s for s in STORES if self.alive(s)]
+        engine = self.engine
         if running:
             # Some run already: keep their ports and namespace.
             self._load_state()
-        if len(running) == len(STORES):
+            self.engine = self.engine or engine
+        if self.engine and self.netns is None:
+            raise SiteError("--engine needs --netns: the site's own engine is what makes "
+                            "the namespace a sealed site")
+        if len(running) == len(STORES) and not self.engine:
             _say(f"already running in {self.base} ({self._where()})")
             return
         self._require()
@@ -185,7 +200,8 @@ class Site:
                           ("git", 0o755), ("nginx", 0o755)):
             (self.base / sub).mkdir(mode=mode, parents=True, exist_ok=True)
             (self.base / sub).chmod(mode)
-        _write(self.state_file, json.dumps({"ports": self.ports, "netns": self.netns}) + "\n")
+        _write(self.state_file, json.dumps({"ports": self.ports, "netns": self.netns,
+                                            "engine": self.engine}) + "\n")
         passwords = self._passwords()
         self._htpasswd(passwords)
         starters = {"pypi": self._start_pypi, "raw": self._start_raw,
@@ -195,6 +211,8 @@ class Site:
                 starters[store]()
         for store in STORES:
             self._wait_listening(store)
+        if self.engine:
+            self.site_engine().start(self.base / "logs" / "engine.log")
         self._write_site_yaml()
         _say(f"running in {self.base} ({self._where()}); site.yaml: {self.base / 'site.yaml'}")
 
@@ -203,12 +221,14 @@ class Site:
         try:
             state = json.loads(self.state_file.read_text())
             self.ports, self.netns = state["ports"], state["netns"]
+            self.engine = bool(state.get("engine"))
         except (OSError, ValueError, KeyError, TypeError):
             pass
 
     def _where(self) -> str:
         where = ", ".join(f"{s} {HOST}:{self.ports[s]}" for s in STORES)
-        return where + (f", in netns {self.netns}" if self.netns else "")
+        where += f", in netns {self.netns}" if self.netns else ""
+        return where + (f", engine {self.site_engine().host}" if self.engine else "")
 
     def _check_free(self, stores: list[str]) -> None:
         listening = self._listening_ports()
@@ -428,10 +448,20 @@ class Site:
             else:
                 up = False
                 _say(f"{store}: stopped")
+        if self.engine:
+            engine = self.site_engine()
+            if engine.alive():
+                _say(f"engine: running on {engine.host} in netns {self.netns}")
+            else:
+                up = False
+                _say("engine: stopped")
         return up
 
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM each server named by its pid file; SIGKILL what ignores it."""
+        self._load_state()
+        if self.netns is not None and self.site_engine().stop():
+            _say(f"stopped the site's engine in netns {self.netns}")
         running = [s for s in STORES if self.alive(s)]
         pids = {s: self._pid(s) for s in running}
         for pid in pids.values():
@@ -475,25 +505,57 @@ def _ports(args: argparse.Namespace) -> dict[str, int]:
     return ports
 
 
+def _exec(site: Site, command: list[str], assigns: list[str]) -> int:
+    """Run COMMAND sealed in the site started with --netns and --engine; its exit status."""
+    site._load_state()
+    if site.netns is None or not site.engine or not site.site_engine().alive():
+        raise SiteError(f"no sealed site runs in {site.base}; start one with: tools/site-up "
+                        "start --netns NS --engine")
+    extra = {}
+    for assign in assigns:
+        name, sep, value = assign.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SiteError(f"--env {assign!r}: give NAME=VALUE")
+        extra[name] = value
+    argv = sealed_argv(site.netns, site.site_engine(), command, extra)
+    try:
+        return subprocess.run(argv, check=False).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="site-up", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("start", "stop", "status", "install"),
+    parser.add_argument("command", choices=("start", "stop", "status", "install", "exec"),
                         help="start: the four stores (and site.yaml); stop: stop them; "
                              "status: what runs (exit 3 unless all four); install: only "
-                             "the pypiserver venv (PyPI)")
+                             "the pypiserver venv (PyPI); exec -- CMD: run CMD sealed, "
+                             "as the site (needs start --netns NS --engine)")
     parser.add_argument("--dir", default=os.environ.get("AIRLOCK_SITE_DIR") or DEFAULT_DIR,
                         help=f"the site's folder (default {DEFAULT_DIR}, AIRLOCK_SITE_DIR)")
     parser.add_argument("--netns", help="start every daemon inside /run/netns/NETNS")
+    parser.add_argument("--engine", action="store_true",
+                        help="with --netns: also a Docker engine of the site's own in it")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="exec: one more variable for CMD (its environment is "
+                             "otherwise PATH, HOME, the locale and the engine's)")
     for store in STORES:
         parser.add_argument(f"--{store}-port", help=f"default {DEFAULT_PORTS[store]} "
                             f"(AIRLOCK_SITE_{store.upper()}_PORT)")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # exec's command: everything after the first "--", never parsed here.
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     try:
         base = Path(args.dir)
         if not base.is_absolute():
             base = Path.cwd() / base
-        site = Site(base=base, ports=_ports(args), netns=args.netns)
+        site = Site(base=base, ports=_ports(args), netns=args.netns, engine=args.engine)
+        if "--" in argv and args.command != "exec":
+            raise SiteError(f"unexpected '-- {' '.join(command)}': only exec takes a command")
+        if args.command == "exec":
+            return _exec(site, command, args.env)
         if args.command == "start":
             site.start()
         elif args.command == "install":
@@ -503,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             site.stop()
         elif args.command == "status":
             return 0 if site.status() else 3
-    except SiteError as error:
+    except (SiteError, SealError) as error:
         print(f"site-up: ERROR: {error}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as error:

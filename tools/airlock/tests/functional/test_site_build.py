@@ -6,17 +6,30 @@ distribution registry with htpasswd, git daemon) on free ports of
 platforms, made by bundle create. The site build gets a work folder and a
 cache of its own: every wheel, .deb, source and base image comes from the
 stores. Then: a wheel or a .deb missing from the store is one line naming
-it. (The sealed variant, in a network namespace with an engine of its
-own, is the site issue's next proof.)
+it.
+
+The same bundle then crosses into a sealed site: a network namespace whose
+only interface is ``lo``, holding the four stores (on the same ports) and a
+Docker engine of its own (``tools/site-up start --netns NS --engine``).
+Everything there runs through ``tools/site-up exec``, which covers the
+host engine's socket, the machine's pip/uv configuration and wheel folders
+and its apt sources: airlock is installed from the bundle's own wheels
+into a fresh venv, verifies, imports, builds keystone for both platforms
+and publishes. Its digests equal the connected side's (same bundle, same
+store addresses), and the host engine records nothing meanwhile.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 import unittest
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,16 +81,86 @@ class SiteBuildTest(unittest.TestCase):
         pipeline.airlock("publish", "--release", RELEASE, "--site", str(cls.site_yaml),
                          "--work-dir", str(cls.work))
         cls.record = json.loads((cls.work / RELEASE / "build-record.json").read_text())
+        cls.seal(ports)
+
+    @classmethod
+    def seal(cls, ports: dict[str, int]) -> None:
+        """The sealed site: its stores and engine in a namespace, the whole site side run there."""
+        cls.netns = f"airlock-sealed-{secrets.token_hex(4)}"
+        subprocess.run(["ip", "netns", "add", cls.netns], check=True, timeout=30)
+        subprocess.run(["ip", "-n", cls.netns, "link", "set", "lo", "up"], check=True,
+                       timeout=30)
+        cls.sealed_dir = cls.tmp / "sealed"
+        cls.site_up("start", "--netns", cls.netns, "--engine",
+                    *[arg for store, port in ports.items()
+                      for arg in (f"--{store}-port", str(port))], site=cls.sealed_dir)
+        cls.sealed_site = config.load(cls.sealed_dir / "site.yaml")
+        cls.outputs: list[str] = []
+        since = time.time()
+        run = cls.tmp / "sealed-run"
+        run.mkdir()
+        venv = run / "venv"
+        cls.sealed(sys._base_executable, "-m", "venv", str(venv))  # type: ignore[attr-defined]
+        cls.sealed(str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links",
+                   str(cls.bundle / "python" / "airlock"), "airlock")
+        tool = str(venv / "bin" / "airlock")
+        site_yaml = str(cls.sealed_dir / "site.yaml")
+        cls.sealed(tool, "bundle", "verify", str(cls.bundle), "--allowed-signers",
+                   str(cls.signers))
+        cls.sealed(tool, "bundle", "import", str(cls.bundle), "--site", site_yaml,
+                   "--allowed-signers", str(cls.signers))
+        cls.sealed_work = run / "work"
+        root = pipeline.REPO_ROOT
+        cls.sealed(tool, "build", "--release", RELEASE, "--service", "keystone", "--site",
+                   site_yaml, "--work-dir", str(cls.sealed_work), root=root)
+        cls.sealed(tool, "publish", "--release", RELEASE, "--site", site_yaml, "--work-dir",
+                   str(cls.sealed_work), root=root)
+        cls.sealed_record = json.loads(
+            (cls.sealed_work / RELEASE / "build-record.json").read_text())
+        # The site's engine pulls from the site's registry with its credentials.
+        user, password = cls.sealed_site.stores["registry"].credentials()
+        host = cls.sealed_site.registry.urls["prefix"].split("/", 1)[0]
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        client = cls.sealed_dir / "engine" / "client"
+        (client / "config.json").write_text(json.dumps({"auths": {host: {"auth": token}}}))
+        cls.runs = {}
+        ref = f"{cls.sealed_site.registry.urls['prefix']}/keystone:{RELEASE}"
+        for platform in PLATFORMS:
+            cls.runs[platform] = cls.sealed(
+                "docker", "run", "--rm", "--network", "none", "--pull", "always",
+                "--platform", platform, ref, "sh", "-c", "id -u; keystone-manage --version")
+        (client / "config.json").unlink()
+        cls.host_events = subprocess.run(
+            ["docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+             "--format", "{{json .}}"], capture_output=True, text=True, timeout=120,
+            check=True).stdout.splitlines()
+
+    @classmethod
+    def sealed(cls, *argv: str, root: Path | None = None) -> str:
+        """ARGV run in the sealed site (tools/site-up exec); its stdout, checked."""
+        env = [f"--env=AIRLOCK_ROOT={root}"] if root else []
+        done = subprocess.run([str(SITE_UP), "exec", "--dir", str(cls.sealed_dir), *env,
+                               "--", *argv], capture_output=True, text=True, timeout=1800,
+                              env=clean_env(), cwd=cls.tmp)
+        cls.outputs.append(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise AssertionError(f"in the sealed site, {' '.join(argv[:3])}: exit "
+                                 f"{done.returncode}: {done.stdout[-2000:]}{done.stderr[-3000:]}")
+        return done.stdout
 
     @classmethod
     def tearDownClass(cls) -> None:
+        if getattr(cls, "netns", None):
+            cls.site_up("stop", check=False, site=cls.sealed_dir)
+            subprocess.run(["ip", "netns", "del", cls.netns], check=False, timeout=30)
         cls.site_up("stop", check=False)
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
-    def site_up(cls, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(SITE_UP), *args, "--dir", str(cls.dir)], capture_output=True,
-                              text=True, timeout=600, env=clean_env())
+    def site_up(cls, *args: str, check: bool = True, site: Path | None = None
+                ) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(SITE_UP), *args, "--dir", str(site or cls.dir)],
+                              capture_output=True, text=True, timeout=600, env=clean_env())
         if check and done.returncode != 0:
             raise AssertionError(f"site-up {args}: {done.stdout}{done.stderr}")
         return done
@@ -145,3 +228,54 @@ class SiteBuildTest(unittest.TestCase):
         for store in ("pypi", "raw", "registry"):
             password = self.site.stores[store].credentials()[1]
             self.assertNotIn(password, said.stdout + said.stderr)
+
+    # --- the sealed site --------------------------------------------------
+
+    def test_the_sealed_site_has_no_interface_but_lo_and_no_route(self) -> None:
+        links = subprocess.run(["ip", "-n", self.netns, "-o", "link"], capture_output=True,
+                               text=True, check=True, timeout=30).stdout.splitlines()
+        self.assertEqual([line.split(":")[1].strip() for line in links], ["lo"])
+        for family in ("-4", "-6"):
+            routes = subprocess.run(["ip", "-n", self.netns, family, "route"],
+                                    capture_output=True, text=True, check=True,
+                                    timeout=30).stdout
+            # IPv6 on lo keeps its own ::1 route; nothing leads anywhere else.
+            self.assertEqual([r for r in routes.splitlines() if not r.startswith("::1 ")], [])
+        # What is hidden there: the host engine and the machine's pip settings.
+        said = subprocess.run([str(SITE_UP), "exec", "--dir", str(self.sealed_dir), "--",
+                               "sh", "-c", "docker -H unix:///var/run/docker.sock info "
+                               ">/dev/null 2>&1; echo $?; cat /etc/pip.conf; env"],
+                              capture_output=True, text=True, timeout=120, env=clean_env())
+        lines = said.stdout.splitlines()
+        self.assertNotEqual(lines[0], "0", "the host engine answers in the sealed site")
+        self.assertFalse([line for line in lines if line.startswith(("PIP_", "UV_"))], lines)
+        self.assertNotIn("[global]", said.stdout)
+
+    def test_the_sealed_site_builds_the_digests_of_the_connected_side(self) -> None:
+        # Same bundle, same store addresses: the same images, to the digest.
+        def digests(record: dict) -> dict[str, str]:
+            return {row["image"]: row["digest"] for row in record["images"]}
+        self.assertEqual(digests(self.sealed_record), digests(self.record))
+        self.assertIn("keystone", digests(self.record))
+
+    def test_the_sealed_site_runs_keystone_on_both_platforms_as_42424(self) -> None:
+        for platform in PLATFORMS:
+            with self.subTest(platform=platform):
+                self.assertEqual(self.runs[platform].split(), ["42424", "28.1.0"])
+        row = next(r for r in self.sealed_record["images"] if r["image"] == "keystone")
+        self.assertTrue(row["ref"].startswith(
+            self.sealed_site.registry.urls["prefix"] + "/"))
+
+    def test_the_host_engine_did_nothing_for_the_sealed_site(self) -> None:
+        self.assertEqual(self.host_events, [])
+
+    def test_no_password_in_what_the_sealed_site_said_or_wrote(self) -> None:
+        passwords = [self.sealed_site.stores[store].credentials()[1]
+                     for store in ("pypi", "raw", "registry")]
+        said = "\n".join(self.outputs)
+        written = [path for path in self.sealed_work.rglob("*") if path.is_file()
+                   and not path.is_symlink() and path.stat().st_size < 50 << 20]
+        for password in passwords:
+            self.assertNotIn(password, said)
+            for path in written:
+                self.assertNotIn(password.encode(), path.read_bytes(), str(path))

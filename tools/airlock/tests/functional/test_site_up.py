@@ -282,8 +282,9 @@ class SiteUpNetnsTest(unittest.TestCase):
                        timeout=30)
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
-    def site_up(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(SITE_UP), *args, "--dir", str(self.dir)],
+    def site_up(self, command: str, *args: str) -> subprocess.CompletedProcess:
+        # --dir before the rest: what follows exec's "--" is the command.
+        return subprocess.run([str(SITE_UP), command, "--dir", str(self.dir), *args],
                               capture_output=True, text=True, timeout=600, check=False,
                               env=clean_env())
 
@@ -333,6 +334,41 @@ class SiteUpNetnsTest(unittest.TestCase):
                          f"site-up: ERROR: 127.0.0.1:{port} (raw) is in use by another "
                          "program; choose another with --raw-port\n")
         self.assertEqual(self.site_up("status").returncode, 3)
+    def test_engine_and_exec_make_a_sealed_site(self) -> None:
+        ports = {store: free_port() for store in STORES}
+        started = self.site_up("start", "--netns", self.netns, "--engine",
+                               *[arg for store, port in ports.items()
+                                 for arg in (f"--{store}-port", str(port))])
+        self.addCleanup(self.site_up, "stop")
+        self.assertEqual(started.returncode, 0, started.stdout + started.stderr)
+        self.assertIn("engine unix:///run/airlock-site/", started.stdout)
+        self.assertIn("engine: running", self.site_up("status").stdout)
+        said = self.site_up("exec", "--env", "AIRLOCK_X=1", "--", "sh", "-c",
+                            "docker info --format '{{.Name}}' >/dev/null && echo engine; "
+                            "docker -H unix:///var/run/docker.sock info >/dev/null 2>&1 "
+                            "|| echo no-host-engine; cat /etc/pip.conf; env | sort; exit 7")
+        self.assertEqual(said.returncode, 7, said.stderr)
+        lines = said.stdout.splitlines()
+        self.assertEqual(lines[:2], ["engine", "no-host-engine"])
+        names = sorted(line.split("=", 1)[0] for line in lines[2:])
+        self.assertEqual([n for n in names if n not in ("PWD", "SHLVL", "TERM", "TZ",
+                                                        "LC_ALL", "_")],
+                         ["AIRLOCK_X", "DOCKER_CONFIG", "DOCKER_HOST", "HOME", "LANG", "PATH"])
+        stopped = self.site_up("stop")
+        self.assertIn("stopped the site's engine", stopped.stdout)
+        self.assertEqual(self.site_up("status").returncode, 3)
+
+    def test_exec_and_engine_refuse_without_a_sealed_site(self) -> None:
+        done = self.site_up("exec", "--", "true")
+        self.assertEqual((done.returncode, done.stderr.count("\n")), (1, 1), done.stderr)
+        self.assertIn("no sealed site runs in", done.stderr)
+        done = self.site_up("start", "--engine")
+        self.assertEqual((done.returncode, done.stderr.count("\n")), (1, 1), done.stderr)
+        self.assertIn("--engine needs --netns", done.stderr)
+        done = self.site_up("status", "--", "true")
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("only exec takes a command", done.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
