@@ -9,7 +9,8 @@ of the manifest, and every service and platform of it:
   wheels alone (``--no-index --find-links``, wheels only), and every pin of
   that resolution, of the build constraints and venv-builder's uv has a
   wheel for that platform;
-- **sources**: every component's git bundle holds its locked commit;
+- **sources**: every component's git bundle holds its locked commit, and
+  airlock's own git bundle its commit (the site's airlock checkout);
 - **debs**: a simulated ``apt-get install`` of every image's package list
   (venv-builder's and each service's) succeeds inside python-base, the
   image they are installed into, with no network and the bundle's apt
@@ -69,6 +70,7 @@ def check(manifest: dict, where: Resolver, name: str, progress: Progress = _noop
             problems += _python(release, entry, pool, where, name, progress)
             problems += _sources(release, entry, where, name, Path(tmp), progress)
             problems += _debs(release, entry, artifacts, where, name, Path(tmp), progress)
+        problems += _airlock(manifest.get("airlock") or {}, where, name, Path(tmp), progress)
     return problems
 
 
@@ -156,26 +158,39 @@ def _sources(release: str, entry: dict, where: Resolver, name: str, tmp: Path,
     problems = []
     for component, comp in sorted((entry.get("components") or {}).items()):
         progress(f"check: {release} {component}: git bundle")
-        bundle = where(comp["bundle"])
-        if bundle is None:
-            problems.append(AirlockError(f"{name}: release {release}, {component}",
-                                         f"no git bundle ({comp['bundle']}) holds commit "
-                                         f"{comp['sha']}", "create the bundle again"))
-            continue
-        git_dir = tmp / "git" / f"{release}-{component}.git"
-        try:
-            git.init_bare(git_dir)
-            git.unbundle(git_dir, bundle)
-            held = git.has_object(git_dir, comp["sha"])
-        except ToolError as error:
-            problems.append(AirlockError(f"{name}: {comp['bundle']}", f"cannot be read: "
-                                         f"{error.what}", "create the bundle again"))
-            continue
-        if not held:
-            problems.append(AirlockError(f"{name}: release {release}, {component}",
-                                         f"commit {comp['sha']} is not in {comp['bundle']}",
-                                         "create the bundle again"))
+        problems += _holds_commit(comp["bundle"], comp["sha"], where, name,
+                                  f"{name}: release {release}, {component}",
+                                  tmp / "git" / f"{release}-{component}.git")
     return problems
+
+
+def _airlock(entry: dict, where: Resolver, name: str, tmp: Path,
+             progress: Progress) -> list[AirlockError]:
+    """airlock's own commit is in its git bundle (a bundle made before it crossed has none)."""
+    if not entry.get("commit"):
+        return []
+    progress("check: airlock: git bundle of its repository")
+    return _holds_commit(entry["bundle"], entry["commit"], where, name, f"{name}: airlock",
+                         tmp / "git" / "airlock.git")
+
+
+def _holds_commit(path: str, sha: str, where: Resolver, name: str, label: str,
+                  git_dir: Path) -> list[AirlockError]:
+    """No problem when the git bundle at ``path`` reads and holds commit ``sha``."""
+    bundle = where(path)
+    if bundle is None:
+        return [AirlockError(label, f"no git bundle ({path}) holds commit {sha}",
+                             "create the bundle again")]
+    try:
+        git.init_bare(git_dir)
+        git.unbundle(git_dir, bundle)
+        held = git.has_object(git_dir, sha)
+    except ToolError as error:
+        return [AirlockError(f"{name}: {path}", f"cannot be read: {error.what}",
+                             "create the bundle again")]
+    if not held:
+        return [AirlockError(label, f"commit {sha} is not in {path}", "create the bundle again")]
+    return []
 
 
 # --- debs ---------------------------------------------------------------------

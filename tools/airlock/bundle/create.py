@@ -159,7 +159,7 @@ def create(opts: CreateOptions, progress: Progress = _noop) -> Created:
                                                                 time.gmtime(started)),
            "selection": selection, "releases": entries, "airlock": tool_info,
            "inputs": _inputs(opts, entries, tool_info), "notes": notes}
-    problems = check_mod.check({"artifacts": rows, "releases": entries},
+    problems = check_mod.check({"artifacts": rows, "releases": entries, "airlock": tool_info},
                                lambda path: opts.out / path, str(opts.out), progress)
     old = {a["sha256"]: a["bundle"] for a in since["artifacts"]} if since else {}
     for row in rows:

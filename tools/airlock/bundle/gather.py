@@ -348,11 +348,13 @@ def dumps(data: object) -> bytes:
 
 def airlock_artifacts(platforms: list[str], cache: Path, index_url: str | None,
                       progress: Progress = _noop) -> tuple[list[Artifact], dict]:
-    """airlock's own wheel and its dependencies' for this Python, on each platform.
+    """airlock's own wheel and its dependencies' for this Python, on each platform; its repository.
 
     The site installs the tool from the bundle with ``pip install --no-index
-    --find-links python/airlock airlock``. The project is the checkout this
-    airlock runs from (``setup.cfg`` two folders above the package).
+    --find-links python/airlock airlock``, and checks out its data from the
+    git bundle of airlock's repository (:func:`airlock_repository`). The
+    project is the checkout this airlock runs from (``setup.cfg`` two
+    folders above the package).
     """
     import sys
 
@@ -390,7 +392,78 @@ def airlock_artifacts(platforms: list[str], cache: Path, index_url: str | None,
             arts.append(Artifact(layout.airlock_wheel(filename), "airlock",
                                  f"downloaded from {shown}", source=store.files /
                                  filename, platforms={platform}))
-    return arts, {"version": airlock_version(project), "python": python}
+    bundle_file, repository = airlock_repository(project, cache, progress)
+    origin = "airlock's checkout" + (", with uncommitted changes (a snapshot commit)"
+                                     if repository["uncommitted"] else "")
+    arts.append(Artifact(repository["bundle"], "git", origin, source=bundle_file))
+    return arts, {"version": airlock_version(project), "python": python, **repository}
+
+
+# Who makes a snapshot commit, and under which refs airlock's commits cross.
+SNAPSHOT_IDENT = "airlock bundle create <snapshot@airlock.invalid>"
+SNAPSHOTS = "refs/airlock/snapshots/"
+COMMITS = "refs/airlock/commits/"
+
+
+def airlock_repository(project: Path, cache: Path, progress: Progress = _noop
+                       ) -> tuple[Path, dict]:
+    """A git bundle of airlock's own repository as ``project`` has it; its manifest entry.
+
+    The site builds from an airlock checkout (releases/, images/ and
+    patches/ are data the build reads): the bundle carries it, so that the
+    site's git mirror has it (``<git base>/airlock``).
+
+    A clean tree crosses as its HEAD commit with its history, under its
+    branch (when on one) and the tags on HEAD (else under
+    ``refs/airlock/commits/<sha>``). A tree with uncommitted changes to
+    tracked files crosses as a snapshot commit of the working tree on top
+    of HEAD, under ``refs/airlock/snapshots/<sha>`` only: never a branch,
+    so snapshots imported one after another never fight over one. The
+    snapshot is made without touching the checkout (no ref, index or
+    object of it is written: :func:`airlock.ext.git.working_tree`); its
+    identity and dates are fixed (HEAD's commit time), so the same content
+    on the same HEAD is the same commit, and a rerun of create the same
+    bundle id. Kept in ``<cache>/bundle/git`` by commit and refs.
+
+    Returns the bundle file and ``{"commit", "bundle", "heads", "uncommitted"}``.
+    """
+    work = git.checkout(project)
+    if work is None:
+        raise AirlockError(str(project), "is not the top of a git checkout with a commit; the "
+                           "bundle carries airlock's repository", "run bundle create from a "
+                           "git clone of airlock (pip install -e .)")
+    folder = cache / "bundle" / "git"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".airlock-self-", dir=folder) as tmp:
+        scratch = Path(tmp) / "repo.git"
+        git.init_bare(scratch)
+        tree = git.working_tree(work, scratch)
+        uncommitted = tree != git.tree_of(scratch, work.head)
+        if uncommitted:
+            commit = git.commit_tree(
+                scratch, tree, [work.head], ident=SNAPSHOT_IDENT,
+                when=git.commit_time(scratch, work.head),
+                message=f"Snapshot of an airlock checkout with uncommitted changes\n\n"
+                        f"The working tree's tracked files on top of {work.head}, made by\n"
+                        "airlock bundle create; untracked files are not part of it.\n")
+            refs = {SNAPSHOTS + commit: commit}
+        else:
+            commit = work.head
+            refs = {**({f"refs/heads/{work.branch}": commit} if work.branch else {}),
+                    **work.tags} or {COMMITS + commit: commit}
+        key = files.json_digest({"repo": "airlock", "sha": commit, "refs": refs}
+                                ).split(":")[1][:16]
+        out = folder / f"airlock-{commit[:12]}-{key}.bundle"
+        if not (out.is_file() and not out.is_symlink()):
+            progress(f"airlock: git bundle of its repository at {commit[:12]}"
+                     + (" (a snapshot of uncommitted changes)" if uncommitted else ""))
+            for ref, sha in sorted(refs.items()):
+                git.set_ref(scratch, ref, sha)
+            part = Path(tmp) / "out.bundle"
+            git.bundle_create(scratch, part, sorted(refs))
+            os.replace(part, out)
+    return out, {"commit": commit, "bundle": layout.airlock_git_bundle(commit),
+                 "heads": git.bundle_heads(out), "uncommitted": uncommitted}
 
 
 def build_tagged(wheel: Path, project: Path) -> str:

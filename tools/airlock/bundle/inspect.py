@@ -19,12 +19,21 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _repository(entry: dict) -> str:
+    """Where airlock's repository is in the bundle: its commit, and whether it is a snapshot."""
+    if not entry.get("commit"):
+        return "  (its repository is not in this bundle)"
+    kind = "snapshot of uncommitted changes" if entry.get("uncommitted") else "committed"
+    return f"  repository at {entry['commit']} ({kind}) in {entry['bundle']}"
+
+
 def render(doc: dict) -> str:
     """The text of ``bundle inspect`` for a manifest."""
     sel = doc.get("selection") or {}
     carried = manifest_mod.carried(doc)
     lines = [f"bundle   {doc['id']}  version {doc['version']}  created {doc.get('created_at')}",
-             f"airlock  {(doc.get('airlock') or {}).get('version', 'unknown')}",
+             f"airlock  {(doc.get('airlock') or {}).get('version', 'unknown')}"
+             f"{_repository(doc.get('airlock') or {})}",
              "complete " + ("yes" if doc.get("complete") else
                             "NO (bundle check names what is missing)"),
              f"releases {', '.join(sel.get('releases') or sorted(doc['releases']))}",

@@ -7,6 +7,7 @@ A bundle is a plain folder (see ``docs`` in README, "The offline bundle")::
     SHA256SUMS.sig             ``ssh-keygen -Y sign`` over SHA256SUMS
     sources/locks/<release>.lock.yaml
     sources/git/<component>-<sha12>.bundle
+    sources/git/airlock-<sha12>.bundle   airlock's own repository (releases/, images/, ...)
     sources/patches/<component>/<release>/<name>.patch   (a --patches-dir as it is)
     python/wheels/<wheel>      one pool: every release, platform and build requirement
     python/airlock/<wheel>     airlock itself and what it needs, to install it offline
@@ -48,6 +49,11 @@ def lock(release: str) -> str:
 
 def git_bundle(component: str, sha: str) -> str:
     return f"sources/git/{component}-{sha[:12]}.bundle"
+
+
+def airlock_git_bundle(sha: str) -> str:
+    """airlock's own repository at ``sha``: the site's checkout of airlock comes from it."""
+    return git_bundle("airlock", sha)
 
 
 PATCHES = "sources/patches"

@@ -140,7 +140,7 @@ class _Shape:
         self.texts(data.get("requires"), "requires")
         self.texts(data.get("notes"), "notes", optional=True)
         self.need(data.get("complete"), bool, "complete", optional=True)
-        self.need(data.get("airlock"), dict, "airlock", optional=True)
+        self.airlock(self.need(data.get("airlock"), dict, "airlock", optional=True))
         selection = self.need(data.get("selection"), dict, "selection", optional=True)
         for key in ("releases", "services", "platforms"):
             self.texts(selection.get(key), f"selection.{key}", optional=True)
@@ -157,6 +157,20 @@ class _Shape:
         for name, entry in self.names(self.need(data.get("releases"), dict, "releases"),
                                       "releases").items():
             self.release(f"releases.{name}", self.need(entry, dict, f"releases.{name}"))
+
+    def airlock(self, entry: dict) -> None:
+        """airlock's own entry; its repository (commit, git bundle) when the bundle has one."""
+        for key in ("version", "python"):
+            self.text(entry.get(key), f"airlock.{key}", optional=True)
+        if entry.get("commit") is None:
+            return  # a bundle made before airlock's repository crossed too
+        if not re.fullmatch(r"[0-9a-f]{40}", self.text(entry.get("commit"), "airlock.commit")):
+            self.fail("airlock.commit", "not a commit sha (40 lowercase hex)")
+        self.path(entry.get("bundle"), "airlock.bundle")
+        heads = self.need(entry.get("heads"), dict, "airlock.heads")
+        for ref, sha in self.names(heads, "airlock.heads").items():
+            self.text(sha, f"airlock.heads.{ref}")
+        self.need(entry.get("uncommitted"), bool, "airlock.uncommitted")
 
     def release(self, at: str, entry: dict) -> None:
         self.texts(entry.get("platforms"), f"{at}.platforms", optional=True)

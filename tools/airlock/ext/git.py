@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import urllib.parse
@@ -539,3 +540,115 @@ def push_refs(git_dir: Path, url: str, updates: dict[str, str]) -> None:
                 *refspecs], check=False, where=bare, env=env, timeout=FETCH_TIMEOUT)
     if proc.returncode != 0:
         raise ToolError(bare, reason(proc.stderr))
+
+
+# --- airlock's own checkout: what it is, and a commit of its working tree ----
+#
+# ``bundle create`` carries the checkout airlock runs from. Nothing here
+# writes into that checkout: no ref, no index, no object. Objects a
+# snapshot needs are written into a scratch repository that borrows the
+# checkout's objects (an alternate), and the checkout's index is read
+# through a private copy.
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A work tree's HEAD: its commit, its branch (None: detached), the tags on it."""
+
+    top: Path
+    head: str
+    branch: str | None
+    tags: dict[str, str]  # refs/tags/X -> the object the tag ref holds
+    objects: Path  # the repository's object store (shared by every worktree)
+    index: Path  # this work tree's index
+
+
+def checkout(work_tree: Path) -> Checkout | None:
+    """What ``work_tree`` has checked out; None when it is not the top of a git work tree.
+
+    Reads only (``GIT_OPTIONAL_LOCKS=0``: not even the index's stat cache
+    is refreshed).
+    """
+    def ask(*args: str) -> str | None:
+        proc = run(["-C", str(work_tree), *args], check=False, where=str(work_tree),
+                   env={"GIT_OPTIONAL_LOCKS": "0"})
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    top = ask("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != Path(work_tree).resolve():
+        return None
+    head = ask("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    paths = ask("rev-parse", "--path-format=absolute", "--git-path", "objects",
+                "--git-path", "index")
+    if not head or not paths:
+        return None
+    objects, index = paths.splitlines()
+    branch = ask("symbolic-ref", "--quiet", "HEAD")
+    listed = ask("for-each-ref", "--points-at", head, "--format=%(refname) %(objectname)",
+                 "refs/tags/") or ""
+    tags = dict(line.split(" ", 1) for line in listed.splitlines() if " " in line)
+    return Checkout(Path(top), head, branch.removeprefix("refs/heads/")
+                    if branch and branch.startswith("refs/heads/") else None,
+                    tags, Path(objects), Path(index))
+
+
+def borrow_objects(git_dir: Path, objects: Path) -> None:
+    """Let the bare repository ``git_dir`` read ``objects`` (an alternate), copying nothing."""
+    info = git_dir / "objects" / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "alternates").write_text(f"{objects}\n")
+
+
+def working_tree(work: Checkout, scratch: Path) -> str:
+    """The tree of ``work``'s tracked files as they are on disk; its objects go to ``scratch``.
+
+    Tracked means in the work tree's index (staged new files too, files
+    deleted from disk left out; untracked files never). The index is read
+    through a copy (its times kept, so git's racy-file check still holds)
+    and every object written goes to the bare repository ``scratch``,
+    which borrows the checkout's objects: the checkout is not written to.
+    """
+    borrow_objects(scratch, work.objects)
+    index = scratch / "airlock-index"
+    if work.index.is_file():
+        shutil.copy2(work.index, index)
+    env = {"GIT_INDEX_FILE": str(index), "GIT_OBJECT_DIRECTORY": str(scratch / "objects"),
+           "GIT_OPTIONAL_LOCKS": "0"}
+    where = str(work.top)
+    if not index.is_file():
+        _checked_in(work.top, ["read-tree", work.head], "cannot read HEAD", env)
+    _checked_in(work.top, ["add", "--update", "--", "."], f"{where}: cannot read the tracked "
+                "files", env)
+    return _checked_in(work.top, ["write-tree"], f"{where}: cannot write the tree", env).strip()
+
+
+def _checked_in(work_tree: Path, args: list[str], what: str, env: dict[str, str]) -> str:
+    proc = run(["-C", str(work_tree), *args], check=False, where=str(work_tree), env=env)
+    if proc.returncode != 0:
+        raise ToolError(str(work_tree), f"{what}: {reason(proc.stderr)}")
+    return proc.stdout
+
+
+def tree_of(git_dir: Path, rev: str) -> str:
+    """The tree SHA of commit ``rev``."""
+    return _checked(git_dir, ["rev-parse", "--verify", f"{rev}^{{tree}}"],
+                    f"cannot read the tree of {rev}").strip()
+
+
+def commit_tree(git_dir: Path, tree: str, parents: list[str], *, message: str, ident: str,
+                when: int) -> str:
+    """Write a commit of ``tree`` (no ref moves); the same arguments give the same SHA.
+
+    Name, email and both dates are fixed here and signing is off whatever
+    the repository's configuration says, so nothing of the machine or the
+    moment gets into the commit.
+    """
+    name, _, email = ident.partition(" <")
+    env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email.rstrip(">"),
+           "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email.rstrip(">"),
+           "GIT_AUTHOR_DATE": f"@{when} +0000", "GIT_COMMITTER_DATE": f"@{when} +0000"}
+    args = ["-c", "i18n.commitEncoding=UTF-8", "commit-tree", "--no-gpg-sign", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    return _checked(git_dir, args, "cannot write the commit", input=message,
+                    env=env).strip()

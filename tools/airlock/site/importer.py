@@ -9,7 +9,9 @@ part, asked before it is written (:func:`airlock.site.stores.decide`):
   .debs first and its index (Packages) last, so that a half-imported
   repository never advertises a file it lacks;
 - registry: each base image by digest, tagged as the release's reference tags it;
-- git: each component's git bundle into ``<push>/openstack/<project>``.
+- git: each component's git bundle into ``<push>/openstack/<project>``, and
+  airlock's own repository into ``<push>/airlock`` (the site's builds run
+  from a checkout of it: ``git clone <git base>/airlock``).
 
 A store that fails (unreachable, credentials refused) stops that store
 only, with one line; a conflict (the store holds other bytes under the
@@ -125,21 +127,34 @@ def images(manifest: dict) -> list[dict]:
 
 
 def git_bundles(manifest: dict) -> list[dict]:
-    """Each component's git bundle this bundle carries: path, project, heads, branch."""
+    """Each git bundle this bundle carries: path, component, repository, heads, branch.
+
+    ``repository`` is the mirror's path: ``openstack/<project>`` for a
+    component, :data:`stores.AIRLOCK_REPOSITORY` for airlock's own.
+    """
     own = {a["path"] for a in own_artifacts(manifest)}
     found: dict[str, dict] = {}
+
+    def add(path: str | None, component: str, project: str, repository: str,
+            heads: dict) -> None:
+        if path not in own or path in found:
+            return
+        heads = dict(heads or {})
+        branches = sorted(r[len("refs/heads/"):] for r in heads if r.startswith("refs/heads/"))
+        found[path] = {"path": path, "component": component, "project": project,
+                       "repository": repository, "heads": heads,
+                       "branch": branches[0] if branches else None}
+
     for release in sorted(manifest.get("releases") or {}):
         for name, comp in sorted(((manifest["releases"][release] or {}).get("components")
                                   or {}).items()):
-            path = comp.get("bundle")
-            if path not in own or path in found:
-                continue
-            heads = dict(comp.get("heads") or {})
-            branches = sorted(r[len("refs/heads/"):] for r in heads
-                              if r.startswith("refs/heads/"))
-            found[path] = {"path": path, "component": name,
-                           "project": stores.project_of(comp.get("repo") or "", name),
-                           "heads": heads, "branch": branches[0] if branches else None}
+            project = stores.project_of(comp.get("repo") or "", name)
+            add(comp.get("bundle"), name, project, f"{stores.OPENSTACK}/{project}",
+                comp.get("heads"))
+    tool = manifest.get("airlock") or {}
+    if tool.get("commit"):
+        add(tool.get("bundle"), "airlock", stores.AIRLOCK_REPOSITORY,
+            stores.AIRLOCK_REPOSITORY, tool.get("heads"))
     return list(found.values())
 
 
@@ -265,14 +280,13 @@ def _git(folder: Path, manifest: dict, store: stores.GitStore, report: StoreRepo
          progress: Progress) -> None:
     report.where = {"base": strip_userinfo(store.read_base), "repositories": {}}
     for item in git_bundles(manifest):
-        project = item["project"]
-        shown = f"openstack/{project}"
-        report.where["repositories"][shown] = {"url": f"{strip_userinfo(store.read_base)}/"
-                                               f"{shown}", "refs": item["heads"]}
+        shown = item["repository"]
+        report.where["repositories"][shown] = {"url": store.read_url(shown),
+                                               "refs": item["heads"]}
         progress(f"git: {shown} <- {item['path']}")
-        plan = store.load(folder / item["path"], project, item["heads"], item["branch"])
+        plan = store.load(folder / item["path"], shown, item["heads"], item["branch"])
         for line in plan.refused:
-            report.failed.append(str(AirlockError(f"git {store.target(project)}", line,
+            report.failed.append(str(AirlockError(f"git {store.target(shown)}", line,
                                                   "nothing of it was pushed; find out "
                                                   "which commit is right")))
         if plan.refused:

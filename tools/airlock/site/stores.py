@@ -33,6 +33,7 @@ import hashlib
 import http.client
 import io
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.parse
@@ -387,6 +388,13 @@ def plan_refs(current: dict[str, str], wanted: dict[str, str],
     return plan
 
 
+# Where the mirror keeps repositories: each component at ``openstack/<project>``,
+# airlock's own repository at ``airlock`` (the site checks it out to build).
+OPENSTACK = "openstack"
+AIRLOCK_REPOSITORY = "airlock"
+_REPOSITORY_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 def project_of(repo_url: str, component: str) -> str:
     """The mirror's project name of a component: the last part of its upstream repo."""
     last = strip_userinfo(repo_url).rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
@@ -394,7 +402,11 @@ def project_of(repo_url: str, component: str) -> str:
 
 
 class GitStore:
-    """The git mirror: ``<push>/openstack/<project>``, a local bare repository or a URL."""
+    """The git mirror: ``<push>/<repository>``, a local bare repository or a URL.
+
+    ``repository`` is the mirror's path of one repository: ``openstack/<project>``
+    for a component, ``airlock`` for airlock's own.
+    """
 
     def __init__(self, store: Store) -> None:
         self.push_base = store.urls["push"]
@@ -404,27 +416,41 @@ class GitStore:
         self._push = _with_userinfo(self.push_base, creds) \
             if creds and self.push_base.startswith(("http://", "https://")) else self.push_base
 
-    def target(self, project: str) -> str:
-        return f"{self.push_base.rstrip('/')}/openstack/{project}"
+    @staticmethod
+    def _checked(repository: str) -> str:
+        """``repository`` if every part of it is a plain name (never ``..``, never absolute)."""
+        if not all(_REPOSITORY_PART.fullmatch(part) for part in repository.split("/")):
+            raise AirlockError(f"git {repository!r}"[:200], "is not a repository path of the "
+                               "mirror (plain names joined by /)",
+                               "get the bundle again from the Mirror Factory")
+        return repository
 
-    def load(self, bundle: Path, project: str, heads: dict[str, str],
+    def target(self, repository: str) -> str:
+        """Where import writes ``repository`` (``openstack/keystone``, ``airlock``)."""
+        return f"{self.push_base.rstrip('/')}/{self._checked(repository)}"
+
+    def read_url(self, repository: str) -> str:
+        """Where the site reads ``repository``: ``<git base>/<repository>``, no credentials."""
+        return f"{strip_userinfo(self.read_base).rstrip('/')}/{self._checked(repository)}"
+
+    def load(self, bundle: Path, repository: str, heads: dict[str, str],
              default_branch: str | None) -> RefPlan:
-        """Give ``project`` the refs ``heads`` from the git bundle; return what was done.
+        """Give ``repository`` the refs ``heads`` from the git bundle; return what was done.
 
         The bundle is read into a scratch repository; the mirror's refs are
         listed; ancestry is judged in the scratch repository (it holds the
         new commit's whole history, so an old tip it lacks is not an
         ancestor); then one atomic, unforced push sets the refs to set.
         """
-        where = f"git {self.target(project)}"
+        where = f"git {self.target(repository)}"
         if self.local:
-            repo = Path(self.target(project))
+            repo = Path(self.target(repository))
             if not repo.exists():
                 repo.parent.mkdir(parents=True, exist_ok=True)
                 git.init_bare(repo)
                 if default_branch:
                     git.set_default_branch(repo, default_branch)
-        url = self._push.rstrip("/") + f"/openstack/{project}"
+        url = self._push.rstrip("/") + f"/{repository}"
         with tempfile.TemporaryDirectory(prefix="airlock-import-git-") as tmp:
             scratch = Path(tmp) / "scratch.git"
             git.init_bare(scratch)

@@ -7,13 +7,16 @@ Debian's nginx is not installed on the test hosts), Debian's
 docker-registry with htpasswd, and a folder of bare git repositories.
 The bundle is small and real: wheels twine accepts, an apt repository
 (Packages + .debs), a two-platform OCI archive, a git bundle of a real
-repository, signed with a fresh key.
+repository, and the git bundle of airlock's own repository made from this
+checkout by bundle create's own code, signed with a fresh key.
 
 Proved: a second import uploads nothing; an import whose PyPI server is
 killed midway completes on rerun; an artifact already in a store with
 other bytes is refused, one line, nothing overwritten; wrong credentials
 for each store are one line each, exit 2, the password in no output; a
-delta whose base was not imported is refused naming it.
+delta whose base was not imported is refused naming it; a clone of the
+site's ``<git base>/airlock`` checks out the bundle's airlock commit, data
+(releases/, images/) included.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from airlock.bundle import layout
+from airlock.bundle import gather, layout
 from airlock.ext import git, registry
 from airlock.site import access, config, importer
 from airlock.tests.functional import tinyimage
@@ -133,6 +136,11 @@ def make_bundle(tmp: Path, key: Path, bundle_id: str = "site-test-1",
     bundle_path = layout.git_bundle("keystone", sha)
     content[bundle_path] = git_out.read_bytes()
     kinds[bundle_path] = "git"
+    # airlock's own repository, as bundle create gathers it from this checkout
+    # (one cache for every bundle of the test: made once).
+    airlock_file, airlock_entry = gather.airlock_repository(REPO_ROOT, tmp / "cache")
+    content[airlock_entry["bundle"]] = airlock_file.read_bytes()
+    kinds[airlock_entry["bundle"]] = "git"
     elsewhere = {layout.wheel("old-1.0-py3-none-any.whl"): requires[0]} if requires else None
     manifest = bundlefixture.manifest_for(content, bundle_id=bundle_id, requires=requires,
                                           elsewhere=elsewhere)
@@ -146,7 +154,35 @@ def make_bundle(tmp: Path, key: Path, bundle_id: str = "site-test-1",
                                     "bundle": bundle_path, "heads": git.bundle_heads(git_out),
                                     "patches": []}},
         "apt": {"amd64": repo}}}
+    manifest["airlock"] = {"version": "0.1.0", "python": "3.11", **airlock_entry}
     return bundlefixture.make_bundle(tmp / bundle_id, content, key, manifest=manifest)
+
+
+def git_uploads(bundle: Path) -> int:
+    """How many refs the first import of ``bundle`` sets: keystone's and airlock's."""
+    doc = json.loads((bundle / "manifest.json").read_text())
+    return (len(doc["releases"]["2025.2"]["components"]["keystone"]["heads"])
+            + len(doc["airlock"]["heads"]))
+
+
+def check_airlock_clone(test: unittest.TestCase, url: str, bundle: Path, dest: Path) -> None:
+    """The site's way to airlock: a clone of ``<git base>/airlock`` at the bundle's commit.
+
+    A commit on a branch is what a plain clone checks out; a snapshot of
+    uncommitted changes is on no branch, so it is fetched by its ref.
+    """
+    entry = json.loads((bundle / "manifest.json").read_text())["airlock"]
+    if any(ref.startswith("refs/heads/") for ref in entry["heads"]):
+        git.run(["clone", "--quiet", url, str(dest)])
+    else:
+        git.run(["clone", "--quiet", "--no-checkout", url, str(dest)])
+        git.run(["-C", str(dest), "fetch", "--quiet", "origin",
+                 *(f"+{ref}:{ref}" for ref in entry["heads"])])
+        git.run(["-C", str(dest), "checkout", "--quiet", "--detach", entry["commit"]])
+    test.assertEqual(git.run(["-C", str(dest), "rev-parse", "HEAD"]).stdout.strip(),
+                     entry["commit"])
+    test.assertTrue((dest / "releases" / "2025.2" / "release.yaml").is_file())
+    test.assertTrue((dest / "images" / "keystone").is_dir())
 
 
 class Stores:
@@ -281,7 +317,8 @@ class BundleImportTest(unittest.TestCase):
         self.assertEqual(first.returncode, 0, first.stderr)
         doc = json.loads(first.stdout)
         self.assertEqual({name: len(s["uploaded"]) for name, s in doc["stores"].items()},
-                         {"pypi": 3, "raw": 4, "registry": 1, "git": 2})
+                         {"pypi": 3, "raw": 4, "registry": 1,
+                          "git": git_uploads(self.bundle)})
         # What went where, as a build reads it.
         self.assertEqual(sorted(p.name for p in self.stores.pypi_dir.iterdir()),
                          ["airlockimpa-1.0-py3-none-any.whl", "airlockimpb-2.0-py3-none-any.whl",
@@ -306,6 +343,12 @@ class BundleImportTest(unittest.TestCase):
         heads = manifest["releases"]["2025.2"]["components"]["keystone"]["heads"]
         self.assertEqual(git.remote_refs(str(self.stores.git_dir / "openstack/keystone")),
                          heads)
+        self.assertEqual(git.remote_refs(str(self.stores.git_dir / "airlock")),
+                         manifest["airlock"]["heads"])
+        self.assertEqual(record["stores"]["git"]["repositories"]["airlock"]["url"],
+                         "git://127.0.0.1:9418/airlock")
+        check_airlock_clone(self, str(self.stores.git_dir / "airlock"), self.bundle,
+                            self.root / "airlock-clone")
         second = self.airlock(str(self.bundle), "--json")
         self.assertEqual(second.returncode, 0, second.stderr)
         again = json.loads(second.stdout)
@@ -471,7 +514,8 @@ class SiteUpImportTest(unittest.TestCase):
         self.assertEqual(first.returncode, 0, first.stderr)
         self.assertEqual({name: len(s["uploaded"])
                           for name, s in json.loads(first.stdout)["stores"].items()},
-                         {"pypi": 3, "raw": 4, "registry": 1, "git": 2})
+                         {"pypi": 3, "raw": 4, "registry": 1,
+                          "git": git_uploads(self.bundle)})
         second = self.airlock(str(self.bundle), "--json")
         self.assertEqual(second.returncode, 0, second.stderr)
         self.assertEqual({name: s["uploaded"]
@@ -486,6 +530,9 @@ class SiteUpImportTest(unittest.TestCase):
         manifest = json.loads((self.bundle / "manifest.json").read_text())
         self.assertEqual(listed,
                          manifest["releases"]["2025.2"]["components"]["keystone"]["heads"])
+        # The site's airlock: `git clone <git base>/airlock`, through the git daemon.
+        check_airlock_clone(self, f"git://127.0.0.1:{self.ports['git']}/airlock", self.bundle,
+                            self.tmp / "airlock-clone")
         for password in ((self.dir / "credentials" / s).read_text().strip().split(":", 1)[1]
                          for s in ("pypi", "raw", "registry")):
             self.assertNotIn(password, first.stdout + first.stderr + second.stderr)

@@ -100,7 +100,11 @@ class ManifestPartsTest(unittest.TestCase):
             art("python/requirements/2025.2/keystone/install.txt", "requirements"),
             art("images/debian-0123456789abcdef.oci.tar", "image"),
             art("sources/git/keystone-0123456789ab.bundle", "git"),
-            art("sources/git/nova-0123456789ab.bundle", "git", bundle="older-0")],
+            art("sources/git/nova-0123456789ab.bundle", "git", bundle="older-0"),
+            art(layout.airlock_git_bundle("c" * 40), "git")],
+            "airlock": {"version": "0.1.0", "commit": "c" * 40,
+                        "bundle": layout.airlock_git_bundle("c" * 40), "uncommitted": True,
+                        "heads": {f"refs/airlock/snapshots/{'c' * 40}": "c" * 40}},
             "releases": {"2025.2": {
                 "base_image": {"ref": "site.invalid/library/debian", "tag": "bookworm",
                                "digest": "sha256:0123456789abcdef" + "0" * 48,
@@ -127,8 +131,14 @@ class ManifestPartsTest(unittest.TestCase):
 
     def test_only_what_arrives_in_this_bundle(self) -> None:
         bundles = importer.git_bundles(self.manifest())
-        self.assertEqual([(b["project"], b["branch"]) for b in bundles],
-                         [("keystone", "stable/2025.2")])
+        self.assertEqual([(b["repository"], b["branch"]) for b in bundles],
+                         [("openstack/keystone", "stable/2025.2"), ("airlock", None)])
+        self.assertEqual(bundles[1]["heads"], {f"refs/airlock/snapshots/{'c' * 40}": "c" * 40})
+        # A delta on the same airlock commit does not carry it: nothing to push.
+        delta = self.manifest()
+        delta["artifacts"][-1]["bundle"] = "older-0"
+        self.assertEqual([b["repository"] for b in importer.git_bundles(delta)],
+                         ["openstack/keystone"])
         self.assertEqual(importer.images(self.manifest()),
                          [{"path": "images/debian-0123456789abcdef.oci.tar",
                            "digest": "sha256:0123456789abcdef" + "0" * 48, "tag": "bookworm"}])
@@ -261,23 +271,23 @@ class GitMirrorTest(unittest.TestCase):
     def test_new_repository_gets_exactly_the_bundle_heads_and_a_rerun_changes_nothing(self):
         self.up.git("branch", "stable/2025.2")
         path, heads = self.bundle("one", ["refs/tags/28.0.0", "refs/heads/stable/2025.2"])
-        plan = self.mirror.load(path, "keystone", heads, "stable/2025.2")
+        plan = self.mirror.load(path, "openstack/keystone", heads, "stable/2025.2")
         self.assertEqual(set(plan.set), {"refs/tags/28.0.0", "refs/heads/stable/2025.2"})
         self.assertEqual(self.mirror_refs(), heads)
-        again = self.mirror.load(path, "keystone", heads, "stable/2025.2")
+        again = self.mirror.load(path, "openstack/keystone", heads, "stable/2025.2")
         self.assertEqual((again.set, sorted(again.same)), ({}, sorted(heads)))
 
     def test_branch_moves_forward_others_untouched_tags_never_move(self) -> None:
         self.up.git("branch", "stable/2025.2")
         path, heads = self.bundle("one", ["refs/tags/28.0.0", "refs/heads/stable/2025.2"])
-        self.mirror.load(path, "keystone", heads, "stable/2025.2")
+        self.mirror.load(path, "openstack/keystone", heads, "stable/2025.2")
         mirror_repo = self.tmp / "mirror/openstack/keystone"
         git.set_ref(mirror_repo, "refs/heads/local-only", self.c1)
         c2 = self.up.commit({"a": "2"})
         self.up.git("branch", "-f", "stable/2025.2", c2)
         self.up.git("tag", "28.0.1")
         path2, heads2 = self.bundle("two", ["refs/tags/28.0.1", "refs/heads/stable/2025.2"])
-        plan = self.mirror.load(path2, "keystone", heads2, "stable/2025.2")
+        plan = self.mirror.load(path2, "openstack/keystone", heads2, "stable/2025.2")
         self.assertEqual(plan.refused, [])
         refs = self.mirror_refs()
         self.assertEqual(refs["refs/heads/stable/2025.2"], c2)
@@ -287,11 +297,45 @@ class GitMirrorTest(unittest.TestCase):
         self.up.git("tag", "-f", "28.0.1", self.c1)
         self.up.git("branch", "-f", "stable/2025.2", self.c1)
         path3, heads3 = self.bundle("three", ["refs/tags/28.0.1", "refs/heads/stable/2025.2"])
-        plan = self.mirror.load(path3, "keystone", heads3, "stable/2025.2")
+        plan = self.mirror.load(path3, "openstack/keystone", heads3, "stable/2025.2")
         self.assertEqual(len(plan.refused), 2, plan.refused)
         self.assertTrue(any("tags never move" in line for line in plan.refused))
         self.assertTrue(any("does not descend" in line for line in plan.refused))
         self.assertEqual(self.mirror_refs(), refs)
+
+    def test_airlock_goes_to_its_own_repository_and_the_report_lists_it(self) -> None:
+        """airlock's repository beside openstack/, read at ``<git base>/airlock``."""
+        _bundle, info = gather.airlock_repository(self.up.path, self.tmp / "cache")
+        folder = self.tmp / "bundle"
+        (folder / "sources/git").mkdir(parents=True)
+        shutil.copy(_bundle, folder / info["bundle"])
+        doc = {"id": "b-1", "artifacts": [{"path": info["bundle"], "kind": "git",
+                                           "bundle": "b-1"}],
+               "releases": {}, "airlock": {"version": "0.1.0", **info}}
+        report = importer.StoreReport()
+        importer._git(folder, doc, self.mirror, report, lambda line: None)
+        self.assertEqual(git.remote_refs(str(self.tmp / "mirror/airlock")), info["heads"])
+        self.assertFalse((self.tmp / "mirror/openstack").exists())
+        self.assertEqual(report.where["repositories"],
+                         {"airlock": {"url": "git://127.0.0.1:9418/airlock",
+                                      "refs": info["heads"]}})
+        self.assertEqual(report.uploaded, [f"airlock {ref}" for ref in sorted(info["heads"])])
+        # A clone of the mirror checks out that commit, with the data a build reads.
+        clone = self.tmp / "clone"
+        git.run(["clone", "--quiet", str(self.tmp / "mirror/airlock"), str(clone)])
+        self.assertEqual(git.run(["-C", str(clone), "rev-parse", "HEAD"]).stdout.strip(),
+                         info["commit"])
+        self.assertEqual((clone / "a").read_text(), "1")
+        again = importer.StoreReport()
+        importer._git(folder, doc, self.mirror, again, lambda line: None)
+        self.assertEqual((again.uploaded, len(again.skipped)), ([], len(info["heads"])))
+
+    def test_a_repository_path_out_of_the_mirror_is_refused(self) -> None:
+        for bad in ("../keystone", "openstack/..", "/etc/x", "openstack//x", ""):
+            with self.subTest(bad=bad), self.assertRaises(AirlockError):
+                self.mirror.target(bad)
+        self.assertEqual(self.mirror.target("openstack/keystone"),
+                         f"{self.tmp / 'mirror'}/openstack/keystone")
 
     def test_plan_refs_rules(self) -> None:
         current = {"refs/tags/t": "1" * 40, "refs/heads/b": "2" * 40, "refs/heads/x": "9" * 40}
