@@ -109,8 +109,16 @@ class SiteBuildTest(unittest.TestCase):
                    str(cls.signers))
         cls.sealed(tool, "bundle", "import", str(cls.bundle), "--site", site_yaml,
                    "--allowed-signers", str(cls.signers))
+        # airlock's own data (releases/, images/) from the site's git mirror,
+        # at the commit the bundle names (a branch, or a snapshot ref).
+        commit = json.loads((cls.bundle / "manifest.json").read_text())["airlock"]["commit"]
+        root = run / "airlock"
+        git_base = cls.sealed_site.git.urls["base"]
+        cls.sealed("git", "clone", "-q", "--no-checkout", f"{git_base}/airlock", str(root))
+        cls.sealed("git", "-C", str(root), "fetch", "-q", "origin",
+                   "+refs/airlock/*:refs/airlock/*")
+        cls.sealed("git", "-C", str(root), "checkout", "-q", "--detach", commit)
         cls.sealed_work = run / "work"
-        root = pipeline.REPO_ROOT
         cls.sealed(tool, "build", "--release", RELEASE, "--service", "keystone", "--site",
                    site_yaml, "--work-dir", str(cls.sealed_work), root=root)
         cls.sealed(tool, "publish", "--release", RELEASE, "--site", site_yaml, "--work-dir",
