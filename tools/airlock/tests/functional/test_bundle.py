@@ -12,6 +12,7 @@ install from the bundle's apt repository alone.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -23,8 +24,11 @@ from pathlib import Path
 
 from airlock.bundle import layout
 from airlock.ext import containers
+from airlock.site import config
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
+from airlock.tests.functional.registries import free_port
+from airlock.tests.functional.test_site_up import SITE_UP, STORES, clean_env
 from airlock.tests.unit import bundlefixture
 
 RELEASE = "2025.2"
@@ -67,6 +71,7 @@ class BundleTest(unittest.TestCase):
             "--work-dir", str(cls.tmp / "work-old"), "--cache", str(pipeline.WORK / "cache"))
         pipeline.airlock("mirror", "create", "--release", RELEASE, "--dest", str(git),
                          "--component", "keystone")
+        cls.link_history(git / "openstack" / "keystone", OLDER, "28.1.0")
         cls.full = cls.tmp / "full"
         cls.created = pipeline.airlock("bundle", "create", *common, "--out", str(cls.full),
                                        "--tar", "--max-part-size", "100MiB")
@@ -77,6 +82,29 @@ class BundleTest(unittest.TestCase):
         cls.created_delta = pipeline.airlock("bundle", "create", *common, "--out",
                                              str(cls.delta), "--since", str(cls.old))
         cls.manifest = json.loads((cls.full / layout.MANIFEST).read_text())
+
+    @staticmethod
+    def link_history(repo: Path, older: str, newer: str) -> None:
+        """Make ``newer`` a child of ``older`` on stable/<release>, as upstream has it.
+
+        mirror create writes each release as a parentless commit (its SHA
+        then depends on the files alone); a site's mirror only ever moves a
+        branch forward, so the delta's commit must descend from the full
+        bundle's, as upstream's 28.1.0 descends from 28.0.2.
+        """
+        def git(*args: str, **kw) -> str:
+            return subprocess.run(["git", "--git-dir", str(repo), *args], check=True,
+                                  capture_output=True, text=True, timeout=60,
+                                  **kw).stdout.strip()
+        ident = {"GIT_AUTHOR_NAME": "airlock test", "GIT_AUTHOR_EMAIL": "test@airlock.invalid",
+                 "GIT_COMMITTER_NAME": "airlock test",
+                 "GIT_COMMITTER_EMAIL": "test@airlock.invalid",
+                 "GIT_AUTHOR_DATE": "1780000000 +0000", "GIT_COMMITTER_DATE": "1780000000 +0000"}
+        env = {**os.environ, **ident}
+        child = git("commit-tree", f"{newer}^{{tree}}", "-p", f"{older}^{{commit}}", "-m",
+                    f"keystone {newer}", env=env)
+        git("tag", "-f", "-a", newer, "-m", f"keystone {newer}", child, env=env)
+        git("update-ref", f"refs/heads/stable/{RELEASE}", child)
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -178,6 +206,54 @@ class BundleTest(unittest.TestCase):
         print(f"\nbundle sizes: full {_size(self.full) / 2**20:.1f} MiB, delta "
               f"{_size(self.delta) / 2**20:.1f} MiB ({len(carried)} of "
               f"{len(doc['artifacts'])} artifacts)")
+
+    def test_delta_imported_on_top_of_the_full_one_builds_the_next_patch_release(self) -> None:
+        # A site that holds the 28.0.2 bundle takes the delta to 28.1.0 and
+        # builds keystone 28.1.0 from its stores alone.
+        site = self.tmp / "site-delta"
+        site.mkdir(mode=0o755)
+        for parent in site.parents:  # nginx's workers (www-data) read site/raw
+            if parent.stat().st_mode & 0o001 == 0:
+                parent.chmod(parent.stat().st_mode | 0o001)
+        ports = {}
+        while len(set(ports.values())) < len(STORES):
+            ports = {store: free_port() for store in STORES}
+
+        def site_up(*args: str) -> None:
+            subprocess.run([str(SITE_UP), *args, "--dir", str(site)], check=True,
+                           capture_output=True, timeout=600, env=clean_env())
+        site_up("start", *[a for store, port in ports.items()
+                           for a in (f"--{store}-port", str(port))])
+        self.addCleanup(site_up, "stop")
+        site_yaml = str(site / "site.yaml")
+        old_id = json.loads((self.old / layout.MANIFEST).read_text())["id"]
+
+        def load(bundle: Path, check: bool = True) -> subprocess.CompletedProcess:
+            return pipeline.airlock("bundle", "import", str(bundle), "--site", site_yaml,
+                                    "--allowed-signers", str(self.signers), check=check)
+        refused = load(self.delta, check=False)
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        self.assertIn(f"a delta on top of {old_id}, which was not imported", refused.stderr)
+        load(self.old)
+        load(self.delta)
+        work = self.tmp / "site-delta-work"
+        pipeline.airlock("build", "--release", RELEASE, "--service", "keystone", "--platform",
+                         "linux/amd64", "--site", site_yaml, "--work-dir", str(work))
+        pipeline.airlock("publish", "--release", RELEASE, "--site", site_yaml, "--work-dir",
+                         str(work))
+        ref = f"127.0.0.1:{ports['registry']}/airlock/keystone:{RELEASE}"
+        # docker pulls with the site registry's credentials, in a config of its own.
+        user, password = config.load(site / "site.yaml").stores["registry"].credentials()
+        client = self.tmp / "site-delta-client"
+        client.mkdir()
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        (client / "config.json").write_text(json.dumps(
+            {"auths": {f"127.0.0.1:{ports['registry']}": {"auth": token}}}))
+        ran = subprocess.run(["docker", "--config", str(client), "run", "--rm", "--network",
+                              "none", "--platform", "linux/amd64", ref,
+                              "keystone-manage", "--version"], capture_output=True, text=True,
+                             timeout=300)
+        self.assertEqual((ran.returncode, ran.stdout.strip()), (0, "28.1.0"), ran.stderr)
 
     # --- the bundle is enough -------------------------------------------------
 
