@@ -15,7 +15,10 @@ mirror, local registry) that ./tools/run-local sets up:
   with the build stage left in (its build target), and their ratio;
 - keystone's offline bundle (``--bundle-only``: just this): its size per
   kind, ``bundle create`` cold (a cache of its own) and resumed, and
-  ``bundle verify`` against ``sha256sum`` on the folder and on the tar.
+  ``bundle verify`` against ``sha256sum`` on the folder and on the tar;
+- that bundle into a site (``tools/site-up``'s stand-ins): ``bundle
+  import`` per store into empty stores and again, and ``build --site`` of
+  keystone for both platforms, cold, next to the connected cold build.
 
 Timed tests would flake on noisy machines; this script prints figures.
 """
@@ -100,7 +103,77 @@ def median_seconds(argv: list[str], runs: int = 3, cwd: Path | None = None) -> f
     return sorted(times)[len(times) // 2]
 
 
-def bundle_figures(release: str, work: Path, git: str, prefix: str) -> None:
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now (the kernel's choice), all different."""
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def site_figures(release: str, bundle: Path, signers: Path, tmp: Path,
+                 connected: tuple[float, float] | None) -> None:
+    """The site side of keystone's bundle: import per store, then build --site, cold.
+
+    tools/site-up's stand-ins on free ports of 127.0.0.1 (the stores are
+    local: the figures are airlock's and the servers', not a network's).
+    ``connected``: the connected side's cold build of keystone for both
+    platforms (total, keystone image step), for the ratio.
+    """
+    site = tmp / "site"
+    site.mkdir(mode=0o755)
+    for parent in site.parents:  # nginx's workers (www-data) read site/raw
+        if parent.stat().st_mode & 0o001 == 0:
+            parent.chmod(parent.stat().st_mode | 0o001)
+    stores = ("pypi", "raw", "registry", "git")
+    ports = free_ports(len(stores))
+    site_up = [str(TOP / "tools" / "site-up")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    subprocess.run([*site_up, "start", "--dir", str(site),
+                    *[a for store, port in zip(stores, ports, strict=True)
+                      for a in (f"--{store}-port", str(port))]],
+                   check=True, capture_output=True, env=env)
+    try:
+        site_yaml = str(site / "site.yaml")
+        imports = []
+        for _ in range(2):  # into empty stores, then again: nothing to upload
+            started = time.monotonic()
+            proc = subprocess.run([sys.executable, "-m", "airlock.cli", "bundle", "import",
+                                   str(bundle), "--site", site_yaml, "--allowed-signers",
+                                   str(signers), "--json"], cwd=TOP, capture_output=True,
+                                  text=True)
+            if proc.returncode != 0:
+                sys.exit(f"bench: bundle import failed:\n{proc.stderr[-2000:]}")
+            imports.append((time.monotonic() - started, json.loads(proc.stdout)))
+        work = tmp / "site-work"
+        total = airlock("build", "--release", release, "--service", "keystone", "--site",
+                        site_yaml, "--work-dir", str(work), "--no-cache")
+        image = keystone(record(work, release))["seconds"]
+    finally:
+        subprocess.run([*site_up, "stop", "--dir", str(site)], check=False,
+                       capture_output=True)
+    print(f"keystone's bundle into a site's stores (tools/site-up on 127.0.0.1), {release}:")
+    for label, (seconds, doc) in zip(("import, empty stores:", "import again:"), imports,
+                                     strict=True):
+        per = ", ".join(f"{name} {row['seconds']:.1f} s ({len(row['uploaded'])} up)"
+                        for name, row in doc["stores"].items())
+        print(f"  {label:<28} {seconds:7.1f} s  ({per})")
+    print(f"  build --site, cold, both platforms: {total:7.1f} s  (keystone image {image:.1f} s;"
+          " python-base and venv-builder from the imported base image)")
+    if connected:
+        print(f"  connected build, cold, both platforms: {connected[0]:7.1f} s  (keystone image "
+              f"{connected[1]:.1f} s): the site's keystone step is "
+              f"{image / connected[1]:.2f}x the connected one")
+
+
+def bundle_figures(release: str, work: Path, git: str, prefix: str,
+                   connected: tuple[float, float] | None = None) -> None:
     """keystone's bundle: size per kind, create cold and resumed, verify against sha256sum."""
     import shutil
     import tempfile
@@ -151,6 +224,7 @@ def bundle_figures(release: str, work: Path, git: str, prefix: str) -> None:
               f"{sums_dir / ours_dir:.2f}x sha256sum's speed (target >= 1.6x)")
         print(f"  verify tar:    {ours_tar:6.2f} s, sha256sum    {sums_tar:6.2f} s: "
               f"{sums_tar / ours_tar:.2f}x sha256sum's speed (target >= 0.9x)")
+        site_figures(release, out, tmp / "signers", tmp, connected)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -226,7 +300,7 @@ def main() -> int:
     print(f"  runtime image, unpacked:      {runtime / mb:7.1f} MB (target <= 300 MB)")
     print(f"  with the build stage left in: {with_build / mb:7.1f} MB "
           f"({with_build / runtime:.2f}x the runtime image)")
-    bundle_figures(args.release, work, git, prefix)
+    bundle_figures(args.release, work, git, prefix, connected=(both, both_image))
     return 0
 
 
