@@ -1,0 +1,79 @@
+"""tools/site-up's exec and stop, attacked: signals, HOME and stale pid files.
+
+Real processes throughout (a Python child that handles or ignores
+signals, a pid file naming a live process); nothing needs root, a network
+namespace or an engine: the parts under test are the seal's script, the
+signal forwarding and the pid checks, which run before or around those.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+
+from airlock.sandbox import site_stores
+
+
+def _child(path: Path, on_term: str) -> list[str]:
+    """A Python child that writes 'ready' to PATH, then sleeps; ON_TERM: exit or ignore."""
+    handler = ("lambda *a: (open(p, 'w').write('term'), sys.exit(7))" if on_term == "exit"
+               else "signal.SIG_IGN")
+    return [sys.executable, "-c",
+            "import signal, sys, time\n"
+            f"p = {str(path)!r}\n"
+            f"signal.signal(signal.SIGTERM, {handler})\n"
+            "open(p, 'w').write('ready')\n"
+            "time.sleep(60)\n"]
+
+
+class RunForwardingTest(unittest.TestCase):
+    """exec passes SIGTERM on to CMD (whose pid is its child's) instead of orphaning it."""
+
+    def _signal_self_when_ready(self, path: Path, signum: int) -> None:
+        def later() -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if path.is_file() and path.read_text() == "ready":
+                    os.kill(os.getpid(), signum)
+                    return
+                time.sleep(0.05)
+        threading.Thread(target=later, daemon=True).start()
+
+    def test_sigterm_reaches_the_command_and_exits_143(self) -> None:
+        before = signal.getsignal(signal.SIGTERM)
+        with tempfile.TemporaryDirectory() as tmp:
+            mark = Path(tmp) / "mark"
+            self._signal_self_when_ready(mark, signal.SIGTERM)
+            start = time.monotonic()
+            code = site_stores._run_forwarding(_child(mark, "exit"))
+            self.assertEqual(code, 143)
+            self.assertEqual(mark.read_text(), "term")  # CMD saw SIGTERM itself
+            self.assertLess(time.monotonic() - start, 15)
+        # The handler it found is back.
+        self.assertEqual(signal.getsignal(signal.SIGTERM), before)
+
+    def test_a_command_ignoring_sigterm_is_killed_after_the_grace(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            mark = Path(tmp) / "mark"
+            self._signal_self_when_ready(mark, signal.SIGTERM)
+            start = time.monotonic()
+            code = site_stores._run_forwarding(_child(mark, "ignore"), grace=1)
+            self.assertEqual(code, 143)
+            self.assertLess(time.monotonic() - start, 15)
+
+    def test_exit_status_and_death_by_signal_pass_through(self) -> None:
+        self.assertEqual(site_stores._run_forwarding(
+            [sys.executable, "-c", "raise SystemExit(5)"]), 5)
+        self.assertEqual(site_stores._run_forwarding(
+            [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]),
+            137)
+
+
+if __name__ == "__main__":
+    unittest.main()
