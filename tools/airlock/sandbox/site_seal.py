@@ -157,8 +157,11 @@ def sealed_argv(netns: str, engine: Engine, command: list[str],
     """
     if not command:
         raise SealError("exec: give the command to run after --")
-    home = os.environ.get("HOME") or "/root"
-    hidden_dirs = [*HIDDEN_DIRS, *(f"{home}/{d}" for d in HIDDEN_HOME_DIRS)]
+    # The caller's HOME and the one --env gives COMMAND: pip reads the
+    # latter's ~/.config/pip, so covering only the former leaks it.
+    homes = {os.environ.get("HOME") or "/root", (extra_env or {}).get("HOME") or "/root"}
+    hidden_dirs = [*HIDDEN_DIRS, *(f"{home.rstrip('/')}/{d}" for home in homes
+                                   for d in HIDDEN_HOME_DIRS if home.startswith("/"))]
     # Folders named by the caller's pip settings are the host's wheel stores.
     for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
         for item in os.environ.get(name, "").split():

@@ -18,6 +18,7 @@ import unittest
 from pathlib import Path
 
 from airlock.sandbox import site_stores
+from airlock.sandbox.site_seal import Engine, sealed_argv
 
 
 def _child(path: Path, on_term: str) -> list[str]:
@@ -73,6 +74,20 @@ class RunForwardingTest(unittest.TestCase):
         self.assertEqual(site_stores._run_forwarding(
             [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]),
             137)
+
+
+class SealedHomeTest(unittest.TestCase):
+    """--env HOME=H: H's pip, uv and Docker settings are covered too."""
+
+    def test_home_given_with_env_is_covered(self) -> None:
+        engine = Engine(Path("/tmp/hostile-site"), "hostile-ns")
+        argv = sealed_argv("hostile-ns", engine, ["true"], {"HOME": "/srv/other home"})
+        script = argv[argv.index("-c") + 1]
+        self.assertIn("'/srv/other home/.config/pip'", script)
+        self.assertIn("'/srv/other home/.docker'", script)
+        # The caller's own HOME stays covered.
+        caller = os.environ.get("HOME") or "/root"
+        self.assertIn(f"{caller.rstrip('/')}/.config/pip", script)
 
 
 if __name__ == "__main__":
