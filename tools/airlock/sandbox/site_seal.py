@@ -89,7 +89,10 @@ class Engine:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return False
-        return stat.rsplit(")", 1)[1].split()[0] != "Z" and str(self.data_root) in cmdline
+        # The exact argument pair: the folder's path alone is also in other
+        # programs' command lines (an editor, tail -f), which stop would kill.
+        return (stat.rsplit(")", 1)[1].split()[0] != "Z"
+                and f"\0--data-root\0{self.data_root}\0" in cmdline)
 
     def _answers(self) -> bool:
         done = subprocess.run(["docker", "-H", self.host, "version", "--format",

@@ -434,7 +434,18 @@ class Site:
             return False
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
-        return str(self.base) in cmdline
+        # One whole argument of the server's (nginx's master joins its
+        # arguments with spaces): DIR alone is also inside DIR2's paths, an
+        # editor's or a `tail -f DIR/logs/...`, which stop would then kill.
+        return re.search(rf"(^|[\x00 =]){re.escape(self._marker(store))}($|[\x00 ])",
+                         cmdline) is not None
+
+    def _marker(self, store: str) -> str:
+        """A path only STORE's server of this folder has as an argument."""
+        return str({"pypi": self.base / "auth" / "pypi.htpasswd",
+                    "raw": self.base / "nginx" / "nginx.conf",
+                    "registry": self.base / "registry.yml",
+                    "git": self.base / "git"}[store])
 
     def status(self) -> bool:
         """Print each store's state; True when all four run."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -88,6 +89,66 @@ class SealedHomeTest(unittest.TestCase):
         # The caller's own HOME stays covered.
         caller = os.environ.get("HOME") or "/root"
         self.assertIn(f"{caller.rstrip('/')}/.config/pip", script)
+
+
+
+class StalePidTest(unittest.TestCase):
+    """A pid file naming a live process of another program or folder is not 'running'."""
+
+    def _alive_with(self, base: Path, store: str, args: list[str]) -> bool:
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", *args])
+        try:
+            (base / "run").mkdir(parents=True, exist_ok=True)
+            (base / "run" / f"{store}.pid").write_text(f"{proc.pid}\n")
+            deadline = time.monotonic() + 10
+            while f"{args[-1]}" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode():
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+            return site_stores.Site(base=base, ports=dict(site_stores.DEFAULT_PORTS)).alive(store)
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def test_a_process_merely_naming_the_folder_is_not_the_store(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp) / "site"
+            # tail -f DIR/logs/pypi.log, and the server of a folder DIR2 = DIR + "2".
+            self.assertFalse(self._alive_with(base, "pypi", [f"{base}/logs/pypi.log"]))
+            self.assertFalse(self._alive_with(base, "registry", [f"{base}2/registry.yml"]))
+            self.assertFalse(self._alive_with(base, "git", [f"--base-path={base}/git2"]))
+
+    def test_the_stores_own_argument_is_recognised(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp) / "site"
+            self.assertTrue(self._alive_with(base, "registry", [f"{base}/registry.yml"]))
+            self.assertTrue(self._alive_with(base, "git", [f"--base-path={base}/git"]))
+            self.assertTrue(self._alive_with(base, "pypi", ["-P", f"{base}/auth/pypi.htpasswd"]))
+            # nginx's master joins its arguments with spaces in one.
+            self.assertTrue(self._alive_with(
+                base, "raw", [f"nginx: master process nginx -c {base}/nginx/nginx.conf -e x"]))
+
+    def test_engine_pid_file_naming_an_editor_is_not_the_engine(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = Engine(Path(tmp) / "site", "hostile-ns")
+            proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                                     f"{engine.data_root}/x"])
+            try:
+                engine.pidfile = Path(tmp) / "docker.pid"  # not /run: no root needed
+                engine.pidfile.write_text(f"{proc.pid}\n")
+                time.sleep(0.2)
+                self.assertFalse(engine.alive())
+            finally:
+                proc.kill()
+                proc.wait()
+            proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                                     "--data-root", str(engine.data_root), "--pidfile", "x"])
+            try:
+                engine.pidfile.write_text(f"{proc.pid}\n")
+                time.sleep(0.2)
+                self.assertTrue(engine.alive())
+            finally:
+                proc.kill()
+                proc.wait()
 
 
 if __name__ == "__main__":
