@@ -140,12 +140,15 @@ class Engine:
             return False
         pid = self._pid()
         assert pid is not None
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.alive() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        if self.alive():
-            os.kill(pid, signal.SIGKILL)
+        try:  # it may exit between alive() and kill()
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.3)
+            if self.alive():
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.pidfile.unlink(missing_ok=True)
         return True
 
@@ -166,10 +169,20 @@ def sealed_argv(netns: str, engine: Engine, command: list[str],
     hidden_dirs = [*HIDDEN_DIRS, *(f"{home.rstrip('/')}/{d}" for home in homes
                                    for d in HIDDEN_HOME_DIRS if home.startswith("/"))]
     # Folders named by the caller's pip settings are the host's wheel stores.
+    # What COMMAND needs to start: a cover over any of it hides COMMAND.
+    needed = [os.path.realpath(p) for p in (*os.environ.get("PATH", "").split(":"),
+                                            os.getcwd(), str(engine.base), command[0])
+              if p.startswith("/")]
     for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
         for item in os.environ.get(name, "").split():
             path = item.removeprefix("file://")
             if path.startswith("/") and os.path.isdir(path):
+                real = os.path.realpath(path)
+                inside = [n for n in needed if n == real or n.startswith(real.rstrip("/") + "/")]
+                if inside:
+                    raise SealError(f"${name} names {path}, which holds {inside[0]}: covering "
+                                    "it would hide what the command needs; unset "
+                                    f"{name} (or point it at the wheel folder itself)")
                 hidden_dirs.append(path)
     lines = ["set -e"]
     for path in HIDDEN_FILES:

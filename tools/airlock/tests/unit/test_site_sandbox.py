@@ -19,7 +19,7 @@ import unittest
 from pathlib import Path
 
 from airlock.sandbox import site_stores
-from airlock.sandbox.site_seal import Engine, sealed_argv
+from airlock.sandbox.site_seal import Engine, SealError, sealed_argv
 
 
 def _child(path: Path, on_term: str) -> list[str]:
@@ -90,6 +90,34 @@ class SealedHomeTest(unittest.TestCase):
         caller = os.environ.get("HOME") or "/root"
         self.assertIn(f"{caller.rstrip('/')}/.config/pip", script)
 
+
+
+class SealedWheelFoldersTest(unittest.TestCase):
+    """$PIP_FIND_LINKS's folders are covered, unless that would hide the command itself."""
+
+    def test_a_folder_holding_what_the_command_needs_is_refused(self) -> None:
+        engine = Engine(Path("/tmp/hostile-site"), "hostile-ns")
+        old_cwd, old_links = os.getcwd(), os.environ.get("PIP_FIND_LINKS")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "work").mkdir()
+            (Path(tmp) / "wheels").mkdir()
+            os.chdir(Path(tmp) / "work")
+            try:
+                os.environ["PIP_FIND_LINKS"] = f"file://{tmp}/wheels"
+                argv = sealed_argv("hostile-ns", engine, ["true"])
+                self.assertIn(f"airlock-sealed {tmp}/wheels", argv[argv.index("-c") + 1])
+                # Its parent holds the working folder; / and /usr hold PATH.
+                for links in (tmp, "/", "/usr"):
+                    os.environ["PIP_FIND_LINKS"] = links
+                    with self.subTest(links=links), self.assertRaises(SealError) as caught:
+                        sealed_argv("hostile-ns", engine, ["true"])
+                    self.assertIn("unset PIP_FIND_LINKS", str(caught.exception))
+            finally:
+                os.chdir(old_cwd)
+                if old_links is None:
+                    os.environ.pop("PIP_FIND_LINKS", None)
+                else:
+                    os.environ["PIP_FIND_LINKS"] = old_links
 
 
 class StalePidTest(unittest.TestCase):
