@@ -135,7 +135,7 @@ def _store(path: Path, name: str, entry: object, parent: object) -> Store:
         at = yamlfile.where(path, entry, key)
         if not isinstance(value, str) or not value.strip():
             raise AirlockError(at, f"{name}.{key}: missing or not a string", FIX)
-        if has_userinfo(value):
+        if has_userinfo(value) and not _ssh_login(value):
             raise AirlockError(at, f"{name}.{key}: holds credentials", "remove user:password@ "
                                "from the URL; name a credentials_file or credentials_env")
         urls[key] = _location(path, name, key, value.strip(), at)
@@ -163,6 +163,16 @@ def _store(path: Path, name: str, entry: object, parent: object) -> Store:
                  credentials_env=cred_env, where=where)
 
 
+def _ssh_login(value: str) -> bool:
+    """``ssh://user@host...``: a login name, no password (Gerrit's push URL), is no secret."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        return (parts.scheme == "ssh" and parts.password is None
+                and parts.netloc.count("@") == 1 and ":" not in parts.netloc.split("@")[0])
+    except ValueError:
+        return False
+
+
 def _relative(site_yaml: Path, value: str) -> Path:
     candidate = Path(value)
     return candidate if candidate.is_absolute() else site_yaml.parent / candidate
@@ -170,8 +180,8 @@ def _relative(site_yaml: Path, value: str) -> Path:
 
 def _location(path: Path, store: str, key: str, value: str, at: str) -> str:
     """A URL the store's clients take, or (registry prefix, git folder) its own form."""
-    if "@" in value.partition("://")[2 if "://" in value else 0].partition("/")[0] \
-            and not (store == "git" and re.match(r"^[^/:@]+@[^/]+:", value)):
+    if "://" not in value and "@" in value.partition("/")[0] \
+            and not (store == "git" and re.match(r"^[^/:@]+@[^/:@]+:", value)):
         # user:password@host without a scheme: has_userinfo does not see it,
         # and the value would be printed, pushed to and recorded as is.
         raise AirlockError(at, f"{store}.{key}: holds credentials (user@ before the host)",
@@ -183,7 +193,9 @@ def _location(path: Path, store: str, key: str, value: str, at: str) -> str:
                                "write the docker-hosted connector, e.g. "
                                "nexus.site:8443/openstack")
         return value.rstrip("/")
-    if store == "git" and "://" not in value and not re.match(r"^[^/]+@[^/]+:", value):
+    if store == "git" and "://" not in value:
+        if re.match(r"^[^/:@]+@[^/:@]+:", value):
+            return value  # ssh's user@host:path (GitStore pushes to it as such)
         return str(_relative(path, value))  # a folder of bare repositories
     parts = urllib.parse.urlsplit(value)
     schemes = ("http", "https") if store in ("pypi", "raw") else ("git", "http", "https", "ssh",

@@ -82,5 +82,32 @@ class SecretsInSiteYamlTest(unittest.TestCase):
         self.assertNotIn(SECRET, str(caught.exception))
 
 
+class GerritPushUrlTest(unittest.TestCase):
+    """README's own site.yaml: an ssh login name is no secret; a password still is."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-siteyaml-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def load_git(self, body: str) -> config.Site:
+        text = "".join(f"{name}:\n{b}" for name, b in {**STORES, "git": body}.items())
+        (self.tmp / "site.yaml").write_text(text)
+        return config.load(self.tmp / "site.yaml")
+
+    def test_ssh_login_names_load(self) -> None:
+        for push in ("ssh://airlock@gerrit.site:29418", "git@gerrit.site:openstack"):
+            with self.subTest(push=push):
+                site = self.load_git(f"  base: https://gerrit.site\n  push: {push}\n")
+                self.assertEqual(site.git.urls["push"], push)
+
+    def test_a_password_or_a_token_is_still_refused(self) -> None:
+        for push in (f"ssh://airlock:{SECRET}@gerrit.site:29418",
+                     f"https://{SECRET}@gerrit.site", f"airlock:{SECRET}@gerrit.site:x"):
+            with self.subTest(push=push), self.assertRaises(AirlockError) as caught:
+                self.load_git(f"  base: https://gerrit.site\n  push: {push}\n")
+            self.assertIn("holds credentials", str(caught.exception))
+            self.assertNotIn(SECRET, str(caught.exception))
+
+
 if __name__ == "__main__":
     unittest.main()
