@@ -518,16 +518,19 @@ def _ports(args: argparse.Namespace) -> dict[str, int]:
 
 def _exec(site: Site, command: list[str], assigns: list[str]) -> int:
     """Run COMMAND sealed in the site started with --netns and --engine; its exit status."""
-    site._load_state()
-    if site.netns is None or not site.engine or not site.site_engine().alive():
-        raise SiteError(f"no sealed site runs in {site.base}; start one with: tools/site-up "
-                        "start --netns NS --engine")
+    # The command line first: a mistake in it is named even with no site running.
     extra = {}
     for assign in assigns:
         name, sep, value = assign.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise SiteError(f"--env {assign!r}: give NAME=VALUE")
         extra[name] = value
+    if not command:
+        raise SiteError("exec: give the command to run after --")
+    site._load_state()
+    if site.netns is None or not site.engine or not site.site_engine().alive():
+        raise SiteError(f"no sealed site runs in {site.base}; start one with: tools/site-up "
+                        "start --netns NS --engine")
     return _run_forwarding(sealed_argv(site.netns, site.site_engine(), command, extra))
 
 

@@ -77,6 +77,33 @@ class RunForwardingTest(unittest.TestCase):
             137)
 
 
+class ExecCommandLineTest(unittest.TestCase):
+    """A mistake on exec's command line is named first, site or no site."""
+
+    def run_main(self, *argv: str) -> tuple[int, str]:
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = site_stores.main(list(argv))
+        return code, err.getvalue()
+
+    def test_bad_env_and_missing_command_before_the_site(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            for argv, said in ((["--env", "=x", "--", "true"], "--env '=x': give NAME=VALUE"),
+                               (["--env", "A\nB=1", "--", "true"], "give NAME=VALUE"),
+                               (["--env", "NOEQUALS", "--", "true"], "give NAME=VALUE"),
+                               (["--"], "give the command to run after --"),
+                               ([], "give the command to run after --"),
+                               (["--", "true"], "no sealed site runs")):
+                with self.subTest(argv=argv):
+                    code, err = self.run_main("exec", "--dir", tmp, *argv)
+                    self.assertEqual(code, 1)
+                    self.assertIn(said, err)
+                    self.assertEqual(len(err.strip().splitlines()), 1)
+
+
 class SealedHomeTest(unittest.TestCase):
     """--env HOME=H: H's pip, uv and Docker settings are covered too."""
 
