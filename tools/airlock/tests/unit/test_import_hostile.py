@@ -94,6 +94,20 @@ class HostileAirlockEntryTest(unittest.TestCase):
             with self.subTest(path=path):
                 self.refused(self.bundle(f"path{n}", bundle=path), "airlock.bundle")
 
+    def test_a_git_bundle_that_does_not_read_leaves_no_repository(self) -> None:
+        files = {self.info["bundle"]: b"not a git bundle\n"}
+        manifest = bundlefixture.manifest_for(files)
+        manifest["releases"] = {}
+        manifest["airlock"] = {"version": "0.1.0", **self.info}
+        folder = bundlefixture.make_bundle(self.tmp / "garbage", files, self.key,
+                                           manifest=manifest)
+        code, said = self.run_cli("bundle", "import", str(folder), "--site", str(self.site),
+                                  "--allowed-signers", str(self.tmp / "signers"),
+                                  "--work-dir", str(self.tmp / "work"))
+        self.assertNotEqual(code, 0)
+        self.assertIn("cannot read the git bundle", said)
+        self.assertFalse((self.tmp / "mirror").exists(), "an empty repository was left")
+
     def test_a_components_heads_are_held_to_the_same_rules(self) -> None:
         folder = self.bundle("component")
         manifest = json.loads((folder / sums.MANIFEST).read_text())
