@@ -85,6 +85,20 @@ def checked(data: object, where: str, fix: str = FIX) -> dict:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# A ref a bundle may give the site's mirror; the rest of git's refname rules below.
+_PUSHED_REF = re.compile(r"refs/(heads|tags|airlock)/[^\x00-\x20\x7f~^:?*\[\\]+")
+
+
+def _ref_problem(ref: str) -> str | None:
+    """Why ``ref`` may not be pushed to the site's mirror (None: it may)."""
+    if not _PUSHED_REF.fullmatch(ref):
+        return "is not a branch, tag or refs/airlock/ ref (refs/heads|tags|airlock/NAME)"
+    parts = ref.split("/")
+    if (".." in ref or "@{" in ref or ref.endswith(".")
+            or any(not part or part.startswith(".") or part.endswith(".lock")
+                   for part in parts)):
+        return "is not a valid ref name (git check-ref-format)"
+    return None
 _KINDS = {dict: "a mapping", list: "a list", str: "a string", int: "a whole number",
           bool: "true or false"}
 
@@ -167,10 +181,21 @@ class _Shape:
         if not re.fullmatch(r"[0-9a-f]{40}", self.text(entry.get("commit"), "airlock.commit")):
             self.fail("airlock.commit", "not a commit sha (40 lowercase hex)")
         self.path(entry.get("bundle"), "airlock.bundle")
-        heads = self.need(entry.get("heads"), dict, "airlock.heads")
-        for ref, sha in self.names(heads, "airlock.heads").items():
-            self.text(sha, f"airlock.heads.{ref}")
+        self.heads(self.need(entry.get("heads"), dict, "airlock.heads"), "airlock.heads")
         self.need(entry.get("uncommitted"), bool, "airlock.uncommitted")
+
+    def heads(self, heads: dict, key: str) -> None:
+        """The refs import pushes to the site's mirror: branches, tags and airlock's own.
+
+        Pushed as ``<sha>:<ref>``: a ref elsewhere (Gerrit's refs/meta/config
+        holds a project's access rules) or a "sha" that is ``+<sha>`` (a
+        forced push), ``HEAD`` or an abbreviation would reach the mirror.
+        """
+        for ref, sha in self.names(heads, key).items():
+            if _ref_problem(ref):
+                self.fail(f"{key}.{ref}", _ref_problem(ref))
+            if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{40}", sha):
+                self.fail(f"{key}.{ref}", "not an object sha (40 lowercase hex)")
 
     def release(self, at: str, entry: dict) -> None:
         self.texts(entry.get("platforms"), f"{at}.platforms", optional=True)
@@ -188,6 +213,8 @@ class _Shape:
             if not re.fullmatch(r"[0-9a-f]{40}", self.text(comp.get("sha"), f"{here}.sha")):
                 self.fail(f"{here}.sha", "not a commit sha (40 lowercase hex)")
             self.path(comp.get("bundle"), f"{here}.bundle")
+            self.heads(self.need(comp.get("heads"), dict, f"{here}.heads", optional=True),
+                       f"{here}.heads")
             for number, patch in enumerate(self.need(comp.get("patches"), list,
                                                      f"{here}.patches", optional=True)):
                 self.need(patch, dict, f"{here}.patches[{number}]")

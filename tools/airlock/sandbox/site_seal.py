@@ -89,7 +89,10 @@ class Engine:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return False
-        return stat.rsplit(")", 1)[1].split()[0] != "Z" and str(self.data_root) in cmdline
+        # The exact argument pair: the folder's path alone is also in other
+        # programs' command lines (an editor, tail -f), which stop would kill.
+        return (stat.rsplit(")", 1)[1].split()[0] != "Z"
+                and f"\0--data-root\0{self.data_root}\0" in cmdline)
 
     def _answers(self) -> bool:
         done = subprocess.run(["docker", "-H", self.host, "version", "--format",
@@ -137,12 +140,15 @@ class Engine:
             return False
         pid = self._pid()
         assert pid is not None
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.alive() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        if self.alive():
-            os.kill(pid, signal.SIGKILL)
+        try:  # it may exit between alive() and kill()
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.3)
+            if self.alive():
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.pidfile.unlink(missing_ok=True)
         return True
 
@@ -157,13 +163,26 @@ def sealed_argv(netns: str, engine: Engine, command: list[str],
     """
     if not command:
         raise SealError("exec: give the command to run after --")
-    home = os.environ.get("HOME") or "/root"
-    hidden_dirs = [*HIDDEN_DIRS, *(f"{home}/{d}" for d in HIDDEN_HOME_DIRS)]
+    # The caller's HOME and the one --env gives COMMAND: pip reads the
+    # latter's ~/.config/pip, so covering only the former leaks it.
+    homes = {os.environ.get("HOME") or "/root", (extra_env or {}).get("HOME") or "/root"}
+    hidden_dirs = [*HIDDEN_DIRS, *(f"{home.rstrip('/')}/{d}" for home in homes
+                                   for d in HIDDEN_HOME_DIRS if home.startswith("/"))]
     # Folders named by the caller's pip settings are the host's wheel stores.
+    # What COMMAND needs to start: a cover over any of it hides COMMAND.
+    needed = [os.path.realpath(p) for p in (*os.environ.get("PATH", "").split(":"),
+                                            os.getcwd(), str(engine.base), command[0])
+              if p.startswith("/")]
     for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
         for item in os.environ.get(name, "").split():
             path = item.removeprefix("file://")
             if path.startswith("/") and os.path.isdir(path):
+                real = os.path.realpath(path)
+                inside = [n for n in needed if n == real or n.startswith(real.rstrip("/") + "/")]
+                if inside:
+                    raise SealError(f"${name} names {path}, which holds {inside[0]}: covering "
+                                    "it would hide what the command needs; unset "
+                                    f"{name} (or point it at the wheel folder itself)")
                 hidden_dirs.append(path)
     lines = ["set -e"]
     for path in HIDDEN_FILES:

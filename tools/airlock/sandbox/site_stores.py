@@ -434,7 +434,18 @@ class Site:
             return False
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
-        return str(self.base) in cmdline
+        # One whole argument of the server's (nginx's master joins its
+        # arguments with spaces): DIR alone is also inside DIR2's paths, an
+        # editor's or a `tail -f DIR/logs/...`, which stop would then kill.
+        return re.search(rf"(^|[\x00 =]){re.escape(self._marker(store))}($|[\x00 ])",
+                         cmdline) is not None
+
+    def _marker(self, store: str) -> str:
+        """A path only STORE's server of this folder has as an argument."""
+        return str({"pypi": self.base / "auth" / "pypi.htpasswd",
+                    "raw": self.base / "nginx" / "nginx.conf",
+                    "registry": self.base / "registry.yml",
+                    "git": self.base / "git"}[store])
 
     def status(self) -> bool:
         """Print each store's state; True when all four run."""
@@ -507,21 +518,77 @@ def _ports(args: argparse.Namespace) -> dict[str, int]:
 
 def _exec(site: Site, command: list[str], assigns: list[str]) -> int:
     """Run COMMAND sealed in the site started with --netns and --engine; its exit status."""
-    site._load_state()
-    if site.netns is None or not site.engine or not site.site_engine().alive():
-        raise SiteError(f"no sealed site runs in {site.base}; start one with: tools/site-up "
-                        "start --netns NS --engine")
+    # The command line first: a mistake in it is named even with no site running.
     extra = {}
     for assign in assigns:
         name, sep, value = assign.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise SiteError(f"--env {assign!r}: give NAME=VALUE")
         extra[name] = value
-    argv = sealed_argv(site.netns, site.site_engine(), command, extra)
+    if not command:
+        raise SiteError("exec: give the command to run after --")
+    site._load_state()
+    if site.netns is None or not site.engine or not site.site_engine().alive():
+        raise SiteError(f"no sealed site runs in {site.base}; start one with: tools/site-up "
+                        "start --netns NS --engine")
+    return _run_forwarding(sealed_argv(site.netns, site.site_engine(), command, extra))
+
+
+def _run_forwarding(argv: list[str], grace: float = 20) -> int:
+    """ARGV's exit status; SIGINT, SIGTERM and SIGHUP are passed on to it.
+
+    Why: nsenter, unshare, sh and env each exec the next, so ARGV's pid is
+    COMMAND's. Python's default SIGTERM/SIGHUP kill only this process and
+    leave COMMAND running, sealed, with nobody waiting; subprocess.run
+    answers SIGINT sent to this pid alone with SIGKILL, so COMMAND gets no
+    chance to clean up. Here COMMAND gets the signal itself, GRACE seconds
+    to exit, then SIGKILL; the result is 128 + the signal's number. A
+    Ctrl-C at the terminal reaches COMMAND already (same foreground process
+    group): it is not sent twice, which would cut COMMAND's own clean-up.
+    """
+    caught: list[int] = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        return subprocess.run(argv, check=False).returncode
-    except KeyboardInterrupt:
-        return 130
+        tty_reaches_child = os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError):
+        tty_reaches_child = False
+
+    def forward(signum: int, _frame: object) -> None:
+        caught.append(signum)
+        if signum == signal.SIGINT and tty_reaches_child and len(caught) == 1:
+            return
+        for child in procs:
+            try:
+                child.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, forward) for signum in forwarded}
+    try:
+        proc = subprocess.Popen(argv)
+        procs.append(proc)
+        if caught:  # a signal before the child existed
+            proc.send_signal(caught[0])
+        deadline = None
+        while True:
+            try:
+                code = proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if caught and deadline is None:
+                deadline = time.monotonic() + grace
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                code = proc.wait()
+                break
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if caught:
+        return 128 + caught[0]
+    return 128 - code if code < 0 else code  # killed by a signal: the shell's number
 
 
 def main(argv: list[str] | None = None) -> int:

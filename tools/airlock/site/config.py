@@ -57,7 +57,9 @@ class Store:
         if self.credentials_file is not None:
             text = files.read_text(self.credentials_file, limit=CREDENTIALS_LIMIT,
                                    fix=f"write user:password into it; {FIX}")
-            return _pair(text.strip("\n"), str(self.credentials_file), self.name)
+            # One line; a CRLF file's "\r" is its line end, not the password's.
+            return _pair(text.removesuffix("\n").removesuffix("\r"),
+                         str(self.credentials_file), self.name)
         return None
 
 
@@ -87,7 +89,7 @@ class Site:
 
 def _pair(value: str, where: str, store: str) -> tuple[str, str]:
     user, sep, password = value.partition(":")
-    if not sep or not user or not password or "\n" in value:
+    if not sep or not user or not password or "\n" in value or "\r" in value:
         raise AirlockError(where, f"{store}: not one line user:password",
                            f"write exactly user:password; {FIX}")
     return user, password
@@ -121,7 +123,10 @@ def _store(path: Path, name: str, entry: object, parent: object) -> Store:
         if key not in allowed:
             secret = any(w in str(key).lower() for w in ("pass", "token", "secret", "user"))
             what = "a secret does not belong here" if secret else "unknown key"
-            raise AirlockError(yamlfile.where(path, entry, key), f"{name}: {what} ({key!s:.40})",
+            # A key that is not a plain name may be the secret itself (u:pw:).
+            shown = f" ({key})" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}", str(key)) \
+                else ""
+            raise AirlockError(yamlfile.where(path, entry, key), f"{name}: {what}{shown}",
                                f"use {', '.join(allowed)}; credentials go in a file "
                                "(credentials_file) or a variable (credentials_env)")
     urls = {}
@@ -130,7 +135,7 @@ def _store(path: Path, name: str, entry: object, parent: object) -> Store:
         at = yamlfile.where(path, entry, key)
         if not isinstance(value, str) or not value.strip():
             raise AirlockError(at, f"{name}.{key}: missing or not a string", FIX)
-        if has_userinfo(value):
+        if has_userinfo(value) and not _ssh_login(value):
             raise AirlockError(at, f"{name}.{key}: holds credentials", "remove user:password@ "
                                "from the URL; name a credentials_file or credentials_env")
         urls[key] = _location(path, name, key, value.strip(), at)
@@ -144,11 +149,28 @@ def _store(path: Path, name: str, entry: object, parent: object) -> Store:
     if cred_file is not None and (not isinstance(cred_file, str) or not cred_file.strip()):
         raise AirlockError(yamlfile.where(path, entry, "credentials_file"),
                            f"{name}.credentials_file: not a path", FIX)
+    if cred_file is not None and ":" in cred_file \
+            and not os.path.lexists(_relative(path, cred_file)):
+        # Not printed: a user:password written where its file's path goes.
+        raise AirlockError(yamlfile.where(path, entry, "credentials_file"),
+                           f"{name}.credentials_file: names no file, and looks like "
+                           "user:password (a secret does not belong in site.yaml)",
+                           f"write user:password into a file and name that file; {FIX}")
     if cred_file is None and cred_env is None and name not in OPTIONAL_CREDENTIALS:
         raise AirlockError(where, f"{name}: no credentials_file or credentials_env",
                            f"name where its user:password is; {FIX}")
     return Store(name, urls, credentials_file=_relative(path, cred_file) if cred_file else None,
                  credentials_env=cred_env, where=where)
+
+
+def _ssh_login(value: str) -> bool:
+    """``ssh://user@host...``: a login name, no password (Gerrit's push URL), is no secret."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        return (parts.scheme == "ssh" and parts.password is None
+                and parts.netloc.count("@") == 1 and ":" not in parts.netloc.split("@")[0])
+    except ValueError:
+        return False
 
 
 def _relative(site_yaml: Path, value: str) -> Path:
@@ -158,13 +180,22 @@ def _relative(site_yaml: Path, value: str) -> Path:
 
 def _location(path: Path, store: str, key: str, value: str, at: str) -> str:
     """A URL the store's clients take, or (registry prefix, git folder) its own form."""
+    if "://" not in value and "@" in value.partition("/")[0] \
+            and not (store == "git" and re.match(r"^[^/:@]+@[^/:@]+:", value)):
+        # user:password@host without a scheme: has_userinfo does not see it,
+        # and the value would be printed, pushed to and recorded as is.
+        raise AirlockError(at, f"{store}.{key}: holds credentials (user@ before the host)",
+                           "remove user:password@; name a credentials_file or "
+                           "credentials_env")
     if store == "registry":
         if "://" in value or value.startswith("/"):
             raise AirlockError(at, f"registry.prefix: {value!r} is not host[:port]/path",
                                "write the docker-hosted connector, e.g. "
                                "nexus.site:8443/openstack")
         return value.rstrip("/")
-    if store == "git" and "://" not in value and not re.match(r"^[^/]+@[^/]+:", value):
+    if store == "git" and "://" not in value:
+        if re.match(r"^[^/:@]+@[^/:@]+:", value):
+            return value  # ssh's user@host:path (GitStore pushes to it as such)
         return str(_relative(path, value))  # a folder of bare repositories
     parts = urllib.parse.urlsplit(value)
     schemes = ("http", "https") if store in ("pypi", "raw") else ("git", "http", "https", "ssh",

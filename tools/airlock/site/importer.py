@@ -28,12 +28,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlock import files
+from airlock.bundle import manifest as manifest_mod
 from airlock.bundle import sums, verify
 from airlock.errors import AirlockError, ToolError
 from airlock.site import access, stores
@@ -59,7 +59,6 @@ class StoreReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     where: dict = field(default_factory=dict)  # for the record: what went where
-    seconds: float = 0.0  # how long the store took: what to look at when an import is slow
 
 
 @dataclass
@@ -77,14 +76,14 @@ class Report:
         return {"bundle": self.bundle_id, "version": self.version,
                 "ok": not self.failures,
                 "stores": {name: {"uploaded": r.uploaded, "skipped": r.skipped,
-                                  "failed": r.failed, "seconds": round(r.seconds, 2)}
+                                  "failed": r.failed}
                            for name, r in self.stores.items()}}
 
     def table(self) -> str:
-        rows = [("store", "uploaded", "skipped", "failed", "seconds")]
-        rows += [(name, str(len(r.uploaded)), str(len(r.skipped)), str(len(r.failed)),
-                  f"{r.seconds:.1f}") for name, r in self.stores.items()]
-        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows = [("store", "uploaded", "skipped", "failed")]
+        rows += [(name, str(len(r.uploaded)), str(len(r.skipped)), str(len(r.failed)))
+                 for name, r in self.stores.items()]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
         return "".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
                        .rstrip() + "\n" for row in rows)
 
@@ -320,7 +319,11 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
                            "airlock bundle verify FILE.tar --allowed-signers F --extract DIR")
     progress(f"{bundle}: verifying")
     verified = verify.verify_dir(bundle, allowed_signers)
-    manifest = verified.manifest
+    # A signature says who made it, not that it is well made: every field
+    # the stores are given (a ref pushed to the mirror, a git bundle's
+    # path) has its shape checked before any store, as inspect checks it.
+    manifest = manifest_mod.checked(verified.manifest, str(bundle / sums.MANIFEST),
+                                    verify.GET_AGAIN)
     manifest_sha256 = _manifest_sha256(bundle)
     # Every credential is read before any work: a missing file is one line, exit 1.
     raw = stores.RawStore(site.raw)
@@ -331,7 +334,6 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
     reports = {name: StoreReport() for name in STORE_ORDER}
     loaders = {"pypi": _pypi, "raw": _raw, "registry": _registry, "git": _git}
     for name in STORE_ORDER:
-        started = time.monotonic()
         try:
             if name == "registry":
                 with access.registry_auth(site):
@@ -341,7 +343,6 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
         except AirlockError as error:
             reports[name].failed.append(str(error) if str(error).startswith(name)
                                         else f"{name}: {error}")
-        reports[name].seconds = time.monotonic() - started
     if not reports["raw"].failed:
         _libraries(manifest, raw, reports["raw"])
     report = Report(verified.id, verified.version, reports)

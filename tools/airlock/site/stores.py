@@ -443,18 +443,20 @@ class GitStore:
         ancestor); then one atomic, unforced push sets the refs to set.
         """
         where = f"git {self.target(repository)}"
-        if self.local:
-            repo = Path(self.target(repository))
-            if not repo.exists():
-                repo.parent.mkdir(parents=True, exist_ok=True)
-                git.init_bare(repo)
-                if default_branch:
-                    git.set_default_branch(repo, default_branch)
         url = self._push.rstrip("/") + f"/{repository}"
         with tempfile.TemporaryDirectory(prefix="airlock-import-git-") as tmp:
             scratch = Path(tmp) / "scratch.git"
             git.init_bare(scratch)
             git.unbundle(scratch, bundle)
+            # Only once the bundle reads: one that does not leaves no empty
+            # repository behind in the mirror.
+            if self.local:
+                repo = Path(self.target(repository))
+                if not repo.exists():
+                    repo.parent.mkdir(parents=True, exist_ok=True)
+                    git.init_bare(repo)
+                    if default_branch:
+                        git.set_default_branch(repo, default_branch)
             try:
                 current = git.remote_refs(url)
             except ToolError as error:
