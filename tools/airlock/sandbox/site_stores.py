@@ -591,9 +591,16 @@ def _run_forwarding(argv: list[str], grace: float = 20) -> int:
     return 128 - code if code < 0 else code  # killed by a signal: the shell's number
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is exit 1 with one line, as every airlock command has it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"site-up: ERROR: {message}; see tools/site-up --help", file=sys.stderr)
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="site-up", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="site-up", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("start", "stop", "status", "install", "exec"),
                         help="start: the four stores (and site.yaml); stop: stop them; "
                              "status: what runs (exit 3 unless all four); install: only "
