@@ -80,6 +80,7 @@ class Options:
     no_cache: bool = False
     emulate_install: bool = False
     env: dict[str, str] | None = None
+    zuul: dict[str, str] | None = None  # --zuul-context: on every image index built
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ def _build_options(opts: Options, entry: ReleasePlan, service: str) -> build_mod
         work_dir=opts.work_dir, cache_dir=opts.cache_dir, services=(service,),
         platforms=entry.platforms, git_base=opts.git_base, index_url=opts.index_url,
         lock=opts.lock, no_cache=opts.no_cache, emulate_install=opts.emulate_install,
-        **extra)
+        zuul=opts.zuul, **extra)
 
 
 def _failed(release: str, services: Sequence[str], platforms: Sequence[str], reason: str,

@@ -6,7 +6,8 @@ kept (built before but not published yet) or skipped (already in the
 registry). :func:`build_result` and :func:`publish_result` are the
 machine-readable results of ``--json`` (what the Ansible roles decide
 "changed" from): one JSON object with every image's name, platforms,
-digest, status and tags, and a top-level ``changed``.
+digest, ref, status and tags, a top-level ``changed``, and
+``zuul_artifacts``: the images as Zuul artifacts, for ``zuul_return``.
 """
 
 from __future__ import annotations
@@ -57,16 +58,30 @@ def build_result(record: dict, record_path: str | None = None) -> dict:
     will point at it. A kept image was built by an earlier run, a skipped
     one is in the registry already: neither changes anything.
     """
-    images = [{"name": image["image"], "platforms": list(image["platforms"]),
+    images = [{"name": image["image"], "image": image["image"],
+               "platforms": list(image["platforms"]),
                "digest": image["digest"], "ref": image["ref"], "status": image["status"],
                "tags": _tags(image), "service": bool(image.get("service"))}
               for image in record["images"]]
     return {"release": record["release"], "record": record_path,
             "changed": any(image["status"] == "built" for image in images),
-            "seconds": record.get("seconds", 0), "images": images}
+            "seconds": record.get("seconds", 0), "images": images,
+            "zuul_artifacts": zuul_artifacts(images)}
 
 
 def publish_result(release: str, rows: list[dict]) -> dict:
     """``airlock publish --json``: changed when anything was pushed or a tag moved."""
+    images = [dict(row) for row in rows]
     return {"release": release, "changed": any(row["status"] == "published" for row in rows),
-            "images": [dict(row) for row in rows]}
+            "images": images, "zuul_artifacts": zuul_artifacts(images)}
+
+
+def zuul_artifacts(images: list[dict]) -> list[dict]:
+    """The images as Zuul artifacts (``zuul_return``'s ``zuul.artifacts``): name, url, metadata.
+
+    ``url`` is the image by digest (``host/repo@sha256:...``), which is
+    what it names wherever its tags move later.
+    """
+    return [{"name": image["name"], "url": image["ref"],
+             "metadata": {"type": "container_image", "digest": image["digest"]}}
+            for image in images]
