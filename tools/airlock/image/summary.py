@@ -66,7 +66,9 @@ def build_result(record: dict, record_path: str | None = None) -> dict:
     return {"release": record["release"], "record": record_path,
             "changed": any(image["status"] == "built" for image in images),
             "seconds": record.get("seconds", 0), "images": images,
-            "zuul_artifacts": zuul_artifacts(images)}
+            # python-base and venv-builder are pushed by the build; the
+            # service images by publish, whose result names them.
+            "zuul_artifacts": zuul_artifacts([i for i in images if not i["service"]])}
 
 
 def publish_result(release: str, rows: list[dict]) -> dict:
@@ -80,7 +82,9 @@ def zuul_artifacts(images: list[dict]) -> list[dict]:
     """The images as Zuul artifacts (``zuul_return``'s ``zuul.artifacts``): name, url, metadata.
 
     ``url`` is the image by digest (``host/repo@sha256:...``), which is
-    what it names wherever its tags move later.
+    what it names wherever its tags move later. Each image is an artifact
+    once, of the step that puts it in the registry: build for python-base
+    and venv-builder, publish for the service images.
     """
     return [{"name": image["name"], "url": image["ref"],
              "metadata": {"type": "container_image", "digest": image["digest"]}}
