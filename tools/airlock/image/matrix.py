@@ -248,7 +248,7 @@ def merge_records(records: Sequence[dict]) -> dict:
 
     The last record's fields, every image once (the base images as the last
     build found them, each service's row from its own build), and the
-    union of the locks' components.
+    union of the locks' components and of the prepared sources.
     """
     merged = dict(records[-1])
     images: dict[str, dict] = {}
@@ -267,6 +267,11 @@ def merge_records(records: Sequence[dict]) -> dict:
     if lock:
         lock["components"] = dict(sorted(components.items()))
         merged["lock"] = lock
+    sources: dict = {}
+    for record in records:  # each service's components and patch series (the audit's)
+        sources.update(record.get("sources") or {})
+    if sources:
+        merged["sources"] = dict(sorted(sources.items()))
     merged["seconds"] = round(sum(r.get("seconds") or 0 for r in records), 1)
     return merged
 
