@@ -219,6 +219,22 @@ def archive_digest(archive: Path) -> str:
     return manifests[0]["digest"]
 
 
+def archive_manifest(archive: Path) -> dict:
+    """The image index (or manifest) an OCI archive holds, parsed (its one index.json entry)."""
+    digest = archive_digest(archive)
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1])
+            if member is None:
+                raise KeyError(digest)
+            doc = json.loads(member.read(4 * 1024 * 1024))
+    except (OSError, KeyError, tarfile.TarError, ValueError) as error:
+        raise ToolError(str(archive), f"not a readable OCI archive: {error}") from error
+    if not isinstance(doc, dict):
+        raise ToolError(str(archive), f"{digest} is not a JSON object")
+    return doc
+
+
 def build(spec: BuildSpec, timeout: float = BUILD_TIMEOUT) -> BuildResult:
     """Run the build; return the archive, its digest and the log path.
 

@@ -116,6 +116,23 @@ def run(bundle: str | None, zuul: dict[str, str] | None) -> dict[str, str]:
     return notes
 
 
+def same_but_run(held: dict | None, ours: dict | None) -> bool:
+    """Whether two image indexes hold the same platform images (they may differ by the run).
+
+    The run's annotations are on the index only and are no input: a
+    ``--no-cache`` build of published inputs in another buildset makes an
+    index with the same manifests and other ``io.airlock.zuul.*``. That is
+    the same image; the registry's, the first, stays.
+    """
+    def children(doc: dict) -> list[tuple[str, str]]:
+        return sorted((str(m.get("digest")), json.dumps(m.get("platform"), sort_keys=True))
+                      for m in doc.get("manifests") or [] if isinstance(m, dict))
+
+    if not held or not ours or not held.get("manifests") or not ours.get("manifests"):
+        return False
+    return children(held) == children(ours)
+
+
 def record_tag(digest: str) -> str:
     """``sha256-<hex>.airlock-record``: where the build record of image ``digest`` is."""
     algorithm, _, hexdigest = digest.partition(":")

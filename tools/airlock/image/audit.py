@@ -138,13 +138,17 @@ def push_record(repo: str, digest: str, doc: dict) -> str:
 def publish_records(record: dict, rows: list[dict], progress: Progress = _noop) -> None:
     """Push the record of every service image of ``rows`` this build made (built or kept).
 
-    A skipped image was in the registry before this build: its record, if
-    any, is the one of the build that made it. Sets ``row["record"]``.
+    A skipped image was in the registry before this build, and so was one
+    whose immutable tag publish found holding an earlier run's index of the
+    same platform images: the record, if any, is the one of the build that
+    made it. Sets ``row["record"]``.
     """
     by_name = {image["image"]: image for image in record.get("images", [])}
     for row in rows:
         image = by_name[row["name"]]
-        if image.get("status") == "skipped":
+        if image.get("status") == "skipped" or image.get("digest") != row["digest"]:
+            # In the registry before this build (or its first run's index of
+            # the same platform images): its record is that first build's.
             row["record"] = "skipped"
             continue
         repo = row["ref"].split("@", 1)[0]

@@ -438,7 +438,8 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
                                               "digest": result.digest,
                                               "index_annotations": run_notes})
     if push:
-        row["ref"] = f"{_repo_of(ref)}@{_push_immutable(result.archive, ref, result.digest)}"
+        row["digest"] = _push_immutable(result.archive, ref, result.digest)
+        row["ref"] = f"{_repo_of(ref)}@{row['digest']}"
     else:
         row["ref"] = f"{_repo_of(ref)}@{result.digest}"
     return row
@@ -450,11 +451,16 @@ def _push_immutable(archive: Path, ref: str, digest: str) -> str:
     Reached when the registry lacked the tag at the start of this image's
     build, or with ``--no-cache``: a tag that now holds another image (a
     build that is not reproducible, another engine) is left as it is and
-    the build stops; one that holds this very image needs no push.
+    the build stops; one that holds this very image needs no push, nor one
+    holding the same platform images under another run's index
+    (:func:`airlock.image.annotations.same_but_run`): its digest is returned.
     """
     held = registry.digest(ref)
     if held == digest:
         return digest
+    if held is not None and annotations.same_but_run(registry.manifest(ref),
+                                                     buildx.archive_manifest(archive)):
+        return held  # the same platform images, another run's index: the first stays
     if held is not None:
         raise AirlockError(ref, f"this immutable tag holds {held}, the build made {digest} "
                            "from the same inputs", "an immutable tag never moves: find out "

@@ -34,7 +34,7 @@ from pathlib import Path
 from airlock import files
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import buildx, registry
-from airlock.image import audit, build
+from airlock.image import annotations, audit, build
 
 Progress = Callable[[str], None]
 
@@ -174,6 +174,13 @@ def _push_and_verify(image: dict, progress: Progress) -> dict:
     repo = image["ref"].split("@", 1)[0]
     immutable = f"{repo}:{image['tag']}"
     held = registry.digest(immutable)
+    if held is not None and held != digest and image["status"] != "skipped" and \
+            annotations.same_but_run(registry.manifest(immutable),
+                                     buildx.archive_manifest(Path(image["archive"]))):
+        # Rebuilt (--no-cache) by another run: the same platform images,
+        # another run's index. The registry's, the first, stays.
+        progress(f"{name}: {immutable} holds these platform images from an earlier run, kept")
+        digest = held
     if held is not None and held != digest:
         raise AirlockError(immutable, f"this immutable tag holds {held}, the build record "
                            f"says {digest}", "an immutable tag never moves: find out why "

@@ -58,10 +58,12 @@ class AuditRegistryTest(unittest.TestCase):
         os.environ.pop("AIRLOCK_REGISTRY_AUTH_FILE", None)
         cls.registry.close()
 
-    def record(self, name: str, seed: str) -> dict:
-        """A build record of one service image built by the Zuul build ZUUL."""
-        archive = self.tmp / f"{name}-{seed}.oci.tar"
-        digest = tinyimage.make(archive, PLATFORMS, seed)
+    def record(self, name: str, seed: str, zuul: dict | None = None) -> dict:
+        """A build record of one service image built by the Zuul build ``zuul`` (ZUUL)."""
+        zuul = ZUUL if zuul is None else zuul
+        archive = self.tmp / f"{name}-{seed}-{uuid.uuid4().hex[:6]}.oci.tar"
+        run = annotations.run("airlock-" + "b" * 20, zuul)
+        digest = tinyimage.make(archive, PLATFORMS, seed, index_annotations=run)
         lock = {"release": RELEASE, "components": {name: {
             "sha": "1" * 40, "ref": "1.0.0", "repo": f"git://127.0.0.1:9418/openstack/{name}",
             "resolved-at": "2026-12-01T10:00:00Z"}}}
@@ -71,13 +73,13 @@ class AuditRegistryTest(unittest.TestCase):
                "tag": f"1.0.0-{RELEASE}-{uuid.uuid4().hex[:12]}",
                "moving_tags": [RELEASE], "ref": f"{self.prefix}/{name}@{digest}",
                "archive": str(archive), "components": [name], "annotations": notes,
-               "index_annotations": annotations.run("airlock-" + "b" * 20, ZUUL)}
+               "index_annotations": run}
         return {"release": RELEASE, "registry": self.prefix, "lock": lock,
                 "sources": {name: {"sha": "1" * 40, "patches": [
                     {"name": "0001-x.patch", "sha256": "9" * 64}]}},
                 "tools": {"airlock": {"version": "0.1.0", "commit": None},
                           "engine": {"buildx": "test"}},
-                "zuul": ZUUL, "images": [row]}
+                "zuul": zuul, "images": [row]}
 
     def test_publish_puts_the_record_beside_the_image_and_audit_reads_the_chain(self) -> None:
         record = self.record("keystone", "audited")
@@ -110,12 +112,20 @@ class AuditRegistryTest(unittest.TestCase):
         self.assertEqual(doc["record"]["zuul"]["build"], ZUUL["build"])
         self.assertNotIn(PASSWORD, said.stdout + said.stderr + json.dumps(doc))
 
-        # Published again (another run): the first record stays.
-        again = self.record("keystone", "audited")
-        again["images"][0].update(tag=image["tag"], index_annotations={})
-        rows = publish.publish(again)
+        # Published again from the same archive (another publish): the record stays.
+        rows = publish.publish(record)
         self.assertEqual((rows[0]["status"], rows[0]["record"]), ("unchanged", "kept"))
+        # Rebuilt with --no-cache in another buildset: the same platform images
+        # under another index. The first image and its record stay, no error.
+        other = dict(ZUUL, buildset="bs-other", build="b-other")
+        again = self.record("keystone", "audited", zuul=other)
+        self.assertNotEqual(again["images"][0]["digest"], image["digest"])
+        again["images"][0].update(tag=image["tag"])
+        rows = publish.publish(again)
+        self.assertEqual((rows[0]["digest"], rows[0]["status"], rows[0]["record"]),
+                         (image["digest"], "unchanged", "skipped"))
         self.assertEqual(audit.read_record(repo, image["digest"])["zuul"], ZUUL)
+        self.assertEqual(registry.digest(f"{repo}:{RELEASE}"), image["digest"])
 
     def test_an_image_without_a_record_is_unaudited(self) -> None:
         archive = self.tmp / "bare.oci.tar"

@@ -101,6 +101,20 @@ class AnnotationSetTest(unittest.TestCase):
                           "io.airlock.zuul.build": "u", "io.airlock.zuul.buildset": "b1"})
         self.assertEqual(annotations.run(None, None), {})
 
+    def test_indexes_of_the_same_platform_images_differ_only_by_the_run(self) -> None:
+        child = {"mediaType": "m", "digest": "sha256:" + "1" * 64, "size": 1,
+                 "platform": {"os": "linux", "architecture": "amd64"}}
+        arm = {**child, "digest": "sha256:" + "2" * 64,
+               "platform": {"os": "linux", "architecture": "arm64"}}
+        one = {"manifests": [child, arm], "annotations": {"io.airlock.zuul.build": "a"}}
+        two = {"manifests": [arm, child], "annotations": {"io.airlock.zuul.build": "b"}}
+        self.assertTrue(annotations.same_but_run(one, two))
+        self.assertFalse(annotations.same_but_run(one, {"manifests": [child]}))
+        self.assertFalse(annotations.same_but_run(one, {"manifests": [
+            child, {**arm, "digest": "sha256:" + "3" * 64}]}))
+        self.assertFalse(annotations.same_but_run({"layers": []}, {"layers": []}))
+        self.assertFalse(annotations.same_but_run(None, one))
+
     def test_the_record_tag_is_named_after_the_image_digest(self) -> None:
         self.assertEqual(annotations.record_tag(DIGEST), f"sha256-{'d' * 64}.airlock-record")
         for bad in ("sha256:abc", "md5:" + "d" * 64, "d" * 64, "sha256:" + "D" * 64):
