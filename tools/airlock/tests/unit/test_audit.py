@@ -18,6 +18,7 @@ import io
 import json
 import os
 import tempfile
+import types
 import unittest
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from airlock import cli, files
 from airlock.errors import AirlockError
 from airlock.ext import buildx
 from airlock.image import annotations, audit, plan
+from airlock.site import access, importer, stores
+from airlock.site.config import Store
+from airlock.tests.unit.davserver import DavServer
 
 SHA_KS = "1" * 40
 SHA_OSLO = "2" * 40
@@ -245,6 +249,31 @@ class ZuulContextTest(unittest.TestCase):
                 code = cli.main(["build", "--release", "2025.2", *argv])
                 self.assertEqual(code, 1)
                 self.assertTrue(err.getvalue().startswith(said), err.getvalue())
+
+
+class BundleImportedTest(unittest.TestCase):
+    """build --site --bundle ID: the raw store must hold ID's import record (a real DAV server)."""
+
+    def test_an_imported_bundle_passes_another_is_one_line_without_the_password(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            server = DavServer(root / "root", {"importer": "s3cret"})
+            server.start()
+            self.addCleanup(server.stop)
+            (root / "cred").write_text("importer:s3cret\n")
+            raw = Store("raw", {"url": server.url("airlock/")}, credentials_file=root / "cred",
+                        where="site.yaml:3")
+            site = types.SimpleNamespace(raw=raw)
+            stores.RawStore(raw).put(importer.record_path("airlock-" + "1" * 20), b"{}")
+            access.check_imported(site, "airlock-" + "1" * 20)  # there: no error
+            with self.assertRaises(AirlockError) as caught:
+                access.check_imported(site, "airlock-" + "2" * 20)
+            text = str(caught.exception)
+            self.assertEqual(text, f"--bundle airlock-{'2' * 20}: the site imported no such "
+                             f"bundle (no {server.url('airlock/')}airlock/imports/"
+                             f"airlock-{'2' * 20}.json); pass the id airlock bundle import "
+                             "printed, or import it first")
+            self.assertNotIn("s3cret", text)
 
 
 def build_record() -> dict:
