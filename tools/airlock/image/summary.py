@@ -7,10 +7,13 @@ registry). :func:`build_result` and :func:`publish_result` are the
 machine-readable results of ``--json`` (what the Ansible roles decide
 "changed" from): one JSON object with every image's name, platforms,
 digest, ref, status and tags, a top-level ``changed``, and
-``zuul_artifacts``: the images as Zuul artifacts, for ``zuul_return``.
+``zuul_artifacts``: the images (and, from publish, their build records
+in the registry) as Zuul artifacts, for ``zuul_return``.
 """
 
 from __future__ import annotations
+
+from airlock.image import annotations
 
 
 def _size(n: int | None) -> str:
@@ -74,8 +77,12 @@ def build_result(record: dict, record_path: str | None = None) -> dict:
 def publish_result(release: str, rows: list[dict]) -> dict:
     """``airlock publish --json``: changed when anything was pushed or a tag moved."""
     images = [dict(row) for row in rows]
+    records = [{"name": f"{row['name']} build record",
+                "url": f"{row['ref'].split('@', 1)[0]}:{annotations.record_tag(row['digest'])}",
+                "metadata": {"type": "airlock_build_record", "digest": row["digest"]}}
+               for row in images if row.get("record") in ("pushed", "kept")]
     return {"release": release, "changed": any(row["status"] == "published" for row in rows),
-            "images": images, "zuul_artifacts": zuul_artifacts(images)}
+            "images": images, "zuul_artifacts": zuul_artifacts(images) + records}
 
 
 def zuul_artifacts(images: list[dict]) -> list[dict]:

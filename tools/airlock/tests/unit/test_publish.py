@@ -197,6 +197,12 @@ class ResultTest(unittest.TestCase):
         self.assertEqual(summary.publish_result(RELEASE, rows)["zuul_artifacts"][1],
                          {"name": "nova", "url": f"{REPO}@{DIGEST}",
                           "metadata": {"type": "container_image", "digest": DIGEST}})
+        # A record beside the image is an artifact too (it is where the audit reads).
+        rows[1]["record"] = "kept"
+        self.assertEqual(summary.publish_result(RELEASE, rows)["zuul_artifacts"][2],
+                         {"name": "nova build record",
+                          "url": f"{REPO}:sha256-{'a' * 64}.airlock-record",
+                          "metadata": {"type": "airlock_build_record", "digest": DIGEST}})
         changed = copy.deepcopy(rows)
         changed[1]["status"] = "published"
         self.assertTrue(summary.publish_result(RELEASE, changed)["changed"])
