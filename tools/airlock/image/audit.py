@@ -207,8 +207,10 @@ def audit(ref: str) -> dict:
     """
     host, repo_name, pointer = registry.split_ref(ref)
     repo = f"{host}/{repo_name}"
+    if "@" in ref:
+        registry.pinned(ref)  # a malformed digest is one line, before any question
     digest = pointer if "@" in ref else registry.digest(ref)
-    if digest is None or (pointer.startswith("sha256:") and not registry.exists(ref)):
+    if digest is None or ("@" in ref and not registry.exists(ref)):
         raise AirlockError(ref, "no such image in the registry",
                            "check the name, the tag or the digest")
     found = _image_annotations(repo, digest)

@@ -410,5 +410,42 @@ class ChainTest(unittest.TestCase):
         self.assertIn("  bundle      -", audit.chain(doc).splitlines())
 
 
+class AuditCliTest(unittest.TestCase):
+    """What ``airlock audit`` refuses, and a registry that does not answer (127.0.0.1:9)."""
+
+    def run_cli(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["audit", *argv])
+        return code, out.getvalue(), err.getvalue()
+
+    def test_a_reference_that_is_no_image_reference_is_exit_1(self) -> None:
+        self.assertEqual(self.run_cli("127.0.0.1:9/x@sha256:abc"), (1, "", (
+            "image reference '127.0.0.1:9/x@sha256:abc': has a malformed digest; write "
+            "host[:port]/repo@sha256:<64 hex digits>\n")))
+        code, _, err = self.run_cli("keystone:2025.2")
+        self.assertEqual((code, len(err.splitlines())), (1, 1))
+        self.assertIn("does not start with a registry host", err)
+
+    def test_a_registry_that_does_not_answer_is_exit_2_in_one_line(self) -> None:
+        os.environ["AIRLOCK_REGISTRY_RETRIES"] = "1"
+        self.addCleanup(os.environ.pop, "AIRLOCK_REGISTRY_RETRIES", None)
+        code, out, err = self.run_cli(f"127.0.0.1:9/airlock/keystone@{DIGEST}", "--json")
+        self.assertEqual((code, out, len(err.splitlines())), (2, "", 1))
+        self.assertIn("registry unreachable: 127.0.0.1:9", err)
+
+    def test_a_registry_auth_file_that_is_no_auth_file_is_exit_1(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            bad = Path(tmp) / "auth.json"
+            bad.write_text('{"auths": {"127.0.0.1:9": {"auth": "not base64 s3cret"}}}')
+            before = os.environ.get("AIRLOCK_REGISTRY_AUTH_FILE")
+            self.addCleanup(lambda: os.environ.__setitem__("AIRLOCK_REGISTRY_AUTH_FILE", before)
+                            if before is not None else
+                            os.environ.pop("AIRLOCK_REGISTRY_AUTH_FILE", None))
+            code, _, err = self.run_cli("127.0.0.1:9/x:y", "--registry-auth", str(bad))
+        self.assertEqual((code, len(err.splitlines())), (1, 1))
+        self.assertNotIn("s3cret", err)
+
+
 if __name__ == "__main__":
     unittest.main()
