@@ -166,5 +166,47 @@ class AuditRegistryTest(unittest.TestCase):
         self.assertIn("unreachable", said.stderr)
 
 
+class RunAnnotationsBuildTest(unittest.TestCase):
+    """A real buildx build (FROM scratch, seconds): where the run's annotations land.
+
+    One platform with a Zuul context: an index of one manifest, the run on
+    the index, the inputs' annotations on the manifest; two runs differ by
+    their index only, and a build without a run is the plain manifest.
+    """
+
+    def build(self, folder: Path, name: str, run: dict[str, str]) -> dict:
+        from airlock.ext import buildx
+
+        (folder / "Dockerfile").write_text("FROM scratch\nCOPY x /x\n")
+        (folder / "x").write_text("x\n")
+        archive = folder / f"{name}.oci.tar"
+        buildx.build(buildx.BuildSpec(
+            dockerfile=folder / "Dockerfile", context=folder, output=archive,
+            platforms=("linux/amd64",), annotations={annotations.RELEASE: "2099.1"},
+            index_annotations=run, source_date_epoch=0))
+        return dict(buildx.archive_manifest(archive), digest=buildx.archive_digest(archive))
+
+    def test_one_platform_gets_an_index_for_the_run_and_the_same_manifest(self) -> None:
+        from airlock.tests.functional.engine import require_engine
+
+        require_engine()
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            one = self.build(folder, "one", annotations.run(None, dict(ZUUL, build="b1")))
+            two = self.build(folder, "two", annotations.run(None, dict(ZUUL, build="b2")))
+            plain = self.build(folder, "plain", {})
+        self.assertEqual(one["mediaType"], "application/vnd.oci.image.index.v1+json")
+        self.assertEqual(len(one["manifests"]), 1)
+        self.assertEqual(one["annotations"]["io.airlock.zuul.build"], "b1")
+        self.assertNotIn(annotations.RELEASE, one["annotations"])
+        self.assertEqual(two["annotations"]["io.airlock.zuul.build"], "b2")
+        self.assertTrue(annotations.same_but_run(one, two))
+        # Without a run: the manifest itself, the same one the indexes name.
+        self.assertEqual(plain["mediaType"], "application/vnd.oci.image.manifest.v1+json")
+        self.assertEqual(plain["annotations"][annotations.RELEASE], "2099.1")
+        self.assertNotIn("manifests", plain)
+        self.assertEqual(one["manifests"][0]["digest"], plain["digest"])
+
+
 if __name__ == "__main__":
     unittest.main()
