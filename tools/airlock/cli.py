@@ -363,8 +363,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.all:
         return _build_all(args)
     _one_release(args)
+    _zuul_context(args)  # a bad file must not cost a build
+    bundle = _bundle_id(args)
     if args.site:
-        return _build_at_site(args)
+        return _build_at_site(args, bundle)
     # First, all of it: a typo must not cost a build.
     registry, work, cache, git_base, index_url = _where_checked(args)
     lock = _lock_file(args)
@@ -384,7 +386,34 @@ def _build_options(args: argparse.Namespace, release, layout, work: Path, cache:
     return build.BuildOptions(
         release=release, layout=layout, work_dir=work, cache_dir=cache,
         services=tuple(args.service or ()), platforms=tuple(args.platform or ()), lock=lock,
-        no_cache=args.no_cache, emulate_install=args.emulate_install, **stores)
+        no_cache=args.no_cache, emulate_install=args.emulate_install,
+        zuul=_zuul_context(args), **stores)
+
+
+def _zuul_context(args: argparse.Namespace) -> dict[str, str] | None:
+    """``--zuul-context FILE``, read and checked once (before any work)."""
+    from airlock.image import annotations
+
+    if args.zuul_context is None:
+        return None
+    if not hasattr(args, "_zuul"):
+        args._zuul = annotations.load_zuul_context(Path(args.zuul_context))
+    return args._zuul
+
+
+def _bundle_id(args: argparse.Namespace) -> str | None:
+    """``--bundle ID`` / $AIRLOCK_BUNDLE_ID (``build --site`` only), its form checked."""
+    from airlock.image import annotations
+
+    if args.bundle is not None:
+        if not args.site:
+            raise AirlockError("--bundle", "names the bundle a site build's inputs came from",
+                               "add --site, or leave --bundle out")
+        return annotations.check_bundle_id(args.bundle, "--bundle")
+    given = os.environ.get("AIRLOCK_BUNDLE_ID", "").strip()
+    if given and args.site:
+        return annotations.check_bundle_id(given, "$AIRLOCK_BUNDLE_ID")
+    return None
 
 
 def _where_checked(args: argparse.Namespace) -> tuple[str, Path, Path, str | None, str | None]:
@@ -408,8 +437,11 @@ def _site_only(args: argparse.Namespace) -> None:
                                "stores when --site is given", "leave it out, or fix site.yaml")
 
 
-def _build_at_site(args: argparse.Namespace) -> int:
-    """``build --site``: every input from the site's stores, nothing from this machine."""
+def _build_at_site(args: argparse.Namespace, bundle: str | None = None) -> int:
+    """``build --site``: every input from the site's stores, nothing from this machine.
+
+    With ``bundle``, the raw store must hold that bundle's import record.
+    """
     _site_only(args)
     work = _work_dir(args)
     cache = _cache(args, work)
@@ -423,10 +455,13 @@ def _build_at_site(args: argparse.Namespace) -> int:
     given = access.settings(site, release)
     with access.registry_auth(site):
         access.check_reachable(site)
+        if bundle:
+            access.check_imported(site, bundle)
         return _run_build(args, _build_options(
             args, release, layout, work, cache, lock, registry=given.registry,
             git_base=given.git_base, index_url=given.index_url, apt_repos=given.apt_repos,
-            base_image=given.base_image, known_libraries=given.known_libraries))
+            base_image=given.base_image, known_libraries=given.known_libraries,
+            bundle=bundle))
 
 
 def _run_build(args: argparse.Namespace, opts) -> int:
@@ -446,6 +481,10 @@ def _build_all(args: argparse.Namespace) -> int:
     """``build --all``: the matrix or a slice of it; exit 2 when any image failed."""
     # First, all of it, as for one release: a typo must not cost hours.
     registry, work, cache, git_base, index_url = _where_checked(args)
+    if args.bundle is not None:
+        raise AirlockError("--bundle", "names the bundle of a site build",
+                           "pass one --release with --site, without --all")
+    zuul = _zuul_context(args)
     from airlock.image import matrix
 
     selection = {"releases": list(args.release or ()), "services": list(args.service or ()),
@@ -466,7 +505,8 @@ def _build_all(args: argparse.Namespace) -> int:
     say = _say_err if args.json else _say
     opts = matrix.Options(layout=layout, registry=registry, work_dir=work, cache_dir=cache,
                           git_base=git_base, index_url=index_url, lock=lock,
-                          no_cache=args.no_cache, emulate_install=args.emulate_install)
+                          no_cache=args.no_cache, emulate_install=args.emulate_install,
+                          zuul=zuul)
     rows = matrix.run(plans, opts, progress=say)
     report = matrix.report(rows, layout, selection)
     md, js = matrix.write_report(report, work)
@@ -498,6 +538,27 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.json:
         _json_out(summary.publish_result(args.release, rows))
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``airlock audit IMAGE``: exit 0 audited, 1 unaudited or inconsistent, 2 no registry."""
+    from airlock.ext import registry, registryauth
+    from airlock.image import audit
+
+    if args.registry_auth is not None:
+        os.environ[registryauth.AUTH_FILE_ENV] = args.registry_auth
+    _check_auth_file()
+    registry.split_ref(args.image)
+    doc = audit.audit(args.image)
+    if args.json:
+        _json_out(doc)
+    else:
+        sys.stdout.write(redact(audit.chain(doc)))
+    if not doc["audited"]:
+        if args.json:
+            print(redact(f"unaudited: {doc['ref']} has no build record"), file=sys.stderr)
+        return 1
+    return 1 if doc["problems"] else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -822,8 +883,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="assemble each venv on its target platform (under QEMU) "
                      "instead of natively; gives the same image, slower")
     bld.add_argument("--json", action="store_true", help="print one JSON document on "
-                     "stdout (every image's name, platforms, digest, status, tags; "
-                     "\"changed\"); progress and the table go to stderr")
+                     "stdout (every image's name, platforms, digest, ref, status, tags; "
+                     "\"changed\"; zuul_artifacts); progress and the table go to stderr")
+    bld.add_argument("--zuul-context", metavar="FILE", help="JSON of the Zuul build (tenant, "
+                     "pipeline, project, buildset, build, job, ref, newrev, ...): written on "
+                     "each image index as io.airlock.zuul.* and in the build record; never "
+                     "an input")
+    bld.add_argument("--bundle", metavar="ID", help="with --site: the imported bundle the "
+                     "inputs came from (default: $AIRLOCK_BUNDLE_ID), checked against the "
+                     "raw store's import records, written on each image index")
     _add_layout_options(bld)
     bld.set_defaults(func=cmd_build)
 
@@ -884,6 +952,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layout_options(deb)
     deb.set_defaults(func=cmd_debs)
     _bundle_parser(verbs)
+    aud = verbs.add_parser("audit", help="an image's chain from its digest to the build and "
+                           "the Zuul trigger that made it (its annotations and build record)")
+    aud.add_argument("image", metavar="IMAGE[@DIGEST|:TAG]")
+    aud.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    aud.add_argument("--registry-auth", metavar="FILE", help="containers auth.json for the "
+                     "registry (default: $AIRLOCK_REGISTRY_AUTH_FILE)")
+    aud.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -41,6 +41,8 @@ QUERY_TIMEOUT = 60
 _CONTEXT_NAME = re.compile(r"^[a-z0-9][a-z0-9._/:-]*$")
 ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NETWORKS = ("none", "host", "default")
+# The Dockerfile frontend's switch for an image index even for one platform.
+MULTI_PLATFORM_ARG = "BUILDKIT_MULTI_PLATFORM"
 # Named context values that are references, not local folders.
 _REF_SCHEMES = ("docker-image://", "oci-layout://", "target:")
 
@@ -55,7 +57,10 @@ class BuildSpec:
     content reaches the build through ``--secret``, never the command line.
     ``annotations`` are written on the image index of a multi-platform
     build (on the manifest of a single-platform one), where a registry
-    client reads them without pulling configs.
+    client reads them without pulling configs. ``index_annotations`` go on
+    the image index only, never on a platform's manifest (what names the
+    run rather than the inputs); a single-platform build given some is
+    built as a one-platform index (``BUILDKIT_MULTI_PLATFORM=1``) to have one.
     """
 
     dockerfile: Path
@@ -66,6 +71,7 @@ class BuildSpec:
     build_args: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, Path] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    index_annotations: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     network: str = "none"
     source_date_epoch: int = 0
@@ -105,6 +111,13 @@ def _check_spec(spec: BuildSpec) -> None:
         if not ARG_NAME.match(name):
             raise AirlockError(where, f"build argument or secret id {name!r} is not valid",
                                "use letters, digits and '_'")
+    if MULTI_PLATFORM_ARG in spec.build_args:
+        raise AirlockError(where, f"{MULTI_PLATFORM_ARG} is given as a build argument",
+                           "set BuildSpec.index_annotations; the index follows from them")
+    for key, value in (*spec.annotations.items(), *spec.index_annotations.items()):
+        if not key or "=" in key or any(ord(c) < 32 for c in key + value):
+            raise AirlockError(where, f"annotation {key[:80]!r} is not a key=value line",
+                               "use a key without '=' and values without control characters")
     if "SOURCE_DATE_EPOCH" in spec.build_args:
         raise AirlockError(where, "SOURCE_DATE_EPOCH is given as a build argument",
                            "set BuildSpec.source_date_epoch instead")
@@ -139,6 +152,9 @@ def build_command(spec: BuildSpec) -> tuple[list[str], dict[str, str]]:
     for name in sorted(spec.contexts):
         argv += ["--build-context", f"{name}={_context_value(spec.contexts[name])}"]
     argv += ["--build-arg", f"SOURCE_DATE_EPOCH={epoch}"]
+    one_index = bool(spec.index_annotations) and len(spec.platforms) == 1
+    if one_index:
+        argv += ["--build-arg", f"{MULTI_PLATFORM_ARG}=1"]
     for name in sorted(spec.build_args):
         argv += ["--build-arg", f"{name}={spec.build_args[name]}"]
     for name in sorted(spec.secrets):
@@ -147,6 +163,8 @@ def build_command(spec: BuildSpec) -> tuple[list[str], dict[str, str]]:
     output = ["type=oci", f"dest={spec.output.resolve()}", "rewrite-timestamp=true"]
     output += [_csv_field(f"{level}.{key}={spec.annotations[key]}")
                for key in sorted(spec.annotations)]
+    output += [_csv_field(f"annotation-index.{key}={spec.index_annotations[key]}")
+               for key in sorted(spec.index_annotations)]
     argv += ["--output", ",".join(output), str(spec.context.resolve())]
     env = {"SOURCE_DATE_EPOCH": epoch, "BUILDX_NO_DEFAULT_ATTESTATIONS": "1"}
     return argv, env
@@ -199,6 +217,22 @@ def archive_digest(archive: Path) -> str:
     if len(manifests) != 1:
         raise ToolError(str(archive), f"index.json lists {len(manifests)} images, expected 1")
     return manifests[0]["digest"]
+
+
+def archive_manifest(archive: Path) -> dict:
+    """The image index (or manifest) an OCI archive holds, parsed (its one index.json entry)."""
+    digest = archive_digest(archive)
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1])
+            if member is None:
+                raise KeyError(digest)
+            doc = json.loads(member.read(4 * 1024 * 1024))
+    except (OSError, KeyError, tarfile.TarError, ValueError) as error:
+        raise ToolError(str(archive), f"not a readable OCI archive: {error}") from error
+    if not isinstance(doc, dict):
+        raise ToolError(str(archive), f"{digest} is not a JSON object")
+    return doc
 
 
 def build(spec: BuildSpec, timeout: float = BUILD_TIMEOUT) -> BuildResult:

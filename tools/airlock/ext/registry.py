@@ -226,13 +226,63 @@ def pinned(ref: str) -> str | None:
     return f"{host}/{repo}@{found}" if found else None
 
 
-def _blob(ref: str, blob_digest: str) -> bytes:
-    """A blob (an image config) of the repository of ``ref``, checked against its digest."""
+def blob(ref: str, blob_digest: str, limit: int = files.RECORD_LIMIT) -> bytes:
+    """The blob ``blob_digest`` of the repository of ``ref`` (at most ``limit`` bytes), checked."""
     host, repo, _ = split_ref(ref)
-    body = retrying(ref, lambda: request(host, repo, f"blobs/{blob_digest}").body)
+    body = retrying(ref, lambda: request(host, repo, f"blobs/{blob_digest}", limit=limit).body)
     if "sha256:" + hashlib.sha256(body).hexdigest() != blob_digest:
         raise ToolError(ref, f"the registry served blob {blob_digest} with other content")
     return body
+
+
+def _has_blob(host: str, repo: str, blob_digest: str) -> bool:
+    try:
+        request(host, repo, f"blobs/{blob_digest}", method="HEAD", actions="pull,push")
+    except RegistryFailure as failure:
+        if failure.kind == ABSENT:
+            return False
+        raise
+    return True
+
+
+def put_blob(repo_ref: str, data: bytes) -> str:
+    """Upload ``data`` as a blob of the repository of ``repo_ref`` (monolithic); its digest.
+
+    A blob the repository already has is not sent again.
+    """
+    host, repo, _ = split_ref(repo_ref)
+    blob_digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def once() -> None:
+        if _has_blob(host, repo, blob_digest):
+            return
+        started = request(host, repo, "blobs/uploads/", method="POST", data=b"",
+                          actions="pull,push", ok=(202,))
+        location = started.headers.get("Location")
+        if not location:
+            raise RegistryFailure(OTHER, f"the registry {host} started an upload without "
+                                  "a Location")
+        joiner = "&" if "?" in location else "?"
+        request(host, repo, f"{location}{joiner}digest={urllib.parse.quote(blob_digest)}",
+                method="PUT", data=data, content_type="application/octet-stream",
+                actions="pull,push", ok=(201,))
+
+    retrying(f"{host}/{repo}", once)
+    return blob_digest
+
+
+def put_manifest(ref: str, raw: bytes, media_type: str) -> str:
+    """PUT the manifest ``raw`` at ``ref`` (a tag); return its digest as the registry names it."""
+    host, repo, pointer = split_ref(ref)
+    answer = retrying(ref, lambda: request(host, repo, f"manifests/{pointer}", method="PUT",
+                                           data=raw, content_type=media_type,
+                                           actions="pull,push", ok=(201,)))
+    ours = "sha256:" + hashlib.sha256(raw).hexdigest()
+    said = answer.headers.get("Docker-Content-Digest")
+    if said and said != ours:
+        raise ToolError(ref, f"the registry stored {said}, airlock sent {ours}",
+                        "use a registry that keeps manifests as pushed")
+    return ours
 
 
 def platforms(ref: str) -> list[str]:
@@ -246,7 +296,7 @@ def platforms(ref: str) -> list[str]:
         if not isinstance(config_digest, str):
             raise ToolError(ref, "the manifest names no config")
         try:
-            conf = json.loads(_blob(ref, config_digest))
+            conf = json.loads(blob(ref, config_digest))
         except ValueError:
             raise ToolError(ref, "the image config is not JSON") from None
         return ["/".join(filter(None, (conf.get("os"), conf.get("architecture"),

@@ -225,11 +225,11 @@ def tls_context(host: str, verify: bool) -> ssl.SSLContext:
 
 
 def _send(method: str, url: str, headers: dict[str, str], *, verify: bool,
-          limit: int = MANIFEST_LIMIT) -> _Answer:
+          limit: int = MANIFEST_LIMIT, data: bytes | None = None) -> _Answer:
     """One HTTP exchange. An HTTP error status is an answer; not getting one is a failure."""
     host = urllib.parse.urlsplit(url).netloc
     opener = _opener(host, verify)
-    request = urllib.request.Request(url, method=method, headers=headers)
+    request = urllib.request.Request(url, method=method, headers=headers, data=data)
     try:
         with opener.open(request, timeout=REQUEST_TIMEOUT) as response:
             body = response.read(limit + 1)
@@ -355,16 +355,33 @@ def _token(host: _Host, scope: str, credentials: tuple[str, str] | None) -> str:
 
 
 def request(host_name: str, repo: str, path: str, *, actions: str = "pull",
-             accept: str | None = None, limit: int = MANIFEST_LIMIT) -> _Answer:
-    """GET ``/v2/<repo>/<path>`` with whatever authentication the registry asks for.
+            accept: str | None = None, limit: int = MANIFEST_LIMIT, method: str = "GET",
+            data: bytes | None = None, content_type: str | None = None,
+            ok: tuple[int, ...] = (200,)) -> _Answer:
+    """``METHOD /v2/<repo>/<path>`` with whatever authentication the registry asks for.
 
-    Returns 200 answers; raises RegistryFailure with its kind otherwise.
+    Returns the answers whose status is in ``ok`` (200 by default; a push
+    expects 201 or 202); raises RegistryFailure with its kind otherwise.
+    ``path`` may be an absolute URL on the same host, or an absolute path
+    (an upload's ``Location``): the credentials never go to another host.
     """
     host = _host(host_name)
     scope = f"repository:{repo}:{actions}"
     given = credentials(host_name, repo)
+    if "://" in path:
+        url = path
+        if urllib.parse.urlsplit(url).netloc != urllib.parse.urlsplit(host.base).netloc:
+            raise RegistryFailure(OTHER, f"the registry {host_name} sent an upload location "
+                                  "on another host", "use a registry that keeps uploads on "
+                                  "its own host")
+    elif path.startswith("/"):
+        url = host.base + path
+    else:
+        url = f"{host.base}/v2/{repo}/{path}"
     for fresh in (False, True):
         headers = {"Accept": accept} if accept else {}
+        if content_type:
+            headers["Content-Type"] = content_type
         if host.challenge and host.challenge[0] == "basic":
             if given is None:
                 raise RegistryFailure(AUTH, f"the registry {host_name} asks for credentials "
@@ -374,9 +391,8 @@ def request(host_name: str, repo: str, path: str, *, actions: str = "pull",
             if fresh:
                 host.tokens.pop(scope, None)
             headers["Authorization"] = "Bearer " + _token(host, scope, given)
-        answer = _send("GET", f"{host.base}/v2/{repo}/{path}", headers, verify=host.verify,
-                       limit=limit)
-        if answer.status == 200:
+        answer = _send(method, url, headers, verify=host.verify, limit=limit, data=data)
+        if answer.status in ok:
             return answer
         if answer.status == 401 and not fresh:
             challenge = _parse_challenge(answer.headers.get("WWW-Authenticate"))

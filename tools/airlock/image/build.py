@@ -35,8 +35,8 @@ from airlock.data import platforms as platforms_mod
 from airlock.data.layout import Layout
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
-from airlock.ext import buildx, registry
-from airlock.image import plan
+from airlock.ext import buildx, git, registry
+from airlock.image import annotations, plan
 from airlock.inputs import baseimage, debs, sharedlibs, sources, wheels
 
 Progress = Callable[[str], None]
@@ -69,6 +69,10 @@ class BuildOptions:
     # The site side: per wheel, the packages of the libraries it needs, as
     # the connected side found them (the site builds no sdist).
     known_libraries: Callable[[str], dict[str, str]] | None = None
+    # The run, not the inputs (annotations.run): the bundle the site's
+    # stores got the inputs from, and the Zuul build (load_zuul_context).
+    bundle: str | None = None
+    zuul: dict[str, str] | None = None
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def base_image_ref(self) -> str:
@@ -160,7 +164,8 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
     lock = _lock(opts, components)
     record: dict = {"release": release.name, "registry": opts.registry,
                     "platforms": list(platforms), "base_image": base_pinned,
-                    "lock": lock, "images": []}
+                    "lock": lock, "sources": {}, "tools": _tools(opts),
+                    "zuul": dict(opts.zuul or {}), "bundle": opts.bundle, "images": []}
 
     cache = opts.cache_dir
     # The images below the services also hold the build platform: every
@@ -178,9 +183,10 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
         refs_by_job[job.name] = row["ref"]
         record["images"].append(row)
 
+    base_notes = annotations.base(base_epoch)
     base_job(plan.ImageJob("python-base", opts.layout.images_dir / "python-base",
                            base_platforms, build_args={"BASE_IMAGE": base_pinned},
-                           source_date_epoch=base_epoch))
+                           source_date_epoch=base_epoch, annotations=base_notes))
     # venv-builder's compilers come from an apt repository computed in
     # python-base (what it lacks is exactly what must be installed).
     tools = wheels.tool_wheels(release, base_platforms, work / "tool-wheels",
@@ -193,7 +199,7 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
     base_job(plan.ImageJob("venv-builder", opts.layout.images_dir / "venv-builder",
                            base_platforms, contexts={"wheels": tools, "debs": builder_debs},
                            depends={"python-base": "PYTHON_BASE"},
-                           source_date_epoch=base_epoch))
+                           source_date_epoch=base_epoch, annotations=base_notes))
 
     for service in services:
         srcs = [_source(opts, lock, name, work, progress) for name in components[service]]
@@ -201,6 +207,9 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
                                 progress)
         records = [sources.read_record(s) for s in srcs]
         version = records[-1]["version"]
+        for name, source in zip(components[service], records, strict=True):
+            record["sources"][name] = {key: source.get(key) for key in
+                                       ("sha", "ref", "repo", "version", "patches")}
         if not images:
             record.setdefault("services", {})[service] = {
                 "version": version, "sources": [str(s) for s in srcs],
@@ -212,9 +221,12 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
         job = plan.ImageJob(
             service, opts.layout.images_dir / service, tuple(platforms), contexts=ctx,
             depends={"python-base": "PYTHON_BASE", "venv-builder": "VENV_BUILDER"},
-            version=version, source_date_epoch=epoch, service=True)
+            version=version, source_date_epoch=epoch, service=True,
+            annotations=annotations.service(release.name, lock, components[service],
+                                            version, epoch))
         row = _build_one(opts, job, dep_digests, base_digest, work, progress, push=False,
                          dep_refs=refs_by_job)
+        row["components"] = list(components[service])  # the lock entries it was built from
         record["images"].append(row)
     record["seconds"] = round(time.monotonic() - started, 1)
     record["tool_wheels"] = str(tools)
@@ -222,6 +234,19 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
     if images:  # publish and check read the record of the last build, not of a gathering
         files.write_json(work / "build-record.json", record)
     return record
+
+
+def _tools(opts: BuildOptions) -> dict:
+    """What made the images: airlock's version and commit, the engine (for the record)."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("airlock")
+    except metadata.PackageNotFoundError:
+        version = None
+    work = git.checkout(opts.layout.releases_dir.parent)
+    return {"airlock": {"version": version, "commit": work.head if work else None},
+            "engine": dict(buildx.engine_identity())}
 
 
 def _repo_of(ref: str) -> str:
@@ -367,10 +392,12 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
     digest = files.json_digest(inputs)
     tag = plan.immutable_tag(job, opts.release.name, digest)
     ref = f"{opts.registry}/{job.name}:{tag}"
+    notes = {**job.annotations, annotations.INPUT_DIGEST: digest}
+    run_notes = annotations.run(opts.bundle, opts.zuul)
     row = {"image": job.name, "service": job.service, "version": job.version,
            "platforms": list(job.platforms), "input_digest": digest, "inputs": inputs,
            "tag": tag, "moving_tags": plan.moving_tags(job, opts.release.name) if job.service
-           else [], "ref": ref}
+           else [], "ref": ref, "annotations": notes}
     started = time.monotonic()
     existing = None if opts.no_cache else registry.digest(ref)
     if existing:
@@ -383,8 +410,10 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
     kept = None if opts.no_cache or opts.emulate_install else _kept_archive(archive, digest, ref)
     if kept:
         progress(f"{job.name}: {tag} was built before and is not published yet, kept")
+        note = files.read_json(_archive_note(archive)) or {}
         row.update(status="kept", digest=kept, archive=str(archive), seconds=0.0,
-                   size=archive.stat().st_size, ref=f"{_repo_of(ref)}@{kept}")
+                   size=archive.stat().st_size, ref=f"{_repo_of(ref)}@{kept}",
+                   index_annotations=dict(note.get("index_annotations") or {}))
         return row
     args = dict(job.build_args)
     for dep, arg in job.depends.items():
@@ -397,18 +426,20 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
     result = buildx.build(buildx.BuildSpec(
         dockerfile=job.image_dir / "Dockerfile", context=job.image_dir, output=archive,
         platforms=job.platforms, contexts=dict(job.contexts), build_args=args,
-        annotations={"org.opencontainers.image.version": job.version or "",
-                     "dev.airlock.input-digest": digest,
-                     "dev.airlock.data.release": opts.release.name},
+        annotations=notes, index_annotations=run_notes,
         source_date_epoch=job.source_date_epoch, no_cache=opts.no_cache))
     row.update(status="built", digest=result.digest, archive=str(result.archive),
                contexts={k: str(v) for k, v in job.contexts.items()}, build_args=args,
                log=str(result.log), seconds=round(time.monotonic() - started, 1),
-               size=archive.stat().st_size)
+               size=archive.stat().st_size, index_annotations=run_notes)
+    # The run's annotations are in the archive: a later run that keeps it
+    # records those, not its own.
     files.write_json(_archive_note(archive), {"input_digest": digest, "ref": ref,
-                                              "digest": result.digest})
+                                              "digest": result.digest,
+                                              "index_annotations": run_notes})
     if push:
-        row["ref"] = f"{_repo_of(ref)}@{_push_immutable(result.archive, ref, result.digest)}"
+        row["digest"] = _push_immutable(result.archive, ref, result.digest)
+        row["ref"] = f"{_repo_of(ref)}@{row['digest']}"
     else:
         row["ref"] = f"{_repo_of(ref)}@{result.digest}"
     return row
@@ -420,11 +451,16 @@ def _push_immutable(archive: Path, ref: str, digest: str) -> str:
     Reached when the registry lacked the tag at the start of this image's
     build, or with ``--no-cache``: a tag that now holds another image (a
     build that is not reproducible, another engine) is left as it is and
-    the build stops; one that holds this very image needs no push.
+    the build stops; one that holds this very image needs no push, nor one
+    holding the same platform images under another run's index
+    (:func:`airlock.image.annotations.same_but_run`): its digest is returned.
     """
     held = registry.digest(ref)
     if held == digest:
         return digest
+    if held is not None and annotations.same_but_run(registry.manifest(ref),
+                                                     buildx.archive_manifest(archive)):
+        return held  # the same platform images, another run's index: the first stays
     if held is not None:
         raise AirlockError(ref, f"this immutable tag holds {held}, the build made {digest} "
                            "from the same inputs", "an immutable tag never moves: find out "

@@ -80,6 +80,7 @@ class Options:
     no_cache: bool = False
     emulate_install: bool = False
     env: dict[str, str] | None = None
+    zuul: dict[str, str] | None = None  # --zuul-context: on every image index built
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def merge_records(records: Sequence[dict]) -> dict:
 
     The last record's fields, every image once (the base images as the last
     build found them, each service's row from its own build), and the
-    union of the locks' components.
+    union of the locks' components and of the prepared sources.
     """
     merged = dict(records[-1])
     images: dict[str, dict] = {}
@@ -266,6 +267,11 @@ def merge_records(records: Sequence[dict]) -> dict:
     if lock:
         lock["components"] = dict(sorted(components.items()))
         merged["lock"] = lock
+    sources: dict = {}
+    for record in records:  # each service's components and patch series (the audit's)
+        sources.update(record.get("sources") or {})
+    if sources:
+        merged["sources"] = dict(sorted(sources.items()))
     merged["seconds"] = round(sum(r.get("seconds") or 0 for r in records), 1)
     return merged
 
@@ -277,7 +283,7 @@ def _build_options(opts: Options, entry: ReleasePlan, service: str) -> build_mod
         work_dir=opts.work_dir, cache_dir=opts.cache_dir, services=(service,),
         platforms=entry.platforms, git_base=opts.git_base, index_url=opts.index_url,
         lock=opts.lock, no_cache=opts.no_cache, emulate_install=opts.emulate_install,
-        **extra)
+        zuul=opts.zuul, **extra)
 
 
 def _failed(release: str, services: Sequence[str], platforms: Sequence[str], reason: str,

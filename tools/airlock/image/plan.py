@@ -43,6 +43,9 @@ class ImageJob:
     version: str | None = None  # services: the component version (tags)
     source_date_epoch: int = 0
     service: bool = False
+    # The deterministic annotations (airlock.image.annotations): they are
+    # bytes of the image, so they are inputs too.
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 def tree_digest(path: Path) -> str:
@@ -99,6 +102,7 @@ def job_inputs(job: ImageJob, dep_digests: dict[str, str], base_digest: str,
         "depends": {dep: dep_digests[dep] for dep in sorted(job.depends)},
         "base_image": base_digest,
         "source_date_epoch": job.source_date_epoch,
+        "annotations": dict(sorted(job.annotations.items())),
     }
 
 

@@ -9,7 +9,9 @@ release whose images do not all exist:
    registry serves exactly that index digest with every platform the
    record asks for. An immutable tag that already holds another image is
    never overwritten: publishing stops there.
-2. only when every image passed 1: point the moving tags (``<release>``,
+2. push each image's build record beside it (:mod:`airlock.image.audit`;
+   the first record of a digest is kept, never replaced);
+3. only when every image passed 1 and 2: point the moving tags (``<release>``,
    ``<version>``) of every image at its digest. A failure anywhere in 1
    leaves every moving tag where it was; publishing again completes the
    work (what is already pushed is not pushed again).
@@ -32,7 +34,7 @@ from pathlib import Path
 from airlock import files
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import buildx, registry
-from airlock.image import build
+from airlock.image import annotations, audit, build
 
 Progress = Callable[[str], None]
 
@@ -147,15 +149,20 @@ def _check_image(where: str, image: object, fix: str) -> None:
 def publish(record: dict, progress: Progress = _noop) -> list[dict]:
     """Push and verify every service image, then move every moving tag.
 
-    Returns one row per service image: name, ref, platforms, digest, tags
-    and status ``published`` (something was pushed or a tag moved) or
-    ``unchanged`` (the registry already held all of it).
+    Returns one row per service image: name (and image), ref, platforms,
+    digest, tags, record (``pushed``, ``kept``: one was there, ``skipped``:
+    the build did not make the image) and status ``published`` (something
+    was pushed or a tag moved) or ``unchanged`` (the registry already held
+    all of it).
     """
     images = [image for image in record.get("images", []) if image.get("service")]
     if not images:
         raise AirlockError("build record", "no service image to publish",
                            "run airlock build first")
     verified = [_push_and_verify(image, progress) for image in images]
+    # Each image's build record beside it, before any tag that moves points
+    # at it: a moving tag never names an image without its record.
+    audit.publish_records(record, verified, progress)
     # Every image is whole in the registry: only now may a tag that moves
     # point at any of them.
     return [_move_tags(row, progress) for row in verified]
@@ -167,6 +174,13 @@ def _push_and_verify(image: dict, progress: Progress) -> dict:
     repo = image["ref"].split("@", 1)[0]
     immutable = f"{repo}:{image['tag']}"
     held = registry.digest(immutable)
+    if held is not None and held != digest and image["status"] != "skipped" and \
+            annotations.same_but_run(registry.manifest(immutable),
+                                     buildx.archive_manifest(Path(image["archive"]))):
+        # Rebuilt (--no-cache) by another run: the same platform images,
+        # another run's index. The registry's, the first, stays.
+        progress(f"{name}: {immutable} holds these platform images from an earlier run, kept")
+        digest = held
     if held is not None and held != digest:
         raise AirlockError(immutable, f"this immutable tag holds {held}, the build record "
                            f"says {digest}", "an immutable tag never moves: find out why "
@@ -201,7 +215,8 @@ def _push_and_verify(image: dict, progress: Progress) -> dict:
         raise ToolError(immutable, f"platform(s) {', '.join(missing)} missing from the index",
                         "no moving tag was written; rebuild and publish again")
     progress(f"{name}: {digest} verified ({', '.join(image['platforms'])})")
-    return {"name": name, "ref": f"{repo}@{digest}", "platforms": list(image["platforms"]),
+    return {"name": name, "image": name, "ref": f"{repo}@{digest}",
+            "platforms": list(image["platforms"]),
             "digest": digest, "tags": [image["tag"], *image["moving_tags"]],
             "status": "published" if pushed else "unchanged"}
 

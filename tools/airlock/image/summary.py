@@ -6,10 +6,14 @@ kept (built before but not published yet) or skipped (already in the
 registry). :func:`build_result` and :func:`publish_result` are the
 machine-readable results of ``--json`` (what the Ansible roles decide
 "changed" from): one JSON object with every image's name, platforms,
-digest, status and tags, and a top-level ``changed``.
+digest, ref, status and tags, a top-level ``changed``, and
+``zuul_artifacts``: the images (and, from publish, their build records
+in the registry) as Zuul artifacts, for ``zuul_return``.
 """
 
 from __future__ import annotations
+
+from airlock.image import annotations
 
 
 def _size(n: int | None) -> str:
@@ -57,16 +61,38 @@ def build_result(record: dict, record_path: str | None = None) -> dict:
     will point at it. A kept image was built by an earlier run, a skipped
     one is in the registry already: neither changes anything.
     """
-    images = [{"name": image["image"], "platforms": list(image["platforms"]),
+    images = [{"name": image["image"], "image": image["image"],
+               "platforms": list(image["platforms"]),
                "digest": image["digest"], "ref": image["ref"], "status": image["status"],
                "tags": _tags(image), "service": bool(image.get("service"))}
               for image in record["images"]]
     return {"release": record["release"], "record": record_path,
             "changed": any(image["status"] == "built" for image in images),
-            "seconds": record.get("seconds", 0), "images": images}
+            "seconds": record.get("seconds", 0), "images": images,
+            # python-base and venv-builder are pushed by the build; the
+            # service images by publish, whose result names them.
+            "zuul_artifacts": zuul_artifacts([i for i in images if not i["service"]])}
 
 
 def publish_result(release: str, rows: list[dict]) -> dict:
     """``airlock publish --json``: changed when anything was pushed or a tag moved."""
+    images = [dict(row) for row in rows]
+    records = [{"name": f"{row['name']} build record",
+                "url": f"{row['ref'].split('@', 1)[0]}:{annotations.record_tag(row['digest'])}",
+                "metadata": {"type": "airlock_build_record", "digest": row["digest"]}}
+               for row in images if row.get("record") in ("pushed", "kept")]
     return {"release": release, "changed": any(row["status"] == "published" for row in rows),
-            "images": [dict(row) for row in rows]}
+            "images": images, "zuul_artifacts": zuul_artifacts(images) + records}
+
+
+def zuul_artifacts(images: list[dict]) -> list[dict]:
+    """The images as Zuul artifacts (``zuul_return``'s ``zuul.artifacts``): name, url, metadata.
+
+    ``url`` is the image by digest (``host/repo@sha256:...``), which is
+    what it names wherever its tags move later. Each image is an artifact
+    once, of the step that puts it in the registry: build for python-base
+    and venv-builder, publish for the service images.
+    """
+    return [{"name": image["name"], "url": image["ref"],
+             "metadata": {"type": "container_image", "digest": image["digest"]}}
+            for image in images]

@@ -152,6 +152,21 @@ def registry_auth(site: Site) -> Iterator[None]:
                 os.environ[registryauth.AUTH_FILE_ENV] = before
 
 
+def check_imported(site: Site, bundle_id: str) -> None:
+    """``build --site --bundle ID``: the raw store holds that bundle's import record.
+
+    The bundle id goes into the images' annotations: it must name a bundle
+    this site imported, not a typo. Run inside :func:`registry_auth`.
+    """
+    from airlock.site import importer, stores
+
+    path = importer.record_path(bundle_id)
+    if stores.RawStore(site.raw).get(path) is None:
+        raise AirlockError(f"--bundle {bundle_id}", "the site imported no such bundle (no "
+                           f"{strip_userinfo(site.raw.urls['url'])}{path})",
+                           "pass the id airlock bundle import printed, or import it first")
+
+
 def check_reachable(site: Site) -> None:
     """Ask every store once; the first that does not answer (or refuses) is one line.
 

@@ -19,6 +19,7 @@ import unittest
 import yaml
 
 from airlock.ext import containers, registry
+from airlock.image import annotations
 from airlock.tests.functional import engine, pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
 
@@ -95,6 +96,31 @@ class KeystoneBuildTest(unittest.TestCase):
                 self.assertEqual(registry.digest(f"{repo}:{tag}"), self.keystone["digest"])
         self.assertEqual(sorted(registry.platforms(self.ref)), sorted(engine.PLATFORMS))
         self.assertTrue(self.keystone["tag"].startswith(f"{pinned_version()}-{RELEASE}-"))
+
+    def test_the_published_index_names_source_commit_time_release_and_lock(self) -> None:
+        # The audit annotations, from the registry; then airlock audit agrees with them.
+        found = registry.annotations(self.ref)
+        lock = self.record["lock"]
+        entry = lock["components"]["keystone"]
+        self.assertEqual(found["org.opencontainers.image.source"], entry["repo"])
+        self.assertEqual(found["org.opencontainers.image.revision"], entry["sha"])
+        self.assertEqual(found["org.opencontainers.image.version"], pinned_version())
+        self.assertEqual(found["org.opencontainers.image.created"], annotations.created(
+            self.keystone["inputs"]["source_date_epoch"]))
+        self.assertEqual(found["io.airlock.release"], RELEASE)
+        self.assertEqual(found["io.airlock.refs-lock.sha256"],
+                         annotations.lock_sha256(lock, self.keystone["components"]))
+        self.assertEqual(found["io.airlock.input-digest"], self.keystone["input_digest"])
+        # No --zuul-context, no bundle: nothing of the run, so nothing that differs by run.
+        self.assertEqual([k for k in found if k.startswith(("io.airlock.zuul.",
+                                                            "io.airlock.bundle"))], [])
+        base = registry.annotations(pipeline.image(self.record, "python-base")["ref"])
+        self.assertNotIn("io.airlock.release", base)
+        self.assertIn("org.opencontainers.image.created", base)
+        said = pipeline.airlock("audit", self.ref, "--json")
+        doc = json.loads(said.stdout)
+        self.assertEqual((doc["audited"], doc["problems"]), (True, []))
+        self.assertEqual(doc["record"]["image"]["input_digest"], self.keystone["input_digest"])
 
     def test_rebuild_without_cache_is_identical_then_nothing_is_rebuilt(self) -> None:
         again = pipeline.build(RELEASE, self.prefix, "--service", "keystone",

@@ -35,8 +35,13 @@ def _layer(text: str) -> bytes:
     return buffer.getvalue()
 
 
-def make(path: Path, platforms: list[str], seed: str) -> str:
-    """Write the archive at ``path``; return its index digest (what publish pushes)."""
+def make(path: Path, platforms: list[str], seed: str,
+         index_annotations: dict[str, str] | None = None) -> str:
+    """Write the archive at ``path``; return its index digest (what publish pushes).
+
+    ``index_annotations``: on the index only (as a build's run annotations),
+    the platform images stay those of ``seed``.
+    """
     blobs: dict[str, bytes] = {}
 
     def blob(data: bytes, media_type: str, **extra) -> dict:
@@ -57,8 +62,10 @@ def make(path: Path, platforms: list[str], seed: str) -> str:
                                "layers": [layer]}, sort_keys=True).encode()
         entries.append(blob(manifest, MANIFEST,
                             platform={"os": os_name, "architecture": arch}))
-    index = blob(json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": entries},
-                            sort_keys=True).encode(), INDEX)
+    doc: dict = {"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}
+    if index_annotations:
+        doc["annotations"] = dict(index_annotations)
+    index = blob(json.dumps(doc, sort_keys=True).encode(), INDEX)
     layout = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
               "index.json": json.dumps({"schemaVersion": 2, "mediaType": INDEX,
                                         "manifests": [index]}).encode()}

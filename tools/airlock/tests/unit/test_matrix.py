@@ -220,16 +220,21 @@ class RunTest(TreeTestCase):
     def test_merge_records_unions_locks_and_keeps_the_last_base_rows(self):
         first = {"lock": {"release": "r", "components": {"keystone": {"sha": "a"}}},
                  "images": [{"image": "python-base", "service": False, "status": "built"},
-                            {"image": "keystone", "service": True}], "seconds": 10}
+                            {"image": "keystone", "service": True}], "seconds": 10,
+                 "sources": {"keystone": {"patches": [{"name": "k.patch"}]}}}
         second = {"lock": {"release": "r", "components": {"nova": {"sha": "b"}}},
                   "images": [{"image": "python-base", "service": False, "status": "skipped"},
-                             {"image": "nova", "service": True}], "seconds": 5}
+                             {"image": "nova", "service": True}], "seconds": 5,
+                  "sources": {"nova": {"patches": []}}}
         merged = matrix.merge_records([first, second])
         self.assertEqual(merged["lock"]["components"], {"keystone": {"sha": "a"},
                                                         "nova": {"sha": "b"}})
         self.assertEqual([(i["image"], i.get("status")) for i in merged["images"]],
                          [("python-base", "skipped"), ("keystone", None), ("nova", None)])
         self.assertEqual(merged["seconds"], 15)
+        # Each service's patch series stays for its record in the registry (audit).
+        self.assertEqual(merged["sources"], {"keystone": {"patches": [{"name": "k.patch"}]},
+                                             "nova": {"patches": []}})
 
     def test_a_release_wide_failure_fails_its_rows_once_and_spares_other_releases(self):
         build = StandIn(self.out, release_fails={("2025.1", "keystone")})

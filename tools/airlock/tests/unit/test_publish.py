@@ -179,16 +179,30 @@ class ResultTest(unittest.TestCase):
         doc = summary.build_result(record(*rows), "work/2025.2/build-record.json")
         self.assertFalse(doc["changed"])
         self.assertEqual(doc["images"][1], {
-            "name": "keystone", "platforms": ["linux/amd64", "linux/arm64"],
+            "name": "keystone", "image": "keystone", "platforms": ["linux/amd64", "linux/arm64"],
             "digest": DIGEST, "ref": f"{REPO}@{DIGEST}", "status": "kept", "service": True,
             "tags": ["28.1.0-2025.2-bbbbbbbbbbbb", "2025.2", "28.1.0"]})
+        # Zuul's artifact format, for zuul_return, by digest: what the build
+        # pushed (the service images are publish's artifacts).
+        self.assertEqual(doc["zuul_artifacts"], [{
+            "name": "python-base", "url": f"127.0.0.1:9/airlock/python-base@{DIGEST}",
+            "metadata": {"type": "container_image", "digest": DIGEST}}])
         rows[0]["status"] = "built"
         self.assertTrue(summary.build_result(record(*rows))["changed"])
 
     def test_publish_changed_only_when_something_was_published(self) -> None:
-        rows = [{"name": "keystone", "status": "unchanged"}, {"name": "nova",
-                                                              "status": "unchanged"}]
+        rows = [{"name": name, "ref": f"{REPO}@{DIGEST}", "digest": DIGEST,
+                 "status": "unchanged"} for name in ("keystone", "nova")]
         self.assertFalse(summary.publish_result(RELEASE, rows)["changed"])
+        self.assertEqual(summary.publish_result(RELEASE, rows)["zuul_artifacts"][1],
+                         {"name": "nova", "url": f"{REPO}@{DIGEST}",
+                          "metadata": {"type": "container_image", "digest": DIGEST}})
+        # A record beside the image is an artifact too (it is where the audit reads).
+        rows[1]["record"] = "kept"
+        self.assertEqual(summary.publish_result(RELEASE, rows)["zuul_artifacts"][2],
+                         {"name": "nova build record",
+                          "url": f"{REPO}:sha256-{'a' * 64}.airlock-record",
+                          "metadata": {"type": "airlock_build_record", "digest": DIGEST}})
         changed = copy.deepcopy(rows)
         changed[1]["status"] = "published"
         self.assertTrue(summary.publish_result(RELEASE, changed)["changed"])
