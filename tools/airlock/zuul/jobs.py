@@ -14,12 +14,19 @@ service: ``airlock zuul jobs > zuul.d/releases.yaml`` writes, per release,
   merges it with the ``check``/``gate``/``periodic`` lists of
   ``zuul.d/project.yaml``.
 
-Each job's ``files:`` matchers (regular expressions; a job with matchers
-runs when any changed file matches one) make ``enqueue-ref --oldrev`` run
-only what a change can affect. The base job matches every image folder, a
-superset of its service jobs' matchers: they depend on it (a hard
-dependency), and Zuul refuses a buildset whose job depends on one that does
-not run.
+Each job's ``files:`` matchers (regular expressions, matched from the start
+of the path; a job with matchers runs when any changed file matches one)
+make ``enqueue-ref --oldrev`` run only what a change can affect: a service
+job its release's folder and patches, its image folder, the images every
+service is built on (python-base, venv-builder, debian-base, sdists.txt),
+the tool, the roles and the playbooks. The base job matches everything
+under ``images/``, a superset of its service jobs' matchers: they depend
+on it (a hard dependency), and Zuul refuses a buildset in which a job runs
+but one it depends on does not.
+
+The secret ``airlock-images-nexus`` is named in the stanzas that define
+the playbooks that push (the base job's run; a service job's publish and
+tags post-runs), so that only those playbooks receive it.
 
 Plain text out, in a fixed order (releases and services as the release
 data lists them), so that a unit test can compare the committed file with
