@@ -100,7 +100,9 @@ def stores(data: object) -> dict[str, dict[str, str]]:
                 raise AirlockError(where, "is not set", FIX)
             if not isinstance(value, str):
                 raise AirlockError(where, f"is {_kind(value)}, not a string", FIX)
-            if has_userinfo(value):
+            # Refused before anything is written: a secret never reaches the
+            # files. An ssh login name (Gerrit's push URL) is no secret.
+            if has_userinfo(value) and not config._ssh_login(value):
                 raise AirlockError(where, "holds credentials", "remove user:password@: "
                                    "reads are anonymous, pushes use the Zuul secret")
             result[store][key] = value.strip()

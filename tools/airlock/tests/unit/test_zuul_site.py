@@ -29,7 +29,7 @@ STORES = {
              "simple": "https://nexus.site/repository/pypi-airlock/simple"},
     "raw": {"url": "https://nexus.site/repository/raw-airlock/"},
     "registry": {"prefix": "nexus.site:8443/openstack"},
-    "git": {"base": "https://gerrit.site", "push": "ssh://gerrit.site:29418"},
+    "git": {"base": "https://gerrit.site", "push": "ssh://airlock@gerrit.site:29418"},
 }
 FIX = "set it in the site's base job or site variables (README, 'Zuul')"
 
@@ -66,7 +66,7 @@ class ZuulSiteTest(unittest.TestCase):
         self.assertEqual(read.registry.urls["prefix"], "nexus.site:8443/openstack")
         self.assertEqual(read.pypi.urls["simple"],
                          "https://nexus.site/repository/pypi-airlock/simple/")
-        self.assertEqual(read.git.urls["push"], "ssh://gerrit.site:29418")
+        self.assertEqual(read.git.urls["push"], "ssh://airlock@gerrit.site:29418")
         for store in config.STORES:
             self.assertIsNone(read.stores[store].credentials(), store)
         push = config.load(self.dest / "site-push.yaml")
