@@ -96,6 +96,19 @@ class BuildPlaybookTest(unittest.TestCase):
                           "keystone": "skipped"})
         self.assertIn("Build the release's images", second.stdout)
 
+        # A Zuul base job's build (--bases-only): python-base and
+        # venv-builder only, found by input digest, the digests the
+        # service build used; no service is looked at.
+        bases = pipeline.airlock("build", "--release", RELEASE, "--bases-only", "--json",
+                                 "--platform", "linux/amd64", "--registry", prefix,
+                                 "--work-dir", str(pipeline.WORK),
+                                 "--git-base", pipeline.git_base("keystone"))
+        doc = json.loads(bases.stdout)
+        self.assertEqual([(row["name"], row["status"], row["digest"]) for row in doc["images"]],
+                         [(name, "skipped", pipeline.image(record, name)["digest"])
+                          for name in ("python-base", "venv-builder")])
+        self.assertFalse(doc["changed"])
+
 
 # What setup-host build-host would be told and what it writes: the stub
 # below stands in for it, because producing a real change would mean
