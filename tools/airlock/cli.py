@@ -357,6 +357,9 @@ def _one_release(args: argparse.Namespace) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.bases_only and (args.all or args.service):
+        raise AirlockError("--bases-only", "builds python-base and venv-builder only, for one "
+                           "release", "leave out --all and --service")
     if args.all and args.site:
         raise AirlockError("--site", "builds one release at a time",
                            "pass one --release, without --all")
@@ -387,7 +390,7 @@ def _build_options(args: argparse.Namespace, release, layout, work: Path, cache:
         release=release, layout=layout, work_dir=work, cache_dir=cache,
         services=tuple(args.service or ()), platforms=tuple(args.platform or ()), lock=lock,
         no_cache=args.no_cache, emulate_install=args.emulate_install,
-        zuul=_zuul_context(args), **stores)
+        zuul=_zuul_context(args), bases_only=args.bases_only, **stores)
 
 
 def _zuul_context(args: argparse.Namespace) -> dict[str, str] | None:
@@ -529,10 +532,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
         site = config.load(Path(args.site))
         with access.registry_auth(site):
-            rows = publish.run(work, args.release, progress=say)
+            rows = publish.run(work, args.release, progress=say, move_tags=not args.no_tags)
     else:
         _check_auth_file()
-        rows = publish.run(work, args.release, progress=say)
+        rows = publish.run(work, args.release, progress=say, move_tags=not args.no_tags)
     published = sum(1 for row in rows if row["status"] == "published")
     say(f"{len(rows)} image(s): {published} published, {len(rows) - published} unchanged")
     if args.json:
@@ -719,6 +722,37 @@ def cmd_bundle_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zuul_jobs(args: argparse.Namespace) -> int:
+    """Print zuul.d/releases.yaml, or (``--check``) say whether the committed one is current."""
+    from airlock import files
+    from airlock.zuul import jobs
+
+    layout = _layout(args)
+    text = jobs.generate(layout)
+    if not args.check:
+        _write(text, None)
+        return 0
+    path = Path(args.file) if args.file else layout.releases_dir.parent / "zuul.d" / \
+        "releases.yaml"
+    if not path.exists():
+        raise AirlockError(str(path), "no such file", f"run {jobs.COMMAND}")
+    if files.read_text(path, limit=files.MiB, fix=f"run {jobs.COMMAND}") != text:
+        raise AirlockError(str(path), "is not what airlock zuul jobs prints for releases/",
+                           f"run {jobs.COMMAND}")
+    return 0
+
+
+def cmd_zuul_site(args: argparse.Namespace) -> int:
+    """site.yaml and site-push.yaml from the Zuul variable airlock_site (JSON on stdin)."""
+    from airlock.zuul import site
+
+    dest = _folder(args.dest, "--dest")
+    read, push = site.write(site.parse(sys.stdin.read(site.LIMIT)), dest)
+    _say(f"{read} (reads, anonymous) and {push} (pushes, credentials from "
+         f"${site.PUSH_ENV}) written")
+    return 0
+
+
 def _platforms(args: argparse.Namespace, release) -> list[str]:
     return list(dict.fromkeys(args.platform or release.platforms))
 
@@ -877,6 +911,9 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--site", help="site.yaml: at an air-gapped site, every input comes "
                      "from its stores (git mirror, PyPI repository, raw apt repository, "
                      "registry) and nothing from this machine's configuration")
+    bld.add_argument("--bases-only", action="store_true", help="build (or find by input "
+                     "digest) and push python-base and venv-builder only: what every service "
+                     "is built on, e.g. the first job of a Zuul buildset")
     bld.add_argument("--no-cache", action="store_true",
                      help="build every image again, ignoring the registry and the cache")
     bld.add_argument("--emulate-install", action="store_true",
@@ -899,6 +936,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--release", required=True)
     pub.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
     pub.add_argument("--site", help="site.yaml: push with the credentials of its registry")
+    pub.add_argument("--no-tags", action="store_true", help="push and verify by digest "
+                     "(the immutable tags) only; leave the moving tags (<release>, <version>) "
+                     "for a later publish, e.g. one serialised per release")
     pub.add_argument("--json", action="store_true", help="print one JSON document on "
                      "stdout (every image's name, platforms, digest, status published or "
                      "unchanged, tags; \"changed\"); progress goes to stderr")
@@ -959,6 +999,21 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--registry-auth", metavar="FILE", help="containers auth.json for the "
                      "registry (default: $AIRLOCK_REGISTRY_AUTH_FILE)")
     aud.set_defaults(func=cmd_audit)
+    zul = verbs.add_parser("zuul", help="the Zuul side, generated from the release data")
+    zul_verbs = zul.add_subparsers(dest="zuul_verb", required=True, metavar="VERB")
+    zj = zul_verbs.add_parser("jobs", help="print zuul.d/releases.yaml: the base and service "
+                              "jobs of every release, their semaphores, the manual pipeline")
+    zj.add_argument("--check", action="store_true", help="print nothing; exit 1 when the "
+                    "committed file differs from what would be printed")
+    zj.add_argument("--file", help="with --check: the file to compare "
+                    "(default: ROOT/zuul.d/releases.yaml)")
+    _add_layout_options(zj)
+    zj.set_defaults(func=cmd_zuul_jobs)
+    zs = zul_verbs.add_parser("site", help="write site.yaml (anonymous reads) and "
+                              "site-push.yaml from the Zuul variable airlock_site, given as "
+                              "JSON on stdin; one line naming a missing key")
+    zs.add_argument("--dest", required=True, help="the folder to write them into")
+    zs.set_defaults(func=cmd_zuul_site)
     return parser
 
 

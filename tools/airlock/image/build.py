@@ -73,6 +73,9 @@ class BuildOptions:
     # stores got the inputs from, and the Zuul build (load_zuul_context).
     bundle: str | None = None
     zuul: dict[str, str] | None = None
+    # Only python-base and venv-builder (pushed by digest): the first job of
+    # a Zuul buildset, whose service jobs then find them by input digest.
+    bases_only: bool = False
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def base_image_ref(self) -> str:
@@ -99,7 +102,7 @@ def run(opts: BuildOptions, progress: Progress = _noop, *, images: bool = True) 
     build would read, made by the same code.
     """
     release = opts.release
-    services = opts.services or release.services
+    services = () if opts.bases_only else opts.services or release.services
     unknown = [s for s in services if s not in release.services]
     if unknown:
         raise AirlockError(str(release.release_yaml_path), f"no service {', '.join(unknown)} "

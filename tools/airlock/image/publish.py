@@ -50,7 +50,8 @@ def _noop(_: str) -> None:
     pass
 
 
-def run(work_dir: Path, release: str, progress: Progress = _noop) -> list[dict]:
+def run(work_dir: Path, release: str, progress: Progress = _noop,
+        move_tags: bool = True) -> list[dict]:
     """Publish the last build of ``release`` in ``work_dir``: see the module docstring.
 
     Holds the release's work folder (:func:`airlock.image.build.locked_release`)
@@ -65,7 +66,7 @@ def run(work_dir: Path, release: str, progress: Progress = _noop) -> list[dict]:
         raise AirlockError(str(folder / RECORD), "no build record (no such folder)",
                            f"run airlock build --release {release} first")
     with build.locked_release(folder, progress):
-        return publish(load_record(folder / RECORD, release), progress)
+        return publish(load_record(folder / RECORD, release), progress, move_tags)
 
 
 def load_record(path: Path, release: str | None = None) -> dict:
@@ -146,14 +147,17 @@ def _check_image(where: str, image: object, fix: str) -> None:
         field("archive", str, "the path of the OCI archive")
 
 
-def publish(record: dict, progress: Progress = _noop) -> list[dict]:
+def publish(record: dict, progress: Progress = _noop, move_tags: bool = True) -> list[dict]:
     """Push and verify every service image, then move every moving tag.
 
     Returns one row per service image: name (and image), ref, platforms,
     digest, tags, record (``pushed``, ``kept``: one was there, ``skipped``:
     the build did not make the image) and status ``published`` (something
     was pushed or a tag moved) or ``unchanged`` (the registry already held
-    all of it).
+    all of it). Without ``move_tags`` step 2 is left out (the rows' ``tags``
+    are then only the immutable one): a Zuul service job pushes side by
+    side with the others and moves the release's tags later, under the
+    release's semaphore.
     """
     images = [image for image in record.get("images", []) if image.get("service")]
     if not images:
@@ -163,6 +167,8 @@ def publish(record: dict, progress: Progress = _noop) -> list[dict]:
     # Each image's build record beside it, before any tag that moves points
     # at it: a moving tag never names an image without its record.
     audit.publish_records(record, verified, progress)
+    if not move_tags:
+        return [{**row, "tags": row["tags"][:1]} for row in verified]
     # Every image is whole in the registry: only now may a tag that moves
     # point at any of them.
     return [_move_tags(row, progress) for row in verified]

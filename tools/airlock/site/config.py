@@ -29,6 +29,10 @@ STORES = ("pypi", "raw", "registry", "git")
 KEYS = {"pypi": ("upload", "simple"), "raw": ("url",), "registry": ("prefix",),
         "git": ("base", "push")}
 CREDENTIAL_KEYS = ("credentials_file", "credentials_env")
+# ``anonymous: true``: the store is read (and written) without credentials,
+# e.g. a Nexus that allows anonymous reads, as the Zuul jobs read it. Said
+# explicitly: a store that merely forgot its credentials is still an error.
+ANONYMOUS = "anonymous"
 # git's push credentials are optional: a folder or ssh needs none.
 OPTIONAL_CREDENTIALS = ("git",)
 CREDENTIALS_LIMIT = 4096
@@ -118,7 +122,7 @@ def _store(path: Path, name: str, entry: object, parent: object) -> Store:
     where = yamlfile.where(path, parent, name)
     if not isinstance(entry, dict):
         raise AirlockError(where, f"{name}: not a mapping", FIX)
-    allowed = (*KEYS[name], *CREDENTIAL_KEYS)
+    allowed = (*KEYS[name], *CREDENTIAL_KEYS, ANONYMOUS)
     for key in entry:
         if key not in allowed:
             secret = any(w in str(key).lower() for w in ("pass", "token", "secret", "user"))
@@ -156,9 +160,17 @@ def _store(path: Path, name: str, entry: object, parent: object) -> Store:
                            f"{name}.credentials_file: names no file, and looks like "
                            "user:password (a secret does not belong in site.yaml)",
                            f"write user:password into a file and name that file; {FIX}")
-    if cred_file is None and cred_env is None and name not in OPTIONAL_CREDENTIALS:
+    anonymous = entry.get(ANONYMOUS, False)
+    if anonymous is not True and anonymous is not False:
+        raise AirlockError(yamlfile.where(path, entry, ANONYMOUS),
+                           f"{name}.{ANONYMOUS}: not true or false", FIX)
+    if anonymous and (cred_file is not None or cred_env is not None):
+        raise AirlockError(where, f"{name}: anonymous and credentials_file/credentials_env",
+                           "name credentials, or anonymous: true, not both")
+    if cred_file is None and cred_env is None and not anonymous \
+            and name not in OPTIONAL_CREDENTIALS:
         raise AirlockError(where, f"{name}: no credentials_file or credentials_env",
-                           f"name where its user:password is; {FIX}")
+                           f"name where its user:password is (or anonymous: true); {FIX}")
     return Store(name, urls, credentials_file=_relative(path, cred_file) if cred_file else None,
                  credentials_env=cred_env, where=where)
 

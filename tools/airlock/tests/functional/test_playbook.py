@@ -96,6 +96,19 @@ class BuildPlaybookTest(unittest.TestCase):
                           "keystone": "skipped"})
         self.assertIn("Build the release's images", second.stdout)
 
+        # A Zuul base job's build (--bases-only): python-base and
+        # venv-builder only, found by input digest, the digests the
+        # service build used; no service is looked at.
+        bases = pipeline.airlock("build", "--release", RELEASE, "--bases-only", "--json",
+                                 "--platform", "linux/amd64", "--registry", prefix,
+                                 "--work-dir", str(pipeline.WORK),
+                                 "--git-base", pipeline.git_base("keystone"))
+        doc = json.loads(bases.stdout)
+        self.assertEqual([(row["name"], row["status"], row["digest"]) for row in doc["images"]],
+                         [(name, "skipped", pipeline.image(record, name)["digest"])
+                          for name in ("python-base", "venv-builder")])
+        self.assertFalse(doc["changed"])
+
 
 # What setup-host build-host would be told and what it writes: the stub
 # below stands in for it, because producing a real change would mean
@@ -134,3 +147,39 @@ class EnsureBuildHostRoleTest(unittest.TestCase):
         left = [path for path in Path(tempfile.gettempdir()).glob("*.setup-host.json")
                 if path.stat().st_mtime >= started]
         self.assertEqual(left, [], "the role left its result file behind")
+
+
+SITE_STORES = {
+    "pypi": {"upload": "http://127.0.0.1:8080/", "simple": "http://127.0.0.1:8080/simple/"},
+    "raw": {"url": "http://127.0.0.1:8081/airlock/"},
+    "registry": {"prefix": "127.0.0.1:5001/airlock"},
+    "git": {"base": "git://127.0.0.1:9418", "push": "/var/lib/airlock/site/git"},
+}
+
+
+class SiteRoleTest(unittest.TestCase):
+    """The airlock-site role (the generated jobs' pre-run): site.yaml from airlock_site."""
+
+    def run_role(self, stores: dict, dest: Path) -> subprocess.CompletedProcess[str]:
+        playbook = dest.parent / "play.yaml"
+        playbook.write_text("- hosts: all\n  roles:\n    - airlock-site\n")
+        return ansible_playbook({"airlock_site_stores": stores, "airlock_site_dir": str(dest),
+                                 "airlock_executable": str(Path(sys.executable).parent
+                                                           / "airlock")}, playbook)
+
+    def test_a_missing_key_fails_naming_the_variable_and_a_full_one_writes_both_files(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            dest = Path(tmp) / "site"
+            stores = json.loads(json.dumps(SITE_STORES))
+            del stores["registry"]["prefix"]
+            proc = self.run_role(stores, dest)
+            self.assertNotEqual(proc.returncode, 0, proc.stdout[-3000:])
+            self.assertIn("airlock_site.registry.prefix: is not set; set it in the site's "
+                          "base job or site variables", proc.stdout)
+            self.assertFalse(dest.exists())
+            proc = self.run_role(SITE_STORES, dest)
+            self.assertEqual(proc.returncode, 0, proc.stdout[-3000:])
+            self.assertEqual(recap(proc)["changed"], 0)
+            self.assertEqual(sorted(p.name for p in dest.iterdir()),
+                             ["site-push.yaml", "site.yaml"])
+            self.assertIn("anonymous: true", (dest / "site.yaml").read_text())

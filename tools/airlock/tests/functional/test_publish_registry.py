@@ -105,7 +105,7 @@ class PublishRegistryTest(unittest.TestCase):
                 self.registry.stop()
         return progress, lines
 
-    def publish_cli(self, record: dict) -> dict:
+    def publish_cli(self, record: dict, *extra: str) -> dict:
         """``airlock publish --json`` of ``record`` from a work folder; its document."""
         work = self.tmp / "work"
         (work / RELEASE).mkdir(parents=True, exist_ok=True)
@@ -113,9 +113,31 @@ class PublishRegistryTest(unittest.TestCase):
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = cli.main(["publish", "--release", RELEASE, "--work-dir", str(work),
-                             "--json"])
+                             "--json", *extra])
         self.assertEqual(code, 0, err.getvalue())
+        self.last_progress = err.getvalue()
         return json.loads(out.getvalue())
+
+    def test_no_tags_pushes_by_digest_and_a_later_publish_only_moves_the_tags(self) -> None:
+        # A Zuul service job: push side by side (--no-tags), then move the
+        # release's tags in a second publish held by the release's semaphore.
+        record = self.generation(["keystone", "glance"], "split")
+        pushed = self.publish_cli(record, "--no-tags")
+        self.assertTrue(pushed["changed"])
+        self.assertEqual([(row["name"], row["status"], row["tags"]) for row in pushed["images"]],
+                         [(image["image"], "published", [image["tag"]])
+                          for image in record["images"]])
+        self.assertAllVerified(record)
+        self.assertEqual(self.moving(record), {image["image"]: [None, None]
+                                               for image in record["images"]})
+        tagged = self.publish_cli(record)
+        self.assertNotIn("pushing", self.last_progress)
+        self.assertEqual({row["status"] for row in tagged["images"]}, {"published"})
+        for image in record["images"]:
+            for tag in (RELEASE, VERSION):
+                self.assertEqual(self.tag_digest(image, tag), image["digest"])
+        again = self.publish_cli(record, "--no-tags")
+        self.assertFalse(again["changed"])
 
     def test_every_image_is_published_and_a_second_publish_changes_nothing(self) -> None:
         record = self.generation(["keystone", "glance"], "one")

@@ -92,6 +92,33 @@ class SiteConfigTest(unittest.TestCase):
                 self.assertEqual(len(line.splitlines()), 1)
 
 
+class AnonymousStoreTest(unittest.TestCase):
+    """site.yaml's ``anonymous: true``: said explicitly, never mixed with credentials."""
+
+    def setUp(self) -> None:
+        self.dest = Path(tempfile.mkdtemp(prefix="airlock-site-"))
+        self.addCleanup(lambda: __import__('shutil').rmtree(self.dest, True))
+
+    def load(self, registry: str) -> config.Site:
+        text = (f"pypi: {{upload: http://h/, simple: http://h/simple, anonymous: true}}\n"
+                f"raw: {{url: http://h/raw, anonymous: true}}\n"
+                f"registry: {{prefix: h:5000/x, {registry}}}\n"
+                f"git: {{base: git://h, push: /srv/git}}\n")
+        (self.dest / "site.yaml").write_text(text)
+        return config.load(self.dest / "site.yaml")
+
+    def test_anonymous_or_credentials_but_not_both_and_not_neither(self) -> None:
+        self.assertIsNone(self.load("anonymous: true").registry.credentials())
+        for registry, expected in (
+                ("anonymous: true, credentials_env: X", "anonymous and credentials_file"),
+                ("anonymous: 'yes'", "registry.anonymous: not true or false"),
+                ("anonymous: false", "registry: no credentials_file or credentials_env")):
+            with self.subTest(registry=registry):
+                with self.assertRaises(AirlockError) as caught:
+                    self.load(registry)
+                self.assertIn(expected, str(caught.exception))
+
+
 if __name__ == "__main__":
     unittest.main()
 

@@ -1,0 +1,1 @@
+"""The Zuul side: configuration generated from the release data (cli -> zuul -> data)."""
