@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ class StoreReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     where: dict = field(default_factory=dict)  # for the record: what went where
+    seconds: float = 0.0  # how long the store took: what to look at when an import is slow
 
 
 @dataclass
@@ -76,14 +78,14 @@ class Report:
         return {"bundle": self.bundle_id, "version": self.version,
                 "ok": not self.failures,
                 "stores": {name: {"uploaded": r.uploaded, "skipped": r.skipped,
-                                  "failed": r.failed}
+                                  "failed": r.failed, "seconds": round(r.seconds, 2)}
                            for name, r in self.stores.items()}}
 
     def table(self) -> str:
-        rows = [("store", "uploaded", "skipped", "failed")]
-        rows += [(name, str(len(r.uploaded)), str(len(r.skipped)), str(len(r.failed)))
-                 for name, r in self.stores.items()]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        rows = [("store", "uploaded", "skipped", "failed", "seconds")]
+        rows += [(name, str(len(r.uploaded)), str(len(r.skipped)), str(len(r.failed)),
+                  f"{r.seconds:.1f}") for name, r in self.stores.items()]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
         return "".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
                        .rstrip() + "\n" for row in rows)
 
@@ -334,6 +336,7 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
     reports = {name: StoreReport() for name in STORE_ORDER}
     loaders = {"pypi": _pypi, "raw": _raw, "registry": _registry, "git": _git}
     for name in STORE_ORDER:
+        started = time.monotonic()
         try:
             if name == "registry":
                 with access.registry_auth(site):
@@ -343,6 +346,7 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
         except AirlockError as error:
             reports[name].failed.append(str(error) if str(error).startswith(name)
                                         else f"{name}: {error}")
+        reports[name].seconds = time.monotonic() - started
     if not reports["raw"].failed:
         _libraries(manifest, raw, reports["raw"])
     report = Report(verified.id, verified.version, reports)

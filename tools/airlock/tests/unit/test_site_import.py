@@ -394,3 +394,21 @@ class CommandTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReportTest(unittest.TestCase):
+    """The report says per store what went there and how long the store took."""
+
+    def test_table_and_json_carry_each_stores_seconds(self) -> None:
+        reports = {name: importer.StoreReport() for name in importer.STORE_ORDER}
+        reports["pypi"].uploaded = ["a.whl", "b.whl"]
+        reports["pypi"].seconds = 12.345
+        reports["git"].skipped = ["openstack/keystone refs/tags/28.1.0"]
+        report = importer.Report("airlock-1", "v1", reports)
+        lines = report.table().splitlines()
+        self.assertEqual(lines[0].split(), ["store", "uploaded", "skipped", "failed", "seconds"])
+        self.assertEqual(lines[1].split(), ["pypi", "2", "0", "0", "12.3"])
+        self.assertEqual(lines[4].split(), ["git", "0", "1", "0", "0.0"])
+        doc = report.as_json()
+        self.assertEqual(doc["stores"]["pypi"]["seconds"], 12.35)
+        self.assertTrue(doc["ok"])
