@@ -27,8 +27,13 @@ from airlock.ext import containers
 from airlock.site import config
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
-from airlock.tests.functional.registries import free_port
-from airlock.tests.functional.test_site_up import SITE_UP, STORES, clean_env
+from airlock.tests.functional.test_site_up import (
+    SITE_UP,
+    clean_env,
+    free_ports,
+    port_args,
+    reachable_by_nginx,
+)
 from airlock.tests.unit import bundlefixture
 
 RELEASE = "2025.2"
@@ -211,19 +216,14 @@ class BundleTest(unittest.TestCase):
         # A site that holds the 28.0.2 bundle takes the delta to 28.1.0 and
         # builds keystone 28.1.0 from its stores alone.
         site = self.tmp / "site-delta"
-        site.mkdir(mode=0o755)
-        for parent in site.parents:  # nginx's workers (www-data) read site/raw
-            if parent.stat().st_mode & 0o001 == 0:
-                parent.chmod(parent.stat().st_mode | 0o001)
-        ports = {}
-        while len(set(ports.values())) < len(STORES):
-            ports = {store: free_port() for store in STORES}
+        site.mkdir()
+        reachable_by_nginx(site)
+        ports = free_ports()
 
         def site_up(*args: str) -> None:
             subprocess.run([str(SITE_UP), *args, "--dir", str(site)], check=True,
                            capture_output=True, timeout=600, env=clean_env())
-        site_up("start", *[a for store, port in ports.items()
-                           for a in (f"--{store}-port", str(port))])
+        site_up("start", *port_args(ports))
         self.addCleanup(site_up, "stop")
         site_yaml = str(site / "site.yaml")
         old_id = json.loads((self.old / layout.MANIFEST).read_text())["id"]

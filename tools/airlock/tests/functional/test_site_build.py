@@ -38,8 +38,13 @@ from airlock.ext import containers, registry
 from airlock.site import access, config
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import base_image, require_engine
-from airlock.tests.functional.registries import free_port
-from airlock.tests.functional.test_site_up import SITE_UP, STORES, clean_env
+from airlock.tests.functional.test_site_up import (
+    SITE_UP,
+    clean_env,
+    free_ports,
+    port_args,
+    reachable_by_nginx,
+)
 from airlock.tests.unit import bundlefixture
 
 RELEASE = "2025.2"
@@ -55,16 +60,10 @@ class SiteBuildTest(unittest.TestCase):
         base_image()
         pipeline.WORK.mkdir(parents=True, exist_ok=True)
         cls.tmp = Path(tempfile.mkdtemp(prefix="site-build-", dir=pipeline.WORK))
-        cls.tmp.chmod(0o755)  # nginx's workers (www-data) read DIR/raw below it
-        for parent in cls.tmp.parents:
-            if parent.stat().st_mode & 0o001 == 0:
-                parent.chmod(parent.stat().st_mode | 0o001)
+        reachable_by_nginx(cls.tmp)
         cls.dir = cls.tmp / "site"
-        ports = {}
-        while len(set(ports.values())) < len(STORES):
-            ports = {store: free_port() for store in STORES}
-        cls.site_up("start", *[arg for store, port in ports.items()
-                               for arg in (f"--{store}-port", str(port))])
+        ports = free_ports()
+        cls.site_up("start", *port_args(ports))
         cls.site_yaml = cls.dir / "site.yaml"
         cls.site = config.load(cls.site_yaml)
         key = bundlefixture.make_key(cls.tmp, "factory")
@@ -91,9 +90,8 @@ class SiteBuildTest(unittest.TestCase):
         subprocess.run(["ip", "-n", cls.netns, "link", "set", "lo", "up"], check=True,
                        timeout=30)
         cls.sealed_dir = cls.tmp / "sealed"
-        cls.site_up("start", "--netns", cls.netns, "--engine",
-                    *[arg for store, port in ports.items()
-                      for arg in (f"--{store}-port", str(port))], site=cls.sealed_dir)
+        cls.site_up("start", "--netns", cls.netns, "--engine", *port_args(ports),
+                    site=cls.sealed_dir)
         cls.sealed_site = config.load(cls.sealed_dir / "site.yaml")
         cls.outputs: list[str] = []
         since = time.time()

@@ -66,6 +66,27 @@ def make_wheel(folder: Path) -> Path:
     return path
 
 
+def free_ports() -> dict[str, int]:
+    """A free port of 127.0.0.1 for each store, all different."""
+    ports: dict[str, int] = {}
+    while len(set(ports.values())) < len(STORES):
+        ports = free_ports()
+    return ports
+
+
+def port_args(ports: dict[str, int]) -> list[str]:
+    """site-up's options for PORTS: --pypi-port N ..."""
+    return [arg for store, port in ports.items() for arg in (f"--{store}-port", str(port))]
+
+
+def reachable_by_nginx(folder: Path) -> None:
+    """nginx's workers (www-data) must reach DIR/raw: FOLDER and every folder above searchable."""
+    folder.chmod(folder.stat().st_mode | 0o755)
+    for parent in folder.parents:
+        if parent.stat().st_mode & 0o001 == 0:
+            parent.chmod(parent.stat().st_mode | 0o001)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without the machine's pip/uv/twine settings (PIP_FIND_LINKS...)."""
     env = {k: v for k, v in os.environ.items()
@@ -108,17 +129,12 @@ class SiteUpTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
         cls.tmp = Path(tempfile.mkdtemp(prefix="airlock-site-up-"))
-        # nginx's workers (www-data) must reach DIR/raw.
-        cls.tmp.chmod(0o755)
+        reachable_by_nginx(cls.tmp)
         cls.dir = cls.tmp / "site"
         cls.outputs = []
-        cls.ports = {}
-        while len(set(cls.ports.values())) < len(STORES):
-            cls.ports = {store: free_port() for store in STORES}
-        port_args = [arg for store, port in cls.ports.items()
-                     for arg in (f"--{store}-port", str(port))]
+        cls.ports = free_ports()
         try:
-            cls.site_up("start", *port_args)
+            cls.site_up("start", *port_args(cls.ports))
         except BaseException:
             cls.site_up("stop", check=False)
             raise
@@ -295,7 +311,7 @@ class SiteUpNetnsTest(unittest.TestCase):
                                sys.executable, "-c", probe], timeout=30).returncode == 0
 
     def test_stores_live_in_the_namespace(self) -> None:
-        ports = {store: free_port() for store in STORES}
+        ports = free_ports()
         port_args = [arg for store, port in ports.items()
                      for arg in (f"--{store}-port", str(port))]
         started = self.site_up("start", "--netns", self.netns, *port_args)
@@ -335,7 +351,7 @@ class SiteUpNetnsTest(unittest.TestCase):
                          "program; choose another with --raw-port\n")
         self.assertEqual(self.site_up("status").returncode, 3)
     def test_engine_and_exec_make_a_sealed_site(self) -> None:
-        ports = {store: free_port() for store in STORES}
+        ports = free_ports()
         started = self.site_up("start", "--netns", self.netns, "--engine",
                                *[arg for store, port in ports.items()
                                  for arg in (f"--{store}-port", str(port))])
