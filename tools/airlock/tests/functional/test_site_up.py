@@ -70,7 +70,7 @@ def free_ports() -> dict[str, int]:
     """A free port of 127.0.0.1 for each store, all different."""
     ports: dict[str, int] = {}
     while len(set(ports.values())) < len(STORES):
-        ports = free_ports()
+        ports = {store: free_port() for store in STORES}
     return ports
 
 
