@@ -56,6 +56,15 @@ class SiteBuildTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
+        # unittest skips tearDownClass when setUpClass fails: stop what started.
+        try:
+            cls.set_up()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def set_up(cls) -> None:
         require_engine()
         base_image()
         pipeline.WORK.mkdir(parents=True, exist_ok=True)
@@ -159,8 +168,10 @@ class SiteBuildTest(unittest.TestCase):
         if getattr(cls, "netns", None):
             cls.site_up("stop", check=False, site=cls.sealed_dir)
             subprocess.run(["ip", "netns", "del", cls.netns], check=False, timeout=30)
-        cls.site_up("stop", check=False)
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        if getattr(cls, "dir", None):
+            cls.site_up("stop", check=False)
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
     def site_up(cls, *args: str, check: bool = True, site: Path | None = None
