@@ -29,6 +29,7 @@ from airlock.image import annotations, audit, plan
 from airlock.site import access, importer, stores
 from airlock.site.config import Store
 from airlock.tests.unit.davserver import DavServer
+from airlock.tests.unit.treefixture import run_cli
 
 SHA_KS = "1" * 40
 SHA_OSLO = "2" * 40
@@ -414,10 +415,7 @@ class AuditCliTest(unittest.TestCase):
     """What ``airlock audit`` refuses, and a registry that does not answer (127.0.0.1:9)."""
 
     def run_cli(self, *argv: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(["audit", *argv])
-        return code, out.getvalue(), err.getvalue()
+        return run_cli(["audit", *argv])
 
     def test_a_reference_that_is_no_image_reference_is_exit_1(self) -> None:
         self.assertEqual(self.run_cli("127.0.0.1:9/x@sha256:abc"), (1, "", (

@@ -16,15 +16,11 @@ from airlock.data.release import (
     repo_problem,
 )
 from airlock.errors import AirlockError
-from airlock.tests.unit.treefixture import REPO_ROOT, TreeTestCase
+from airlock.tests.unit.treefixture import TreeTestCase, real_layout
 
 SHA = "0e88245f" + "a" * 32
 SR = "releases/2025.2/source-refs.yaml"
 RY = "releases/2025.2/release.yaml"
-
-
-def real_layout() -> Layout:
-    return Layout(REPO_ROOT / "releases", REPO_ROOT / "patches", REPO_ROOT / "images")
 
 
 class RealReleasesTest(unittest.TestCase):

@@ -16,21 +16,19 @@ page limit, so that a test takes a second, not a minute.
 from __future__ import annotations
 
 import contextlib
-import io
 import socket
 import tempfile
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from unittest import mock
 
-from airlock import cli
 from airlock.data import sdists
 from airlock.data.release import load_release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import index, pypi
 from airlock.inputs import sdistcheck
 from airlock.tests.unit.servers import PackageIndex, send
-from airlock.tests.unit.treefixture import TreeTestCase
+from airlock.tests.unit.treefixture import TreeTestCase, run_cli
 
 USER, SECRET = "bot", "s3cret-t0ken"
 FILES = ("purelib-1.0-py3-none-any.whl", "cext-2.0.tar.gz",
@@ -38,13 +36,6 @@ FILES = ("purelib-1.0-py3-none-any.whl", "cext-2.0.tar.gz",
          "armless-3.0.tar.gz", "cext-1.0-cp311-cp311-manylinux_2_17_aarch64.whl")
 PINS = "purelib===1.0\ncext===2.0\narmless===3.0\n"
 SDISTS = "images/sdists.txt"
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def closed_port() -> int:

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import unittest
 
-from airlock import cli
 from airlock.data import validate
-from airlock.data.layout import Layout
-from airlock.tests.unit.treefixture import REPO_ROOT, TreeTestCase
-
-
-def real_layout() -> Layout:
-    return Layout(REPO_ROOT / "releases", REPO_ROOT / "patches", REPO_ROOT / "images")
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    return code, out.getvalue(), err.getvalue()
+from airlock.tests.unit.treefixture import REPO_ROOT, TreeTestCase, real_layout, run_cli
 
 
 class ShippedTreeTest(unittest.TestCase):

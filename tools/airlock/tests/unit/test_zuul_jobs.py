@@ -10,8 +10,6 @@ at the start).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shutil
 import tempfile
@@ -20,24 +18,11 @@ from pathlib import Path
 
 import yaml
 
-from airlock import cli
-from airlock.data.layout import Layout
 from airlock.data.release import load_release, release_names
-from airlock.tests.unit.treefixture import REPO_ROOT
+from airlock.tests.unit.treefixture import REPO_ROOT, real_layout, run_cli
 from airlock.zuul import jobs
 
 COMMITTED = REPO_ROOT / "zuul.d" / "releases.yaml"
-
-
-def real_layout() -> Layout:
-    return Layout(REPO_ROOT / "releases", REPO_ROOT / "patches", REPO_ROOT / "images")
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def zuul_items(path: Path) -> list[dict]:

@@ -8,20 +8,17 @@ passes it; the files it writes are read back by the real site.yaml reader
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import unittest
 from pathlib import Path
 from unittest import mock
 
-from airlock import cli
 from airlock.errors import AirlockError
 from airlock.site import access, config
+from airlock.tests.unit.treefixture import run_cli
 from airlock.zuul import site
 
 STORES = {
@@ -32,14 +29,6 @@ STORES = {
     "git": {"base": "https://gerrit.site", "push": "ssh://airlock@gerrit.site:29418"},
 }
 FIX = "set it in the site's base job or site variables (README, 'Zuul')"
-
-
-def run_cli(argv: list[str], stdin: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            mock.patch.object(sys, "stdin", io.StringIO(stdin)):
-        code = cli.main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def without(path: str) -> dict:

@@ -8,15 +8,38 @@ tree; nothing is shared between tests.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
+import sys
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 from airlock.data.layout import Layout
 
 # The repository checkout: tools/airlock/tests/unit/ -> four levels up.
 REPO_ROOT = Path(__file__).resolve().parents[4]
+
+
+def real_layout() -> Layout:
+    """The checkout's own releases/, patches/ and images/."""
+    return Layout(REPO_ROOT / "releases", REPO_ROOT / "patches", REPO_ROOT / "images")
+
+
+def run_cli(argv: list[str], stdin: str | None = None) -> tuple[int, str, str]:
+    """``airlock ARGV`` in this process: (exit code, stdout, stderr); STDIN if given."""
+    from airlock import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        if stdin is not None:
+            stack.enter_context(mock.patch.object(sys, "stdin", io.StringIO(stdin)))
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
 
 RELEASE_YAML = """\
 # OpenStack {name} ({codename}) as the tests build it.
