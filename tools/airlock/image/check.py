@@ -7,6 +7,12 @@ own user. Inside, one Python process of the image's venv:
   point's module imports and its function is there), so that each
   ``nova-*`` command would start;
 - imports the module of every WSGI script airlock-venv wrote;
+- starts every Python script in the venv's ``bin`` (the console scripts of
+  every installed distribution, not only the service's, and the WSGI
+  scripts), each in its own process with ``--help``, then ``--version``;
+  a script that accepts neither (``lockutils-wrapper`` runs its argument)
+  passes when its module imports alone. This is what proves that
+  images/venv-builder/slim.toml removed nothing a process needs;
 - imports what ``images/<service>/service.yaml`` lists under
   ``checks: imports`` (``libvirt`` and ``nova.virt.libvirt.driver`` for
   nova) and runs its ``checks: commands`` (``qemu-img --version``), each
@@ -32,6 +38,9 @@ from airlock.errors import AirlockError, ToolError
 from airlock.ext import containers, registry
 
 VENV = "/var/lib/openstack"
+# One container starts every script of the venv: neutron's forty under QEMU
+# take minutes, not the seconds of a smoke test.
+CHECK_TIMEOUT = 3600
 # Runs in the image's venv; argv[1] is the JSON of what to check.
 SCRIPT = r"""
 import importlib, importlib.metadata as md, json, os, subprocess, sys
@@ -87,6 +96,51 @@ for name in sorted(os.listdir(bindir)):
         check("wsgi script", name, module)
 for module in want["imports"]:
     check("import", module, module)
+# Every script of the venv starts: --help, else --version, else its module
+# imports alone. Two at a time: each is a whole interpreter (slow under QEMU).
+def script_module(text):
+    return next((line.split()[1] for line in text.splitlines()
+                 if line.startswith("from ") and " import " in line), None)
+def start(name):
+    path = os.path.join(bindir, name)
+    for flag in ("--help", "--version"):
+        try:
+            done = subprocess.run([path, flag], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  timeout=want.get("script_timeout", 300))
+        except subprocess.TimeoutExpired:
+            continue
+        if done.returncode == 0:
+            return None
+        last = (done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""])[0]
+        if "Error: No module named" in last or "ImportError" in last or \
+                "ModuleNotFoundError" in last:
+            return f"script {name}: {last}"[:400]
+    with open(path, encoding="utf-8") as handle:
+        module = script_module(handle.read(4096))
+    if not module:
+        return f"script {name}: neither --help nor --version exits 0, and no module to import"
+    done = subprocess.run([sys.executable, "-c", ALONE, module], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    if done.returncode:
+        last = (done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""])[0]
+        return f"script {name}: {last}"[:400]
+    return None
+scripts = []
+for name in sorted(os.listdir(bindir)):
+    path = os.path.join(bindir, name)
+    if os.path.islink(path) or not os.path.isfile(path) or not os.access(path, os.X_OK):
+        continue
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    if first.startswith(b"#!") and b"python" in first:
+        scripts.append(name)
+from concurrent.futures import ThreadPoolExecutor
+with ThreadPoolExecutor(max_workers=2) as pool:
+    for failure in pool.map(start, scripts):
+        checked += 1
+        if failure:
+            failures.append(failure)
 emulated = []
 for command in want["commands"]:
     checked += 1
@@ -102,7 +156,8 @@ for command in want["commands"]:
             (emulated if want.get("emulated") else failures).append(line)
     except BaseException as error:
         failures.append(f"command {' '.join(command)}: {type(error).__name__}: {error}"[:400])
-print(json.dumps({"checked": checked, "failures": failures, "emulated": emulated}))
+print(json.dumps({"checked": checked, "failures": failures, "emulated": emulated,
+                  "scripts": scripts}))
 """
 
 
@@ -115,6 +170,8 @@ class Outcome:
     failures: tuple[str, ...]
     # Commands that ran but failed under emulation: not failures, reported.
     emulated: tuple[str, ...] = ()
+    # The scripts of the venv's bin that were started.
+    scripts: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -132,7 +189,8 @@ def run(ref: str, platform: str, spec: Service, distribution: str) -> Outcome:
     """Check image ``ref`` (by digest) on ``platform``; a broken check run is a ToolError."""
     native = platforms_mod.native()
     emulated = native is None or native.platform != platform
-    output = containers.run(ref, command(spec, distribution, emulated), platform=platform)
+    output = containers.run(ref, command(spec, distribution, emulated), platform=platform,
+                            timeout=CHECK_TIMEOUT)
     return parse(output, platform, ref)
 
 
@@ -144,10 +202,11 @@ def parse(output: str, platform: str, ref: str) -> Outcome:
         checked = int(doc["checked"])
         failures = tuple(str(f) for f in doc["failures"])
         emulated = tuple(str(f) for f in doc.get("emulated") or ())
+        scripts = tuple(str(f) for f in doc.get("scripts") or ())
     except (IndexError, ValueError, KeyError, TypeError, AttributeError):
         raise ToolError(f"checking {ref} on {platform}", "the check printed no result",
                         "run the image by hand to see why") from None
-    return Outcome(platform, checked, failures, emulated)
+    return Outcome(platform, checked, failures, emulated, scripts)
 
 
 def check_release(record: dict, release, images_dir, *, services=(), platforms=(),

@@ -28,6 +28,16 @@ class CheckScriptTest(unittest.TestCase):
             (venv / "bin" / "bad-wsgi").write_text(
                 "# written by airlock-venv\nfrom no_such_module_here import app\n")
             (venv / "bin" / "other").write_bytes(b"\x7fELF\x00\xff")
+            # Console scripts as uv writes them: one starts, one lacks its module,
+            # one rejects --help and --version yet imports (it runs its argument).
+            for name, body in (("good-cli", "import argparse\n"
+                                            "argparse.ArgumentParser().parse_args()\n"),
+                               ("broken-cli", "from no_such_module_here import main\n"),
+                               ("wrapper-cli", "from json import dumps\nimport sys\n"
+                                               "sys.exit(2)\n")):
+                script = venv / "bin" / name
+                script.write_text(f"#!{sys.executable}\n{body}")
+                script.chmod(0o755)
             argv = check.command(spec, distribution, emulated)
             want = json.loads(argv[-1])
             want["venv"] = str(venv)
@@ -45,7 +55,9 @@ class CheckScriptTest(unittest.TestCase):
         self.assertIn("wsgi script bad-wsgi: ModuleNotFoundError", text)
         self.assertIn("import no_such_mod: ModuleNotFoundError", text)
         self.assertIn("command false: exit 1", text)
-        self.assertEqual(len(outcome.failures), 3, outcome.failures)
+        self.assertIn("script broken-cli: ModuleNotFoundError", text)
+        self.assertEqual(len(outcome.failures), 4, outcome.failures)
+        self.assertEqual(outcome.scripts, ("broken-cli", "good-cli", "wrapper-cli"))
 
     def test_under_emulation_a_command_that_runs_is_reported_not_failed(self) -> None:
         outcome = self.run_script(Service("x", commands=(("false",), ("no-such-tool-here",))),
@@ -57,7 +69,8 @@ class CheckScriptTest(unittest.TestCase):
 
     def test_all_good(self) -> None:
         outcome = self.run_script(Service("x", imports=("json",), commands=(("true",),)))
-        self.assertEqual([f for f in outcome.failures if "bad-wsgi" not in f], [])
+        self.assertEqual([f for f in outcome.failures
+                          if "bad-wsgi" not in f and "broken-cli" not in f], [])
 
     def test_a_distribution_not_installed_is_a_failure(self) -> None:
         outcome = self.run_script(Service("x"), distribution="no-such-distribution-here")
