@@ -112,10 +112,22 @@ def short(digest: str) -> str:
 
 
 def immutable_tag(job: ImageJob, release: str, digest: str) -> str:
-    """``<version>-<release>-<digest prefix>`` (services) or ``<release>-<prefix>``.
+    """``<version>-<release>-<digest prefix>`` (services) or ``<digest prefix>`` (the rest).
 
-    Never moves: the same tag always names the same inputs, so the same bytes.
+    The one place an image's immutable tag is formed. Never moves: the same
+    tag always names the same inputs, so the same bytes.
+
+    A service image's inputs name its release (its annotations, its lock),
+    so its tag may too, for people to read. python-base and venv-builder
+    do not depend on the release: two releases on the same Debian base
+    compute the same input digest, and a tag naming the release would make
+    the second build the same image again under its own name. Their tag is
+    the input digest alone, so the second release finds the first's image
+    and skips it; a release whose base really differs (another Debian
+    suite, another platform set) has another digest, so its own image.
     """
+    if not job.service:
+        return short(digest)
     prefix = f"{job.version}-{release}" if job.version else release
     return f"{prefix}-{short(digest)}"
 
