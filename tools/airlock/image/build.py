@@ -373,6 +373,8 @@ def _sources_context(srcs: list[Path], dest: Path) -> Path:
         if stat.S_ISLNK(os.lstat(src).st_mode):
             raise AirlockError(str(src), "is a symbolic link, not a prepared tree",
                                "remove it; airlock prepares the tree again")
+    if sources.links_match(srcs, dest):
+        return dest  # linking again moves every file's ctime: all would be hashed again
     _remove(dest)
     dest.mkdir(parents=True)
     for number, src in enumerate(srcs):
