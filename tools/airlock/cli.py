@@ -510,8 +510,9 @@ def _build_all(args: argparse.Namespace) -> int:
                           git_base=git_base, index_url=index_url, lock=lock,
                           no_cache=args.no_cache, emulate_install=args.emulate_install,
                           zuul=zuul)
-    rows = matrix.run(plans, opts, progress=say)
-    report = matrix.report(rows, layout, selection)
+    shared: list[matrix.Shared] = []
+    rows = matrix.run(plans, opts, progress=say, shared=shared)
+    report = matrix.report(rows, layout, selection, shared=shared)
     md, js = matrix.write_report(report, work)
     say(f"matrix: {md} and {js}")
     if args.json:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlock import files
+from airlock import files, memo
 from airlock.data import constraints, patches, refs
 from airlock.data import platforms as platforms_mod
 from airlock.data.layout import Layout
@@ -119,9 +119,9 @@ def run(opts: BuildOptions, progress: Progress = _noop, *, images: bool = True) 
     opts.base_image_ref()  # checked before the engine is asked anything
     # One run per release work folder at a time (see locked_release); input
     # digests and wheelhouse checks hash every context file, most of which
-    # did not change since the last run (see files.remembered_digests).
-    with locked_release(release_dir(opts), progress), \
-            files.remembered_digests(opts.cache_dir / "file-digests.json"):
+    # did not change since the last run (see files.remembered_digests), and
+    # bindep results and tree digests are remembered by their inputs (memo).
+    with locked_release(release_dir(opts), progress), memo.remembering(opts.cache_dir):
         return _run_checked(opts, services, platforms, progress, images)
 
 
@@ -373,6 +373,8 @@ def _sources_context(srcs: list[Path], dest: Path) -> Path:
         if stat.S_ISLNK(os.lstat(src).st_mode):
             raise AirlockError(str(src), "is a symbolic link, not a prepared tree",
                                "remove it; airlock prepares the tree again")
+    if sources.links_match(srcs, dest):
+        return dest  # linking again moves every file's ctime: all would be hashed again
     _remove(dest)
     dest.mkdir(parents=True)
     for number, src in enumerate(srcs):
