@@ -745,7 +745,7 @@ def cmd_zuul_jobs(args: argparse.Namespace) -> int:
     from airlock.zuul import jobs
 
     layout = _layout(args)
-    text = jobs.generate(layout)
+    text = jobs.generate(layout, per_platform=args.per_platform)
     if not args.check:
         _write(text, None)
         return 0
@@ -1045,6 +1045,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "committed file differs from what would be printed")
     zj.add_argument("--file", help="with --check: the file to compare "
                     "(default: ROOT/zuul.d/releases.yaml)")
+    zj.add_argument("--per-platform", action="store_true", help="a job per platform of "
+                    "each service (nodeset airlock-<arch>, defined by the site) and one that "
+                    "assembles and publishes the image, for a site with native nodes")
     _add_layout_options(zj)
     zj.set_defaults(func=cmd_zuul_jobs)
     zs = zul_verbs.add_parser("site", help="write site.yaml (anonymous reads) and "
