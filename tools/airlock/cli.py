@@ -360,6 +360,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.bases_only and (args.all or args.service):
         raise AirlockError("--bases-only", "builds python-base and venv-builder only, for one "
                            "release", "leave out --all and --service")
+    if args.all and (args.per_platform or args.assemble):
+        raise AirlockError("--per-platform" if args.per_platform else "--assemble",
+                           "builds one release's images", "pass one --release, without --all")
     if args.all and args.site:
         raise AirlockError("--site", "builds one release at a time",
                            "pass one --release, without --all")
@@ -390,7 +393,8 @@ def _build_options(args: argparse.Namespace, release, layout, work: Path, cache:
         release=release, layout=layout, work_dir=work, cache_dir=cache,
         services=tuple(args.service or ()), platforms=tuple(args.platform or ()), lock=lock,
         no_cache=args.no_cache, emulate_install=args.emulate_install,
-        zuul=_zuul_context(args), bases_only=args.bases_only, **stores)
+        zuul=_zuul_context(args), bases_only=args.bases_only,
+        per_platform=args.per_platform, assemble=args.assemble, **stores)
 
 
 def _zuul_context(args: argparse.Namespace) -> dict[str, str] | None:
@@ -510,8 +514,9 @@ def _build_all(args: argparse.Namespace) -> int:
                           git_base=git_base, index_url=index_url, lock=lock,
                           no_cache=args.no_cache, emulate_install=args.emulate_install,
                           zuul=zuul)
-    rows = matrix.run(plans, opts, progress=say)
-    report = matrix.report(rows, layout, selection)
+    shared: list[matrix.Shared] = []
+    rows = matrix.run(plans, opts, progress=say, shared=shared)
+    report = matrix.report(rows, layout, selection, shared=shared)
     md, js = matrix.write_report(report, work)
     say(f"matrix: {md} and {js}")
     if args.json:
@@ -722,13 +727,26 @@ def cmd_bundle_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_assemble(args: argparse.Namespace) -> int:
+    from airlock.image import assemble
+
+    out = Path(args.out)
+    digest = assemble.write([Path(a) for a in args.archive], out,
+                            platforms=tuple(args.platform or ()))
+    if args.json:
+        _json_out({"archive": str(out), "digest": digest})
+    else:
+        print(f"{out}: {digest}")
+    return 0
+
+
 def cmd_zuul_jobs(args: argparse.Namespace) -> int:
     """Print zuul.d/releases.yaml, or (``--check``) say whether the committed one is current."""
     from airlock import files
     from airlock.zuul import jobs
 
     layout = _layout(args)
-    text = jobs.generate(layout)
+    text = jobs.generate(layout, per_platform=args.per_platform)
     if not args.check:
         _write(text, None)
         return 0
@@ -914,6 +932,13 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--bases-only", action="store_true", help="build (or find by input "
                      "digest) and push python-base and venv-builder only: what every service "
                      "is built on, e.g. the first job of a Zuul buildset")
+    bld.add_argument("--per-platform", action="store_true", help="with one --platform: "
+                     "build that platform of each service image as a part of the whole (its "
+                     "inputs, tags and annotations); publish pushes it under "
+                     "<immutable tag>-<arch> for --assemble (a node per platform)")
+    bld.add_argument("--assemble", action="store_true", help="make each service image from "
+                     "its per-platform parts in the registry instead of building it: the "
+                     "index one build of every platform writes, to the digest")
     bld.add_argument("--no-cache", action="store_true",
                      help="build every image again, ignoring the registry and the cache")
     bld.add_argument("--emulate-install", action="store_true",
@@ -999,6 +1024,20 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--registry-auth", metavar="FILE", help="containers auth.json for the "
                      "registry (default: $AIRLOCK_REGISTRY_AUTH_FILE)")
     aud.set_defaults(func=cmd_audit)
+    idx = verbs.add_parser("index", help="OCI image indexes")
+    idx_verbs = idx.add_subparsers(dest="index_verb", required=True, metavar="VERB")
+    ia = idx_verbs.add_parser("assemble", help="join per-platform archives (build "
+                              "--per-platform) into the multi-platform archive one build of "
+                              "every platform writes, to the digest")
+    ia.add_argument("--archive", action="append", required=True, help="one platform's OCI "
+                    "archive; repeat for each platform")
+    ia.add_argument("--platform", action="append", help="the index's platforms in order, "
+                    "each with one archive (default: the archives' platforms in their order); "
+                    "buildx keeps the order of its --platform, airlock the release's")
+    ia.add_argument("--out", required=True, help="the OCI archive to write")
+    ia.add_argument("--json", action="store_true", help="print {archive, digest} as JSON")
+    ia.set_defaults(func=cmd_index_assemble)
+
     zul = verbs.add_parser("zuul", help="the Zuul side, generated from the release data")
     zul_verbs = zul.add_subparsers(dest="zuul_verb", required=True, metavar="VERB")
     zj = zul_verbs.add_parser("jobs", help="print zuul.d/releases.yaml: the base and service "
@@ -1007,6 +1046,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "committed file differs from what would be printed")
     zj.add_argument("--file", help="with --check: the file to compare "
                     "(default: ROOT/zuul.d/releases.yaml)")
+    zj.add_argument("--per-platform", action="store_true", help="a job per platform of "
+                    "each service (nodeset airlock-<arch>, defined by the site) and one that "
+                    "assembles and publishes the image, for a site with native nodes")
     _add_layout_options(zj)
     zj.set_defaults(func=cmd_zuul_jobs)
     zs = zul_verbs.add_parser("site", help="write site.yaml (anonymous reads) and "

@@ -60,17 +60,23 @@ import functools
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bindep import depends as bindep_depends
-from bindep.depends import Depends, DependsException
 from packaging.version import InvalidVersion, Version
 
-from airlock import files
+from airlock import files, memo
 from airlock.data.layout import Layout
 from airlock.data.release import Distro, Release
 from airlock.errors import AirlockError
 
+if TYPE_CHECKING:  # bindep (and parsley) load only when a file must be parsed
+    from bindep.depends import Depends
+
 PROFILES = ("build", "runtime")
+# The version of what :func:`resolve` computes from the two files: part of
+# the key a result is remembered by (airlock.memo). Bump it when the rules
+# of the module docstring change.
+RESOLVE_VERSION = 1
 # Images every service image is built on: they have a bindep.txt too.
 BASE_IMAGES = ("python-base", "venv-builder")
 _DPKG_DISTROS = ("debian", "ubuntu")
@@ -88,10 +94,38 @@ def resolve(release: Release, images_dir: Path, service: str, profile: str,
                            f"use one of: {', '.join(PROFILES)}")
     ours = image_bindep(release, images_dir, service)
     platform = platform_profiles(release.distro, where=f"{release.path / 'release.yaml'}:distro")
-    names = {rule[0] for rule in _active(load(ours, images_dir), [*platform, profile])}
-    if source_dir is not None:
-        names.update(upstream_names(source_dir, platform, profile))
-    return sorted(names)
+    ours_text = files.read_text(ours, fix=_FILE_FIX, within=images_dir)
+    upstream = _upstream_file(source_dir) if source_dir is not None else None
+    upstream_text = None if upstream is None else files.read_text(
+        upstream, fix=_UPSTREAM_FIX, within=source_dir)
+    # The result depends on the two texts, the profiles and the parser
+    # only: the same inputs are not parsed again (bindep's parser is most of
+    # a no-op build's time otherwise). A file that failed to parse was
+    # never remembered, so its error is raised again.
+    key = {"version": RESOLVE_VERSION, "bindep": _bindep_version(), "profile": profile,
+           "platform": platform, "ours": memo.text_digest(ours_text),
+           "upstream": None if upstream_text is None else memo.text_digest(upstream_text)}
+    known = memo.recall("bindep", key)
+    if isinstance(known, list) and all(isinstance(name, str) for name in known):
+        return known
+    names = {rule[0] for rule in _active(_load_text(ours, ours_text), [*platform, profile])}
+    if upstream is not None and upstream_text is not None:
+        names.update(_upstream_selected(_load_text(upstream, upstream_text), platform,
+                                        profile))
+    result = sorted(names)
+    memo.remember("bindep", key, result)
+    return result
+
+
+@functools.lru_cache(maxsize=1)
+def _bindep_version() -> str:
+    """The installed bindep's version: another parser may read a file otherwise."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("bindep")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def image_bindep(release: Release, images_dir: Path, service: str) -> Path:
@@ -114,14 +148,28 @@ def upstream_names(source_dir: Path, platform: list[str], profile: str) -> set[s
     The entries selected for ``platform + [profile]`` minus those selected
     for ``platform`` alone: see the table in the module docstring.
     """
+    path = _upstream_file(source_dir)
+    if path is None:
+        return set()
+    # The tree is upstream's: its bindep.txt may be a link, but not one out of it.
+    return _upstream_selected(load(path, source_dir, fix=_UPSTREAM_FIX), platform, profile)
+
+
+_UPSTREAM_FIX = "fix the service's bindep.txt with a patch"
+
+
+def _upstream_file(source_dir: Path) -> Path | None:
+    """The service's own bindep.txt in its prepared tree; None when it has none."""
     if not source_dir.is_dir():
         raise AirlockError(str(source_dir), "no such folder",
                            "pass the tree that `airlock sources prepare` made")
     path = source_dir / "bindep.txt"
-    if not os.path.lexists(path):
-        return set()
-    # The tree is upstream's: its bindep.txt may be a link, but not one out of it.
-    depends = load(path, source_dir, fix="fix the service's bindep.txt with a patch")
+    return path if os.path.lexists(path) else None
+
+
+def _upstream_selected(depends: tuple[Depends, ...], platform: list[str],
+                       profile: str) -> set[str]:
+    """The entries selected for ``platform + [profile]`` and not for ``platform`` alone."""
     untagged = {id(rule) for rule in _active(depends, platform)}
     return {rule[0] for rule in _active(depends, [*platform, profile])
             if id(rule) not in untagged}
@@ -232,7 +280,11 @@ def load(path: Path, tree: Path | None = None, fix: str = _FILE_FIX) -> tuple[De
     a regular file, bounded in size, not a link out of ``tree``). The result
     is one Depends per entry line, in order: what :func:`_active` takes.
     """
-    text = files.read_text(path, fix=fix, within=tree)
+    return _load_text(path, files.read_text(path, fix=fix, within=tree))
+
+
+def _load_text(path: Path, text: str) -> tuple[Depends, ...]:
+    """:func:`load` of a text already read from ``path`` (named in its errors)."""
     try:
         return _parse(text)
     except _BadLine as bad:
@@ -271,6 +323,8 @@ def _parse(text: str) -> tuple[Depends, ...]:
             entries.append((number, line))
     if sum(len(line) for _, line in entries) > ENTRY_LIMIT:
         raise _TooLong()
+    from bindep.depends import Depends, DependsException
+
     _compile_grammar_once()
     parsed = []
     for number, line in entries:
@@ -291,6 +345,8 @@ def _compile_grammar_once() -> None:
     bindings) is remembered; everything else goes to parsley unchanged, and
     if bindep stops calling ``makeGrammar`` this way, it is merely slower.
     """
+    from bindep import depends as bindep_depends
+
     original = bindep_depends.makeGrammar
     if getattr(original, "airlock_once", False):
         return

@@ -61,6 +61,10 @@ class BuildSpec:
     the image index only, never on a platform's manifest (what names the
     run rather than the inputs); a single-platform build given some is
     built as a one-platform index (``BUILDKIT_MULTI_PLATFORM=1``) to have one.
+    ``index`` builds the given platforms as a part of a larger index: a
+    one-platform index too, ``annotations`` on it as on the whole build's,
+    so its manifest is the one the whole build makes for that platform
+    (:mod:`airlock.image.assemble` joins the parts).
     """
 
     dockerfile: Path
@@ -77,6 +81,7 @@ class BuildSpec:
     source_date_epoch: int = 0
     no_cache: bool = False
     log: Path | None = None  # default: <output>.log
+    index: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,14 +157,15 @@ def build_command(spec: BuildSpec) -> tuple[list[str], dict[str, str]]:
     for name in sorted(spec.contexts):
         argv += ["--build-context", f"{name}={_context_value(spec.contexts[name])}"]
     argv += ["--build-arg", f"SOURCE_DATE_EPOCH={epoch}"]
-    one_index = bool(spec.index_annotations) and len(spec.platforms) == 1
+    one_index = (bool(spec.index_annotations) or spec.index) and len(spec.platforms) == 1
     if one_index:
         argv += ["--build-arg", f"{MULTI_PLATFORM_ARG}=1"]
     for name in sorted(spec.build_args):
         argv += ["--build-arg", f"{name}={spec.build_args[name]}"]
     for name in sorted(spec.secrets):
         argv += ["--secret", f"id={name},src={Path(spec.secrets[name]).resolve()}"]
-    level = "annotation-index" if len(spec.platforms) > 1 else "annotation-manifest"
+    level = "annotation-index" if len(spec.platforms) > 1 or spec.index else \
+        "annotation-manifest"
     output = ["type=oci", f"dest={spec.output.resolve()}", "rewrite-timestamp=true"]
     output += [_csv_field(f"{level}.{key}={spec.annotations[key]}")
                for key in sorted(spec.annotations)]

@@ -29,14 +29,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlock import files
+from airlock import files, memo
 from airlock.data import constraints, patches, refs
 from airlock.data import platforms as platforms_mod
 from airlock.data.layout import Layout
 from airlock.data.release import Release
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import buildx, git, registry
-from airlock.image import annotations, plan
+from airlock.image import annotations, assemble, plan
 from airlock.inputs import baseimage, debs, sharedlibs, sources, wheels
 
 Progress = Callable[[str], None]
@@ -76,6 +76,13 @@ class BuildOptions:
     # Only python-base and venv-builder (pushed by digest): the first job of
     # a Zuul buildset, whose service jobs then find them by input digest.
     bases_only: bool = False
+    # A site with native nodes per platform (airlock.image.assemble): build
+    # the one platform of ``platforms`` as a part of the release's whole
+    # image (the whole's inputs, tags and annotations; pushed by publish
+    # under <immutable tag>-<arch>), or assemble the whole from the parts
+    # the registry holds instead of building it.
+    per_platform: bool = False
+    assemble: bool = False
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def base_image_ref(self) -> str:
@@ -108,6 +115,14 @@ def run(opts: BuildOptions, progress: Progress = _noop, *, images: bool = True) 
         raise AirlockError(str(release.release_yaml_path), f"no service {', '.join(unknown)} "
                            f"in this release", f"choose from {', '.join(release.services)}")
     platforms = opts.platforms or release.platforms
+    if opts.per_platform and (len(opts.platforms) != 1 or opts.assemble or opts.bases_only
+                              or opts.emulate_install):
+        raise AirlockError("--per-platform", "builds one platform of the release's image",
+                           "pass exactly one --platform, without --assemble, --bases-only "
+                           "or --emulate-install")
+    if opts.assemble and (opts.platforms or opts.bases_only or opts.emulate_install):
+        raise AirlockError("--assemble", "joins every platform of the release's image",
+                           "leave out --platform, --bases-only and --emulate-install")
     bad = [p for p in platforms if p not in release.platforms]
     if bad:
         raise AirlockError(str(release.release_yaml_path), f"platform {', '.join(bad)} is not "
@@ -119,10 +134,13 @@ def run(opts: BuildOptions, progress: Progress = _noop, *, images: bool = True) 
     opts.base_image_ref()  # checked before the engine is asked anything
     # One run per release work folder at a time (see locked_release); input
     # digests and wheelhouse checks hash every context file, most of which
-    # did not change since the last run (see files.remembered_digests).
-    with locked_release(release_dir(opts), progress), \
-            files.remembered_digests(opts.cache_dir / "file-digests.json"):
-        return _run_checked(opts, services, platforms, progress, images)
+    # did not change since the last run (see files.remembered_digests), and
+    # bindep results and tree digests are remembered by their inputs (memo).
+    part = None
+    if opts.per_platform:  # the whole's inputs, its one platform built
+        part, platforms = platforms[0], release.platforms
+    with locked_release(release_dir(opts), progress), memo.remembering(opts.cache_dir):
+        return _run_checked(opts, services, platforms, progress, images, part)
 
 
 LOCK = ".lock"
@@ -146,10 +164,10 @@ def locked_release(work: Path, progress: Progress = _noop) -> Iterator[None]:
 
 
 def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequence[str],
-                 progress: Progress, images: bool = True) -> dict:
+                 progress: Progress, images: bool = True, part: str | None = None) -> dict:
     release = opts.release
     started = time.monotonic()
-    buildx.check(tuple(platforms))
+    buildx.check((part,) if part else tuple(platforms))
     work = release_dir(opts)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -228,7 +246,7 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
             annotations=annotations.service(release.name, lock, components[service],
                                             version, epoch))
         row = _build_one(opts, job, dep_digests, base_digest, work, progress, push=False,
-                         dep_refs=refs_by_job)
+                         dep_refs=refs_by_job, part=part)
         row["components"] = list(components[service])  # the lock entries it was built from
         record["images"].append(row)
     record["seconds"] = round(time.monotonic() - started, 1)
@@ -373,6 +391,8 @@ def _sources_context(srcs: list[Path], dest: Path) -> Path:
         if stat.S_ISLNK(os.lstat(src).st_mode):
             raise AirlockError(str(src), "is a symbolic link, not a prepared tree",
                                "remove it; airlock prepares the tree again")
+    if sources.links_match(srcs, dest):
+        return dest  # linking again moves every file's ctime: all would be hashed again
     _remove(dest)
     dest.mkdir(parents=True)
     for number, src in enumerate(srcs):
@@ -389,8 +409,13 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, str],
                base_digest: str, work: Path, progress: Progress, *, push: bool,
-               dep_refs: dict[str, str] | None = None) -> dict:
-    """Build one image unless its input digest is already in the registry."""
+               dep_refs: dict[str, str] | None = None, part: str | None = None) -> dict:
+    """Build one image unless its input digest is already in the registry.
+
+    With ``part`` (a platform), only that platform of it, as a part
+    (:func:`_build_part`); with ``opts.assemble``, the whole from the
+    parts in the registry instead of a build.
+    """
     inputs = plan.job_inputs(job, dep_digests, base_digest, buildx.engine_identity())
     digest = files.json_digest(inputs)
     tag = plan.immutable_tag(job, opts.release.name, digest)
@@ -409,6 +434,8 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
                    ref=f"{_repo_of(ref)}@{existing}")
         row["size"] = _registry_size(row["ref"])
         return row
+    if part:
+        return _build_part(opts, job, row, part, work, progress, dep_refs or {})
     archive = work / "out" / f"{job.name}.oci.tar"
     kept = None if opts.no_cache or opts.emulate_install else _kept_archive(archive, digest, ref)
     if kept:
@@ -425,12 +452,15 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
         # One value for the whole build: hence one platform at a time.
         args["INSTALL_PLATFORM"] = job.platforms[0]
     _archive_note(archive).unlink(missing_ok=True)  # a failed build leaves nothing to keep
-    progress(f"{job.name}: building {tag} for {', '.join(job.platforms)}")
-    result = buildx.build(buildx.BuildSpec(
-        dockerfile=job.image_dir / "Dockerfile", context=job.image_dir, output=archive,
-        platforms=job.platforms, contexts=dict(job.contexts), build_args=args,
-        annotations=notes, index_annotations=run_notes,
-        source_date_epoch=job.source_date_epoch, no_cache=opts.no_cache))
+    if opts.assemble and job.service:
+        result = _assemble(job, row, archive, {**notes, **run_notes}, progress)
+    else:
+        progress(f"{job.name}: building {tag} for {', '.join(job.platforms)}")
+        result = buildx.build(buildx.BuildSpec(
+            dockerfile=job.image_dir / "Dockerfile", context=job.image_dir, output=archive,
+            platforms=job.platforms, contexts=dict(job.contexts), build_args=args,
+            annotations=notes, index_annotations=run_notes,
+            source_date_epoch=job.source_date_epoch, no_cache=opts.no_cache))
     row.update(status="built", digest=result.digest, archive=str(result.archive),
                contexts={k: str(v) for k, v in job.contexts.items()}, build_args=args,
                log=str(result.log), seconds=round(time.monotonic() - started, 1),
@@ -446,6 +476,100 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
     else:
         row["ref"] = f"{_repo_of(ref)}@{result.digest}"
     return row
+
+
+def part_tag(tag: str, platform: str) -> str:
+    """``<immutable tag>-<arch>``: where the per-platform build of ``platform`` is pushed.
+
+    Never moves either: the same inputs make the same part.
+    """
+    return f"{tag}-{platforms_mod.get(platform).arch}"
+
+
+def _build_part(opts: BuildOptions, job: plan.ImageJob, row: dict, part: str, work: Path,
+                progress: Progress, dep_refs: dict[str, str]) -> dict:
+    """Build ``part``, one platform of the whole image ``row`` describes.
+
+    The whole's input digest, annotations and immutable tag: a one-platform
+    index whose manifest is the whole's for that platform, pushed by
+    publish under :func:`part_tag` (no moving tag), and joined with the
+    others by ``build --assemble``. Skipped when the registry has the part
+    (the caller skipped it when it has the whole: ``--assemble`` does too).
+    """
+    repo = _repo_of(row["ref"])
+    tag = part_tag(row["tag"], part)
+    ref = f"{repo}:{tag}"
+    row.update(part_of={"tag": row["tag"], "platforms": list(job.platforms)})
+    row.update(tag=tag, moving_tags=[], platforms=[part], ref=ref)
+    held = None if opts.no_cache else registry.digest(ref)
+    if held:  # (the whole in the registry was skipped before)
+        progress(f"{job.name}: the part {tag} is in the registry, skipped")
+        row.update(status="skipped", digest=held, seconds=0.0, ref=f"{repo}@{held}")
+        row["size"] = _registry_size(row["ref"])
+        return row
+    archive = work / "out" / f"{job.name}.{platforms_mod.get(part).arch}.oci.tar"
+    kept = None if opts.no_cache else _kept_archive(archive, row["input_digest"], ref)
+    if kept:
+        progress(f"{job.name}: {tag} was built before and is not published yet, kept")
+        note = files.read_json(_archive_note(archive)) or {}
+        row.update(status="kept", digest=kept, archive=str(archive), seconds=0.0,
+                   size=archive.stat().st_size, ref=f"{repo}@{kept}",
+                   index_annotations=dict(note.get("index_annotations") or {}))
+        return row
+    args = dict(job.build_args)
+    for dep, arg in job.depends.items():
+        args[arg] = dep_refs[dep]
+    run_notes = annotations.run(opts.bundle, opts.zuul)
+    _archive_note(archive).unlink(missing_ok=True)
+    progress(f"{job.name}: building {tag}, {part} of {row['part_of']['tag']}")
+    started = time.monotonic()
+    result = buildx.build(buildx.BuildSpec(
+        dockerfile=job.image_dir / "Dockerfile", context=job.image_dir, output=archive,
+        platforms=(part,), contexts=dict(job.contexts), build_args=args,
+        annotations=row["annotations"], index_annotations=run_notes, index=True,
+        source_date_epoch=job.source_date_epoch, no_cache=opts.no_cache))
+    row.update(status="built", digest=result.digest, archive=str(result.archive),
+               contexts={k: str(v) for k, v in job.contexts.items()}, build_args=args,
+               log=str(result.log), seconds=round(time.monotonic() - started, 1),
+               size=archive.stat().st_size, index_annotations=run_notes,
+               ref=f"{repo}@{result.digest}")
+    files.write_json(_archive_note(archive), {"input_digest": row["input_digest"], "ref": ref,
+                                              "digest": result.digest,
+                                              "index_annotations": run_notes})
+    return row
+
+
+def _assemble(job: plan.ImageJob, row: dict, archive: Path, notes: dict[str, str],
+              progress: Progress) -> buildx.BuildResult:
+    """The whole image of ``row`` from its parts in the registry (``build --assemble``).
+
+    Each platform's part is pulled (:func:`part_tag`) and checked to be of
+    this very image (its annotations but the run's are this build's, so
+    its input digest too); the index is the one a build of every platform
+    would write, carrying this run's annotations.
+    """
+    repo = _repo_of(row["ref"])
+    parts, pulled = {}, []
+    for platform in job.platforms:
+        ref = f"{repo}:{part_tag(row['tag'], platform)}"
+        if registry.digest(ref) is None:
+            raise AirlockError(ref, f"is not in the registry: {platform} of {job.name} has not "
+                               "been built and published as a part",
+                               f"run airlock build --per-platform --platform {platform} and "
+                               "airlock publish --no-tags for it first")
+        dest = archive.with_name(f"{job.name}.{platforms_mod.get(platform).arch}.part.oci.tar")
+        progress(f"{job.name}: pulling the part {ref.rsplit(':', 1)[1]}")
+        parts[platform] = f"{repo}@{registry.save_archive(ref, dest)}"
+        pulled.append(dest)
+    log = archive.with_name(archive.name + ".log")
+    digest = assemble.write(pulled, archive, platforms=job.platforms, annotations=notes)
+    files.write_atomic(log, "".join(f"assembled {archive.name} ({digest}) from {ref}\n"
+                                    for ref in parts.values()))
+    for path in pulled:
+        path.unlink(missing_ok=True)
+    progress(f"{job.name}: assembled {digest} from {len(parts)} parts")
+    row["assembled_from"] = parts
+    return buildx.BuildResult(archive=archive, digest=digest, log=log)
 
 
 def _push_immutable(archive: Path, ref: str, digest: str) -> str:

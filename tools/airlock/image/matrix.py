@@ -101,6 +101,25 @@ class Row:
     seconds: float | None = None
 
 
+@dataclass(frozen=True)
+class Shared:
+    """An image a release found already made by an earlier release of the same run.
+
+    python-base and venv-builder do not depend on the release
+    (:func:`airlock.image.plan.immutable_tag`): a release train on one
+    Debian base builds them once, and every later release finds them by
+    input digest. ``seconds`` is what their first build took in this run,
+    so what the later release did not spend; None when the first release
+    found them in the registry too (built by an earlier run: not known).
+    """
+
+    image: str
+    input_digest: str
+    release: str  # the release that reused it
+    first: str  # the release of this run that built (or found) it first
+    seconds: float | None = None
+
+
 @dataclass
 class Report:
     """A finished run: the rows, and what names it (date, commit, the slice asked for)."""
@@ -109,6 +128,7 @@ class Report:
     date: str
     commit: str
     selection: dict[str, list[str]] = field(default_factory=dict)
+    shared: list[Shared] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {status: sum(1 for row in self.rows if row.status == status)
@@ -197,15 +217,18 @@ class _ServiceStarted:
 
 
 def run(plans: Sequence[ReleasePlan], opts: Options, progress: Progress = _noop,
-        build: BuildFn = build_mod.run) -> list[Row]:
+        build: BuildFn = build_mod.run, shared: list[Shared] | None = None) -> list[Row]:
     """Build every service of every plan; return one Row per release, service, platform.
 
     ``build`` is :func:`airlock.image.build.run` (the seam the unit tests
     pass their own function through). Only :class:`AirlockError` (and so
     ToolError) fails a row: an internal error, Ctrl-C or SIGTERM stops the
-    whole run, as for any other verb.
+    whole run, as for any other verb. ``shared``, when given, receives one
+    :class:`Shared` per image a release reused from an earlier release of
+    this run.
     """
     rows: list[Row] = []
+    reuse = _Reuse(shared if shared is not None else [])
     total = sum(len(p.services) for p in plans)
     done = 0
     for entry in plans:
@@ -234,6 +257,7 @@ def run(plans: Sequence[ReleasePlan], opts: Options, progress: Progress = _noop,
                 done += len(rest) - 1
                 break
             rows += _service_rows(release.name, service, entry.platforms, record, progress)
+            reuse.saw(release.name, record)
             records.append(record)
         if len(records) > 1:
             # Each service was its own build, each record naming one service:
@@ -241,6 +265,35 @@ def run(plans: Sequence[ReleasePlan], opts: Options, progress: Progress = _noop,
             files.write_json(opts.work_dir / release.name / "build-record.json",
                              merge_records(records))
     return rows
+
+
+class _Reuse:
+    """Which images of a build record an earlier release of the run already had.
+
+    Keyed by input digest: the same digest is the same image. Only the
+    images below the services count (a service image is its release's
+    own); one a later release built again (``--no-cache``) was not reused.
+    """
+
+    def __init__(self, found: list[Shared]) -> None:
+        self.found = found
+        self.first: dict[str, tuple[str, dict]] = {}
+
+    def saw(self, release: str, record: dict) -> None:
+        for image in record.get("images") or []:
+            digest = image.get("input_digest")
+            if image.get("service") or not isinstance(digest, str):
+                continue
+            if digest not in self.first:
+                self.first[digest] = (release, image)
+                continue
+            first, row = self.first[digest]
+            if first == release or image.get("status") not in ("skipped", "kept") or any(
+                    s.release == release and s.input_digest == digest for s in self.found):
+                continue
+            seconds = row.get("seconds") if row.get("status") == "built" else None
+            self.found.append(Shared(str(image.get("image")), digest, release, first,
+                                     seconds))
 
 
 def merge_records(records: Sequence[dict]) -> dict:
@@ -404,12 +457,13 @@ def registry_sizes(ref: str, platforms: Sequence[str]) -> dict[str, int]:
 
 
 def report(rows: list[Row], layout: Layout, selection: dict[str, list[str]] | None = None,
-           now: datetime.datetime | None = None) -> Report:
+           now: datetime.datetime | None = None,
+           shared: Sequence[Shared] = ()) -> Report:
     """Rows with the date (UTC) and the commit of the checkout that built them."""
     when = now or datetime.datetime.now(datetime.UTC)
     date = when.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return Report(rows=list(rows), date=date, commit=checkout_commit(layout.releases_dir),
-                  selection=dict(selection or {}))
+                  selection=dict(selection or {}), shared=list(shared))
 
 
 def checkout_commit(folder: Path) -> str:
@@ -450,13 +504,37 @@ def totals(rep: Report) -> str:
     return ", ".join(f"{counts[status]} {status}" for status in STATUSES)
 
 
+def shared_line(rep: Report) -> str | None:
+    """What building shared images once saved, one line; None when nothing was shared.
+
+    ``shared: 2 images built once, reused by 2024.1 (python-base abcdef012345
+    and venv-builder 0123456789ab of 2025.2), 312.4 s not spent``. The
+    seconds count the reuses whose first build ran in this run; the others
+    are named as not known.
+    """
+    if not rep.shared:
+        return None
+    releases = ", ".join(dict.fromkeys(s.release for s in rep.shared))
+    images = ", ".join(dict.fromkeys(
+        f"{s.image} {s.input_digest.split(':', 1)[-1][:12]} of {s.first}" for s in rep.shared))
+    known = [s.seconds for s in rep.shared if s.seconds is not None]
+    unknown = len(rep.shared) - len(known)
+    saved = f"{sum(known):.1f} s not spent" if known else ""
+    if unknown:
+        saved += ("; " if saved else "") + (f"{unknown} of them built before this run "
+                                            "(time not known)")
+    return (f"shared: {len(rep.shared)} image(s) reused by {releases} instead of built "
+            f"again ({images}), {saved}")
+
+
 def table(rep: Report) -> str:
     """The text table: fixed-width columns, one header line, the totals line last."""
     rows = [HEADER, *(_cells(row) for row in rep.rows)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]
-    return "\n".join([*lines, totals(rep)]) + "\n"
+    shared = shared_line(rep)
+    return "\n".join([*lines, totals(rep), *([shared] if shared else [])]) + "\n"
 
 
 def markdown(rep: Report) -> str:
@@ -468,13 +546,20 @@ def markdown(rep: Report) -> str:
              "|" + "|".join("---" for _ in HEADER) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in _cells(row)) + " |"
               for row in rep.rows]
-    return "\n".join([*lines, "", totals(rep)]) + "\n"
+    shared = shared_line(rep)
+    return "\n".join([*lines, "", totals(rep), *(["", shared] if shared else [])]) + "\n"
 
 
 def document(rep: Report) -> dict:
-    """The JSON document: date, commit, the slice, every row, the counts, ``changed``."""
+    """The JSON document: date, commit, the slice, every row, the counts, ``changed``.
+
+    ``shared`` lists the images a release reused from an earlier one of the
+    run, ``saved_seconds`` the time their first builds took (known ones).
+    """
     return {"date": rep.date, "commit": rep.commit, "selection": rep.selection,
             "rows": [asdict(row) for row in rep.rows], "counts": rep.counts(),
+            "shared": [asdict(item) for item in rep.shared],
+            "saved_seconds": round(sum(s.seconds or 0 for s in rep.shared), 1),
             "changed": any(row.status == "built" for row in rep.rows)}
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airlock import files, memo
 from airlock.errors import AirlockError
 from airlock.files import sha256_file
 
@@ -48,6 +50,11 @@ class ImageJob:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
+# The version of the tree digest's walk and of what a remembered tree
+# digest is checked against (airlock.memo "tree"): bump on any change.
+TREE_VERSION = 1
+
+
 def tree_digest(path: Path) -> str:
     """sha256 over a folder: relative paths, entry type, exec bit, content, link targets.
 
@@ -58,29 +65,83 @@ def tree_digest(path: Path) -> str:
     them); a symbolic link counts by its target, never followed. Anything
     else (a FIFO, a socket, a device) has no place in a build context and is
     refused: hashing it would hang or read a device.
+
+    Remembered (:mod:`airlock.memo`, kind ``tree``) per folder with the
+    *signature* of what the walk saw: every entry's path, type, mode,
+    device, inode, size, mtime and ctime, and each link's target. The walk
+    and its ``lstat`` of every entry always run; only when the signature is
+    the one remembered is the content not read. A write moves the file's
+    ctime (which nothing can set back), a new file is a new entry, so a
+    changed tree never matches; a tree with an entry changed in the last
+    two seconds (:data:`airlock.files.RACY_NS`) is not remembered, as a
+    second write in the same clock tick could keep every time.
     """
-    digest = hashlib.sha256()
     if path.is_file():
+        digest = hashlib.sha256()
         digest.update(b"F" + sha256_file(path).encode())
         return digest.hexdigest()
-    for top, dirs, files in os.walk(path):
-        dirs.sort()
-        rel_top = Path(top).relative_to(path)
-        for name in sorted(files + dirs):
-            full = Path(top, name)
-            rel = str(rel_top / name).encode()
-            st = full.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                digest.update(b"L" + rel + b"\0" + os.readlink(full).encode() + b"\0")
-            elif stat.S_ISDIR(st.st_mode):
-                digest.update(b"D" + rel + b"\0")
-            elif stat.S_ISREG(st.st_mode):
-                mode = b"x" if st.st_mode & 0o111 else b"-"
-                digest.update(b"F" + rel + b"\0" + mode + sha256_file(full).encode() + b"\0")
-            else:
-                raise AirlockError(str(full), "is not a file, folder or symbolic link",
-                                   "remove it: a build context holds only those")
+    started = time.time_ns()
+    entries = _walk(str(path))
+    signature = hashlib.sha256()
+    racy = False
+    for rel, st, target in entries:
+        signature.update(f"{rel}\0{st.st_mode:o} {st.st_dev} {st.st_ino} {st.st_size} "
+                         f"{st.st_mtime_ns} {st.st_ctime_ns}\0{target}\0".encode())
+        racy = racy or max(st.st_mtime_ns, st.st_ctime_ns) >= started - files.RACY_NS
+    key = {"version": TREE_VERSION, "path": str(path.absolute())}
+    known = memo.recall("tree", key)
+    if isinstance(known, dict) and known.get("signature") == signature.hexdigest() \
+            and isinstance(known.get("digest"), str):
+        return known["digest"]
+    digest = hashlib.sha256()
+    for rel, st, target in entries:
+        name = rel.encode()
+        if stat.S_ISLNK(st.st_mode):
+            digest.update(b"L" + name + b"\0" + target.encode() + b"\0")
+        elif stat.S_ISDIR(st.st_mode):
+            digest.update(b"D" + name + b"\0")
+        else:
+            mode = b"x" if st.st_mode & 0o111 else b"-"
+            content = sha256_file(path / rel).encode()
+            digest.update(b"F" + name + b"\0" + mode + content + b"\0")
+    if not racy:
+        memo.remember("tree", key, {"signature": signature.hexdigest(),
+                                    "digest": digest.hexdigest()})
     return digest.hexdigest()
+
+
+def _walk(top: str) -> list[tuple[str, os.stat_result, str]]:
+    """Every entry under ``top`` as (relative path, lstat, link target or ""), in digest order.
+
+    The order of ``os.walk`` (top-down, each folder's entries sorted by
+    name, then its sub-folders in that order), which the digest has always
+    used; links are never followed, and a folder that cannot be listed is
+    passed over as ``os.walk`` does. A FIFO, socket or device is refused.
+    """
+    found: list[tuple[str, os.stat_result, str]] = []
+    pending = [("", top)]
+    while pending:
+        prefix, folder = pending.pop()
+        try:
+            with os.scandir(folder) as scan:
+                listed = sorted(scan, key=lambda entry: entry.name)
+        except OSError:
+            continue
+        subfolders = []
+        for entry in listed:
+            st = entry.stat(follow_symlinks=False)
+            rel = prefix + entry.name
+            target = ""
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(entry.path)
+            elif stat.S_ISDIR(st.st_mode):
+                subfolders.append((rel + "/", entry.path))
+            elif not stat.S_ISREG(st.st_mode):
+                raise AirlockError(entry.path, "is not a file, folder or symbolic link",
+                                   "remove it: a build context holds only those")
+            found.append((rel, st, target))
+        pending.extend(reversed(subfolders))
+    return found
 
 
 def job_inputs(job: ImageJob, dep_digests: dict[str, str], base_digest: str,
@@ -112,10 +173,22 @@ def short(digest: str) -> str:
 
 
 def immutable_tag(job: ImageJob, release: str, digest: str) -> str:
-    """``<version>-<release>-<digest prefix>`` (services) or ``<release>-<prefix>``.
+    """``<version>-<release>-<digest prefix>`` (services) or ``<digest prefix>`` (the rest).
 
-    Never moves: the same tag always names the same inputs, so the same bytes.
+    The one place an image's immutable tag is formed. Never moves: the same
+    tag always names the same inputs, so the same bytes.
+
+    A service image's inputs name its release (its annotations, its lock),
+    so its tag may too, for people to read. python-base and venv-builder
+    do not depend on the release: two releases on the same Debian base
+    compute the same input digest, and a tag naming the release would make
+    the second build the same image again under its own name. Their tag is
+    the input digest alone, so the second release finds the first's image
+    and skips it; a release whose base really differs (another Debian
+    suite, another platform set) has another digest, so its own image.
     """
+    if not job.service:
+        return short(digest)
     prefix = f"{job.version}-{release}" if job.version else release
     return f"{prefix}-{short(digest)}"
 

@@ -209,9 +209,12 @@ def inputs(release: Release, service: str, profile: str, platform: str, names: l
 
     The base image counts by digest only: the manifest is part of the
     image's inputs, and the registry it was pushed to must not change them.
-    The mirror counts without its credentials, for the same reason.
+    The mirror counts without its credentials, for the same reason. The
+    release's name is no input either (only its distro is): venv-builder's
+    repository is the same for every release on one Debian suite, and so
+    then is venv-builder itself (:func:`airlock.image.plan.immutable_tag`).
     """
-    return {"recipe": RECIPE, "release": release.name, "service": service, "profile": profile,
+    return {"recipe": RECIPE, "service": service, "profile": profile,
             "platform": platform, "packages": sorted(names),
             "base_image": base.rsplit("@", 1)[1],
             "distro": release.distro.name, "codename": release.distro.codename,

@@ -430,3 +430,62 @@ def _normalise_one(path: Path, epoch: int) -> None:
         os.chmod(path, 0o755 if mode & 0o111 else 0o644)
     # Links keep their mode (Linux has none to set); anything else git cannot make.
     os.utime(path, (epoch, epoch), follow_symlinks=False)
+
+
+def links_match(trees: list[Path], dest: Path) -> bool:
+    """Whether ``dest`` holds exactly ``NN-<name>`` hard-link copies of ``trees``, in order.
+
+    What a build's named ``sources`` context is made of. Making it again
+    links every file once more, and a link moves the file's ctime: every
+    file of every source tree would then be read and hashed again by the
+    next input digest, which is most of a no-op build. Nothing is written
+    here: same names, same types, folders of the same mode, each regular
+    file the very inode of its tree's (so its content, even edited in
+    place), each symbolic link the same target. Anything else (a file
+    added or removed, a tree prepared again, a FIFO) is no match, and the
+    caller makes the context again.
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(dest).st_mode):
+            return False
+        with os.scandir(dest) as entries:
+            names = {entry.name for entry in entries}
+        wanted = {f"{number:02d}-{tree.name}": tree for number, tree in enumerate(trees)}
+        return names == set(wanted) and all(_same_links(str(tree), str(dest / name))
+                                            for name, tree in wanted.items())
+    except OSError:
+        return False
+
+
+def _same_links(tree: str, copy: str) -> bool:
+    """One tree and its hard-link copy, folder by folder (raises OSError on a vanished one)."""
+    one, other = os.lstat(tree), os.lstat(copy)
+    if not (stat.S_ISDIR(one.st_mode) and stat.S_ISDIR(other.st_mode)) \
+            or stat.S_IMODE(one.st_mode) != stat.S_IMODE(other.st_mode):
+        return False
+    pending = [(tree, copy)]
+    while pending:
+        left, right = pending.pop()
+        with os.scandir(left) as entries:
+            mine = {entry.name: entry for entry in entries}
+        with os.scandir(right) as entries:
+            theirs = {entry.name: entry for entry in entries}
+        if mine.keys() != theirs.keys():
+            return False
+        for name, entry in mine.items():
+            a, b = entry.stat(follow_symlinks=False), theirs[name].stat(follow_symlinks=False)
+            if stat.S_IFMT(a.st_mode) != stat.S_IFMT(b.st_mode):
+                return False
+            if stat.S_ISDIR(a.st_mode):
+                if stat.S_IMODE(a.st_mode) != stat.S_IMODE(b.st_mode):
+                    return False
+                pending.append((entry.path, theirs[name].path))
+            elif stat.S_ISREG(a.st_mode):
+                if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+                    return False
+            elif stat.S_ISLNK(a.st_mode):
+                if os.readlink(entry.path) != os.readlink(theirs[name].path):
+                    return False
+            else:
+                return False
+    return True

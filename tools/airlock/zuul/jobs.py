@@ -28,6 +28,18 @@ The secret ``airlock-images-nexus`` is named in the stanzas that define
 the playbooks that push (the base job's run; a service job's publish and
 tags post-runs), so that only those playbooks receive it.
 
+With ``--per-platform`` (a site with native nodes per platform: not the
+committed file), each service job is split: ``airlock-<release>-<service>-<arch>``
+per platform builds that one platform as a part (``build --per-platform``)
+on the nodeset ``airlock-<arch>``, which the site defines in its config
+project (its native nodes of that architecture), and pushes it by digest
+under ``<immutable tag>-<arch>``; ``airlock-<release>-<service>`` depends on
+them, pulls the parts from the registry and assembles the image
+(``build --assemble``: the index a one-node build writes, to the digest),
+then publishes and tags it as above. The registry hands the parts on:
+every node of the site reaches it, it is content-addressed, and a part
+pushed once is found again by a rerun.
+
 Plain text out, in a fixed order (releases and services as the release
 data lists them), so that a unit test can compare the committed file with
 what this module prints.
@@ -69,6 +81,21 @@ def service_job(release: str, service: str) -> str:
     return f"airlock-{release}-{service}"
 
 
+def platform_job(release: str, service: str, platform: str) -> str:
+    return f"airlock-{release}-{service}-{_arch(platform)}"
+
+
+def nodeset(platform: str) -> str:
+    """The nodeset a site defines for its native nodes of ``platform``."""
+    return f"airlock-{_arch(platform)}"
+
+
+def _arch(platform: str) -> str:
+    from airlock.data import platforms
+
+    return platforms.get(platform).arch
+
+
 def semaphore(release: str) -> str:
     return f"airlock-publish-{release}"
 
@@ -103,7 +130,7 @@ def _list(items: list[str], indent: int) -> list[str]:
     return [f"{' ' * indent}- {_q(item)}" for item in items]
 
 
-def release_config(release: Release) -> list[str]:
+def release_config(release: Release, per_platform: bool = False) -> list[str]:
     """The semaphore and the jobs of one release, as YAML lines."""
     name = release.name
     lines = [
@@ -129,15 +156,46 @@ def release_config(release: Release) -> list[str]:
         "",
     ]
     for service in release.services:
+        parts = [platform_job(name, service, p) for p in release.platforms]
+        if per_platform:
+            for platform, job in zip(release.platforms, parts, strict=True):
+                lines += [
+                    "- job:",
+                    f"    name: {_q(job)}",
+                    f"    parent: {PARENT}",
+                    f"    nodeset: {_q(nodeset(platform))}",
+                    "    description: >-",
+                    f"      {platform} of {service} of {name}, built as a part of the",
+                    "      whole image on a native node and pushed by digest.",
+                    "    dependencies:",
+                    f"      - {_q(base_job(name))}",
+                    "    files:",
+                    *_list(service_files(name, service), 6),
+                    "    secrets:",
+                    f"      - name: {SECRET_VAR}",
+                    f"        secret: {SECRET}",
+                    "    post-run: playbooks/site/publish.yaml",
+                    "    vars:",
+                    f"      airlock_release: {_q(name)}",
+                    "      airlock_services:",
+                    f"        - {_q(service)}",
+                    "      airlock_platforms:",
+                    f"        - {_q(platform)}",
+                    "      airlock_per_platform: true",
+                    "",
+                ]
         lines += [
             "- job:",
             f"    name: {_q(service_job(name, service))}",
             f"    parent: {PARENT}",
             "    description: >-",
-            f"      {service} of {name} for every platform of the release, pushed by",
-            "      digest; its moving tags under the release's semaphore.",
+            *([f"      {service} of {name}, assembled from its per-platform parts,",
+               "      pushed by digest; its moving tags under the release's semaphore."]
+              if per_platform else
+              [f"      {service} of {name} for every platform of the release, pushed by",
+               "      digest; its moving tags under the release's semaphore."]),
             "    dependencies:",
-            f"      - {_q(base_job(name))}",
+            *_list(parts if per_platform else [base_job(name)], 6),
             "    files:",
             *_list(service_files(name, service), 6),
             "    secrets:",
@@ -151,25 +209,29 @@ def release_config(release: Release) -> list[str]:
             f"      airlock_release: {_q(name)}",
             "      airlock_services:",
             f"        - {_q(service)}",
+            *(["      airlock_assemble: true"] if per_platform else []),
             "",
         ]
     return lines
 
 
-def job_names(releases: list[Release]) -> list[str]:
+def job_names(releases: list[Release], per_platform: bool = False) -> list[str]:
     """Every generated job, in the order of the file."""
     return [job for release in releases
             for job in (base_job(release.name),
-                        *(service_job(release.name, s) for s in release.services))]
+                        *(j for s in release.services for j in (
+                            *([platform_job(release.name, s, p) for p in release.platforms]
+                              if per_platform else []),
+                            service_job(release.name, s))))]
 
 
-def render(releases: list[Release]) -> str:
+def render(releases: list[Release], per_platform: bool = False) -> str:
     """The whole of zuul.d/releases.yaml for ``releases`` (in that order)."""
     lines = [HEADER.rstrip("\n"), ""]
     for release in releases:
-        lines += release_config(release)
+        lines += release_config(release, per_platform)
     lines += ["- project:", "    manual:", "      jobs:",
-              *_list(job_names(releases), 8)]
+              *_list(job_names(releases, per_platform), 8)]
     return "\n".join(lines) + "\n"
 
 
@@ -177,11 +239,11 @@ def render(releases: list[Release]) -> str:
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def generate(layout: Layout) -> str:
+def generate(layout: Layout, per_platform: bool = False) -> str:
     """The file for every release of the layout (``releases/``, sorted by name)."""
     releases = [load_release(layout, name) for name in release_names(layout)]
     for release in releases:
         if not _NAME.fullmatch(release.name):
             raise AirlockError(str(release.path), "this folder name cannot name a Zuul job",
                                "name the release folder with letters, digits, '.', '_', '-'")
-    return render(releases)
+    return render(releases, per_platform)

@@ -6,6 +6,7 @@ an empty package list (which runs nothing) makes a real, empty repository.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -404,6 +405,18 @@ class TestRepository(unittest.TestCase):
             debs.inputs(self.release, "nova", "runtime", "linux/amd64", ["sudo"],
                         BASE.replace("a", "b"), "m")))
         self.assertEqual(json_digest(one), json_digest(dict(reversed(one.items()))))
+
+    def test_two_releases_on_one_distro_make_the_same_repository(self):
+        """The release's name is no input: venv-builder's repository is shared."""
+        other = dataclasses.replace(self.release, name="2024.1")
+        self.assertEqual(
+            debs.inputs(self.release, "venv-builder", "build", "linux/amd64", ["gcc"], BASE, "m"),
+            debs.inputs(other, "venv-builder", "build", "linux/amd64", ["gcc"], BASE, "m"))
+        suite = dataclasses.replace(self.release, distro=dataclasses.replace(
+            self.release.distro, codename="trixie"))
+        self.assertNotEqual(
+            debs.inputs(self.release, "venv-builder", "build", "linux/amd64", ["gcc"], BASE, "m"),
+            debs.inputs(suite, "venv-builder", "build", "linux/amd64", ["gcc"], BASE, "m"))
 
     def test_a_folder_that_is_not_a_repository_is_never_replaced(self):
         out = self.tmp / "debs" / "amd64"

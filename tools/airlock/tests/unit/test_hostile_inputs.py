@@ -164,7 +164,7 @@ USAGE = [
     row("unknown verb", ["frobnicate"],
         "airlock: argument VERB: invalid choice: 'frobnicate' (choose from 'release', 'refs', "
         "'sources', 'constraints', 'packages', 'mirror', 'base', 'build', 'publish', 'check', "
-        f"'wheels', 'debs', 'bundle', 'audit', 'zuul'); {help_of('airlock')}"),
+        f"'wheels', 'debs', 'bundle', 'audit', 'index', 'zuul'); {help_of('airlock')}"),
     row("unknown verb of refs", ["refs", "frob"],
         "airlock refs: argument VERB: invalid choice: 'frob' (choose from 'resolve'); "
         f"{help_of('airlock refs')}"),

@@ -236,6 +236,53 @@ class RunTest(TreeTestCase):
         self.assertEqual(merged["sources"], {"keystone": {"patches": [{"name": "k.patch"}]},
                                              "nova": {"patches": []}})
 
+    def test_images_a_later_release_found_by_input_digest_are_counted_as_shared(self):
+        """python-base of 2025.1 serves 2025.2; a venv-builder of other inputs does not."""
+        digests = {"python-base": {"2025.1": "sha256:" + "a" * 64, "2025.2": "sha256:" + "a" * 64},
+                   "venv-builder": {"2025.1": "sha256:" + "b" * 64,
+                                    "2025.2": "sha256:" + "c" * 64}}
+        made: set[str] = set()
+
+        def build(opts, progress):
+            record = StandIn(self.out)(opts, progress)
+            release = opts.release.name
+            bases = []
+            for image, seconds in (("python-base", 300.0), ("venv-builder", 150.0)):
+                digest = digests[image][release]
+                status = "skipped" if digest in made else "built"
+                made.add(digest)
+                bases.append({"image": image, "service": False, "status": status,
+                              "input_digest": digest, "platforms": list(BOTH),
+                              "seconds": seconds if status == "built" else 0.0})
+            record["images"][:1] = bases
+            return record
+
+        shared: list[matrix.Shared] = []
+        plans = matrix.plan(self.tree.layout)
+        rows = matrix.run(plans, self.opts, progress=self.lines.append, build=build,
+                          shared=shared)
+        # Found again by 2025.1's nova: the same release, nothing shared.
+        self.assertEqual(shared, [matrix.Shared("python-base", "sha256:" + "a" * 64,
+                                                "2025.2", "2025.1", 300.0)])
+        rep = matrix.report(rows, self.tree.layout, shared=shared)
+        line = matrix.shared_line(rep)
+        self.assertEqual(line, "shared: 1 image(s) reused by 2025.2 instead of built again "
+                         "(python-base aaaaaaaaaaaa of 2025.1), 300.0 s not spent")
+        self.assertEqual(matrix.table(rep).splitlines()[-1], line)
+        self.assertIn(line, matrix.markdown(rep))
+        self.assertEqual(matrix.document(rep)["saved_seconds"], 300.0)
+
+    def test_a_shared_image_built_before_the_run_says_its_time_is_not_known(self):
+        rep = sample_report()
+        rep.shared = [matrix.Shared("python-base", "sha256:" + "a" * 64, "2024.1", "2025.2"),
+                      matrix.Shared("venv-builder", "sha256:" + "b" * 64, "2024.1", "2025.2",
+                                    150.0)]
+        self.assertEqual(matrix.shared_line(rep), (
+            "shared: 2 image(s) reused by 2024.1 instead of built again (python-base "
+            "aaaaaaaaaaaa of 2025.2, venv-builder bbbbbbbbbbbb of 2025.2), 150.0 s not spent; "
+            "1 of them built before this run (time not known)"))
+        self.assertIsNone(matrix.shared_line(sample_report()))
+
     def test_a_release_wide_failure_fails_its_rows_once_and_spares_other_releases(self):
         build = StandIn(self.out, release_fails={("2025.1", "keystone")})
         rows = self.run_matrix(build)

@@ -227,8 +227,17 @@ class TagTest(unittest.TestCase):
         self.assertEqual(plan.immutable_tag(service, "2025.2", digest),
                          "28.1.0-2025.2-abababababab")
         self.assertEqual(plan.moving_tags(service, "2025.2"), ["2025.2", "28.1.0"])
-        self.assertEqual(plan.immutable_tag(base, "2025.2", digest), "2025.2-abababababab")
         self.assertEqual(plan.moving_tags(base, "2025.2"), ["2025.2"])
+
+    def test_a_base_image_tag_names_its_inputs_not_its_release(self) -> None:
+        """python-base of two releases with the same inputs is one image: one tag."""
+        digest = "sha256:" + "ab" * 32
+        base = plan.ImageJob("python-base", Path("."), ("linux/amd64",))
+        self.assertEqual(plan.immutable_tag(base, "2025.2", digest), "abababababab")
+        self.assertEqual(plan.immutable_tag(base, "2024.1", digest),
+                         plan.immutable_tag(base, "2025.2", digest))
+        self.assertNotEqual(plan.immutable_tag(base, "2024.1", "sha256:" + "cd" * 32),
+                            plan.immutable_tag(base, "2025.2", digest))
 
 
 if __name__ == "__main__":
