@@ -137,9 +137,12 @@ def print_breakdown(title: str, steps: list[buildx.StepTiming], extra: list[tupl
         kind = step_kind(step, run_label)
         if kind == "export":
             export += step.seconds
-            parts = dict(step.parts)
-            compress += parts.get("exporting layers", 0.0)
-            archive += parts.get("sending tarball", 0.0)
+            # Layers are compressed when made ("exporting layers") and made
+            # again with SOURCE_DATE_EPOCH's times ("rewriting layers with
+            # source-date-epoch ...", rewrite-timestamp=true).
+            compress += sum(s for name, s in step.parts
+                            if name.startswith(("exporting layers", "rewriting layers")))
+            archive += sum(s for name, s in step.parts if name.startswith("sending tarball"))
             continue
         row = per.setdefault(kind, {})
         row[step.platform or "-"] = row.get(step.platform or "-", 0.0) + step.seconds

@@ -248,6 +248,27 @@ def _busy_seconds(intervals: dict[float, float | None], end: float | None = None
 
 
 @dataclass
+class StatusState:
+    """One status of a step (``exporting layers``, ``sending tarball``, a transfer).
+
+    The same id may run more than once (the export rewrites the layers of
+    each platform under one id): each run is an interval, as for a step.
+    """
+
+    intervals: dict[float, float | None] = field(default_factory=dict)
+    current: int = 0
+    total: int = 0
+
+    @property
+    def running(self) -> float | None:
+        """When its unfinished run started (None when none runs)."""
+        return max((s for s, e in self.intervals.items() if e is None), default=None)
+
+    def seconds(self) -> float:
+        return _busy_seconds(self.intervals)
+
+
+@dataclass
 class VertexState:
     """One step of a build (a vertex of BuildKit's graph), as far as the events told."""
 
@@ -257,8 +278,8 @@ class VertexState:
     intervals: dict[float, float | None] = field(default_factory=dict)
     cached: bool = False
     error: str = ""
-    # status id -> [started, completed, current, total]: layers, transfers, export
-    statuses: dict[str, list] = field(default_factory=dict)
+    # status id -> its progress: layers, transfers, the export's parts
+    statuses: dict[str, StatusState] = field(default_factory=dict)
     output: list[tuple[float, str]] = field(default_factory=list)  # (time, line)
     _partial: dict[int, str] = field(default_factory=dict)  # stream -> unfinished line
 
@@ -392,11 +413,12 @@ class BuildProgress:
             if not isinstance(item, dict) or not isinstance(item.get("vertex"), str):
                 continue
             vertex = self._vertex(item["vertex"])
-            status = vertex.statuses.setdefault(str(item.get("id") or ""), [None, None, 0, 0])
-            status[0] = _timestamp(item.get("started")) or status[0]
-            status[1] = _timestamp(item.get("completed")) or status[1]
-            status[2] = int(item.get("current") or 0)
-            status[3] = int(item.get("total") or 0)
+            status = vertex.statuses.setdefault(str(item.get("id") or ""), StatusState())
+            started = _timestamp(item.get("started"))
+            if started is not None:
+                status.intervals[started] = _timestamp(item.get("completed"))
+            status.current = int(item.get("current") or 0)
+            status.total = int(item.get("total") or 0)
         for item in doc.get("logs") or []:
             if not isinstance(item, dict) or not isinstance(item.get("vertex"), str):
                 continue
@@ -428,8 +450,8 @@ class BuildProgress:
         if not running:
             return ""
         vertex = max(running, key=lambda v: (v.started or 0.0, v.number))
-        busy = [(s[0], name, s[2], s[3]) for name, s in vertex.statuses.items()
-                if s[0] is not None and s[1] is None]
+        busy = [(s.running, name, s.current, s.total) for name, s in vertex.statuses.items()
+                if s.running is not None]
         if not busy:
             return vertex.name
         _, name, current, total = max(busy)
@@ -443,8 +465,8 @@ class BuildProgress:
             if not vertex.intervals and not vertex.cached:
                 continue
             platform, stage, command = split_vertex_name(vertex.name)
-            parts = tuple((name, round(s[1] - s[0], 3)) for name, s in vertex.statuses.items()
-                          if s[0] is not None and s[1] is not None)
+            parts = tuple((name, round(s.seconds(), 3)) for name, s in vertex.statuses.items()
+                          if s.intervals and s.running is None)
             rows.append(StepTiming(name=vertex.name, platform=platform, stage=stage,
                                    command=command, seconds=round(vertex.seconds(), 3),
                                    cached=vertex.cached, error=vertex.error, parts=parts))
@@ -463,9 +485,10 @@ class BuildProgress:
             start = v.started or 0.0
             for when, line in v.output:
                 out.append(f"#{v.number} {max(when - start, 0.0):.3f} {line}")
-            for name, (began, ended, current, total) in v.statuses.items():
-                amount = f" {current}/{total}" if total else ""
-                took = f" {ended - began:.1f}s done" if began and ended else ""
+            for name, status in v.statuses.items():
+                amount = f" {status.current}/{status.total}" if status.total else ""
+                took = f" {status.seconds():.1f}s done" \
+                    if status.intervals and status.running is None else ""
                 out.append(f"#{v.number} {name}{amount}{took}")
             if v.error:
                 out.append(f"#{v.number} ERROR: {v.error}")

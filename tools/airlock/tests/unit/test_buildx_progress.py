@@ -112,6 +112,27 @@ class TestParse(unittest.TestCase):
         self.assertEqual(buildx.split_vertex_name("exporting to oci image format"),
                          ("", "", "exporting to oci image format"))
 
+    def test_a_status_run_once_per_platform_counts_each_run(self):
+        # The export rewrites each platform's layers under one status id
+        # (seen in a real keystone build: "rewriting layers with
+        # source-date-epoch ..." from 0.1 s to 22.2 s, then 22.2 s to 36.6 s).
+        state = buildx.BuildProgress()
+        vertex = '"vertex": "sha256:e", "id": "rewriting layers with source-date-epoch 1"'
+        state.feed('{\n"vertexes": [{"digest": "sha256:e", "name": "exporting to oci image '
+                   'format", "started": "2026-12-01T10:00:00Z"}]\n}\n')
+        for began, ended in (("00.1", "22.2"), ("22.2", "36.6")):
+            state.feed(f'{{\n"statuses": [{{{vertex}, '
+                       f'"started": "2026-12-01T10:00:{began}Z"}}]\n}}\n')
+            self.assertTrue(state.current().endswith(": rewriting layers with source-date-epoch 1"))
+            state.feed(f'{{\n"statuses": [{{{vertex}, "started": "2026-12-01T10:00:{began}Z", '
+                       f'"completed": "2026-12-01T10:00:{ended}Z"}}]\n}}\n')
+        state.feed('{\n"vertexes": [{"digest": "sha256:e", "name": "exporting to oci image '
+                   'format", "started": "2026-12-01T10:00:00Z", '
+                   '"completed": "2026-12-01T10:00:40Z"}]\n}\n')
+        (export,) = state.timings()
+        self.assertEqual(export.seconds, 40.0)
+        self.assertEqual(export.parts, (("rewriting layers with source-date-epoch 1", 36.5),))
+
     def test_a_step_run_twice_counts_its_time_once(self):
         self.assertEqual(buildx._busy_seconds({0.0: 2.0, 1.0: 3.0, 10.0: 11.0}), 4.0)
         self.assertEqual(buildx._busy_seconds({0.0: None, 5.0: 6.0}), 1.0)
