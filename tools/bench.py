@@ -117,20 +117,25 @@ def step_kind(step: buildx.StepTiming, run_label: str = "apt stage") -> str:
     """Which part of a service build a BuildKit step is (its Dockerfile's stages)."""
     if step.name.startswith("exporting to"):
         return "export"
-    if step.stage == "internal" or step.command.startswith(("FROM ", "load ", "WORKDIR")):
+    if step.stage in ("internal", "context") or step.command.startswith(
+            ("FROM ", "load ", "WORKDIR")):
         return "setup (contexts, base images)"
     if step.stage == "build":
         return "venv stage"
     if step.command.startswith("RUN"):
         return run_label
-    if step.command.startswith("COPY"):
+    if "COPY" in step.command.split()[:2]:  # "COPY --link" and its "LINK COPY"
         return "copy of the venv"
     return "other"
 
 
 def print_breakdown(title: str, steps: list[buildx.StepTiming], extra: list[tuple[str, float]],
-                    run_label: str = "apt stage") -> None:
-    """Seconds per kind of step and platform, the export split into its parts."""
+                    run_label: str = "apt stage", platform: str | None = None) -> None:
+    """Seconds per kind of step and platform, the export split into its parts.
+
+    ``platform``: the one platform of a single-platform build, whose step
+    names carry none.
+    """
     per: dict[str, dict[str, float]] = {}
     export = compress = archive = 0.0
     for step in steps:
@@ -144,8 +149,9 @@ def print_breakdown(title: str, steps: list[buildx.StepTiming], extra: list[tupl
                             if name.startswith(("exporting layers", "rewriting layers")))
             archive += sum(s for name, s in step.parts if name.startswith("sending tarball"))
             continue
+        where = step.platform or platform or "-"
         row = per.setdefault(kind, {})
-        row[step.platform or "-"] = row.get(step.platform or "-", 0.0) + step.seconds
+        row[where] = row.get(where, 0.0) + step.seconds
     print(title)
     print(f"  {'step':<30} {'amd64':>9} {'arm64':>9}  (BuildKit's times; platforms run side by "
           "side)")
@@ -154,8 +160,8 @@ def print_breakdown(title: str, steps: list[buildx.StepTiming], extra: list[tupl
         other = sum(v for p, v in row.items() if p not in platforms.NAMES)
         note = f"  (+{other:.1f} s for no one platform)" if other >= 0.05 else ""
         print(f"  {kind:<30} {cells[0]:>9} {cells[1]:>9}{note}")
-    print(f"  {'export, every platform':<30} {export:7.1f} s  (compressing layers {compress:.1f} "
-          f"s, writing the archive {archive:.1f} s, the rest {export - compress - archive:.1f} s)")
+    print(f"  {'export':<30} {export:7.1f} s  (compressing layers {compress:.1f} s, writing "
+          f"the archive {archive:.1f} s, the rest {export - compress - archive:.1f} s)")
     for label, seconds in extra:
         print(f"  {label:<30} {seconds:7.1f} s")
 
@@ -457,8 +463,8 @@ def main() -> int:
     for platform in platforms.NAMES:
         figures = common_figures[platform]
         print_breakdown(f"the common way, {platform} ({figures['seconds']:.1f} s):",
-                        figures["steps"], [],
-                        run_label="the one RUN: apt + pip")
+                        figures["steps"], [], run_label="the one RUN: apt + pip",
+                        platform=platform)
     print_side_by_side(ours, common_figures)
     bundle_figures(args.release, work, git, prefix, connected=(both, both_image))
     return 0
