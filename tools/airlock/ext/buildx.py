@@ -216,7 +216,10 @@ def failure_line(log_text: str) -> str:
 
 
 _VERTEX_NAME = re.compile(r"^\[(?P<tags>[^\]]*)\] (?P<command>.*)$")
-_PLATFORM_TAG = re.compile(r"^[a-z][a-z0-9]*/[a-z0-9]+(/[a-z0-9]+)?$")
+# "linux/arm64", "linux/arm64/v8", or "linux/amd64->arm64": a stage of the
+# arm64 image run on the build platform (FROM --platform=$BUILDPLATFORM).
+_PLATFORM_TAG = re.compile(r"^(?P<os>[a-z][a-z0-9]*)/(?P<on>[a-z0-9]+(?:/[a-z0-9]+)?)"
+                           r"(?:->(?P<to>[a-z0-9]+(?:/[a-z0-9]+)?))?$")
 _STEP_TAG = re.compile(r"^\d+/\d+$")
 
 
@@ -323,12 +326,20 @@ class StepTiming:
 
 
 def split_vertex_name(name: str) -> tuple[str, str, str]:
-    """``(platform, stage, command)`` of ``[linux/arm64 build 2/2] RUN x`` (missing: "")."""
+    """``(platform, stage, command)`` of ``[linux/arm64 build 2/2] RUN x`` (missing: "").
+
+    The platform is the image's: ``[linux/amd64->arm64 build 2/2]`` (the
+    arm64 image's stage run natively on amd64) is linux/arm64's.
+    """
     match = _VERTEX_NAME.match(name)
     if not match:
         return "", "", name
     tags = match.group("tags").split()
-    platform = tags.pop(0) if tags and _PLATFORM_TAG.match(tags[0]) else ""
+    platform = ""
+    found = _PLATFORM_TAG.match(tags[0]) if tags else None
+    if found:
+        tags.pop(0)
+        platform = f"{found.group('os')}/{found.group('to') or found.group('on')}"
     if tags and _STEP_TAG.match(tags[-1]):
         tags.pop()
     return platform, " ".join(tags), match.group("command")

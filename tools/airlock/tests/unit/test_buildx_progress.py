@@ -109,6 +109,9 @@ class TestParse(unittest.TestCase):
         self.assertEqual(buildx.split_vertex_name("[2/2] RUN x"), ("", "", "RUN x"))
         self.assertEqual(buildx.split_vertex_name("[linux/arm64/v8 internal] load x"),
                          ("linux/arm64/v8", "internal", "load x"))
+        # keystone's venv stage for arm64, run on amd64 (FROM --platform=$BUILDPLATFORM)
+        self.assertEqual(buildx.split_vertex_name("[linux/amd64->arm64 build 2/2] RUN i"),
+                         ("linux/arm64", "build", "RUN i"))
         self.assertEqual(buildx.split_vertex_name("exporting to oci image format"),
                          ("", "", "exporting to oci image format"))
 
