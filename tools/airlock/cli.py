@@ -20,7 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from airlock import settings
+from airlock import progress, settings
 from airlock.data import platforms
 from airlock.errors import AirlockError, ErrorList
 from airlock.ext import exec as ext_exec
@@ -49,8 +49,11 @@ def _interrupt(signum, frame) -> None:
 
 
 def _say(line: str) -> None:
-    """A progress line: redacted, flushed (a log under Zuul shows it at once)."""
-    print(redact(line), flush=True)
+    """A progress line: redacted, flushed (a log under Zuul shows it at once).
+
+    Through :mod:`airlock.progress`, so that it never lands inside a live line.
+    """
+    progress.say(line, sys.stdout)
 
 
 def _add_layout_options(parser: argparse.ArgumentParser) -> None:
@@ -343,7 +346,7 @@ def _json_out(doc: dict) -> None:
 
 def _say_err(line: str) -> None:
     """A progress line on stderr: with ``--json`` stdout holds only the document."""
-    print(redact(line), file=sys.stderr, flush=True)
+    progress.say(line, sys.stderr)
 
 
 def _one_release(args: argparse.Namespace) -> None:
