@@ -15,8 +15,11 @@ The sandbox, everything under one folder (``AIRLOCK_ZUUL_DIR``, default
 * Zuul from PyPI in its own venv made with /usr/bin/python3 (a Python under
   /root is invisible inside the executor's bubblewrap sandbox): scheduler,
   executor (it merges too), web and the launcher;
-* a static node: a private sshd for an unprivileged user whose home is in
-  the sandbox, so a job touches neither root's home nor the system sshd;
+* two static nodes, so that two jobs of one buildset run side by side
+  (the service jobs of a release, each on its own node): each a private
+  sshd on its own port for its own unprivileged user whose home is in the
+  sandbox, so a job touches neither root's home nor the system sshd, and
+  two jobs never share a home (``~/src``, the work folder);
 * the git driver over local bare repositories: the site's config project
   (``zuul_site/`` beside this file, plus the pipelines example that this
   repository ships in ``zuul-config/``) and ``airlock``, a bare clone of the
@@ -76,7 +79,7 @@ HOST = "127.0.0.1"
 # Components in start order; stop goes the other way round, in groups.
 ZUUL_COMPONENTS = ("scheduler", "web", "executor", "launcher")
 STOP_ORDER = (("executor", "launcher"), ("web",), ("scheduler",),
-              ("sshd",), ("zookeeper",))
+              ("sshd", "sshd-2"), ("zookeeper",))
 
 
 class SandboxError(Exception):
@@ -92,8 +95,23 @@ class Ports:
     web: int = 9000
     finger: int = 7900
     sshd: int = 2222
+    # The second static node's sshd.
+    sshd2: int = 2223
     # Nothing listens here: the Gerrit stand-in only has to be configured.
     gerrit: int = 29419
+
+
+@dataclass(frozen=True)
+class Node:
+    """One static node: its sshd's process name, port, user and home folder name.
+
+    zuul_site/zuul.d/nodes.yaml names the same (a unit test compares them).
+    """
+
+    process: str
+    port: int
+    user: str
+    home: str
 
 
 @dataclass
@@ -135,6 +153,12 @@ class Sandbox:
 
     def _pidfile(self, name: str) -> Path:
         return self.base / "run" / f"{name}.pid"
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """The static nodes: the first keeps the names it always had."""
+        return (Node("sshd", self.ports.sshd, NODE_USER, "node-home"),
+                Node("sshd-2", self.ports.sshd2, f"{NODE_USER}-2", "node-home-2"))
 
     # --- install (network: PyPI; retried by the caller) ----------------
 
@@ -338,43 +362,48 @@ class Sandbox:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
     def _start_node(self) -> None:
-        """The static node: NODE_USER (home in the sandbox) behind a private sshd."""
+        """The static nodes: each its user (home in the sandbox) behind its own sshd."""
         etc = self.base / "etc"
-        home = self.base / "node-home"
         for key in ("id_ed25519", "ssh_host_ed25519_key"):
             if not (etc / key).is_file():
                 self._run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key,
                            "-f", str(etc / key)], "ssh-keygen")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        for node in self.nodes:
+            self._start_one_node(node)
+
+    def _start_one_node(self, node: Node) -> None:
+        etc = self.base / "etc"
+        home = self.base / node.home
         try:
-            user = pwd.getpwnam(NODE_USER)
+            user = pwd.getpwnam(node.user)
         except KeyError:
             self._run(["useradd", "--system", "--shell", "/bin/bash", "--home-dir", str(home),
-                       "--comment", NODE_USER_COMMENT, NODE_USER], "node-user")
-            user = pwd.getpwnam(NODE_USER)
+                       "--comment", NODE_USER_COMMENT, node.user], "node-user")
+            user = pwd.getpwnam(node.user)
         if user.pw_dir != str(home):
-            self._run(["usermod", "--home", str(home), NODE_USER], "node-user")
+            self._run(["usermod", "--home", str(home), node.user], "node-user")
         # sshd without PAM refuses a locked account ("!"): no password, not locked.
-        self._run(["usermod", "-p", "*", NODE_USER], "node-user")
+        self._run(["usermod", "-p", "*", node.user], "node-user")
         shutil.rmtree(home, ignore_errors=True)
         (home / ".ssh").mkdir(parents=True)
         (home / ".ssh" / "authorized_keys").write_text((etc / "id_ed25519.pub").read_text())
         for path in (home, home / ".ssh", home / ".ssh" / "authorized_keys"):
             os.chown(path, user.pw_uid, user.pw_gid)
         (home / ".ssh").chmod(0o700)
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        config = etc / "sshd_config"
+        config = etc / f"{node.process}_config"
         config.write_text(
-            f"Port {self.ports.sshd}\nListenAddress {HOST}\n"
+            f"Port {node.port}\nListenAddress {HOST}\n"
             f"HostKey {etc / 'ssh_host_ed25519_key'}\n"
-            f"PidFile {self.base / 'run' / 'sshd-daemon.pid'}\n"
-            f"AllowUsers {NODE_USER}\nPermitRootLogin no\nPubkeyAuthentication yes\n"
+            f"PidFile {self.base / 'run' / f'{node.process}-daemon.pid'}\n"
+            f"AllowUsers {node.user}\nPermitRootLogin no\nPubkeyAuthentication yes\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             "AuthorizedKeysFile .ssh/authorized_keys\n"
             # The home is under /var/tmp (world-writable): StrictModes would refuse it.
             "StrictModes no\nX11Forwarding no\nPrintMotd no\n"
             "Subsystem sftp internal-sftp\n")
-        self._spawn("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)])
-        self._wait_port("sshd", self.ports.sshd)
+        self._spawn(node.process, ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)])
+        self._wait_port(node.process, node.port)
 
     def _git(self, *args: str, cwd: Path | None = None) -> str:
         done = subprocess.run(
@@ -630,13 +659,14 @@ class Sandbox:
             print(f"zuul-sandbox: stopped (logs in {self.logs})")
 
     def remove_node_user(self) -> None:
-        """Delete the static node's user, if this sandbox made it."""
-        try:
-            user = pwd.getpwnam(NODE_USER)
-        except KeyError:
-            return
-        if user.pw_gecos == NODE_USER_COMMENT:
-            subprocess.run(["userdel", NODE_USER], check=False)
+        """Delete the static nodes' users, those this sandbox made."""
+        for node in self.nodes:
+            try:
+                user = pwd.getpwnam(node.user)
+            except KeyError:
+                continue
+            if user.pw_gecos == NODE_USER_COMMENT:
+                subprocess.run(["userdel", node.user], check=False)
 
 
 def site_template_files() -> list[Path]:
