@@ -122,6 +122,10 @@ class Sandbox:
         os.environ.get("AIRLOCK_ZUUL_DIR") or DEFAULT_DIR))
     repo: Path = REPO_ROOT
     ports: Ports = field(default_factory=Ports)
+    # What the site's base job sets as ``airlock_site`` (the URLs of its
+    # stores, README "Zuul"): the generated release jobs read it. None: the
+    # base job sets nothing, as before (the validate job needs no stores).
+    airlock_site: dict[str, dict[str, str]] | None = None
 
     # --- paths ---------------------------------------------------------
 
@@ -424,6 +428,8 @@ class Sandbox:
         git, work = self.base / "git", self.base / "work"
         site = work / CONFIG_PROJECT
         shutil.copytree(SITE_TEMPLATE, site)
+        if self.airlock_site is not None:
+            self._set_airlock_site(site / "zuul.d" / "jobs.yaml")
         example = self.repo / PIPELINES_EXAMPLE
         if not example.is_file():
             raise SandboxError(f"{example} is missing: the site's pipelines come from it")
@@ -443,6 +449,19 @@ class Sandbox:
                   cwd=clone)
         self._git("push", "-q", "origin", BRANCH, cwd=clone)
         return head, self._git("rev-parse", "HEAD", cwd=clone)
+
+    def _set_airlock_site(self, jobs: Path) -> None:
+        """The base job's ``vars: {airlock_site: ...}``, set once as a site sets it.
+
+        Appended as the last key of the base job (the last item of the
+        file), in JSON (a YAML flow mapping): the template keeps its comments.
+        """
+        text = jobs.read_text()
+        if "\n    vars:" in text or not text.rstrip().endswith("playbooks/base/post.yaml"):
+            raise SandboxError(f"{jobs}: the base job must be last and set no vars "
+                               "(the sandbox appends airlock_site to it)")
+        jobs.write_text(text.rstrip("\n") + "\n    vars:\n      airlock_site: "
+                        + json.dumps(self.airlock_site, sort_keys=True) + "\n")
 
     def _write_config(self) -> None:
         etc, run, certs, state = (self.base / n for n in ("etc", "run", "certs", "state"))
@@ -548,6 +567,84 @@ class Sandbox:
         """GET a zuul-web API path; the decoded JSON."""
         with urllib.request.urlopen(self.web_url + path, timeout=10) as response:
             return json.load(response)
+
+    def public_key(self) -> Path:
+        """The project's secrets key, as zuul-web serves it to a site's operator."""
+        url = f"{self.web_url}/api/tenant/{TENANT}/key/{PROJECT}.pub"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            key = response.read()
+        if b"PUBLIC KEY" not in key:
+            raise SandboxError(f"{url}: not a public key")
+        path = self.base / "run" / f"{PROJECT}.pub"
+        path.write_bytes(key)
+        return path
+
+    def encrypt_secret(self, name: str, fields: dict[str, str]) -> str:
+        """A ``- secret:`` stanza, every field encrypted by ``zuul-client encrypt``.
+
+        What README tells a site to run, one field at a time; each value
+        goes in on stdin (never a command line or a file) and comes out as
+        ciphertext only the scheduler can read.
+        """
+        key = self.public_key()
+        lines = ["- secret:", f"    name: {name}", "    data:"]
+        for field_name, value in fields.items():
+            done = subprocess.run(
+                [str(self.venv / "bin" / "zuul-client"), "--zuul-url", self.web_url,
+                 "encrypt", "--public-key", str(key), "--tenant", TENANT,
+                 "--project", PROJECT, "--secret-name", name, "--field-name", field_name,
+                 "--no-strip"],
+                input=value, capture_output=True, text=True, check=False, timeout=60)
+            out = done.stdout.splitlines()
+            if done.returncode != 0 or "    data:" not in out:
+                raise SandboxError(f"zuul-client encrypt ({field_name}) failed "
+                                   f"({done.returncode}): {done.stderr.strip()[-300:]}")
+            # Its own stanza for one field: keep what follows "data:".
+            lines += [line for line in out[out.index("    data:") + 1:] if line.strip()]
+        return "\n".join(lines) + "\n"
+
+    def commit(self, files: dict[str, str | None], message: str) -> str:
+        """Commit FILES (path: text, None deletes) on airlock's branch, push it; the sha.
+
+        The sandbox's own clone of the bare repository, never this checkout:
+        what a site's operator does with its copy of the repository. Zuul's
+        git driver sees the new head within its poll delay and reloads the
+        project's configuration (:meth:`wait_for_reconfiguration`).
+        """
+        clone = self.base / "work" / PROJECT
+        for name, text in files.items():
+            path = clone / name
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        self._git("add", "-A", cwd=clone)
+        self._git("commit", "-q", "-m", message, cwd=clone)
+        self._git("push", "-q", "origin", BRANCH, cwd=clone)
+        return self._git("rev-parse", "HEAD", cwd=clone)
+
+    def write_secret(self, name: str, fields: dict[str, str], header: str = "") -> str:
+        """zuul.d/secrets.yaml replaced by the encrypted secret, committed; the sha."""
+        text = header + self.encrypt_secret(name, fields)
+        return self.commit({"zuul.d/secrets.yaml": text},
+                           f"zuul-sandbox: the site's {name} secret, encrypted")
+
+    def last_reconfigured(self) -> int:
+        """When the scheduler last loaded the tenant (zuul-web's status, ms)."""
+        status = self.api(f"/api/tenant/{TENANT}/status")
+        assert isinstance(status, dict)
+        return int(status.get("last_reconfigured") or 0)
+
+    def wait_for_reconfiguration(self, after: int, timeout: float = 180) -> None:
+        """Until the tenant was loaded again after AFTER (:meth:`last_reconfigured`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.last_reconfigured() > after:
+                return
+            time.sleep(1)
+        raise SandboxError(f"tenant {TENANT} was not reloaded within {timeout:.0f} s; "
+                           f"see {self.logs}/scheduler.log")
 
     def revisions(self) -> tuple[str, str]:
         """The old and new revision of the airlock branch that start pushed."""
