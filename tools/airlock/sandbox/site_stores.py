@@ -10,7 +10,9 @@ default ``/var/lib/airlock/site``), listening on 127.0.0.1 only:
 * **pypi** (default port 8080): ``pypiserver`` (pinned, from PyPI, in
   ``DIR/venv``), packages in ``DIR/pypi``; upload, download and list all
   need the password (``-a update,download,list``), and it never falls back
-  to the public index (``--disable-fallback``).
+  to the public index (``--disable-fallback``). ``--pypi-reads open``:
+  only upload needs it (``-a update``), a Nexus PyPI-hosted repository
+  with anonymous read, as the Zuul jobs install airlock from it.
 * **raw** (8081): Debian's nginx with its DAV module, files in ``DIR/raw``;
   PUT, DELETE and MKCOL need the password, GET and HEAD are open (what a
   Nexus raw-hosted repository with anonymous read does, and what
@@ -130,6 +132,7 @@ class Site:
     netns: str | None = None
     engine: bool = False
     registry_reads: str = "auth"
+    pypi_reads: str = "auth"
 
     # --- paths ---------------------------------------------------------
 
@@ -217,7 +220,8 @@ class Site:
             (self.base / sub).chmod(mode)
         _write(self.state_file, json.dumps({"ports": self.ports, "netns": self.netns,
                                             "engine": self.engine,
-                                            "registry_reads": self.registry_reads}) + "\n")
+                                            "registry_reads": self.registry_reads,
+                                            "pypi_reads": self.pypi_reads}) + "\n")
         passwords = self._passwords()
         self._htpasswd(passwords)
         starters = {"pypi": self._start_pypi, "raw": self._start_raw,
@@ -239,6 +243,7 @@ class Site:
             self.ports, self.netns = state["ports"], state["netns"]
             self.engine = bool(state.get("engine"))
             self.registry_reads = state.get("registry_reads") or "auth"
+            self.pypi_reads = state.get("pypi_reads") or "auth"
         except (OSError, ValueError, KeyError, TypeError):
             pass
 
@@ -317,7 +322,8 @@ class Site:
         self._spawn("pypi", [
             str(self.venv / "bin" / "pypi-server"), "run", "-i", HOST,
             "-p", str(self.ports["pypi"]), "-P", str(self.base / "auth" / "pypi.htpasswd"),
-            "-a", "update,download,list", "--disable-fallback", str(self.base / "pypi")])
+            "-a", "update" if self.pypi_reads == "open" else "update,download,list",
+            "--disable-fallback", str(self.base / "pypi")])
 
     def _start_raw(self) -> None:
         nginx = self.base / "nginx"
@@ -740,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="auth (default): every registry request needs the password; "
                              "open: GET/HEAD anonymous, pushes with the password (a "
                              "Nexus with anonymous read; an nginx in front)")
+    parser.add_argument("--pypi-reads", choices=REGISTRY_READS, default="auth",
+                        help="auth (default): upload, download and list need the "
+                             "password; open: only upload does")
     for store in STORES:
         parser.add_argument(f"--{store}-port", help=f"default {DEFAULT_PORTS[store]} "
                             f"(AIRLOCK_SITE_{store.upper()}_PORT)")
@@ -752,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
         if not base.is_absolute():
             base = Path.cwd() / base
         site = Site(base=base, ports=_ports(args), netns=args.netns, engine=args.engine,
-                    registry_reads=args.registry_reads)
+                    registry_reads=args.registry_reads, pypi_reads=args.pypi_reads)
         if "--" in argv and args.command != "exec":
             raise SiteError(f"unexpected '-- {' '.join(command)}': only exec takes a command")
         if args.command == "exec":

@@ -399,7 +399,7 @@ class SiteUpOpenReadsTest(unittest.TestCase):
         self.dir = self.tmp / "site"
         self.ports = {store: free_port() for store in STORES}
         self.outputs: list[str] = []
-        started = self.site_up("start", "--registry-reads", "open",
+        started = self.site_up("start", "--registry-reads", "open", "--pypi-reads", "open",
                                *[arg for store, port in self.ports.items()
                                  for arg in (f"--{store}-port", str(port))])
         self.addCleanup(self.site_up, "stop")
@@ -423,6 +423,12 @@ class SiteUpOpenReadsTest(unittest.TestCase):
                               check=False, **kwargs)  # type: ignore[call-overload]
         self.outputs.append(done.stdout + done.stderr)
         return done
+
+    def test_pypi_reads_open_uploads_need_the_password(self) -> None:
+        pypi = f"http://127.0.0.1:{self.ports['pypi']}"
+        self.assertEqual(status_of(f"{pypi}/simple/")[0], 200)
+        code, _ = status_of(f"{pypi}/", "POST", b":action=file_upload")
+        self.assertEqual(code, 401)
 
     def test_anonymous_reads_authenticated_writes(self) -> None:
         archive = self.tmp / "probe.oci.tar"
