@@ -126,6 +126,11 @@ class Sandbox:
     # stores, README "Zuul"): the generated release jobs read it. None: the
     # base job sets nothing, as before (the validate job needs no stores).
     airlock_site: dict[str, dict[str, str]] | None = None
+    # Build nodes: the node users may use this machine's Docker engine (the
+    # docker group: root-equivalent, so only when asked) and the base job
+    # sets ensure_build_host_setup false (the machine is a build host
+    # already; the node users have no sudo). Off: plain unprivileged nodes.
+    build_nodes: bool = False
 
     # --- paths ---------------------------------------------------------
 
@@ -389,6 +394,11 @@ class Sandbox:
             self._run(["usermod", "--home", str(home), node.user], "node-user")
         # sshd without PAM refuses a locked account ("!"): no password, not locked.
         self._run(["usermod", "-p", "*", node.user], "node-user")
+        if self.build_nodes:
+            self._run(["usermod", "-aG", "docker", node.user], "node-user")
+        else:
+            subprocess.run(["gpasswd", "-d", node.user, "docker"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
         shutil.rmtree(home, ignore_errors=True)
         (home / ".ssh").mkdir(parents=True)
         (home / ".ssh" / "authorized_keys").write_text((etc / "id_ed25519.pub").read_text())
@@ -428,8 +438,8 @@ class Sandbox:
         git, work = self.base / "git", self.base / "work"
         site = work / CONFIG_PROJECT
         shutil.copytree(SITE_TEMPLATE, site)
-        if self.airlock_site is not None:
-            self._set_airlock_site(site / "zuul.d" / "jobs.yaml")
+        if self.base_vars():
+            self._set_base_vars(site / "zuul.d" / "jobs.yaml")
         example = self.repo / PIPELINES_EXAMPLE
         if not example.is_file():
             raise SandboxError(f"{example} is missing: the site's pipelines come from it")
@@ -450,18 +460,28 @@ class Sandbox:
         self._git("push", "-q", "origin", BRANCH, cwd=clone)
         return head, self._git("rev-parse", "HEAD", cwd=clone)
 
-    def _set_airlock_site(self, jobs: Path) -> None:
-        """The base job's ``vars: {airlock_site: ...}``, set once as a site sets it.
+    def base_vars(self) -> dict[str, object]:
+        """What the site's base job sets for every job (see the fields)."""
+        found: dict[str, object] = {}
+        if self.airlock_site is not None:
+            found["airlock_site"] = self.airlock_site
+        if self.build_nodes:
+            found["ensure_build_host_setup"] = False
+        return found
+
+    def _set_base_vars(self, jobs: Path) -> None:
+        """The base job's ``vars:`` (:meth:`base_vars`), set once as a site sets them.
 
         Appended as the last key of the base job (the last item of the
-        file), in JSON (a YAML flow mapping): the template keeps its comments.
+        file), in JSON (YAML flow values): the template keeps its comments.
         """
         text = jobs.read_text()
         if "\n    vars:" in text or not text.rstrip().endswith("playbooks/base/post.yaml"):
             raise SandboxError(f"{jobs}: the base job must be last and set no vars "
                                "(the sandbox appends airlock_site to it)")
-        jobs.write_text(text.rstrip("\n") + "\n    vars:\n      airlock_site: "
-                        + json.dumps(self.airlock_site, sort_keys=True) + "\n")
+        lines = [f"      {key}: {json.dumps(value, sort_keys=True)}"
+                 for key, value in self.base_vars().items()]
+        jobs.write_text(text.rstrip("\n") + "\n    vars:\n" + "\n".join(lines) + "\n")
 
     def _write_config(self) -> None:
         etc, run, certs, state = (self.base / n for n in ("etc", "run", "certs", "state"))

@@ -74,18 +74,22 @@ class SandboxSiteVariableTest(unittest.TestCase):
     def test_the_base_job_gets_airlock_site(self) -> None:
         stores = {"registry": {"prefix": "127.0.0.1:5001/airlock"},
                   "raw": {"url": "http://127.0.0.1:8081/air lock/'\"#: x/"}}
-        zuul_sandbox.Sandbox(airlock_site=stores)._set_airlock_site(self.jobs)
+        zuul_sandbox.Sandbox(airlock_site=stores, build_nodes=True)._set_base_vars(self.jobs)
         base = [item["job"] for item in yaml.safe_load(self.jobs.read_text())
                 if item["job"]["name"] == "base"][0]
-        self.assertEqual(base["vars"], {"airlock_site": stores})
+        self.assertEqual(base["vars"], {"airlock_site": stores,
+                                       "ensure_build_host_setup": False})
         # The rest of the base job is unchanged.
         self.assertEqual(base["post-run"], "playbooks/base/post.yaml")
         self.assertIn("# The site's base job", self.jobs.read_text())
 
+    def test_plain_nodes_set_nothing(self) -> None:
+        self.assertEqual(zuul_sandbox.Sandbox().base_vars(), {})
+
     def test_a_template_it_cannot_extend_is_refused(self) -> None:
         self.jobs.write_text(self.jobs.read_text() + "    vars:\n      x: 1\n")
         with self.assertRaisesRegex(zuul_sandbox.SandboxError, "set no vars"):
-            zuul_sandbox.Sandbox(airlock_site={})._set_airlock_site(self.jobs)
+            zuul_sandbox.Sandbox(airlock_site={})._set_base_vars(self.jobs)
 
 
 class SandboxSecretTest(unittest.TestCase):
