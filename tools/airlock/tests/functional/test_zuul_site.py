@@ -149,18 +149,34 @@ class ZuulSiteTest(unittest.TestCase):
         cls.sandbox = zuul_sandbox.Sandbox(airlock_site=urls, build_nodes=True)
         cls.sandbox.start()
 
-        # The operator's two commits: fewer jobs, the real secret.
+        # The operator's commit: fewer jobs, the real secret (one commit,
+        # so that one reconfiguration loads both).
         clone = cls.sandbox.base / "work" / zuul_sandbox.PROJECT
-        before = cls.sandbox.last_reconfigured()
-        cls.sandbox.commit({"zuul.d/releases.yaml": trimmed_releases(
-            (clone / "zuul.d" / "releases.yaml").read_text())},
-            "zuul-sandbox: only 2025.2 keystone and placement in manual")
-        cls.newrev = cls.sandbox.write_secret(SECRET, {
+        secret = cls.sandbox.encrypt_secret(SECRET, {
             "registry": cls.registry_host, "username": cls.user, "password": cls.password})
+        before = cls.sandbox.last_reconfigured()
+        cls.newrev = cls.sandbox.commit({
+            "zuul.d/releases.yaml": trimmed_releases(
+                (clone / "zuul.d" / "releases.yaml").read_text()),
+            "zuul.d/secrets.yaml": "# The sandbox site's registry credentials.\n" + secret},
+            "zuul-sandbox: only 2025.2 keystone and placement, the site's secret")
         cls.sandbox.wait_for_reconfiguration(before)
+        deadline = time.monotonic() + 120
+        while cls.manual_jobs() != {BASE_JOB, *SERVICE_JOBS} and time.monotonic() < deadline:
+            time.sleep(2)
         cls.config_errors = cls.sandbox.api(
             f"/api/tenant/{zuul_sandbox.TENANT}/config-errors")
         cls.buildset = cls.run_buildset()
+
+    @classmethod
+    def manual_jobs(cls) -> set[str]:
+        """The jobs the tenant's layout lists in manual for airlock."""
+        project = cls.sandbox.api(
+            f"/api/tenant/{zuul_sandbox.TENANT}/project/{zuul_sandbox.PROJECT}")
+        assert isinstance(project, dict)
+        return {job["name"] for config_ in project["configs"]
+                for pipeline_ in config_["pipelines"] if pipeline_["name"] == PIPELINE
+                for jobs in pipeline_["jobs"] for job in jobs}
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -210,12 +226,12 @@ class ZuulSiteTest(unittest.TestCase):
 
     def test_1_the_tenant_loads_the_secret_and_the_trimmed_jobs(self) -> None:
         self.assertEqual(self.config_errors, [], self.config_errors)
-        project = self.sandbox.api(
-            f"/api/tenant/{zuul_sandbox.TENANT}/project/{zuul_sandbox.PROJECT}")
-        manual = {job["name"] for config_ in project["configs"]
-                  for pipeline_ in config_["pipelines"] if pipeline_["name"] == PIPELINE
-                  for jobs in pipeline_["jobs"] for job in jobs}
-        self.assertEqual(manual, {BASE_JOB, *SERVICE_JOBS})
+        self.assertEqual(self.manual_jobs(), {BASE_JOB, *SERVICE_JOBS})
+        # The committed secret is the encrypted one (no placeholder, no password).
+        text = (self.sandbox.base / "work" / zuul_sandbox.PROJECT / "zuul.d" /
+                "secrets.yaml").read_text()
+        self.assertIn("!encrypted/pkcs1-oaep", text)
+        self.assertNotIn(self.password, text)
 
     def test_2_the_buildset_succeeds_with_the_service_jobs_side_by_side(self) -> None:
         builds = self.builds()
