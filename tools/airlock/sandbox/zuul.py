@@ -632,6 +632,7 @@ class Sandbox:
         project's configuration (:meth:`wait_for_reconfiguration`).
         """
         clone = self.base / "work" / PROJECT
+        self._wait_watched(PROJECT)
         for name, text in files.items():
             path = clone / name
             if text is None:
@@ -643,6 +644,23 @@ class Sandbox:
         self._git("commit", "-q", "-m", message, cwd=clone)
         self._git("push", "-q", "origin", BRANCH, cwd=clone)
         return self._git("rev-parse", "HEAD", cwd=clone)
+
+    def _wait_watched(self, project: str, timeout: float = 60) -> None:
+        """Until the git driver's watcher has read PROJECT's refs once.
+
+        Its first reading is its baseline, compared with no earlier one:
+        a push made before it is never an event, and the tenant would keep
+        the old configuration (seen: a commit right after start).
+        """
+        line = f"refs for project {project}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.logs / "scheduler.log"
+            if log.is_file() and line in log.read_text(errors="replace"):
+                return
+            time.sleep(1)
+        raise SandboxError(f"the git watcher did not read {project} within {timeout:.0f} s; "
+                           f"see {self.logs}/scheduler.log")
 
     def write_secret(self, name: str, fields: dict[str, str], header: str = "") -> str:
         """zuul.d/secrets.yaml replaced by the encrypted secret, committed; the sha."""
