@@ -692,8 +692,8 @@ class Sandbox:
     def enqueue_ref(self, pipeline: str, oldrev: str | None, newrev: str) -> None:
         """What an operator types: zuul-client enqueue-ref, with an admin token.
 
-        ``oldrev`` None: left out, as README's one parameter-free enqueue of
-        the manual pipeline has it (no files compared: every job runs).
+        ``oldrev`` None: left out; Zuul then matches the jobs' ``files:``
+        against the files the head commit itself changed.
         """
         token = subprocess.run(
             [str(self.venv / "bin" / "zuul-admin"), "-c", str(self.conf),

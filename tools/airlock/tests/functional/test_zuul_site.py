@@ -187,29 +187,31 @@ class ZuulSiteTest(unittest.TestCase):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
-    def buildsets(cls) -> list[dict]:
+    def buildsets(cls, pipeline_: str = PIPELINE, newrev: str | None = None) -> list[dict]:
+        newrev = newrev or cls.newrev
         query = urllib.parse.urlencode({"project": zuul_sandbox.PROJECT,
-                                        "pipeline": PIPELINE, "limit": 20})
+                                        "pipeline": pipeline_, "limit": 20})
         found = cls.sandbox.api(f"/api/tenant/{zuul_sandbox.TENANT}/buildsets?{query}")
         assert isinstance(found, list)
-        return [b for b in found if (b.get("refs") or [{}])[0].get("newrev", cls.newrev)
-                == cls.newrev]
+        return [b for b in found if (b.get("refs") or [{}])[0].get("newrev", newrev)
+                == newrev]
 
     @classmethod
-    def run_buildset(cls) -> dict:
+    def run_buildset(cls, pipeline_: str = PIPELINE, newrev: str | None = None) -> dict:
         """Enqueue newrev on manual (what the operator types); the finished buildset."""
-        known = {b["uuid"] for b in cls.buildsets()}
-        cls.sandbox.enqueue_ref(PIPELINE, None, cls.newrev)
+        newrev = newrev or cls.newrev
+        known = {b["uuid"] for b in cls.buildsets(pipeline_, newrev)}
+        cls.sandbox.enqueue_ref(pipeline_, None, newrev)
         deadline = time.monotonic() + BUILDSET_TIMEOUT
         while time.monotonic() < deadline:
-            for found in cls.buildsets():
+            for found in cls.buildsets(pipeline_, newrev):
                 if found["uuid"] not in known and found.get("result"):
                     buildset = cls.sandbox.api(
                         f"/api/tenant/{zuul_sandbox.TENANT}/buildset/{found['uuid']}")
                     assert isinstance(buildset, dict)
                     return buildset
             time.sleep(10)
-        raise AssertionError(f"no finished buildset of {cls.newrev} in {PIPELINE} within "
+        raise AssertionError(f"no finished buildset of {newrev} in {pipeline_} within "
                              f"{BUILDSET_TIMEOUT:.0f} s; see {cls.sandbox.logs}/executor.log")
 
     def builds(self, buildset: dict | None = None) -> dict[str, dict]:
@@ -256,14 +258,14 @@ class ZuulSiteTest(unittest.TestCase):
                 meta = artifact.get("metadata") or {}
                 if meta.get("type") == "container_image":
                     returned[artifact["name"]] = (artifact["url"], meta["digest"])
+                    # An absolute URL: Zuul shows it as it is, never joined
+                    # to the build's log URL.
+                    self.assertEqual(artifact["url"], f"docker://{meta['ref']}")
         self.assertLessEqual({"python-base", "venv-builder", *SERVICES}, set(returned),
                              returned)
         for name, (url, digest) in returned.items():
-            # Zuul joins a URL without a scheme to the build's log_url
-            # (file:///.../joblogs/UUID/127.0.0.1:PORT/...): the reference
-            # is what follows it.
-            self.assertIn(f"{self.prefix}/", url)
-            ref = url[url.index(f"{self.prefix}/"):]
+            self.assertTrue(url.startswith(f"docker://{self.prefix}/"), url)
+            ref = url.removeprefix("docker://")
             # Read anonymously, as a site's service jobs read.
             self.assertEqual(registry.digest(ref), digest, name)
         for service in SERVICES:
@@ -307,6 +309,41 @@ class ZuulSiteTest(unittest.TestCase):
             texts.append((f"{service} build record", audit.stdout + audit.stderr))
         for where, text in texts:
             self.assertNotIn(self.password, text, where)
+
+    def test_7_check_never_gets_the_secret(self) -> None:
+        """A change that puts a publishing job, and a job of its own holding the
+        secret, in check: Zuul runs neither (a job holding an untrusted
+        project's secret is post-review; check is not).
+
+        The sandbox's git driver has no proposed changes, so the attempt is
+        committed and enqueued on check: stronger than a proposal, which would
+        run with the same rule on a speculative layout.
+        """
+        steal = "airlock-steal-the-secret"
+        before = self.sandbox.last_reconfigured()
+        rev = self.sandbox.commit({
+            "zuul.d/steal.yaml": yaml.safe_dump([
+                {"job": {"name": steal, "run": "playbooks/steal.yaml",
+                         "secrets": [{"name": "stolen", "secret": SECRET}]}},
+                {"project": {"check": {"jobs": [steal, SERVICE_JOBS[0]]}}}]),
+            "playbooks/steal.yaml": yaml.safe_dump([
+                {"hosts": "all", "tasks": [
+                    {"name": "Print the secret",
+                     "ansible.builtin.debug": {"msg": "{{ stolen.password }}"}}]}])},
+            "a change that tries to use the Images Nexus secret in check")
+        self.sandbox.wait_for_reconfiguration(before)
+        errors = self.sandbox.api(f"/api/tenant/{zuul_sandbox.TENANT}/config-errors")
+        self.assertEqual(errors, [], errors)
+        buildset = self.run_buildset("check", rev)
+        self.assertNotEqual(buildset["result"], "SUCCESS", buildset)
+        self.assertIn("does not allow post-review job", json.dumps(buildset))
+        for build in buildset["builds"]:
+            self.assertIsNone(build.get("start_time"), build)
+            self.assertFalse((self.sandbox.joblogs / build["uuid"]).exists(), build)
+        for path in self.sandbox.joblogs.rglob("*"):
+            if path.is_file():
+                self.assertNotIn(self.password, path.read_bytes().decode(errors="replace"),
+                                 str(path))
 
 
 if __name__ == "__main__":
