@@ -311,7 +311,7 @@ class ZuulSiteTest(unittest.TestCase):
             self.assertNotIn(self.password, text, where)
 
     def test_7_check_never_gets_the_secret(self) -> None:
-        """A change that puts a publishing job, and a job of its own holding the
+        """A change that puts a pushing job (the base job), and a job of its own holding the
         secret, in check: Zuul runs neither (a job holding an untrusted
         project's secret is post-review; check is not).
 
@@ -325,7 +325,7 @@ class ZuulSiteTest(unittest.TestCase):
             "zuul.d/steal.yaml": yaml.safe_dump([
                 {"job": {"name": steal, "run": "playbooks/steal.yaml",
                          "secrets": [{"name": "stolen", "secret": SECRET}]}},
-                {"project": {"check": {"jobs": [steal, SERVICE_JOBS[0]]}}}]),
+                {"project": {"check": {"jobs": [steal, BASE_JOB]}}}]),
             "playbooks/steal.yaml": yaml.safe_dump([
                 {"hosts": "all", "tasks": [
                     {"name": "Print the secret",
