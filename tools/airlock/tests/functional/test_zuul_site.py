@@ -52,6 +52,7 @@ from airlock.tests.functional.registries import free_port
 from airlock.tests.functional.test_site_up import SITE_UP, STORES, clean_env
 from airlock.tests.unit import bundlefixture
 from airlock.zuul import jobs as zuul_jobs
+from airlock.zuul import site as zuul_site
 
 RELEASE = "2025.2"
 SERVICES = ("keystone", "placement")
@@ -309,6 +310,11 @@ class ZuulSiteTest(unittest.TestCase):
             texts.append((f"{service} build record", audit.stdout + audit.stderr))
         for where, text in texts:
             self.assertNotIn(self.password, text, where)
+        # The pushing playbooks removed the credentials file they wrote.
+        for node in self.sandbox.nodes:
+            home = self.sandbox.base / node.home
+            self.assertTrue((home / "airlock-site" / "site-push.yaml").is_file(), home)
+            self.assertEqual(list(home.rglob(zuul_site.PUSH_CREDENTIALS)), [], home)
 
     def test_7_check_never_gets_the_secret(self) -> None:
         """A change that puts a pushing job (the base job), and a job of its own holding the
