@@ -343,7 +343,8 @@ class ZuulSiteTest(unittest.TestCase):
         buildset = self.run_buildset("check", rev)
         self.assertNotEqual(buildset["result"], "SUCCESS", buildset)
         self.assertIn("does not allow post-review job", json.dumps(buildset))
-        for build in buildset["builds"]:
+        # Refused when the job graph froze: no build of either job exists.
+        for build in buildset.get("builds") or []:
             self.assertIsNone(build.get("start_time"), build)
             self.assertFalse((self.sandbox.joblogs / build["uuid"]).exists(), build)
         for path in self.sandbox.joblogs.rglob("*"):
