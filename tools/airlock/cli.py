@@ -770,7 +770,7 @@ def cmd_zuul_site(args: argparse.Namespace) -> int:
     dest = _folder(args.dest, "--dest")
     read, push = site.write(site.parse(sys.stdin.read(site.LIMIT)), dest)
     _say(f"{read} (reads, anonymous) and {push} (pushes, credentials from "
-         f"${site.PUSH_ENV}) written")
+         f"{site.PUSH_CREDENTIALS} beside it) written")
     return 0
 
 

@@ -17,9 +17,11 @@ files:
 * ``site.yaml``: every store read anonymously (a site's Nexus is read
   without credentials; the jobs hold none for reading);
 * ``site-push.yaml``: the same, but the registry's credentials come from
-  ``$AIRLOCK_SITE_REGISTRY``, which only the playbooks that push set, from
-  the Zuul secret, for the length of one command (never a file, never a
-  command line).
+  the file ``registry-push.credentials`` beside it, which only the
+  playbooks that push write, from the Zuul secret (a no_log task, mode
+  0600), and remove after their one command. Not an environment variable:
+  under Zuul a no_log command returns no output at all, and the build and
+  publish commands' output is what the roles judge and the operator reads.
 
 A credential given in ``airlock_site`` is refused: secrets come only from
 the Zuul secret.
@@ -38,7 +40,7 @@ from airlock.site import config
 from airlock.urls import has_userinfo
 
 VARIABLE = "airlock_site"
-PUSH_ENV = "AIRLOCK_SITE_REGISTRY"
+PUSH_CREDENTIALS = "registry-push.credentials"
 SITE_FILE = "site.yaml"
 PUSH_FILE = "site-push.yaml"
 LIMIT = 64 * 1024  # characters of JSON read from stdin: URLs only
@@ -109,17 +111,18 @@ def stores(data: object) -> dict[str, dict[str, str]]:
     return result
 
 
-def render(urls: dict[str, dict[str, str]], push: bool) -> str:
-    """site.yaml (or, ``push``, site-push.yaml) for these URLs."""
+def render(urls: dict[str, dict[str, str]], push: Path | None) -> str:
+    """site.yaml (or, ``push`` naming the credentials file, site-push.yaml) for these URLs."""
     doc = {}
     for store in config.STORES:
         entry: dict[str, object] = dict(urls[store])
-        if push and store == "registry":
-            entry["credentials_env"] = PUSH_ENV
+        if push is not None and store == "registry":
+            entry["credentials_file"] = str(push)
         else:
             entry[config.ANONYMOUS] = True
         doc[store] = entry
-    note = f"; the registry's push credentials come from ${PUSH_ENV}" if push else ""
+    note = (f"; the registry's push credentials are read from {push.name}, which only the "
+            "playbooks that push write" if push is not None else "")
     return HEADER.format(push=note) + yaml.safe_dump(doc, sort_keys=False,
                                                      default_flow_style=False)
 
@@ -133,7 +136,7 @@ def write(data: object, dest: Path) -> tuple[Path, Path]:
     urls = stores(data)
     dest.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, push in ((SITE_FILE, False), (PUSH_FILE, True)):
+    for name, push in ((SITE_FILE, None), (PUSH_FILE, dest.resolve() / PUSH_CREDENTIALS)):
         path = dest / name
         files.write_atomic(path, render(urls, push))
         config.load(path)

@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import unittest
 from pathlib import Path
-from unittest import mock
 
 from airlock.errors import AirlockError
 from airlock.site import access, config
@@ -60,13 +59,16 @@ class ZuulSiteTest(unittest.TestCase):
             self.assertIsNone(read.stores[store].credentials(), store)
         push = config.load(self.dest / "site-push.yaml")
         self.assertEqual(push.registry.urls, read.registry.urls)
-        with mock.patch.dict(os.environ, {site.PUSH_ENV: "robot:s3cret"}):
-            self.assertEqual(push.registry.credentials(), ("robot", "s3cret"))
-        with mock.patch.dict(os.environ, {}, clear=True), \
-                self.assertRaises(AirlockError) as caught:
+        # The credentials file beside it, which only a pushing playbook writes.
+        cred = self.dest.resolve() / site.PUSH_CREDENTIALS
+        self.assertEqual(push.registry.credentials_file, cred)
+        with self.assertRaises(AirlockError) as caught:
             push.registry.credentials()
-        self.assertIn(f"${site.PUSH_ENV} is not set", str(caught.exception))
-        # Neither file holds anything but URLs and the variable's name.
+        self.assertIn(str(cred), str(caught.exception))
+        cred.write_text("robot:s3cret\n")
+        self.assertEqual(push.registry.credentials(), ("robot", "s3cret"))
+        cred.unlink()
+        # Neither file holds anything but URLs and the credentials file's name.
         for name in ("site.yaml", "site-push.yaml"):
             self.assertNotIn("s3cret", (self.dest / name).read_text())
 
