@@ -734,6 +734,7 @@ def cmd_index_assemble(args: argparse.Namespace) -> int:
     from airlock.image import assemble
 
     out = Path(args.out)
+    _folder(out.parent, "--out")  # a file on the way is one line, not "File exists"
     digest = assemble.write([Path(a) for a in args.archive], out,
                             platforms=tuple(args.platform or ()))
     if args.json:

@@ -329,6 +329,7 @@ def write(parts: Sequence[Path], out: Path, platforms: Sequence[str] | None = No
         entry["annotations"] = {CREATED: created.pop()}
     layout = go_json({"schemaVersion": 2, "mediaType": INDEX, "manifests": [entry]},
                      indent=False)
+    files.check_replaceable_file(out)  # as root, --out /dev/null would replace the device
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     done = False

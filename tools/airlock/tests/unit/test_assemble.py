@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import os
+import stat
 import tarfile
 import tempfile
 import unittest
@@ -214,6 +215,36 @@ class AssembleCliTest(unittest.TestCase):
         not_tar = self.tmp / "not.tar"
         not_tar.write_bytes(b"not a tar at all" * 100)
         self.refused("not an OCI archive", self.amd, not_tar)
+
+    def _refused_out(self, out: Path, expected: str) -> None:
+        argv = ["index", "assemble", "--out", str(out), "--archive", str(self.amd),
+                "--archive", str(self.arm)]
+        code, _, err = run_cli(argv)
+        self.assertEqual(code, 1, err)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(expected, err)
+        self.assertEqual([p.name for p in out.parent.glob(".*")] if out.parent.is_dir()
+                         else [], [])
+
+    def test_out_onto_a_fifo_a_folder_or_under_a_file_is_refused(self):
+        # airlock runs as root: --out /dev/null once replaced the host's device
+        # (a FIFO stands in for it here; the rename would replace either).
+        fifo = self.tmp / "fifo"
+        os.mkfifo(fifo)
+        self._refused_out(fifo, "is a FIFO, not a regular file")
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+        link = self.tmp / "to-fifo"
+        link.symlink_to(fifo)
+        self._refused_out(link, "is a symbolic link to a FIFO, not a regular file")
+        self.assertTrue(link.is_symlink())
+        folder = self.tmp / "folder"
+        folder.mkdir()
+        self._refused_out(folder, f"{folder}: is a directory")
+        self.assertTrue(folder.is_dir())
+        plain = self.tmp / "plain"
+        plain.write_bytes(b"x")
+        self._refused_out(plain / "whole.tar", f"{plain}: is not a folder")
+        self.assertEqual(plain.read_bytes(), b"x")
 
 
 if __name__ == "__main__":
