@@ -330,6 +330,7 @@ def write(parts: Sequence[Path], out: Path, platforms: Sequence[str] | None = No
     layout = go_json({"schemaVersion": 2, "mediaType": INDEX, "manifests": [entry]},
                      indent=False)
     files.check_replaceable_file(out)  # as root, --out /dev/null would replace the device
+    _check_not_a_part(out, ordered)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     done = False
@@ -355,6 +356,24 @@ def write(parts: Sequence[Path], out: Path, platforms: Sequence[str] | None = No
         if not done:
             tmp.unlink(missing_ok=True)
     return digest
+
+
+def _check_not_a_part(out: Path, parts: Sequence[Part]) -> None:
+    """Refuse ``out`` when it is one of the archives read: the part would be lost.
+
+    The whole would hold it, but a part replaced by the whole is surely a
+    mistyped command line, and a run repeated after it fails on that part.
+    """
+    try:
+        target = os.lstat(out)  # a link at --out is replaced, not what it names
+    except OSError:
+        return
+    for part in parts:
+        with contextlib.suppress(OSError):
+            st = os.stat(part.archive)
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                raise AirlockError(str(out), f"is also an --archive ({part.platform})",
+                                   "write the whole archive to a new file")
 
 
 def _copy_blobs(part: Part, dest: tarfile.TarFile, skip: set[str]) -> set[str]:

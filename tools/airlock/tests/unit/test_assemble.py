@@ -246,6 +246,20 @@ class AssembleCliTest(unittest.TestCase):
         self._refused_out(plain / "whole.tar", f"{plain}: is not a folder")
         self.assertEqual(plain.read_bytes(), b"x")
 
+    def test_out_onto_an_input_is_refused_and_a_link_is_replaced_not_followed(self):
+        before = self.arm.read_bytes()
+        self._refused_out(self.arm, f"{self.arm}: is also an --archive")
+        self.assertEqual(self.arm.read_bytes(), before)
+        target = self.tmp / "target"
+        target.write_bytes(b"keep")
+        link = self.tmp / "link"
+        link.symlink_to(target)
+        code, _, err = run_cli(["index", "assemble", "--out", str(link), "--archive",
+                                str(self.amd), "--archive", str(self.arm)])
+        self.assertEqual(code, 0, err)
+        self.assertFalse(link.is_symlink())
+        self.assertEqual(target.read_bytes(), b"keep")
+
 
 if __name__ == "__main__":
     unittest.main()
