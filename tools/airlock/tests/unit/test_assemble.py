@@ -216,6 +216,30 @@ class AssembleCliTest(unittest.TestCase):
         not_tar.write_bytes(b"not a tar at all" * 100)
         self.refused("not an OCI archive", self.amd, not_tar)
 
+    def test_a_manifest_naming_a_blob_the_archive_lacks_is_refused(self):
+        # index.json and the image index are whole, but the manifest names a
+        # layer (or config) that is not in the archive: the archive written
+        # would be unpushable, so nothing is.
+        with tarfile.open(self.arm) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        layout = json.loads(members["index.json"])
+        index = json.loads(members["blobs/sha256/"
+                                   + layout["manifests"][0]["digest"].split(":")[1]])
+        manifest = json.loads(members["blobs/sha256/"
+                                      + index["manifests"][0]["digest"].split(":")[1]])
+        for what in (manifest["layers"][0], manifest["config"]):
+            name = "blobs/sha256/" + what["digest"].split(":")[1]
+            lacking = self.tmp / "lacking.tar"
+            _tar(lacking, {k: v for k, v in members.items() if k != name})
+            with self.subTest(missing=what["mediaType"]):
+                self.refused(f"names {what['digest']}, which it does not hold", self.amd,
+                             lacking)
+        # A blob of another size than its descriptor says: refused before copying.
+        name = "blobs/sha256/" + manifest["layers"][0]["digest"].split(":")[1]
+        longer = self.tmp / "longer.tar"
+        _tar(longer, {**members, name: members[name] + b"\0" * 4096})
+        self.refused("is 4096 bytes more than", self.amd, longer)
+
     def _refused_out(self, out: Path, expected: str) -> None:
         argv = ["index", "assemble", "--out", str(out), "--archive", str(self.amd),
                 "--archive", str(self.arm)]
