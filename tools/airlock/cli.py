@@ -733,6 +733,10 @@ def cmd_bundle_inspect(args: argparse.Namespace) -> int:
 def cmd_index_assemble(args: argparse.Namespace) -> int:
     from airlock.image import assemble
 
+    for option, value in (*(("--archive", a) for a in args.archive), ("--out", args.out)):
+        if "://" in value:  # else Path folds it into folders named after the credentials
+            raise AirlockError(option, f"{redact(value)} is a URL, not a file",
+                               "pass a local path (download the archive first)")
     out = Path(args.out)
     _folder(out.parent, "--out")  # a file on the way is one line, not "File exists"
     digest = assemble.write([Path(a) for a in args.archive], out,

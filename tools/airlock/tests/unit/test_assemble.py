@@ -284,6 +284,22 @@ class AssembleCliTest(unittest.TestCase):
         self.assertFalse(link.is_symlink())
         self.assertEqual(target.read_bytes(), b"keep")
 
+    def test_a_url_given_for_a_path_is_refused_without_its_secret(self):
+        # pathlib folds "https://" into "https:/", which the redaction did not
+        # see; and an --out URL made the folders "https:/u:S3CRET@h" here.
+        cwd = os.getcwd()
+        os.chdir(self.tmp)
+        self.addCleanup(os.chdir, cwd)
+        for argv in (["--archive", str(self.amd), "--archive", "https://u:S3CRET@h/x.tar",
+                      "--out", str(self.out)],
+                     ["--archive", str(self.amd), "--archive", str(self.arm),
+                      "--out", "https://u:S3CRET@h/x.tar"]):
+            with self.subTest(argv=argv):
+                code, out, err = run_cli(["index", "assemble", *argv])
+                self.assertEqual(code, 1, err)
+                self.assertIn("is a URL", err)
+                self.assertNotIn("S3CRET", out + err)
+                self.assertFalse(os.path.lexists(self.tmp / "https:"))
 
 if __name__ == "__main__":
     unittest.main()
