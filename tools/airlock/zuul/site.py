@@ -30,6 +30,7 @@ the Zuul secret.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -37,7 +38,7 @@ import yaml
 from airlock import files
 from airlock.errors import AirlockError
 from airlock.site import config
-from airlock.urls import has_userinfo
+from airlock.urls import has_userinfo, redact
 
 VARIABLE = "airlock_site"
 PUSH_CREDENTIALS = "registry-push.credentials"
@@ -65,6 +66,21 @@ def parse(text: str) -> object:
         raise AirlockError(VARIABLE, f"not JSON ({error})",
                            "pass the variable as {{ airlock_site | to_json }}") from None
     return data
+
+
+def _holds_credentials(store: str, value: str) -> bool:
+    """Whether a URL carries a secret, in any form the site reader would refuse it in.
+
+    Not only ``scheme://user:pw@``: ``user:pw@host/path`` (a registry
+    prefix has no scheme) and ``https:/user:pw@host`` (one slash) carry it
+    too; they used to be written into site.yaml and refused only when it
+    was read back, the secret left in the file. An ssh login name
+    (``ssh://airlock@gerrit``, git's ``airlock@gerrit:path``) is no secret.
+    """
+    if config._ssh_login(value) or (store == "git" and re.match(r"^[^/:@]+@[^/:@]+:", value)):
+        return False
+    return (has_userinfo(value) or redact(value) != value
+            or ("://" not in value and "@" in value.partition("/")[0]))
 
 
 def stores(data: object) -> dict[str, dict[str, str]]:
@@ -104,7 +120,7 @@ def stores(data: object) -> dict[str, dict[str, str]]:
                 raise AirlockError(where, f"is {_kind(value)}, not a string", FIX)
             # Refused before anything is written: a secret never reaches the
             # files. An ssh login name (Gerrit's push URL) is no secret.
-            if has_userinfo(value) and not config._ssh_login(value):
+            if _holds_credentials(store, value):
                 raise AirlockError(where, "holds credentials", "remove user:password@: "
                                    "reads are anonymous, pushes use the Zuul secret")
             result[store][key] = value.strip()

@@ -122,6 +122,24 @@ class ZuulSiteTest(unittest.TestCase):
                 self.assertRegex(err, r"credential")
                 self.assertEqual(list(self.dest.iterdir()), [])
 
+    def test_credentials_without_a_scheme_reach_no_file_and_no_line(self) -> None:
+        # has_userinfo needs '://': these passed the variable's check, were
+        # written into site.yaml, and only its reading back refused them.
+        cases = [
+            {**STORES, "registry": {"prefix": "robot:s3cret@nexus.site:8443/openstack"}},
+            {**STORES, "raw": {"url": "https:/robot:s3cret@nexus.site/raw/"}},
+            {**STORES, "git": {**STORES["git"], "push": "robot:s3cret@gerrit.site/x"}},
+        ]
+        for data in cases:
+            with self.subTest(data=str(data)[-70:]):
+                code, out, err = run_cli(["zuul", "site", "--dest", str(self.dest)],
+                                         json.dumps(data))
+                self.assertEqual((code, out), (1, ""))
+                self.assertEqual(len(err.splitlines()), 1, err)
+                self.assertTrue(err.startswith("airlock_site."), err)
+                self.assertNotIn("s3cret", err)
+                self.assertEqual(list(self.dest.iterdir()), [])
+
     def test_a_url_the_site_reader_refuses_is_refused_before_any_job_work(self) -> None:
         data = {**STORES, "registry": {"prefix": "https://nexus.site/openstack"}}
         code, out, err = run_cli(["zuul", "site", "--dest", str(self.dest)], json.dumps(data))
