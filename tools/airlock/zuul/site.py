@@ -65,6 +65,9 @@ def parse(text: str) -> object:
     except ValueError as error:
         raise AirlockError(VARIABLE, f"not JSON ({error})",
                            "pass the variable as {{ airlock_site | to_json }}") from None
+    except RecursionError:  # "[[[[..." within the size limit: junk, not a bug
+        raise AirlockError(VARIABLE, "not JSON (nested too deeply)",
+                           "pass the variable as {{ airlock_site | to_json }}") from None
     return data
 
 

@@ -96,6 +96,9 @@ class ZuulSiteTest(unittest.TestCase):
             ('"nexus"', "airlock_site: is a string, not a mapping of the stores "
              f"(pypi, raw, registry, git); {FIX}"),
             ("{not json", None),
+            # Nested past Python's recursion limit: was an internal error (exit 3).
+            ("[" * 5000, "airlock_site: not JSON (nested too deeply); "
+             "pass the variable as {{ airlock_site | to_json }}"),
         ]
         for text, line in cases:
             with self.subTest(text=text[:40]):
