@@ -71,6 +71,17 @@ def parse(text: str) -> object:
     return data
 
 
+def _shown(key: object) -> str:
+    """``.key`` for a message; a key that is no plain name may be the secret itself.
+
+    YAML reads ``registry: {robot:token@nexus}`` as a mapping whose key is
+    ``robot:token@nexus``; the site reader names only plain keys too.
+    """
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}", str(key)):
+        return f".{key}"
+    return " (a key that is not a name)"
+
+
 def _holds_credentials(store: str, value: str) -> bool:
     """Whether a URL carries a secret, in any form the site reader would refuse it in.
 
@@ -95,7 +106,7 @@ def stores(data: object) -> dict[str, dict[str, str]]:
                            f"({', '.join(config.STORES)})", FIX)
     unknown = [key for key in data if key not in config.STORES]
     if unknown:
-        raise AirlockError(f"{VARIABLE}.{str(unknown[0]):.40}", "is not a store",
+        raise AirlockError(f"{VARIABLE}{_shown(unknown[0])}", "is not a store",
                            f"use {', '.join(config.STORES)}")
     result: dict[str, dict[str, str]] = {}
     for store in config.STORES:
@@ -110,7 +121,7 @@ def stores(data: object) -> dict[str, dict[str, str]]:
                 secret = key in config.CREDENTIAL_KEYS or any(
                     word in str(key).lower() for word in ("pass", "token", "secret", "user"))
                 what = "a credential does not belong here" if secret else "is not a key"
-                raise AirlockError(f"{VARIABLE}.{store}.{str(key):.40}", what,
+                raise AirlockError(f"{VARIABLE}.{store}{_shown(key)}", what,
                                    "pushing credentials come from the Zuul secret; "
                                    f"use {', '.join(config.KEYS[store])}")
         result[store] = {}

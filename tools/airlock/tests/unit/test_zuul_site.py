@@ -132,6 +132,9 @@ class ZuulSiteTest(unittest.TestCase):
             {**STORES, "registry": {"prefix": "robot:s3cret@nexus.site:8443/openstack"}},
             {**STORES, "raw": {"url": "https:/robot:s3cret@nexus.site/raw/"}},
             {**STORES, "git": {**STORES["git"], "push": "robot:s3cret@gerrit.site/x"}},
+            # YAML's flow mapping {robot:s3cret@nexus} is a key, not a value.
+            {**STORES, "registry": {"robot:s3cret@nexus.site:8443/openstack": None}},
+            {"robot:s3cret@nexus.site": None, **STORES},
         ]
         for data in cases:
             with self.subTest(data=str(data)[-70:]):
@@ -139,7 +142,7 @@ class ZuulSiteTest(unittest.TestCase):
                                          json.dumps(data))
                 self.assertEqual((code, out), (1, ""))
                 self.assertEqual(len(err.splitlines()), 1, err)
-                self.assertTrue(err.startswith("airlock_site."), err)
+                self.assertTrue(err.startswith("airlock_site"), err)
                 self.assertNotIn("s3cret", err)
                 self.assertEqual(list(self.dest.iterdir()), [])
 
