@@ -124,6 +124,10 @@ def _folder(value: str | Path | None, where: str) -> Path | None:
     """
     if value is None:
         return None
+    if "://" in str(value):  # Path would make folders named after its credentials
+        fix = f"set {where[1:]} to a local folder" if where.startswith("$") else \
+            f"choose a local folder for {where}"
+        raise AirlockError(where, f"{redact(str(value))} is a URL, not a folder", fix)
     path = Path(value)
     for candidate in (path, *path.parents):
         if candidate.is_dir():

@@ -146,6 +146,18 @@ class ZuulSiteTest(unittest.TestCase):
                 self.assertNotIn("s3cret", err)
                 self.assertEqual(list(self.dest.iterdir()), [])
 
+    def test_a_url_for_dest_is_refused_before_any_folder_is_made(self) -> None:
+        # Path made the folders "https:/robot:s3cret@host/x" and wrote both files.
+        cwd = os.getcwd()
+        os.chdir(self.dest)
+        self.addCleanup(os.chdir, cwd)
+        code, out, err = run_cli(["zuul", "site", "--dest", "https://robot:s3cret@host/x"],
+                                 json.dumps(STORES))
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, "--dest: https://***@host/x is a URL, not a folder; "
+                              "choose a local folder for --dest\n")
+        self.assertEqual(list(self.dest.iterdir()), [])
+
     def test_a_url_the_site_reader_refuses_is_refused_before_any_job_work(self) -> None:
         data = {**STORES, "registry": {"prefix": "https://nexus.site/openstack"}}
         code, out, err = run_cli(["zuul", "site", "--dest", str(self.dest)], json.dumps(data))
