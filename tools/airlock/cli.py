@@ -757,6 +757,9 @@ def cmd_zuul_jobs(args: argparse.Namespace) -> int:
     from airlock import files
     from airlock.zuul import jobs
 
+    if args.file is not None and not args.check:
+        raise AirlockError("--file", "is used only with --check (jobs alone prints to stdout)",
+                           "add --check, or write with > FILE")
     layout = _layout(args)
     text = jobs.generate(layout, per_platform=args.per_platform)
     if not args.check:

@@ -70,6 +70,17 @@ class CheckFileTest(unittest.TestCase):
         self.assertNotIn("S3CRET", err)
         self.assertIn("https:/***@git.site/zuul.d/releases.yaml: no such file", err)
 
+    def test_file_without_check_is_refused_not_ignored(self) -> None:
+        # It printed the jobs and exit 0, the file named neither written nor compared.
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "releases.yaml"
+            code, out, err = run_cli(["zuul", "jobs", "--root", str(REPO_ROOT), "--file",
+                                      str(target)])
+            self.assertEqual((code, out), (1, ""))
+            self.assertEqual(err, "--file: is used only with --check (jobs alone prints to "
+                                  "stdout); add --check, or write with > FILE\n")
+            self.assertFalse(target.exists())
+
     def test_a_fifo_a_folder_and_a_huge_file_are_one_line(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             fifo = Path(tmp) / "fifo"
