@@ -124,6 +124,10 @@ def _folder(value: str | Path | None, where: str) -> Path | None:
     """
     if value is None:
         return None
+    if "://" in str(value):  # Path would make folders named after its credentials
+        fix = f"set {where[1:]} to a local folder" if where.startswith("$") else \
+            f"choose a local folder for {where}"
+        raise AirlockError(where, f"{redact(str(value))} is a URL, not a folder", fix)
     path = Path(value)
     for candidate in (path, *path.parents):
         if candidate.is_dir():
@@ -733,7 +737,12 @@ def cmd_bundle_inspect(args: argparse.Namespace) -> int:
 def cmd_index_assemble(args: argparse.Namespace) -> int:
     from airlock.image import assemble
 
+    for option, value in (*(("--archive", a) for a in args.archive), ("--out", args.out)):
+        if "://" in value:  # else Path folds it into folders named after the credentials
+            raise AirlockError(option, f"{redact(value)} is a URL, not a file",
+                               "pass a local path (download the archive first)")
     out = Path(args.out)
+    _folder(out.parent, "--out")  # a file on the way is one line, not "File exists"
     digest = assemble.write([Path(a) for a in args.archive], out,
                             platforms=tuple(args.platform or ()))
     if args.json:
@@ -748,6 +757,9 @@ def cmd_zuul_jobs(args: argparse.Namespace) -> int:
     from airlock import files
     from airlock.zuul import jobs
 
+    if args.file is not None and not args.check:
+        raise AirlockError("--file", "is used only with --check (jobs alone prints to stdout)",
+                           "add --check, or write with > FILE")
     layout = _layout(args)
     text = jobs.generate(layout, per_platform=args.per_platform)
     if not args.check:

@@ -25,6 +25,7 @@ the same renderer, so that a live line never gets mixed into them.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import sys
@@ -249,34 +250,29 @@ class Renderer:
         """A line of its own (to ``stream``, default this renderer's), under the live line."""
         with self._lock:
             self._clear()
-            target = stream or self.stream
-            target.write(redact(line) + "\n")
-            target.flush()
+            _put(stream or self.stream, redact(line) + "\n")
             self._draw()
 
     # -- drawing --------------------------------------------------------------
     def _write(self, line: str) -> None:
         self._clear()
-        self.stream.write(redact(line) + "\n")
-        self.stream.flush()
+        _put(self.stream, redact(line) + "\n")
         if self.mode == "tty":
             self._draw()
 
     def _clear(self) -> None:
         if self._drawn:
-            self.stream.write("\r\x1b[K")
+            _put(self.stream, "\r\x1b[K")
             self._drawn = False
 
     def _draw(self) -> None:
         if self.mode != "tty" or not self._active:
             if self._drawn:
                 self._clear()
-                self.stream.flush()
             return
         step = self._active[-1]  # the latest step: the one a reader waits for
         text = live_line(step, self.clock(), len(self._active) - 1, max(self.width() - 1, 20))
-        self.stream.write("\r" + text + "\x1b[K")
-        self.stream.flush()
+        _put(self.stream, "\r" + text + "\x1b[K")
         self._drawn = True
 
     def _start_ticker(self) -> None:
@@ -292,6 +288,28 @@ class Renderer:
                     self._thread = None
                     return
                 self._draw()
+
+
+def _put(stream: TextIO | None, text: str) -> None:
+    """Write and flush progress; a reader gone away ends the progress, never the run.
+
+    ``2>&-`` leaves no stream (sys.stderr is None); a pipe whose reader
+    exited (``2>&1 | head``) or a terminal that hung up fails every write.
+    Either used to fail the step being drawn (exit 3, or exit 2 "Broken
+    pipe") for the sake of a line nobody could read. The stream's file is
+    pointed at /dev/null, so that later lines and the interpreter's last
+    flush succeed too.
+    """
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):  # ValueError: the stream was closed
+        with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
 
 
 _default: Renderer | None = None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import unittest
 
 from airlock import progress
@@ -159,6 +162,45 @@ class TestFollow(unittest.TestCase):
             draw.end(step)
         self.assertEqual(out.getvalue().splitlines()[-1],
                          "pip download linux/arm64: done in 3.0 s (3 of 3 files)")
+
+
+# A step drawn on stderr, then the work's own result on stdout.
+_STEP = """
+import sys, time
+from airlock import progress
+time.sleep(0.3)  # the pipe's reader is gone by now
+with progress.step("fetch https://robot:s3cret@host/x", total=2) as s:
+    s.update(advance=1, detail="GET https://robot:s3cret@host/y")
+    progress.say("said https://robot:s3cret@host/z")
+    time.sleep(0.3)
+    s.update(advance=1)
+print("work done")
+"""
+
+
+class TestGoneReader(unittest.TestCase):
+    """Progress is not the work: a closed stderr or a reader gone never fails the run."""
+
+    def run_step(self, mode: str, stderr: str) -> subprocess.CompletedProcess:
+        # Real file descriptors: 2>&- closes stderr (sys.stderr is None); in
+        # "2>&1 >&3 | true" stderr is a pipe whose reader has exited (the
+        # step waits for it first), so every write is an EPIPE.
+        env = {**os.environ, progress.ENV: mode}
+        shell = f'"$0" -c "$1" {stderr}; echo "rc=${{PIPESTATUS[0]}}"'
+        return subprocess.run(["bash", "-c", "{ " + shell + "; } 3>&1", sys.executable,
+                               _STEP], env=env, capture_output=True, text=True, timeout=60)
+
+    def test_a_closed_stderr(self):
+        for mode in ("plain", "tty"):
+            with self.subTest(mode=mode):
+                done = self.run_step(mode, "2>&-")
+                self.assertEqual(done.stdout, "work done\nrc=0\n", done.stderr)
+
+    def test_a_reader_gone_away(self):
+        for mode in ("plain", "tty"):
+            with self.subTest(mode=mode):
+                done = self.run_step(mode, "2>&1 >&3 | true")
+                self.assertEqual(done.stdout, "work done\nrc=0\n", done.stderr)
 
 
 class TestUnits(unittest.TestCase):
