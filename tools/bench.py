@@ -13,6 +13,15 @@ mirror, local registry) that ./tools/run-local sets up:
   warm and, as root, again with the page cache dropped;
 - keystone's runtime image size unpacked, and the size of the same image
   with the build stage left in (its build target), and their ratio;
+- where the cold build's time goes per step (the venv stage, the apt stage,
+  the copy of the venv, export, compression, push), from BuildKit's own
+  progress (the rawjson timings ``airlock.ext.buildx`` keeps beside the log);
+- the same keystone from the same wheelhouse built the common way, as LOCI
+  and Kolla install (``tools/bench/loci-style.Dockerfile``: one stage,
+  ``pip install`` into a venv, nothing separated out of the runtime, arm64
+  under QEMU, no network), beside airlock's build: build time per platform,
+  size unpacked (``du -sxb /``) and compressed (the manifest's layers), as
+  ratios;
 - keystone's offline bundle (``--bundle-only``: just this): its size per
   kind, ``bundle create`` cold (a cache of its own) and resumed, and
   ``bundle verify`` against ``sha256sum`` on the folder and on the tar;
@@ -79,6 +88,144 @@ def build_stage_size(row: dict, work: Path, images_dir: Path) -> int:
 
     registry.push_archive(result.archive, ref)
     return unpacked_size(ref, "linux/amd64")
+
+
+LOCI_STYLE = TOP / "tools" / "bench" / "loci-style.Dockerfile"
+
+
+def compressed_sizes(ref: str) -> dict[str, int]:
+    """Bytes of each platform's layers as the registry keeps them (compressed), by digest ref."""
+    from airlock.ext import registry
+
+    repo = ref.split("@")[0]
+    doc = registry.manifest(ref) or {}
+    if "layers" in doc:  # one platform: a manifest, no index
+        config = json.loads(registry.blob(ref, doc["config"]["digest"]))
+        return {f"{config['os']}/{config['architecture']}":
+                sum(layer["size"] for layer in doc["layers"])}
+    sizes = {}
+    for entry in doc.get("manifests") or []:
+        plat = entry.get("platform") or {}
+        if plat.get("os") != "linux":
+            continue
+        layers = (registry.manifest(f"{repo}@{entry['digest']}") or {}).get("layers") or []
+        sizes[f"linux/{plat['architecture']}"] = sum(layer["size"] for layer in layers)
+    return sizes
+
+
+def step_kind(step: buildx.StepTiming, run_label: str = "apt stage") -> str:
+    """Which part of a service build a BuildKit step is (its Dockerfile's stages)."""
+    if step.name.startswith("exporting to"):
+        return "export"
+    if step.stage in ("internal", "context") or step.command.startswith(
+            ("FROM ", "load ", "WORKDIR")):
+        return "setup (contexts, base images)"
+    if step.stage == "build":
+        return "venv stage"
+    if step.command.startswith("RUN"):
+        return run_label
+    if "COPY" in step.command.split()[:2]:  # "COPY --link" and its "LINK COPY"
+        return "copy of the venv"
+    return "other"
+
+
+def print_breakdown(title: str, steps: list[buildx.StepTiming], extra: list[tuple[str, float]],
+                    run_label: str = "apt stage", platform: str | None = None) -> None:
+    """Seconds per kind of step and platform, the export split into its parts.
+
+    ``platform``: the one platform of a single-platform build, whose step
+    names carry none.
+    """
+    per: dict[str, dict[str, float]] = {}
+    export = compress = archive = 0.0
+    for step in steps:
+        kind = step_kind(step, run_label)
+        if kind == "export":
+            export += step.seconds
+            # Layers are compressed when made ("exporting layers") and made
+            # again with SOURCE_DATE_EPOCH's times ("rewriting layers with
+            # source-date-epoch ...", rewrite-timestamp=true).
+            compress += sum(s for name, s in step.parts
+                            if name.startswith(("exporting layers", "rewriting layers")))
+            archive += sum(s for name, s in step.parts if name.startswith("sending tarball"))
+            continue
+        where = step.platform or platform or "-"
+        row = per.setdefault(kind, {})
+        row[where] = row.get(where, 0.0) + step.seconds
+    print(title)
+    print(f"  {'step':<30} {'amd64':>9} {'arm64':>9}  (BuildKit's times; platforms run side by "
+          "side)")
+    for kind, row in per.items():
+        cells = [f"{row[p]:7.1f} s" if p in row else f"{'-':>9}" for p in platforms.NAMES]
+        other = sum(v for p, v in row.items() if p not in platforms.NAMES)
+        note = f"  (+{other:.1f} s for no one platform)" if other >= 0.05 else ""
+        print(f"  {kind:<30} {cells[0]:>9} {cells[1]:>9}{note}")
+    print(f"  {'export':<30} {export:7.1f} s  (compressing layers {compress:.1f} s, writing "
+          f"the archive {archive:.1f} s, the rest {export - compress - archive:.1f} s)")
+    for label, seconds in extra:
+        print(f"  {label:<30} {seconds:7.1f} s")
+
+
+def pip_wheel_dir(dest: Path) -> Path:
+    """A folder holding a pip wheel (ensurepip's, from this Python) for the common-way venv."""
+    import ensurepip
+    import shutil
+
+    bundled = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
+    if not bundled:
+        sys.exit("bench: this Python has no ensurepip wheel of pip; run bench with a Python "
+                 "that has ensurepip (tox -e bench)")
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(bundled[-1], dest / bundled[-1].name)
+    return dest
+
+
+def common_way(row: dict, base_image: str, work: Path, prefix: str) -> dict[str, dict]:
+    """keystone built as LOCI and Kolla do, one platform at a time, cold; its figures.
+
+    The same wheelhouse, sources and runtime packages as airlock's build
+    (the keystone row's named contexts), the same base image, no network.
+    """
+    from airlock.ext import registry
+
+    bench = work / "bench"
+    pip_dir = pip_wheel_dir(bench / "pip")
+    empty = bench / "empty-context"
+    empty.mkdir(parents=True, exist_ok=True)
+    contexts = {name: Path(row["contexts"][name]) for name in ("wheels", "sources", "debs")}
+    out = {}
+    for platform in platforms.NAMES:
+        arch = platform.split("/")[1]
+        started = time.monotonic()
+        result = buildx.build(buildx.BuildSpec(
+            dockerfile=LOCI_STYLE, context=empty, output=bench / f"loci-style-{arch}.oci.tar",
+            platforms=(platform,), contexts={**contexts, "pip": pip_dir},
+            build_args={"BASE_IMAGE": base_image}, no_cache=True,
+            title=f"keystone the common way: build {platform}"))
+        seconds = time.monotonic() - started
+        digest = registry.push_archive(result.archive, f"{prefix}/keystone-loci-style:{arch}")
+        ref = f"{prefix}/keystone-loci-style@{digest}"
+        out[platform] = {"seconds": seconds, "steps": list(result.steps),
+                         "unpacked": unpacked_size(ref, platform),
+                         "compressed": compressed_sizes(ref)[platform]}
+    return out
+
+
+def print_side_by_side(ours: dict[str, dict], common: dict[str, dict]) -> None:
+    """The two builds per platform, and the common way's figures as multiples of airlock's."""
+    mb = 1e6
+    print("keystone, the common way (tools/bench/loci-style.Dockerfile: one stage, pip, "
+          "arm64 under QEMU) beside airlock, cold, one platform at a time, same wheelhouse:")
+    print(f"  {'':<26} {'airlock':>11} {'common way':>11}  common/airlock")
+    for platform in platforms.NAMES:
+        arch = platform.split("/")[1]
+        a, c = ours[platform], common[platform]
+        print(f"  {'build ' + arch:<26} {a['seconds']:9.1f} s {c['seconds']:9.1f} s  "
+              f"{c['seconds'] / a['seconds']:6.2f}x  (airlock: the keystone image step)")
+        print(f"  {'unpacked ' + arch:<26} {a['unpacked'] / mb:8.1f} MB "
+              f"{c['unpacked'] / mb:8.1f} MB  {c['unpacked'] / a['unpacked']:6.2f}x")
+        print(f"  {'compressed ' + arch:<26} {a['compressed'] / mb:8.1f} MB "
+              f"{c['compressed'] / mb:8.1f} MB  {c['compressed'] / a['compressed']:6.2f}x")
 
 
 def drop_page_cache() -> bool:
@@ -258,8 +405,13 @@ def main() -> int:
                         "--no-cache")
         cold[platform] = (total, keystone(record(work, args.release))["seconds"])
     both = airlock("build", *common, "--service", "keystone", "--no-cache")
-    both_image = keystone(record(work, args.release))["seconds"]
-    airlock("publish", "--release", args.release, "--work-dir", str(work))
+    both_rec = record(work, args.release)
+    both_row = keystone(both_rec)
+    both_image = both_row["seconds"]
+    both_steps = buildx.build_timings(Path(both_row["log"]))
+    base_image = next(r for r in both_rec["images"]
+                      if r["image"] == "python-base")["build_args"]["BASE_IMAGE"]
+    push = airlock("publish", "--release", args.release, "--work-dir", str(work))
     row = keystone(record(work, args.release))
     noop = airlock("build", *common, "--service", "keystone")
     noop_rec = record(work, args.release)
@@ -280,6 +432,11 @@ def main() -> int:
     ref = f"{row['ref'].split('@')[0]}@{row['digest']}"
     runtime = unpacked_size(ref, "linux/amd64")
     with_build = build_stage_size(row, work, TOP / "images")
+    packed = compressed_sizes(ref)
+    ours = {p: {"seconds": cold[p][1], "compressed": packed[p],
+                "unpacked": runtime if p == "linux/amd64" else unpacked_size(ref, p)}
+            for p in platforms.NAMES}
+    common_figures = common_way(both_row, base_image, work, prefix)
 
     mb = 1e6
     amd, arm = cold["linux/amd64"], cold["linux/arm64"]
@@ -300,6 +457,15 @@ def main() -> int:
     print(f"  runtime image, unpacked:      {runtime / mb:7.1f} MB (target <= 300 MB)")
     print(f"  with the build stage left in: {with_build / mb:7.1f} MB "
           f"({with_build / runtime:.2f}x the runtime image)")
+    print_breakdown(f"where keystone's cold build goes, both platforms ({both_image:.1f} s "
+                    "for the image):", both_steps,
+                    [("push (airlock publish)", push)])
+    for platform in platforms.NAMES:
+        figures = common_figures[platform]
+        print_breakdown(f"the common way, {platform} ({figures['seconds']:.1f} s):",
+                        figures["steps"], [], run_label="the one RUN: apt + pip",
+                        platform=platform)
+    print_side_by_side(ours, common_figures)
     bundle_figures(args.release, work, git, prefix, connected=(both, both_image))
     return 0
 

@@ -20,7 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from airlock import settings
+from airlock import progress, settings
 from airlock.data import platforms
 from airlock.errors import AirlockError, ErrorList
 from airlock.ext import exec as ext_exec
@@ -49,8 +49,11 @@ def _interrupt(signum, frame) -> None:
 
 
 def _say(line: str) -> None:
-    """A progress line: redacted, flushed (a log under Zuul shows it at once)."""
-    print(redact(line), flush=True)
+    """A progress line: redacted, flushed (a log under Zuul shows it at once).
+
+    Through :mod:`airlock.progress`, so that it never lands inside a live line.
+    """
+    progress.say(line, sys.stdout)
 
 
 def _add_layout_options(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +124,10 @@ def _folder(value: str | Path | None, where: str) -> Path | None:
     """
     if value is None:
         return None
+    if "://" in str(value):  # Path would make folders named after its credentials
+        fix = f"set {where[1:]} to a local folder" if where.startswith("$") else \
+            f"choose a local folder for {where}"
+        raise AirlockError(where, f"{redact(str(value))} is a URL, not a folder", fix)
     path = Path(value)
     for candidate in (path, *path.parents):
         if candidate.is_dir():
@@ -343,7 +350,7 @@ def _json_out(doc: dict) -> None:
 
 def _say_err(line: str) -> None:
     """A progress line on stderr: with ``--json`` stdout holds only the document."""
-    print(redact(line), file=sys.stderr, flush=True)
+    progress.say(line, sys.stderr)
 
 
 def _one_release(args: argparse.Namespace) -> None:
@@ -730,7 +737,12 @@ def cmd_bundle_inspect(args: argparse.Namespace) -> int:
 def cmd_index_assemble(args: argparse.Namespace) -> int:
     from airlock.image import assemble
 
+    for option, value in (*(("--archive", a) for a in args.archive), ("--out", args.out)):
+        if "://" in value:  # else Path folds it into folders named after the credentials
+            raise AirlockError(option, f"{redact(value)} is a URL, not a file",
+                               "pass a local path (download the archive first)")
     out = Path(args.out)
+    _folder(out.parent, "--out")  # a file on the way is one line, not "File exists"
     digest = assemble.write([Path(a) for a in args.archive], out,
                             platforms=tuple(args.platform or ()))
     if args.json:
@@ -745,6 +757,9 @@ def cmd_zuul_jobs(args: argparse.Namespace) -> int:
     from airlock import files
     from airlock.zuul import jobs
 
+    if args.file is not None and not args.check:
+        raise AirlockError("--file", "is used only with --check (jobs alone prints to stdout)",
+                           "add --check, or write with > FILE")
     layout = _layout(args)
     text = jobs.generate(layout, per_platform=args.per_platform)
     if not args.check:
@@ -767,7 +782,7 @@ def cmd_zuul_site(args: argparse.Namespace) -> int:
     dest = _folder(args.dest, "--dest")
     read, push = site.write(site.parse(sys.stdin.read(site.LIMIT)), dest)
     _say(f"{read} (reads, anonymous) and {push} (pushes, credentials from "
-         f"${site.PUSH_ENV}) written")
+         f"{site.PUSH_CREDENTIALS} beside it) written")
     return 0
 
 

@@ -310,7 +310,7 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     parent = path.parent
     if isinstance(data, str):
         data = data.encode("utf-8")
-    _check_replaceable_file(path)
+    check_replaceable_file(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as error:
@@ -336,8 +336,11 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
             os.unlink(tmp)
 
 
-def _check_replaceable_file(path: Path) -> None:
+def check_replaceable_file(path: Path) -> None:
     """Refuse to rename a file over anything but a regular file, or a link to one.
+
+    :func:`write_atomic` checks it; a writer that streams to a temporary
+    name of its own (an OCI archive) calls it before it starts.
 
     airlock runs as root: ``-o /dev/null`` or ``-o /dev/stdout`` would
     otherwise replace the device (or /dev's link to it) with a regular

@@ -23,11 +23,16 @@ from collections.abc import Iterable
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)"
                        r"(?P<userinfo>[^/\s?#@]*(?:@[^/\s?#@]*)*)@")
 REDACTED = "***"
+# What redact hides besides: the same URL after pathlib folded its "//"
+# ("https:/user:token@host/x"), as a URL given where a path is expected
+# is printed back ("--file https://user:token@host/x: no such file").
+_SHOWN_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*:/{1,2})"
+                             r"(?P<userinfo>[^/\s?#@]*(?:@[^/\s?#@]*)*)@")
 
 
 def redact(text: str) -> str:
     """``text`` with the userinfo of every URL in it replaced by ``***``."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    return _SHOWN_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
 
 
 def strip_userinfo(url: str) -> str:

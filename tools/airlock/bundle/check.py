@@ -38,6 +38,7 @@ from airlock.data.release import canonical_name
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import containers, git, index, uv
 from airlock.inputs import debs, wheeltags
+from airlock.progress import step as progress_step
 
 Progress = Callable[[str], None]
 Resolver = Callable[[str], "Path | None"]
@@ -247,8 +248,9 @@ def _debs(release: str, entry: dict, artifacts: list[dict], where: Resolver, nam
                                              "create the bundle again"))
                 continue
             progress(f"check: {release} {owner} {platform}: apt ({len(wanted)} packages)")
-            problems += _simulate(image, platform, folder, wanted, label, repo,
-                                  tmp / f"apt-{release}-{owner}-{arch}")
+            with progress_step(f"check: apt simulation, {release} {owner} {platform}"):
+                problems += _simulate(image, platform, folder, wanted, label, repo,
+                                      tmp / f"apt-{release}-{owner}-{arch}")
     return problems
 
 

@@ -35,6 +35,7 @@ from airlock.data.release import load_release
 from airlock.errors import AirlockError, ErrorList
 from airlock.image import build
 from airlock.inputs import baseimage
+from airlock.progress import step as progress_step
 from airlock.urls import strip_userinfo
 
 Progress = Callable[[str], None]
@@ -287,27 +288,29 @@ def _write(out: Path, table: dict[str, dict], progress: Progress
     rows = []
     reused: dict[str, int] = {}
     last = 0.0
-    for number, path in enumerate(sorted(table), 1):
-        row = table[path]
-        target = out / path
-        source, data, old = row.pop("_source"), row.pop("_data"), row.pop("_old")
-        held = _holds(target, row["sha256"])
-        if held or old:
-            reused[layout.group(row["kind"])] = reused.get(layout.group(row["kind"]), 0) + 1
-        if not held:
-            _remove(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source is not None:
-                files.link_or_copy(source, target)
-            else:
-                files.write_atomic(target, data)
-        done += row["size"]
-        if time.monotonic() - last > 2 or number == len(table):
-            last = time.monotonic()
-            progress(f"writing: {number} of {len(table)} artifacts, {done // files.MiB} of "
-                     f"{total // files.MiB} MiB")
-        rows.append({**row, "release": sorted(row["release"]),
-                     "platform": sorted(row["platform"])})
+    with progress_step("bundle: writing the artifacts", total=total, unit="bytes") as step:
+        for number, path in enumerate(sorted(table), 1):
+            row = table[path]
+            target = out / path
+            source, data, old = row.pop("_source"), row.pop("_data"), row.pop("_old")
+            held = _holds(target, row["sha256"])
+            if held or old:
+                reused[layout.group(row["kind"])] = reused.get(layout.group(row["kind"]), 0) + 1
+            if not held:
+                _remove(target)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if source is not None:
+                    files.link_or_copy(source, target)
+                else:
+                    files.write_atomic(target, data)
+            done += row["size"]
+            step.update(done=done, detail=f"{number} of {len(table)} artifacts")
+            if time.monotonic() - last > 2 or number == len(table):
+                last = time.monotonic()
+                progress(f"writing: {number} of {len(table)} artifacts, {done // files.MiB} of "
+                         f"{total // files.MiB} MiB")
+            rows.append({**row, "release": sorted(row["release"]),
+                         "platform": sorted(row["platform"])})
     _remove_stale(out, {row["path"] for row in rows})
     return rows, reused
 

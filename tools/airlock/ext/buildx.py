@@ -16,6 +16,7 @@ with its digests intact.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import json
@@ -23,9 +24,13 @@ import os
 import re
 import subprocess
 import tarfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+from airlock import files, progress
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import exec as ext_exec
 from airlock.ext import registry
@@ -43,6 +48,11 @@ ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NETWORKS = ("none", "host", "default")
 # The Dockerfile frontend's switch for an image index even for one platform.
 MULTI_PLATFORM_ARG = "BUILDKIT_MULTI_PLATFORM"
+# buildx's machine-readable progress: BuildKit's solve status, one JSON object
+# after another (each printed over several lines, "{" and "}" at column 0),
+# then, on failure, plain text (the Dockerfile excerpt and "ERROR: ...").
+# (buildx 0.13.1 knows it, although its --help names only auto, plain, tty.)
+PROGRESS_FORMAT = "rawjson"
 # Named context values that are references, not local folders.
 _REF_SCHEMES = ("docker-image://", "oci-layout://", "target:")
 
@@ -82,6 +92,7 @@ class BuildSpec:
     no_cache: bool = False
     log: Path | None = None  # default: <output>.log
     index: bool = False
+    title: str = ""  # its progress line (default: "<context folder>: build <platforms>")
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class BuildResult:
     archive: Path
     digest: str  # sha256:... of the image index (or manifest) in the archive
     log: Path
+    steps: tuple[StepTiming, ...] = ()  # each step's time, from BuildKit's progress
 
 
 def _csv_field(text: str) -> str:
@@ -144,7 +156,7 @@ def build_command(spec: BuildSpec) -> tuple[list[str], dict[str, str]]:
     """
     _check_spec(spec)
     epoch = str(int(spec.source_date_epoch))
-    argv = ["docker", "buildx", "build", "--progress=plain", "--provenance=false",
+    argv = ["docker", "buildx", "build", f"--progress={PROGRESS_FORMAT}", "--provenance=false",
             "--sbom=false", "--network", spec.network,
             "--platform", ",".join(spec.platforms),
             "--file", str(spec.dockerfile.resolve())]
@@ -209,6 +221,326 @@ def failure_line(log_text: str) -> str:
     return " ".join(text.split())
 
 
+_VERTEX_NAME = re.compile(r"^\[(?P<tags>[^\]]*)\] (?P<command>.*)$")
+# "linux/arm64", "linux/arm64/v8", or "linux/amd64->arm64": a stage of the
+# arm64 image run on the build platform (FROM --platform=$BUILDPLATFORM).
+_PLATFORM_TAG = re.compile(r"^(?P<os>[a-z][a-z0-9]*)/(?P<on>[a-z0-9]+(?:/[a-z0-9]+)?)"
+                           r"(?:->(?P<to>[a-z0-9]+(?:/[a-z0-9]+)?))?$")
+_STEP_TAG = re.compile(r"^\d+/\d+$")
+
+
+def _timestamp(text: object) -> float | None:
+    """Seconds since the epoch of BuildKit's RFC 3339 time (nanoseconds cut to micro)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _busy_seconds(intervals: dict[float, float | None], end: float | None = None) -> float:
+    """Seconds covered by the ``started -> completed`` intervals (overlaps counted once).
+
+    BuildKit may start a vertex more than once (a retry, a second solve of
+    the same step); its time is the union of those runs. A run not yet
+    completed counts up to ``end`` (or nothing when ``end`` is None).
+    """
+    total, reach = 0.0, float("-inf")
+    for start, stop in sorted(intervals.items()):
+        stop = end if stop is None else stop
+        if stop is None or stop <= reach:
+            continue
+        total += stop - max(start, reach)
+        reach = stop
+    return total
+
+
+@dataclass
+class StatusState:
+    """One status of a step (``exporting layers``, ``sending tarball``, a transfer).
+
+    The same id may run more than once (the export rewrites the layers of
+    each platform under one id): each run is an interval, as for a step.
+    """
+
+    intervals: dict[float, float | None] = field(default_factory=dict)
+    current: int = 0
+    total: int = 0
+
+    @property
+    def running(self) -> float | None:
+        """When its unfinished run started (None when none runs)."""
+        return max((s for s, e in self.intervals.items() if e is None), default=None)
+
+    def seconds(self) -> float:
+        return _busy_seconds(self.intervals)
+
+
+@dataclass
+class VertexState:
+    """One step of a build (a vertex of BuildKit's graph), as far as the events told."""
+
+    digest: str
+    name: str
+    number: int  # the order it was first seen in, from 1 (the #N of plain output)
+    intervals: dict[float, float | None] = field(default_factory=dict)
+    cached: bool = False
+    error: str = ""
+    # status id -> its progress: layers, transfers, the export's parts
+    statuses: dict[str, StatusState] = field(default_factory=dict)
+    output: list[tuple[float, str]] = field(default_factory=list)  # (time, line)
+    _partial: dict[int, str] = field(default_factory=dict)  # stream -> unfinished line
+
+    @property
+    def started(self) -> float | None:
+        return min(self.intervals) if self.intervals else None
+
+    @property
+    def completed(self) -> float | None:
+        if not self.intervals or any(v is None for v in self.intervals.values()):
+            return None
+        return max(v for v in self.intervals.values() if v is not None)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.intervals) and self.completed is None
+
+    def seconds(self) -> float:
+        return _busy_seconds(self.intervals)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """How long one step of a build took, as plain data (for the record and bench).
+
+    ``platform``, ``stage`` and ``command`` come from the step's name
+    (``[linux/arm64 build 2/2] RUN ...``); steps of the engine itself
+    (``exporting to oci image format``) have none but the command.
+    ``parts`` are the step's timed statuses (the export's ``exporting
+    layers``, which is where layers are compressed) as (name, seconds).
+    """
+
+    name: str
+    platform: str
+    stage: str
+    command: str
+    seconds: float
+    cached: bool
+    error: str = ""
+    parts: tuple[tuple[str, float], ...] = ()
+
+
+def split_vertex_name(name: str) -> tuple[str, str, str]:
+    """``(platform, stage, command)`` of ``[linux/arm64 build 2/2] RUN x`` (missing: "").
+
+    The platform is the image's: ``[linux/amd64->arm64 build 2/2]`` (the
+    arm64 image's stage run natively on amd64) is linux/arm64's.
+    """
+    match = _VERTEX_NAME.match(name)
+    if not match:
+        return "", "", name
+    tags = match.group("tags").split()
+    platform = ""
+    found = _PLATFORM_TAG.match(tags[0]) if tags else None
+    if found:
+        tags.pop(0)
+        platform = f"{found.group('os')}/{found.group('to') or found.group('on')}"
+    if tags and _STEP_TAG.match(tags[-1]):
+        tags.pop()
+    return platform, " ".join(tags), match.group("command")
+
+
+class BuildProgress:
+    """BuildKit's solve status as it arrives from ``--progress rawjson``, read into steps.
+
+    :meth:`feed` takes the output in any pieces (a line may be cut
+    anywhere); the queries answer what a person asks of a running build:
+    how many steps of how many are done (:meth:`counts`), which one runs now
+    (:meth:`current`), and afterwards how long each took (:meth:`timings`)
+    and the usual plain log (:meth:`plain_log`, what :func:`failure_line`
+    reads). Lines that are not JSON (the command line the log starts with,
+    buildx's closing ``ERROR:`` lines) are kept as text.
+    """
+
+    def __init__(self) -> None:
+        self.vertices: dict[str, VertexState] = {}
+        self.head: list[str] = []  # text before the first event
+        self.tail: list[str] = []  # text after it
+        self._pending = ""  # an unfinished line
+        self._object: list[str] | None = None  # the lines of an object being read
+        self.last_event: float | None = None
+
+    def feed(self, chunk: str) -> int:
+        """Read more output; return how many events it completed."""
+        data = self._pending + chunk
+        lines = data.split("\n")
+        self._pending = lines.pop()
+        events = 0
+        for line in lines:
+            if self._object is None:
+                if line == "{":
+                    self._object = [line]
+                elif line.strip():
+                    (self.tail if self.vertices else self.head).append(line)
+                continue
+            self._object.append(line)
+            if line == "}":
+                text, self._object = "\n".join(self._object), None
+                try:
+                    doc = json.loads(text)
+                except ValueError:
+                    (self.tail if self.vertices else self.head).extend(text.splitlines())
+                    continue
+                if isinstance(doc, dict):
+                    self._event(doc)
+                    events += 1
+        return events
+
+    def finish(self) -> None:
+        """The output ended: keep an unfinished last line or object as text."""
+        rest = (self._object or []) + ([self._pending] if self._pending else [])
+        (self.tail if self.vertices else self.head).extend(r for r in rest if r.strip())
+        self._object, self._pending = None, ""
+
+    def _vertex(self, digest: str, name: str = "") -> VertexState:
+        vertex = self.vertices.get(digest)
+        if vertex is None:
+            vertex = VertexState(digest=digest, name=name or digest[:19],
+                                 number=len(self.vertices) + 1)
+            self.vertices[digest] = vertex
+        elif name:
+            vertex.name = name
+        return vertex
+
+    def _event(self, doc: dict) -> None:
+        for item in doc.get("vertexes") or []:
+            if not isinstance(item, dict) or not isinstance(item.get("digest"), str):
+                continue
+            vertex = self._vertex(item["digest"], str(item.get("name") or ""))
+            started = _timestamp(item.get("started"))
+            if started is not None:
+                completed = _timestamp(item.get("completed"))
+                vertex.intervals[started] = completed
+                self.last_event = max(self.last_event or 0.0, completed or started)
+            vertex.cached = vertex.cached or bool(item.get("cached"))
+            if item.get("error"):
+                vertex.error = " ".join(str(item["error"]).split())
+        for item in doc.get("statuses") or []:
+            if not isinstance(item, dict) or not isinstance(item.get("vertex"), str):
+                continue
+            vertex = self._vertex(item["vertex"])
+            status = vertex.statuses.setdefault(str(item.get("id") or ""), StatusState())
+            started = _timestamp(item.get("started"))
+            if started is not None:
+                status.intervals[started] = _timestamp(item.get("completed"))
+            status.current = int(item.get("current") or 0)
+            status.total = int(item.get("total") or 0)
+        for item in doc.get("logs") or []:
+            if not isinstance(item, dict) or not isinstance(item.get("vertex"), str):
+                continue
+            vertex = self._vertex(item["vertex"])
+            try:
+                text = base64.b64decode(str(item.get("data") or "")).decode("utf-8", "replace")
+            except ValueError:
+                continue
+            when = _timestamp(item.get("timestamp")) or 0.0
+            stream = int(item.get("stream") or 1)
+            pieces = (vertex._partial.pop(stream, "") + text).replace("\r", "\n").split("\n")
+            if pieces[-1]:
+                vertex._partial[stream] = pieces[-1]
+            vertex.output += [(when, line) for line in pieces[:-1] if line.strip()]
+
+    # -- what a person asks ---------------------------------------------------
+    def counts(self) -> tuple[int, int]:
+        """``(done, known)``: steps completed (or cached), of the steps known so far."""
+        done = sum(1 for v in self.vertices.values() if v.completed is not None)
+        return done, len(self.vertices)
+
+    def current(self) -> str:
+        """The step started last among those running, and what it does ("" when none runs).
+
+        ``exporting to oci image format: exporting layers``: a status of the
+        step still running (a layer compressed, a blob sent) is added.
+        """
+        running = [v for v in self.vertices.values() if v.running]
+        if not running:
+            return ""
+        vertex = max(running, key=lambda v: (v.started or 0.0, v.number))
+        busy = [(s.running, name, s.current, s.total) for name, s in vertex.statuses.items()
+                if s.running is not None]
+        if not busy:
+            return vertex.name
+        _, name, current, total = max(busy)
+        amount = f" {current}/{total}" if total else ""
+        return f"{vertex.name}: {name}{amount}"
+
+    def timings(self) -> list[StepTiming]:
+        """Every step that ran or was cached, in the order first seen, with its seconds."""
+        rows = []
+        for vertex in self.vertices.values():
+            if not vertex.intervals and not vertex.cached:
+                continue
+            platform, stage, command = split_vertex_name(vertex.name)
+            parts = tuple((name, round(s.seconds(), 3)) for name, s in vertex.statuses.items()
+                          if s.intervals and s.running is None)
+            rows.append(StepTiming(name=vertex.name, platform=platform, stage=stage,
+                                   command=command, seconds=round(vertex.seconds(), 3),
+                                   cached=vertex.cached, error=vertex.error, parts=parts))
+        return rows
+
+    def plain_log(self) -> str:
+        """The build as ``--progress plain`` shows it, one step after another.
+
+        ``#N name``, the step's output as ``#N SECONDS line``, its
+        statuses, then ``#N DONE 1.2s``, ``#N CACHED`` or ``#N ERROR: why``;
+        buildx's closing text last.
+        """
+        out = list(self.head)
+        for v in self.vertices.values():
+            out.append(f"#{v.number} {v.name}")
+            start = v.started or 0.0
+            for when, line in v.output:
+                out.append(f"#{v.number} {max(when - start, 0.0):.3f} {line}")
+            for name, status in v.statuses.items():
+                amount = f" {status.current}/{status.total}" if status.total else ""
+                took = f" {status.seconds():.1f}s done" \
+                    if status.intervals and status.running is None else ""
+                out.append(f"#{v.number} {name}{amount}{took}")
+            if v.error:
+                out.append(f"#{v.number} ERROR: {v.error}")
+            elif v.cached:
+                out.append(f"#{v.number} CACHED")
+            elif v.completed is not None:
+                out.append(f"#{v.number} DONE {v.seconds():.1f}s")
+            out.append("")
+        out += self.tail
+        return "\n".join(out) + "\n"
+
+
+def parse_progress(text: str) -> BuildProgress:
+    """A whole ``--progress rawjson`` output (or a build's raw log), read."""
+    state = BuildProgress()
+    state.feed(text)
+    state.finish()
+    return state
+
+
+def raw_log_of(log: Path) -> Path:
+    """Where a build keeps buildx's raw progress next to its plain log."""
+    return log.with_name(log.name + ".rawjson")
+
+
+def build_timings(log: Path) -> list[StepTiming]:
+    """The step timings of a finished build, from the raw progress beside its log."""
+    try:
+        text = raw_log_of(log).read_text(errors="replace")
+    except OSError as error:
+        raise ToolError(str(raw_log_of(log)), f"cannot read the build's progress: "
+                        f"{error.strerror}") from None
+    return parse_progress(text).timings()
+
+
 def archive_digest(archive: Path) -> str:
     """The digest of the image an OCI archive holds (its one index.json entry)."""
     try:
@@ -241,14 +573,63 @@ def archive_manifest(archive: Path) -> dict:
     return doc
 
 
-def build(spec: BuildSpec, timeout: float = BUILD_TIMEOUT) -> BuildResult:
-    """Run the build; return the archive, its digest and the log path.
+def _title(spec: BuildSpec) -> str:
+    """What the build's progress line calls it: ``keystone: build linux/amd64, linux/arm64``."""
+    if spec.title:
+        return spec.title
+    target = f" (target {spec.target})" if spec.target else ""
+    return f"{spec.dockerfile.resolve().parent.name}: build {', '.join(spec.platforms)}{target}"
 
-    The whole buildx output goes to the log (one file per build, kept for
-    the build record); a failure raises ToolError naming the failing step.
-    A build that outlives ``timeout`` seconds is stopped and is a ToolError.
+
+def _follow(raw: Path, done: threading.Event, on_events: Callable[[BuildProgress], None]) -> None:
+    """Read buildx's raw progress as the build writes it; call ``on_events`` on each event.
+
+    The build's output goes to a file through the one exec helper (its
+    timeout, its signal handling, its redacted command line); this thread
+    only reads that file as it grows, so a live view costs the build nothing
+    and cannot stop it. Display only: the result is read again from the
+    whole file once the build ended.
+    """
+    state = BuildProgress()
+    handle = None
+    try:
+        while True:
+            finished = done.is_set()
+            if handle is None:
+                try:
+                    handle = open(raw, errors="replace")  # noqa: SIM115 - closed below
+                except OSError:
+                    handle = None
+            if handle is not None:
+                chunk = handle.read(1 << 20)
+                if chunk and state.feed(chunk):
+                    on_events(state)
+                if chunk:
+                    continue
+            if finished:
+                return
+            done.wait(0.25)
+    except Exception:  # noqa: BLE001 - a display fault must never fail the build
+        return
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def build(spec: BuildSpec, timeout: float = BUILD_TIMEOUT) -> BuildResult:
+    """Run the build; return the archive, its digest, the log and each step's time.
+
+    buildx reports BuildKit's progress as ``rawjson``, kept beside the log
+    (:func:`raw_log_of`); while the build runs its events drive one
+    progress step (:mod:`airlock.progress`: the step running now, n of m,
+    elapsed), and when it ends the log is written as plain text as
+    ``--progress plain`` would (the one a person reads and
+    :func:`failure_line` parses). A failure raises ToolError naming the
+    failing step. A build that outlives ``timeout`` seconds is stopped and
+    is a ToolError.
     """
     log = spec.log or spec.output.with_name(spec.output.name + ".log")
+    raw = raw_log_of(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     spec.output.parent.mkdir(parents=True, exist_ok=True)
     # Written under a temporary name: a failed or killed build never leaves
@@ -257,19 +638,41 @@ def build(spec: BuildSpec, timeout: float = BUILD_TIMEOUT) -> BuildResult:
     argv, env = build_command(dataclasses.replace(spec, output=tmp))
     where = f"docker buildx build {spec.dockerfile}"
     done = False
-    try:
-        with registry.docker_config() as docker_env:  # the site registry's credentials
-            proc = ext_exec.run(argv, where=where, timeout=timeout,
-                                env=ext_exec.environ(**env, **docker_env), log=log, check=False)
-        if proc.returncode != 0:
-            raise ToolError(where, failure_line(log.read_text(errors="replace")),
-                            f"log: {log}")
-        tmp.replace(spec.output)
-        done = True
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
-    return BuildResult(archive=spec.output, digest=archive_digest(spec.output), log=log)
+    raw.unlink(missing_ok=True)  # the follower must not read an earlier build's events
+    with progress.step(_title(spec), unit="steps") as step:
+        def show(state: BuildProgress) -> None:
+            finished, known = state.counts()
+            step.update(done=finished, total=known, detail=state.current())
+
+        ended = threading.Event()
+        follower = threading.Thread(target=_follow, args=(raw, ended, show),
+                                    name="buildx-progress", daemon=True)
+        follower.start()
+        state = BuildProgress()
+        try:
+            try:
+                with registry.docker_config() as docker_env:  # the site registry's credentials
+                    proc = ext_exec.run(argv, where=where, timeout=timeout,
+                                        env=ext_exec.environ(**env, **docker_env), log=raw,
+                                        check=False)
+            finally:  # a timeout or a signal too: the log shows how far it got
+                ended.set()
+                follower.join(timeout=5)
+                if raw.is_file():
+                    state = parse_progress(raw.read_text(errors="replace"))
+                    files.write_atomic(log, state.plain_log())
+            timings = tuple(state.timings())
+            if proc.returncode != 0:
+                raise ToolError(where, failure_line(state.plain_log()), f"log: {log}")
+            tmp.replace(spec.output)
+            done = True
+        finally:
+            if not done:
+                tmp.unlink(missing_ok=True)
+        cached = sum(1 for row in timings if row.cached)
+        step.finish(f"{len(timings)} steps, {cached} cached")
+    return BuildResult(archive=spec.output, digest=archive_digest(spec.output), log=log,
+                       steps=timings)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
-from airlock import files
+from airlock import files, progress
 from airlock.errors import AirlockError, ToolError
 from airlock.ext import exec as ext_exec
 from airlock.ext.registryauth import AUTH_FILE_ENV, auth_args, check_auth_file, docker_config
@@ -430,11 +430,13 @@ def push_archive(archive: Path, ref: str) -> str:
     split_ref(ref)
     if not archive.is_file():
         raise AirlockError(str(archive), "no such OCI archive", "build the image first")
-    with tempfile.TemporaryDirectory(prefix="airlock-push-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="airlock-push-") as tmp, \
+            progress.step(f"push {archive.name} -> {ref}") as step:
         digestfile = Path(tmp) / "digest"
         argv = copy_command(f"oci-archive:{archive.resolve()}", f"docker://{ref}",
                             dest_insecure=is_insecure(ref), digestfile=digestfile)
         _skopeo(argv, f"skopeo copy {archive.name} -> {ref}", source=None, dest=ref)
+        step.finish(f"{progress.bytes_text(archive.stat().st_size)} archive")
         return digestfile.read_text().strip()
 
 
@@ -446,11 +448,13 @@ def save_archive(ref: str, archive: Path) -> str:
     """
     split_ref(ref)
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".airlock-save-", dir=archive.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".airlock-save-", dir=archive.parent) as tmp, \
+            progress.step(f"save {ref} -> {archive.name}", unit="bytes") as step:
         digestfile, part = Path(tmp) / "digest", Path(tmp) / "image.oci.tar"
         argv = copy_command(f"docker://{ref}", f"oci-archive:{part.resolve()}",
                             src_insecure=is_insecure(ref), digestfile=digestfile)
-        _skopeo(argv, f"skopeo copy {ref} -> {archive.name}", source=ref, dest=None)
+        with step.follow(lambda: part.stat().st_size):  # skopeo writes the archive as it goes
+            _skopeo(argv, f"skopeo copy {ref} -> {archive.name}", source=ref, dest=None)
         os.replace(part, archive)
         return digestfile.read_text().strip()
 

@@ -14,7 +14,8 @@ the parts, which ``airlock publish`` pushes like any build's archive.
 Archives are read as hostile input: a link, anything but a regular file,
 a layout index listing other than one image index of one platform, an
 ``index.json`` or image index over its size limit, a member that is not a
-blob of the layout, a blob whose bytes do not have its digest, or parts
+blob of the layout, a blob whose bytes do not have its digest, a manifest
+naming a blob the archive lacks (or of another size), or parts
 that are not of the same image (another annotation, a platform twice, a
 platform missing or not asked for) are one line each, and nothing is
 written.
@@ -224,6 +225,7 @@ def read_part(path: Path) -> Part:
         if manifest.get("mediaType") != MANIFEST or child not in members:
             raise AirlockError(where, "the image index does not name a manifest the archive "
                                "holds", FIX)
+        _check_manifest(tar, members, manifest, where)
         platform = platform_name(manifest.get("platform"))
         if platform is None:
             raise AirlockError(where, "the image's manifest names no platform", FIX)
@@ -232,6 +234,37 @@ def read_part(path: Path) -> Part:
         blobs = tuple(sorted(name for name in members if _BLOB.fullmatch(name)))
     return Part(archive=path, platform=platform, digest=digest, index=index, manifest=manifest,
                 created=created if isinstance(created, str) else None, blobs=blobs)
+
+
+def _check_manifest(tar: tarfile.TarFile, members: Mapping[str, tarfile.TarInfo],
+                    descriptor: Mapping, where: str) -> None:
+    """The part's manifest has its digest, and every blob it names is in the archive.
+
+    Without it, a part lacking a layer made a whole archive that no
+    registry takes (exit 0 here, a failure at publish); and a blob of
+    another size than its descriptor says is refused before gigabytes of
+    it are copied.
+    """
+    name = "blobs/sha256/" + str(descriptor.get("digest")).removeprefix("sha256:")
+    raw = _read_member(tar, members[name], IMAGE_INDEX_LIMIT, where)
+    if "sha256:" + hashlib.sha256(raw).hexdigest() != descriptor.get("digest"):
+        raise AirlockError(where, f"the blob of {descriptor.get('digest')} does not have "
+                           "that digest", FIX)
+    doc = _json(raw, "the image's manifest", where)
+    layers = doc.get("layers")
+    named = [doc.get("config"), *(layers if isinstance(layers, list) else [None])]
+    for entry in (descriptor, *named):
+        digest = str(entry.get("digest")) if isinstance(entry, Mapping) else ""
+        blob = _BLOB.fullmatch("blobs/sha256/" + digest.removeprefix("sha256:"))
+        if not digest.startswith("sha256:") or not blob or blob.group(0) not in members:
+            raise AirlockError(where, f"the image's manifest names {digest[:80] or 'a blob'}, "
+                               "which it does not hold", FIX)
+        size = entry.get("size")
+        extra = members[blob.group(0)].size - size if isinstance(size, int) else 0
+        if extra:
+            raise AirlockError(where, f"{blob.group(0)} is {abs(extra)} bytes "
+                               f"{'more' if extra > 0 else 'fewer'} than its descriptor says",
+                               FIX)
 
 
 def _deterministic(notes: Mapping[str, str]) -> dict[str, str]:
@@ -329,6 +362,8 @@ def write(parts: Sequence[Path], out: Path, platforms: Sequence[str] | None = No
         entry["annotations"] = {CREATED: created.pop()}
     layout = go_json({"schemaVersion": 2, "mediaType": INDEX, "manifests": [entry]},
                      indent=False)
+    files.check_replaceable_file(out)  # as root, --out /dev/null would replace the device
+    _check_not_a_part(out, ordered)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     done = False
@@ -354,6 +389,24 @@ def write(parts: Sequence[Path], out: Path, platforms: Sequence[str] | None = No
         if not done:
             tmp.unlink(missing_ok=True)
     return digest
+
+
+def _check_not_a_part(out: Path, parts: Sequence[Part]) -> None:
+    """Refuse ``out`` when it is one of the archives read: the part would be lost.
+
+    The whole would hold it, but a part replaced by the whole is surely a
+    mistyped command line, and a run repeated after it fails on that part.
+    """
+    try:
+        target = os.lstat(out)  # a link at --out is replaced, not what it names
+    except OSError:
+        return
+    for part in parts:
+        with contextlib.suppress(OSError):
+            st = os.stat(part.archive)
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                raise AirlockError(str(out), f"is also an --archive ({part.platform})",
+                                   "write the whole archive to a new file")
 
 
 def _copy_blobs(part: Part, dest: tarfile.TarFile, skip: set[str]) -> set[str]:

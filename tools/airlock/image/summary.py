@@ -78,7 +78,8 @@ def publish_result(release: str, rows: list[dict]) -> dict:
     """``airlock publish --json``: changed when anything was pushed or a tag moved."""
     images = [dict(row) for row in rows]
     records = [{"name": f"{row['name']} build record",
-                "url": f"{row['ref'].split('@', 1)[0]}:{annotations.record_tag(row['digest'])}",
+                "url": artifact_url(f"{row['ref'].split('@', 1)[0]}:"
+                                    f"{annotations.record_tag(row['digest'])}"),
                 "metadata": {"type": "airlock_build_record", "digest": row["digest"]}}
                for row in images if row.get("record") in ("pushed", "kept")]
     return {"release": release, "changed": any(row["status"] == "published" for row in rows),
@@ -88,11 +89,19 @@ def publish_result(release: str, rows: list[dict]) -> dict:
 def zuul_artifacts(images: list[dict]) -> list[dict]:
     """The images as Zuul artifacts (``zuul_return``'s ``zuul.artifacts``): name, url, metadata.
 
-    ``url`` is the image by digest (``host/repo@sha256:...``), which is
-    what it names wherever its tags move later. Each image is an artifact
-    once, of the step that puts it in the registry: build for python-base
-    and venv-builder, publish for the service images.
+    ``url`` is the image by digest (``docker://host/repo@sha256:...``),
+    which is what it names wherever its tags move later. The scheme (the
+    transport skopeo reads) matters: Zuul joins a URL without one to the
+    build's log URL. Each image is an artifact once, of the step that puts
+    it in the registry: build for python-base and venv-builder, publish for
+    the service images.
     """
-    return [{"name": image["name"], "url": image["ref"],
-             "metadata": {"type": "container_image", "digest": image["digest"]}}
+    return [{"name": image["name"], "url": artifact_url(image["ref"]),
+             "metadata": {"type": "container_image", "digest": image["digest"],
+                          "ref": image["ref"]}}
             for image in images]
+
+
+def artifact_url(ref: str) -> str:
+    """An image reference as a Zuul artifact URL (absolute: never joined to the log URL)."""
+    return f"docker://{ref}"

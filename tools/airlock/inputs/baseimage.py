@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airlock import files
+from airlock import files, progress
 from airlock.data import platforms as platforms_mod
 from airlock.errors import ToolError
 from airlock.ext import buildx, registry
@@ -173,6 +173,14 @@ def sha256_file(path: Path) -> str:
     return "sha256:" + files.sha256_file(path)
 
 
+def _last_info(log: Path) -> str:
+    """mmdebstrap's latest ``I: ...`` line (what it does now), for the progress line."""
+    with open(log, "rb") as handle:
+        handle.seek(max(handle.seek(0, os.SEEK_END) - 4096, 0))
+        lines = handle.read().decode("utf-8", "replace").splitlines()
+    return next((line[3:] for line in reversed(lines) if line.startswith("I: ")), "")
+
+
 def bootstrap(spec: BaseSpec, platform: str, dest: Path, epoch: int, log: Path) -> Path:
     """Make the root filesystem tarball of one platform at ``dest`` (atomically)."""
     # mmdebstrap picks the output format from the name: keep ".tar" last.
@@ -182,8 +190,10 @@ def bootstrap(spec: BaseSpec, platform: str, dest: Path, epoch: int, log: Path) 
     where = f"mmdebstrap {spec.codename} {platform}"
     done = False
     try:
-        proc = ext_exec.run(argv, where=where, timeout=BOOTSTRAP_TIMEOUT, env=env, log=log,
-                            check=False)
+        with progress.step(where, unit="bytes") as step, \
+                step.follow(lambda: tmp.stat().st_size, detail=lambda: _last_info(log)):
+            proc = ext_exec.run(argv, where=where, timeout=BOOTSTRAP_TIMEOUT, env=env, log=log,
+                                check=False)
         if proc.returncode != 0:
             lines = [line for line in log.read_text(errors="replace").splitlines()
                      if line.strip()]

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlock import settings
+from airlock import progress, settings
 from airlock.data import packages
 from airlock.data import platforms as platforms_mod
 from airlock.data.release import Release
@@ -348,7 +348,10 @@ def download(base: str, platform: str, names: list[str], mirror: str, codename: 
         spec = run_spec(base, platform, mirror, codename, cache_dir, tmp / "out",
                         tmp / "apt.log", flat=flat)
         try:
-            containers.run_logged(spec)
+            with progress.step(f"apt closure of {len(names)} packages, {platform}",
+                               unit=".debs fetched") as step, \
+                    step.follow(lambda: len({p.name for p in cache_dir.glob("*.deb")} - before)):
+                containers.run_logged(spec)
         except ToolError as error:
             log = spec.log.read_text(errors="replace") if spec.log.is_file() else ""
             unknown = unknown_package(log)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from airlock import files
+from airlock import files, progress
 from airlock.data.platforms import Platform
 from airlock.data.release import canonical_name
 from airlock.errors import ToolError
@@ -103,8 +103,14 @@ def fetch(cache: Cache, pins: list[tuple[str, str]], tgt: Platform, python_versi
         missing = [pin for pin in wanted
                    if pin not in known or not (cache.files / known[pin]).is_file()]
         if missing:
-            index.download_platform(missing, cache.files, python_version=python_version,
-                                    platforms=pip_platforms(tgt.machine), index_url=index_url)
+            before = set(os.listdir(cache.files)) if cache.files.is_dir() else set()
+            with progress.step(f"pip download for {tgt.platform}", total=len(missing),
+                               unit="files") as step, \
+                    step.follow(lambda: len(set(os.listdir(cache.files)) - before)):
+                index.download_platform(missing, cache.files, python_version=python_version,
+                                        platforms=pip_platforms(tgt.machine),
+                                        index_url=index_url)
+                step.finish(f"{len(missing)} pins, {step.done} files new")
             names = sorted(p.name for p in cache.files.iterdir())
             for pin in missing:
                 name, _, version = pin.partition("==")
@@ -241,12 +247,15 @@ def build_sdist(cache: Cache, sdist: Path, build_files: list[Path], build_constr
         if debs is not None:
             mounts.append(containers.Mount(debs, DEBS_MOUNT, read_only=True))
         try:
-            containers.run_logged(containers.RunSpec(
-                image=builder, command=build_command(sdist.name, owner if debs else None),
-                platform=tgt.platform, network="none", log=log,
-                user="0:0" if debs is not None else owner, mounts=tuple(mounts),
-                env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp",
-                     "AIRLOCK_DEBS": DEBS_MOUNT, "AIRLOCK_OWNERS": sharedlibs.OWNERS_SCRIPT}))
+            with progress.step(what) as step, \
+                    step.follow(lambda: 0, detail=lambda: progress.last_line_of(log)):
+                containers.run_logged(containers.RunSpec(
+                    image=builder, command=build_command(sdist.name, owner if debs else None),
+                    platform=tgt.platform, network="none", log=log,
+                    user="0:0" if debs is not None else owner, mounts=tuple(mounts),
+                    env={"SOURCE_DATE_EPOCH": str(SDIST_EPOCH), "HOME": "/tmp",
+                         "AIRLOCK_DEBS": DEBS_MOUNT,
+                         "AIRLOCK_OWNERS": sharedlibs.OWNERS_SCRIPT}))
             wheel = built_wheel(seen / "out", what, log)
         except ToolError as error:
             keep_log = True

@@ -10,7 +10,9 @@ default ``/var/lib/airlock/site``), listening on 127.0.0.1 only:
 * **pypi** (default port 8080): ``pypiserver`` (pinned, from PyPI, in
   ``DIR/venv``), packages in ``DIR/pypi``; upload, download and list all
   need the password (``-a update,download,list``), and it never falls back
-  to the public index (``--disable-fallback``).
+  to the public index (``--disable-fallback``). ``--pypi-reads open``:
+  only upload needs it (``-a update``), a Nexus PyPI-hosted repository
+  with anonymous read, as the Zuul jobs install airlock from it.
 * **raw** (8081): Debian's nginx with its DAV module, files in ``DIR/raw``;
   PUT, DELETE and MKCOL need the password, GET and HEAD are open (what a
   Nexus raw-hosted repository with anonymous read does, and what
@@ -20,6 +22,16 @@ default ``/var/lib/airlock/site``), listening on 127.0.0.1 only:
   run as www-data, which owns ``DIR/raw`` and the temp folders.
 * **registry** (5001, not the build host's 5000): Debian's
   ``docker-registry`` with htpasswd (bcrypt) auth, storage ``DIR/registry``.
+  ``--registry-reads open`` is a Nexus docker-hosted repository with
+  anonymous read, what the Zuul jobs of a site expect (their service jobs
+  read without credentials): Debian's docker-registry knows no such mode
+  (htpasswd refuses every anonymous request), so it runs without auth on
+  an internal 127.0.0.1 port and a second nginx of its own
+  (``DIR/nginx-registry``) on the registry's port passes GET and HEAD
+  through anonymously and wants the password (Basic) for every other
+  method. Its ``/v2/`` answer names the Basic challenge, so that clients
+  which decide on authentication from that first answer (skopeo) send
+  the credentials they have with a push.
 * **git** (9418): ``git daemon`` read-only over the bare repositories of
   ``DIR/git``, which ``bundle import`` writes directly.
 
@@ -68,6 +80,10 @@ PYPISERVER = os.environ.get("AIRLOCK_SITE_PYPISERVER", "pypiserver[passlib]==2.4
 PASSLIB = "passlib==1.7.4"
 WEB_USER = "www-data"  # nginx's workers, when started as root
 # Debian packages (bindep profile "site", tools/setup-host site).
+# --registry-reads: "auth" (every request needs the password, the default)
+# or "open" (anonymous GET/HEAD, pushes with the password: the proxy).
+REGISTRY_READS = ("auth", "open")
+FRONT = "registry-front"  # the proxy's nginx, a process of the registry store
 TOOLS = {"nginx": "nginx", "docker-registry": "docker-registry",
          "htpasswd": "apache2-utils", "git": "git", "nsenter": "util-linux"}
 
@@ -115,6 +131,8 @@ class Site:
     ports: dict[str, int]
     netns: str | None = None
     engine: bool = False
+    registry_reads: str = "auth"
+    pypi_reads: str = "auth"
 
     # --- paths ---------------------------------------------------------
 
@@ -201,7 +219,9 @@ class Site:
             (self.base / sub).mkdir(mode=mode, parents=True, exist_ok=True)
             (self.base / sub).chmod(mode)
         _write(self.state_file, json.dumps({"ports": self.ports, "netns": self.netns,
-                                            "engine": self.engine}) + "\n")
+                                            "engine": self.engine,
+                                            "registry_reads": self.registry_reads,
+                                            "pypi_reads": self.pypi_reads}) + "\n")
         passwords = self._passwords()
         self._htpasswd(passwords)
         starters = {"pypi": self._start_pypi, "raw": self._start_raw,
@@ -222,6 +242,8 @@ class Site:
             state = json.loads(self.state_file.read_text())
             self.ports, self.netns = state["ports"], state["netns"]
             self.engine = bool(state.get("engine"))
+            self.registry_reads = state.get("registry_reads") or "auth"
+            self.pypi_reads = state.get("pypi_reads") or "auth"
         except (OSError, ValueError, KeyError, TypeError):
             pass
 
@@ -270,16 +292,20 @@ class Site:
         """Hashed passwords for each server (the password on htpasswd's stdin)."""
         # The registry takes bcrypt only; pypiserver's passlib has no bcrypt
         # backend without the bcrypt package, so APR1 for it and for nginx.
-        for store, flag in (("pypi", "-m"), ("raw", "-m"), ("registry", "-B")):
+        # The registry's proxy (--registry-reads open) is an nginx too: APR1.
+        web_read = ("raw", FRONT)
+        for name, store, flag in (("pypi", "pypi", "-m"), ("raw", "raw", "-m"),
+                                  ("registry", "registry", "-B"), (FRONT, "registry", "-m")):
             line = subprocess.run(["htpasswd", "-ni", flag, USER], input=passwords[store],
                                   capture_output=True, text=True, check=True,
                                   timeout=30).stdout.strip()
-            path = self.base / "auth" / f"{store}.htpasswd"
-            _write(path, line + "\n", 0o640 if store == "raw" else 0o600)
+            path = self.base / "auth" / f"{name}.htpasswd"
+            _write(path, line + "\n", 0o640 if name in web_read else 0o600)
         if os.geteuid() == 0:
             web = pwd.getpwnam(WEB_USER)
             os.chown(self.base / "auth", 0, web.pw_gid)
-            os.chown(self.base / "auth" / "raw.htpasswd", 0, web.pw_gid)
+            for name in web_read:
+                os.chown(self.base / "auth" / f"{name}.htpasswd", 0, web.pw_gid)
 
     def _spawn(self, store: str, argv: list[str], pidfile: bool = True) -> None:
         """Start ARGV in its own session (it outlives this command), output in logs/."""
@@ -296,7 +322,8 @@ class Site:
         self._spawn("pypi", [
             str(self.venv / "bin" / "pypi-server"), "run", "-i", HOST,
             "-p", str(self.ports["pypi"]), "-P", str(self.base / "auth" / "pypi.htpasswd"),
-            "-a", "update,download,list", "--disable-fallback", str(self.base / "pypi")])
+            "-a", "update" if self.pypi_reads == "open" else "update,download,list",
+            "--disable-fallback", str(self.base / "pypi")])
 
     def _start_raw(self) -> None:
         nginx = self.base / "nginx"
@@ -362,15 +389,104 @@ class Site:
 
     def _start_registry(self) -> None:
         config = self.base / "registry.yml"
+        port = self.ports["registry"]
+        auth = ("auth:\n  htpasswd:\n    realm: airlock-site\n"
+                f"    path: {self.base / 'auth' / 'registry.htpasswd'}\n")
+        if self.registry_reads == "open" and self._alive("registry"):
+            # Only the proxy had stopped: start it in front of the running one.
+            self._start_registry_front(self._registry_internal_port())
+            return
+        if self.registry_reads == "open":
+            # Behind the proxy: no auth of its own, on a port only it uses.
+            port, auth = self._internal_port(), ""
+            _write(self.base / "run" / "registry-internal.port", f"{port}\n")
         _write(config, (
             "version: 0.1\nlog:\n  level: info\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.base / 'registry'}\n"
             "  delete:\n    enabled: true\n"
-            f"http:\n  addr: {HOST}:{self.ports['registry']}\n"
-            f"  secret: {secrets.token_hex(16)}\n"
-            "auth:\n  htpasswd:\n    realm: airlock-site\n"
-            f"    path: {self.base / 'auth' / 'registry.htpasswd'}\n"), 0o600)
+            f"http:\n  addr: {HOST}:{port}\n"
+            f"  secret: {secrets.token_hex(16)}\n" + auth), 0o600)
         self._spawn("registry", ["docker-registry", "serve", str(config)])
+        if self.registry_reads == "open":
+            self._start_registry_front(port)
+
+    def _registry_internal_port(self) -> int:
+        """The port of the registry behind the proxy (--registry-reads open)."""
+        return int((self.base / "run" / "registry-internal.port").read_text())
+
+    def _internal_port(self) -> int:
+        """A free port on 127.0.0.1 (in the stores' namespace) for the registry itself."""
+        probe = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); "
+                 "print(s.getsockname()[1])")
+        listening = self._listening_ports()
+        for _ in range(20):
+            port = int(subprocess.run(self._in_netns([sys.executable, "-c", probe]),
+                                      check=True, capture_output=True, text=True,
+                                      timeout=30).stdout)
+            if port not in listening and port not in self.ports.values():
+                return port
+        raise SiteError("found no free port on 127.0.0.1 for the registry behind its proxy")
+
+    def _start_registry_front(self, internal: int) -> None:
+        """nginx on the registry's port: anonymous GET/HEAD, Basic auth for the rest."""
+        front = self.base / "nginx-registry"
+        temps = [front / "tmp" / t for t in ("body", "proxy", "fastcgi", "uwsgi", "scgi")]
+        for temp in temps:
+            temp.mkdir(parents=True, exist_ok=True)
+        user = ""
+        if os.geteuid() == 0:
+            user = f"user {WEB_USER} {WEB_USER};\n"
+            web = pwd.getpwnam(WEB_USER)
+            for root, dirs, files in os.walk(front / "tmp"):
+                for name in [".", *dirs, *files]:
+                    os.lchown(os.path.join(root, name), web.pw_uid, web.pw_gid)
+        auth = self.base / "auth" / f"{FRONT}.htpasswd"
+        logs = self.base / "logs"
+        upstream = f"http://{HOST}:{internal}"
+        proxy = (
+            f"      proxy_pass {upstream};\n"
+            # The registry builds upload Locations from Host: the proxy's.
+            "      proxy_set_header Host $http_host;\n"
+            "      proxy_set_header X-Forwarded-Proto $scheme;\n"
+            "      proxy_http_version 1.1;\n"
+            # Layers of any size, streamed both ways (chunked uploads too).
+            "      proxy_request_buffering off;\n      proxy_buffering off;\n"
+            "      proxy_read_timeout 900s;\n      proxy_send_timeout 900s;\n")
+        _write(front / "nginx.conf", (
+            "# Written by tools/site-up: the registry's proxy (--registry-reads open).\n"
+            f"{user}daemon off;\nworker_processes 1;\n"
+            f"pid {self._pidfile(FRONT)};\nerror_log {logs / 'registry-front-error.log'} warn;\n"
+            "events { worker_connections 256; }\n"
+            "http {\n"
+            f"  access_log {logs / 'registry-front-access.log'};\n"
+            f"  client_body_temp_path {temps[0]};\n  proxy_temp_path {temps[1]};\n"
+            f"  fastcgi_temp_path {temps[2]};\n  uwsgi_temp_path {temps[3]};\n"
+            f"  scgi_temp_path {temps[4]};\n"
+            "  server_tokens off;\n"
+            "  server {\n"
+            f"    listen {HOST}:{self.ports['registry']};\n"
+            "    client_max_body_size 0;\n    chunked_transfer_encoding on;\n"
+            "    location = /v2/ {\n"
+            # Open, like every read; the challenge tells a client with
+            # credentials to send them (a push's 401 alone does not, for some).
+            "      add_header WWW-Authenticate 'Basic realm=\"airlock-site\"' always;\n"
+            + proxy + "    }\n"
+            "    location /v2/ {\n"
+            "      limit_except GET HEAD {\n"
+            "        auth_basic \"airlock-site\";\n"
+            f"        auth_basic_user_file {auth};\n"
+            "      }\n" + proxy + "    }\n"
+            "    location / { return 404; }\n"
+            "  }\n}\n"))
+        argv = ["nginx", "-p", str(front), "-c", str(front / "nginx.conf"),
+                "-e", str(logs / "registry-front-error.log")]
+        test = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True,
+                              timeout=30, check=False)
+        if test.returncode != 0:
+            raise SiteError(f"nginx refuses {front / 'nginx.conf'}: "
+                            + " | ".join(test.stderr.strip().splitlines()[-2:]))
+        self._pidfile(FRONT).unlink(missing_ok=True)
+        self._spawn(FRONT, argv, pidfile=False)
 
     def _start_git(self) -> None:
         # `git daemon` runs git-daemon as its child: the pid file names the
@@ -385,7 +501,11 @@ class Site:
     def _wait_listening(self, store: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.alive(store) and self.ports[store] in self._listening_ports():
+            listening = self._listening_ports()
+            if store == "registry" and self.registry_reads == "open" and \
+                    self._registry_internal_port() not in listening:
+                listening = set()  # the proxy alone answers 502
+            if self.alive(store) and self.ports[store] in listening:
                 return
             time.sleep(0.3)
         log = self.base / "logs" / ("nginx-error.log" if store == "raw" else f"{store}.log")
@@ -423,6 +543,12 @@ class Site:
             return None
 
     def alive(self, store: str) -> bool:
+        """STORE's server runs (the registry: and its proxy, with --registry-reads open)."""
+        if store == "registry" and self.registry_reads == "open" and not self._alive(FRONT):
+            return False
+        return self._alive(store)
+
+    def _alive(self, store: str) -> bool:
         """The pid file names a live process of this folder (not a reused pid)."""
         pid = self._pid(store)
         if pid is None:
@@ -445,6 +571,7 @@ class Site:
         return str({"pypi": self.base / "auth" / "pypi.htpasswd",
                     "raw": self.base / "nginx" / "nginx.conf",
                     "registry": self.base / "registry.yml",
+                    FRONT: self.base / "nginx-registry" / "nginx.conf",
                     "git": self.base / "git"}[store])
 
     def status(self) -> bool:
@@ -473,7 +600,7 @@ class Site:
         self._load_state()
         if self.netns is not None and self.site_engine().stop():
             _say(f"stopped the site's engine in netns {self.netns}")
-        running = [s for s in STORES if self.alive(s)]
+        running = [s for s in (*STORES, FRONT) if self._alive(s)]
         pids = {s: self._pid(s) for s in running}
         for pid in pids.values():
             try:
@@ -483,7 +610,7 @@ class Site:
         deadline = time.monotonic() + timeout
         while running and time.monotonic() < deadline:
             time.sleep(0.2)
-            running = [s for s in running if self.alive(s)]
+            running = [s for s in running if self._alive(s)]
         for store in running:
             print(f"site-up: {store} ignored SIGTERM for {timeout:.0f} s; killing it",
                   file=sys.stderr)
@@ -491,9 +618,10 @@ class Site:
                 os.kill(pids[store], signal.SIGKILL)  # type: ignore[arg-type]
             except ProcessLookupError:
                 pass
-        for store in STORES:
+        for store in (*STORES, FRONT):
             self._pidfile(store).unlink(missing_ok=True)
-        _say(f"stopped ({len(pids)} of {len(STORES)} were running) in {self.base}")
+        stores = len([s for s in pids if s != FRONT])
+        _say(f"stopped ({stores} of {len(STORES)} were running) in {self.base}")
 
 
 def _ports(args: argparse.Namespace) -> dict[str, int]:
@@ -614,6 +742,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="exec: one more variable for CMD (its environment is "
                              "otherwise PATH, HOME, the locale and the engine's)")
+    parser.add_argument("--registry-reads", choices=REGISTRY_READS, default="auth",
+                        help="auth (default): every registry request needs the password; "
+                             "open: GET/HEAD anonymous, pushes with the password (a "
+                             "Nexus with anonymous read; an nginx in front)")
+    parser.add_argument("--pypi-reads", choices=REGISTRY_READS, default="auth",
+                        help="auth (default): upload, download and list need the "
+                             "password; open: only upload does")
     for store in STORES:
         parser.add_argument(f"--{store}-port", help=f"default {DEFAULT_PORTS[store]} "
                             f"(AIRLOCK_SITE_{store.upper()}_PORT)")
@@ -625,7 +760,8 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(args.dir)
         if not base.is_absolute():
             base = Path.cwd() / base
-        site = Site(base=base, ports=_ports(args), netns=args.netns, engine=args.engine)
+        site = Site(base=base, ports=_ports(args), netns=args.netns, engine=args.engine,
+                    registry_reads=args.registry_reads, pypi_reads=args.pypi_reads)
         if "--" in argv and args.command != "exec":
             raise SiteError(f"unexpected '-- {' '.join(command)}': only exec takes a command")
         if args.command == "exec":

@@ -15,8 +15,11 @@ The sandbox, everything under one folder (``AIRLOCK_ZUUL_DIR``, default
 * Zuul from PyPI in its own venv made with /usr/bin/python3 (a Python under
   /root is invisible inside the executor's bubblewrap sandbox): scheduler,
   executor (it merges too), web and the launcher;
-* a static node: a private sshd for an unprivileged user whose home is in
-  the sandbox, so a job touches neither root's home nor the system sshd;
+* two static nodes, so that two jobs of one buildset run side by side
+  (the service jobs of a release, each on its own node): each a private
+  sshd on its own port for its own unprivileged user whose home is in the
+  sandbox, so a job touches neither root's home nor the system sshd, and
+  two jobs never share a home (``~/src``, the work folder);
 * the git driver over local bare repositories: the site's config project
   (``zuul_site/`` beside this file, plus the pipelines example that this
   repository ships in ``zuul-config/``) and ``airlock``, a bare clone of the
@@ -76,7 +79,7 @@ HOST = "127.0.0.1"
 # Components in start order; stop goes the other way round, in groups.
 ZUUL_COMPONENTS = ("scheduler", "web", "executor", "launcher")
 STOP_ORDER = (("executor", "launcher"), ("web",), ("scheduler",),
-              ("sshd",), ("zookeeper",))
+              ("sshd", "sshd-2"), ("zookeeper",))
 
 
 class SandboxError(Exception):
@@ -92,8 +95,23 @@ class Ports:
     web: int = 9000
     finger: int = 7900
     sshd: int = 2222
+    # The second static node's sshd.
+    sshd2: int = 2223
     # Nothing listens here: the Gerrit stand-in only has to be configured.
     gerrit: int = 29419
+
+
+@dataclass(frozen=True)
+class Node:
+    """One static node: its sshd's process name, port, user and home folder name.
+
+    zuul_site/zuul.d/nodes.yaml names the same (a unit test compares them).
+    """
+
+    process: str
+    port: int
+    user: str
+    home: str
 
 
 @dataclass
@@ -104,6 +122,15 @@ class Sandbox:
         os.environ.get("AIRLOCK_ZUUL_DIR") or DEFAULT_DIR))
     repo: Path = REPO_ROOT
     ports: Ports = field(default_factory=Ports)
+    # What the site's base job sets as ``airlock_site`` (the URLs of its
+    # stores, README "Zuul"): the generated release jobs read it. None: the
+    # base job sets nothing, as before (the validate job needs no stores).
+    airlock_site: dict[str, dict[str, str]] | None = None
+    # Build nodes: the node users may use this machine's Docker engine (the
+    # docker group: root-equivalent, so only when asked) and the base job
+    # sets ensure_build_host_setup false (the machine is a build host
+    # already; the node users have no sudo). Off: plain unprivileged nodes.
+    build_nodes: bool = False
 
     # --- paths ---------------------------------------------------------
 
@@ -135,6 +162,12 @@ class Sandbox:
 
     def _pidfile(self, name: str) -> Path:
         return self.base / "run" / f"{name}.pid"
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """The static nodes: the first keeps the names it always had."""
+        return (Node("sshd", self.ports.sshd, NODE_USER, "node-home"),
+                Node("sshd-2", self.ports.sshd2, f"{NODE_USER}-2", "node-home-2"))
 
     # --- install (network: PyPI; retried by the caller) ----------------
 
@@ -338,43 +371,53 @@ class Sandbox:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
     def _start_node(self) -> None:
-        """The static node: NODE_USER (home in the sandbox) behind a private sshd."""
+        """The static nodes: each its user (home in the sandbox) behind its own sshd."""
         etc = self.base / "etc"
-        home = self.base / "node-home"
         for key in ("id_ed25519", "ssh_host_ed25519_key"):
             if not (etc / key).is_file():
                 self._run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key,
                            "-f", str(etc / key)], "ssh-keygen")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        for node in self.nodes:
+            self._start_one_node(node)
+
+    def _start_one_node(self, node: Node) -> None:
+        etc = self.base / "etc"
+        home = self.base / node.home
         try:
-            user = pwd.getpwnam(NODE_USER)
+            user = pwd.getpwnam(node.user)
         except KeyError:
             self._run(["useradd", "--system", "--shell", "/bin/bash", "--home-dir", str(home),
-                       "--comment", NODE_USER_COMMENT, NODE_USER], "node-user")
-            user = pwd.getpwnam(NODE_USER)
+                       "--comment", NODE_USER_COMMENT, node.user], "node-user")
+            user = pwd.getpwnam(node.user)
         if user.pw_dir != str(home):
-            self._run(["usermod", "--home", str(home), NODE_USER], "node-user")
+            self._run(["usermod", "--home", str(home), node.user], "node-user")
         # sshd without PAM refuses a locked account ("!"): no password, not locked.
-        self._run(["usermod", "-p", "*", NODE_USER], "node-user")
+        self._run(["usermod", "-p", "*", node.user], "node-user")
+        if self.build_nodes:
+            self._run(["usermod", "-aG", "docker", node.user], "node-user")
+        else:
+            subprocess.run(["gpasswd", "-d", node.user, "docker"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
         shutil.rmtree(home, ignore_errors=True)
         (home / ".ssh").mkdir(parents=True)
         (home / ".ssh" / "authorized_keys").write_text((etc / "id_ed25519.pub").read_text())
         for path in (home, home / ".ssh", home / ".ssh" / "authorized_keys"):
             os.chown(path, user.pw_uid, user.pw_gid)
         (home / ".ssh").chmod(0o700)
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        config = etc / "sshd_config"
+        config = etc / f"{node.process}_config"
         config.write_text(
-            f"Port {self.ports.sshd}\nListenAddress {HOST}\n"
+            f"Port {node.port}\nListenAddress {HOST}\n"
             f"HostKey {etc / 'ssh_host_ed25519_key'}\n"
-            f"PidFile {self.base / 'run' / 'sshd-daemon.pid'}\n"
-            f"AllowUsers {NODE_USER}\nPermitRootLogin no\nPubkeyAuthentication yes\n"
+            f"PidFile {self.base / 'run' / f'{node.process}-daemon.pid'}\n"
+            f"AllowUsers {node.user}\nPermitRootLogin no\nPubkeyAuthentication yes\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             "AuthorizedKeysFile .ssh/authorized_keys\n"
             # The home is under /var/tmp (world-writable): StrictModes would refuse it.
             "StrictModes no\nX11Forwarding no\nPrintMotd no\n"
             "Subsystem sftp internal-sftp\n")
-        self._spawn("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)])
-        self._wait_port("sshd", self.ports.sshd)
+        self._spawn(node.process, ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)])
+        self._wait_port(node.process, node.port)
 
     def _git(self, *args: str, cwd: Path | None = None) -> str:
         done = subprocess.run(
@@ -395,6 +438,8 @@ class Sandbox:
         git, work = self.base / "git", self.base / "work"
         site = work / CONFIG_PROJECT
         shutil.copytree(SITE_TEMPLATE, site)
+        if self.base_vars():
+            self._set_base_vars(site / "zuul.d" / "jobs.yaml")
         example = self.repo / PIPELINES_EXAMPLE
         if not example.is_file():
             raise SandboxError(f"{example} is missing: the site's pipelines come from it")
@@ -414,6 +459,29 @@ class Sandbox:
                   cwd=clone)
         self._git("push", "-q", "origin", BRANCH, cwd=clone)
         return head, self._git("rev-parse", "HEAD", cwd=clone)
+
+    def base_vars(self) -> dict[str, object]:
+        """What the site's base job sets for every job (see the fields)."""
+        found: dict[str, object] = {}
+        if self.airlock_site is not None:
+            found["airlock_site"] = self.airlock_site
+        if self.build_nodes:
+            found["ensure_build_host_setup"] = False
+        return found
+
+    def _set_base_vars(self, jobs: Path) -> None:
+        """The base job's ``vars:`` (:meth:`base_vars`), set once as a site sets them.
+
+        Appended as the last key of the base job (the last item of the
+        file), in JSON (YAML flow values): the template keeps its comments.
+        """
+        text = jobs.read_text()
+        if "\n    vars:" in text or not text.rstrip().endswith("playbooks/base/post.yaml"):
+            raise SandboxError(f"{jobs}: the base job must be last and set no vars "
+                               "(the sandbox appends airlock_site to it)")
+        lines = [f"      {key}: {json.dumps(value, sort_keys=True)}"
+                 for key, value in self.base_vars().items()]
+        jobs.write_text(text.rstrip("\n") + "\n    vars:\n" + "\n".join(lines) + "\n")
 
     def _write_config(self) -> None:
         etc, run, certs, state = (self.base / n for n in ("etc", "run", "certs", "state"))
@@ -520,13 +588,113 @@ class Sandbox:
         with urllib.request.urlopen(self.web_url + path, timeout=10) as response:
             return json.load(response)
 
+    def public_key(self) -> Path:
+        """The project's secrets key, as zuul-web serves it to a site's operator."""
+        url = f"{self.web_url}/api/tenant/{TENANT}/key/{PROJECT}.pub"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            key = response.read()
+        if b"PUBLIC KEY" not in key:
+            raise SandboxError(f"{url}: not a public key")
+        path = self.base / "run" / f"{PROJECT}.pub"
+        path.write_bytes(key)
+        return path
+
+    def encrypt_secret(self, name: str, fields: dict[str, str]) -> str:
+        """A ``- secret:`` stanza, every field encrypted by ``zuul-client encrypt``.
+
+        What README tells a site to run, one field at a time; each value
+        goes in on stdin (never a command line or a file) and comes out as
+        ciphertext only the scheduler can read.
+        """
+        key = self.public_key()
+        lines = ["- secret:", f"    name: {name}", "    data:"]
+        for field_name, value in fields.items():
+            done = subprocess.run(
+                [str(self.venv / "bin" / "zuul-client"), "--zuul-url", self.web_url,
+                 "encrypt", "--public-key", str(key), "--tenant", TENANT,
+                 "--project", PROJECT, "--secret-name", name, "--field-name", field_name,
+                 "--no-strip"],
+                input=value, capture_output=True, text=True, check=False, timeout=60)
+            out = done.stdout.splitlines()
+            if done.returncode != 0 or "    data:" not in out:
+                raise SandboxError(f"zuul-client encrypt ({field_name}) failed "
+                                   f"({done.returncode}): {done.stderr.strip()[-300:]}")
+            # Its own stanza for one field: keep what follows "data:".
+            lines += [line for line in out[out.index("    data:") + 1:] if line.strip()]
+        return "\n".join(lines) + "\n"
+
+    def commit(self, files: dict[str, str | None], message: str) -> str:
+        """Commit FILES (path: text, None deletes) on airlock's branch, push it; the sha.
+
+        The sandbox's own clone of the bare repository, never this checkout:
+        what a site's operator does with its copy of the repository. Zuul's
+        git driver sees the new head within its poll delay and reloads the
+        project's configuration (:meth:`wait_for_reconfiguration`).
+        """
+        clone = self.base / "work" / PROJECT
+        self._wait_watched(PROJECT)
+        for name, text in files.items():
+            path = clone / name
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        self._git("add", "-A", cwd=clone)
+        self._git("commit", "-q", "-m", message, cwd=clone)
+        self._git("push", "-q", "origin", BRANCH, cwd=clone)
+        return self._git("rev-parse", "HEAD", cwd=clone)
+
+    def _wait_watched(self, project: str, timeout: float = 60) -> None:
+        """Until the git driver's watcher has read PROJECT's refs once.
+
+        Its first reading is its baseline, compared with no earlier one:
+        a push made before it is never an event, and the tenant would keep
+        the old configuration (seen: a commit right after start).
+        """
+        line = f"refs for project {project}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.logs / "scheduler.log"
+            if log.is_file() and line in log.read_text(errors="replace"):
+                return
+            time.sleep(1)
+        raise SandboxError(f"the git watcher did not read {project} within {timeout:.0f} s; "
+                           f"see {self.logs}/scheduler.log")
+
+    def write_secret(self, name: str, fields: dict[str, str], header: str = "") -> str:
+        """zuul.d/secrets.yaml replaced by the encrypted secret, committed; the sha."""
+        text = header + self.encrypt_secret(name, fields)
+        return self.commit({"zuul.d/secrets.yaml": text},
+                           f"zuul-sandbox: the site's {name} secret, encrypted")
+
+    def last_reconfigured(self) -> int:
+        """When the scheduler last loaded the tenant (zuul-web's status, ms)."""
+        status = self.api(f"/api/tenant/{TENANT}/status")
+        assert isinstance(status, dict)
+        return int(status.get("last_reconfigured") or 0)
+
+    def wait_for_reconfiguration(self, after: int, timeout: float = 180) -> None:
+        """Until the tenant was loaded again after AFTER (:meth:`last_reconfigured`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.last_reconfigured() > after:
+                return
+            time.sleep(1)
+        raise SandboxError(f"tenant {TENANT} was not reloaded within {timeout:.0f} s; "
+                           f"see {self.logs}/scheduler.log")
+
     def revisions(self) -> tuple[str, str]:
         """The old and new revision of the airlock branch that start pushed."""
         data = json.loads((self.base / "run" / "revisions.json").read_text())
         return data["oldrev"], data["newrev"]
 
-    def enqueue_ref(self, pipeline: str, oldrev: str, newrev: str) -> None:
-        """What an operator types: zuul-client enqueue-ref, with an admin token."""
+    def enqueue_ref(self, pipeline: str, oldrev: str | None, newrev: str) -> None:
+        """What an operator types: zuul-client enqueue-ref, with an admin token.
+
+        ``oldrev`` None: left out; Zuul then matches the jobs' ``files:``
+        against the files the head commit itself changed.
+        """
         token = subprocess.run(
             [str(self.venv / "bin" / "zuul-admin"), "-c", str(self.conf),
              "create-auth-token", "--auth-config", "zuul_operator", "--user", "sandbox",
@@ -537,7 +705,7 @@ class Sandbox:
             [str(self.venv / "bin" / "zuul-client"), "--zuul-url", self.web_url,
              "--auth-token", token, "enqueue-ref", "--tenant", TENANT,
              "--pipeline", pipeline, "--project", PROJECT, "--ref", f"refs/heads/{BRANCH}",
-             "--oldrev", oldrev, "--newrev", newrev],
+             *(["--oldrev", oldrev] if oldrev else []), "--newrev", newrev],
             capture_output=True, text=True, check=True)
 
     def wait_for_build(self, pipeline: str, job: str, timeout: float = 300) -> dict:
@@ -630,13 +798,14 @@ class Sandbox:
             print(f"zuul-sandbox: stopped (logs in {self.logs})")
 
     def remove_node_user(self) -> None:
-        """Delete the static node's user, if this sandbox made it."""
-        try:
-            user = pwd.getpwnam(NODE_USER)
-        except KeyError:
-            return
-        if user.pw_gecos == NODE_USER_COMMENT:
-            subprocess.run(["userdel", NODE_USER], check=False)
+        """Delete the static nodes' users, those this sandbox made."""
+        for node in self.nodes:
+            try:
+                user = pwd.getpwnam(node.user)
+            except KeyError:
+                continue
+            if user.pw_gecos == NODE_USER_COMMENT:
+                subprocess.run(["userdel", node.user], check=False)
 
 
 def site_template_files() -> list[Path]:

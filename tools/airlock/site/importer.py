@@ -37,6 +37,7 @@ from airlock import files
 from airlock.bundle import manifest as manifest_mod
 from airlock.bundle import sums, verify
 from airlock.errors import AirlockError, ToolError
+from airlock.progress import step as progress_step
 from airlock.site import access, stores
 from airlock.site.config import Site
 from airlock.urls import strip_userinfo
@@ -338,11 +339,12 @@ def run(bundle: Path, site: Site, allowed_signers: Path, work_dir: Path | None =
     for name in STORE_ORDER:
         started = time.monotonic()
         try:
-            if name == "registry":
-                with access.registry_auth(site):
+            with progress_step(f"bundle import: {name}"):
+                if name == "registry":
+                    with access.registry_auth(site):
+                        loaders[name](bundle, manifest, clients[name], reports[name], progress)
+                else:
                     loaders[name](bundle, manifest, clients[name], reports[name], progress)
-            else:
-                loaders[name](bundle, manifest, clients[name], reports[name], progress)
         except AirlockError as error:
             reports[name].failed.append(str(error) if str(error).startswith(name)
                                         else f"{name}: {error}")

@@ -67,7 +67,7 @@ BASE_IMAGES = ("python-base", "venv-builder")
 # base image, and the build packages of sdist-only pins (the wheelhouses).
 IMAGE_SHARED = ("debian-base",)
 SDISTS = "images/sdists\\.txt"
-SHARED_FILES = ("tools/.*", "setup\\.cfg", "roles/.*", "playbooks/.*")
+SHARED_FILES = ("tools/.*", "setup\\.cfg", "roles/.*", "playbooks/.*", "zuul\\.d/.*")
 PARENT = "airlock-site-build"
 SECRET = "airlock-images-nexus"
 SECRET_VAR = "airlock_registry_credentials"

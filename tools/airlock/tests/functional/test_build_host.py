@@ -76,6 +76,11 @@ class BuildHostTest(unittest.TestCase):
         again = buildx.build(self.spec("again", no_cache=True))
         self.assertEqual(again.digest, first.digest,
                          "two --no-cache builds of the same inputs differ")
+        # BuildKit's own progress: each step's time, the arm64 RUN among them.
+        runs = {row.platform: row for row in again.steps if row.command.startswith("RUN uname")}
+        self.assertEqual(sorted(runs), sorted(engine.PLATFORMS))
+        self.assertTrue(all(row.seconds > 0 and not row.cached for row in runs.values()))
+        self.assertTrue(any(row.name == "exporting to oci image format" for row in again.steps))
 
         image = engine.by_digest(ref, first.digest)
         # The base layers are the base image's own: shared, not uploaded again.

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from airlock.ext import registry
 from airlock.tests.functional import tinyimage
 from airlock.tests.functional.registries import free_port
 
@@ -384,6 +385,122 @@ class SiteUpNetnsTest(unittest.TestCase):
         done = self.site_up("status", "--", "true")
         self.assertEqual(done.returncode, 1)
         self.assertIn("only exec takes a command", done.stderr)
+
+
+class SiteUpOpenReadsTest(unittest.TestCase):
+    """--registry-reads open: a registry read anonymously and pushed with the password
+    (a Nexus with anonymous read), through the real nginx in front of the real
+    docker-registry, with the real clients airlock and a site use: skopeo and
+    docker push with credentials, pull without; anonymous writes are refused."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="airlock-site-up-open-"))
+        self.tmp.chmod(0o755)
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.dir = self.tmp / "site"
+        self.ports = {store: free_port() for store in STORES}
+        self.outputs: list[str] = []
+        started = self.site_up("start", "--registry-reads", "open", "--pypi-reads", "open",
+                               *[arg for store, port in self.ports.items()
+                                 for arg in (f"--{store}-port", str(port))])
+        self.addCleanup(self.site_up, "stop")
+        self.assertEqual(started.returncode, 0, started.stdout + started.stderr)
+        self.host = f"127.0.0.1:{self.ports['registry']}"
+        self.creds = (self.dir / "credentials" / "registry").read_text().strip()
+        self.auth = self.tmp / "auth.json"
+        self.auth.write_text(json.dumps({"auths": {self.host: {
+            "auth": base64.b64encode(self.creds.encode()).decode()}}}))
+        self.auth.chmod(0o600)
+
+    def site_up(self, command: str, *args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(SITE_UP), command, "--dir", str(self.dir), *args],
+                              capture_output=True, text=True, timeout=600, check=False,
+                              env=clean_env())
+        self.outputs.append(done.stdout + done.stderr)
+        return done
+
+    def run_tool(self, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                              check=False, **kwargs)  # type: ignore[call-overload]
+        self.outputs.append(done.stdout + done.stderr)
+        return done
+
+    def test_pypi_reads_open_uploads_need_the_password(self) -> None:
+        pypi = f"http://127.0.0.1:{self.ports['pypi']}"
+        self.assertEqual(status_of(f"{pypi}/simple/")[0], 200)
+        code, _ = status_of(f"{pypi}/", "POST", b":action=file_upload")
+        self.assertEqual(code, 401)
+
+    def test_anonymous_reads_authenticated_writes(self) -> None:
+        archive = self.tmp / "probe.oci.tar"
+        digest = tinyimage.make(archive, ["linux/amd64", "linux/arm64"], "open-reads")
+        target = f"{self.host}/airlock/probe"
+        none = self.tmp / "none.json"
+        none.write_text('{"auths": {}}')
+        copy = ["skopeo", "copy", "--all", "--preserve-digests", "--dest-tls-verify=false",
+                f"oci-archive:{archive}", f"docker://{target}:1"]
+        self.assertEqual(status_of(f"http://{self.host}/v2/")[0], 200)
+        refused = self.run_tool([*copy, "--dest-authfile", str(none)])
+        self.assertNotEqual(refused.returncode, 0, refused.stdout)
+        self.assertEqual(status_of(f"http://{self.host}/v2/airlock/probe/blobs/uploads/",
+                                   "POST", b"")[0], 401)
+        self.assertEqual(status_of(f"http://{self.host}/v2/airlock/probe/blobs/uploads/",
+                                   "POST", b"", auth="airlock:wrong")[0], 401)
+        pushed = self.run_tool([*copy, "--dest-authfile", str(self.auth)])
+        self.assertEqual(pushed.returncode, 0, pushed.stderr)
+        # Read without any credentials: skopeo, plain HTTP and the docker engine.
+        raw = self.run_tool(["skopeo", "inspect", "--raw", "--tls-verify=false", "--no-creds",
+                             f"docker://{target}:1"])
+        self.assertEqual(raw.returncode, 0, raw.stderr)
+        self.assertEqual("sha256:" + hashlib.sha256(raw.stdout.encode()).hexdigest(), digest)
+        # airlock's own registry client, anonymously (no auth file).
+        self.assertEqual(registry.digest(f"{target}:1"), digest)
+        self.assertEqual(status_of(f"http://{self.host}/v2/airlock/probe/manifests/1",
+                                   "DELETE")[0], 401)
+        empty = self.tmp / "docker-anonymous"
+        empty.mkdir()
+        pulled = self.run_tool(["docker", "--config", str(empty), "pull", "-q",
+                                f"{target}@{digest}"])
+        self.addCleanup(subprocess.run, ["docker", "rmi", "-f", f"{target}@{digest}"],
+                        capture_output=True, check=False, timeout=60)
+        self.assertEqual(pulled.returncode, 0, pulled.stderr)
+
+        # docker push with credentials (docker login into a private config).
+        config = self.tmp / "docker-config"
+        config.mkdir(mode=0o700)
+        user, _, password = self.creds.partition(":")
+        login = self.run_tool(["docker", "--config", str(config), "login", "-u", user,
+                               "--password-stdin", self.host], input=password)
+        self.assertEqual(login.returncode, 0, login.stderr)
+        # One platform: the engine pushes only what it holds (its pull of
+        # the index above fetched amd64's content alone).
+        single = self.tmp / "single.oci.tar"
+        tinyimage.make(single, ["linux/amd64"], "docker-push")
+        tagged = f"{self.host}/airlock/docker-probe:1"
+        docker_tar = self.tmp / "single.docker.tar"
+        made = self.run_tool(["skopeo", "copy", f"oci-archive:{single}",
+                              f"docker-archive:{docker_tar}:{tagged}"])
+        self.assertEqual(made.returncode, 0, made.stderr)
+        loaded = self.run_tool(["docker", "load", "-q", "-i", str(docker_tar)])
+        self.assertEqual(loaded.returncode, 0, loaded.stderr)
+        self.addCleanup(subprocess.run, ["docker", "rmi", "-f", tagged],
+                        capture_output=True, check=False, timeout=60)
+        anonymous_push = self.run_tool(["docker", "--config", str(empty), "push", "-q", tagged])
+        self.assertNotEqual(anonymous_push.returncode, 0, anonymous_push.stdout)
+        self.assertIn("auth", anonymous_push.stderr)
+        docker_push = self.run_tool(["docker", "--config", str(config), "push", "-q", tagged])
+        self.assertEqual(docker_push.returncode, 0, docker_push.stderr)
+        self.assertTrue(registry.exists(tagged))
+
+        # No password in any output or log; stop leaves nothing listening.
+        stopped = self.site_up("stop")
+        self.assertIn("stopped (4 of 4 were running)", stopped.stdout)
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            self.assertNotEqual(sock.connect_ex(("127.0.0.1", self.ports["registry"])), 0)
+        logs = [p.read_text(errors="replace") for p in (self.dir / "logs").iterdir()]
+        for text in [*self.outputs, *logs]:
+            self.assertNotIn(password, text)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import os
+import stat
 import tarfile
 import tempfile
 import unittest
@@ -215,6 +216,90 @@ class AssembleCliTest(unittest.TestCase):
         not_tar.write_bytes(b"not a tar at all" * 100)
         self.refused("not an OCI archive", self.amd, not_tar)
 
+    def test_a_manifest_naming_a_blob_the_archive_lacks_is_refused(self):
+        # index.json and the image index are whole, but the manifest names a
+        # layer (or config) that is not in the archive: the archive written
+        # would be unpushable, so nothing is.
+        with tarfile.open(self.arm) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        layout = json.loads(members["index.json"])
+        index = json.loads(members["blobs/sha256/"
+                                   + layout["manifests"][0]["digest"].split(":")[1]])
+        manifest = json.loads(members["blobs/sha256/"
+                                      + index["manifests"][0]["digest"].split(":")[1]])
+        for what in (manifest["layers"][0], manifest["config"]):
+            name = "blobs/sha256/" + what["digest"].split(":")[1]
+            lacking = self.tmp / "lacking.tar"
+            _tar(lacking, {k: v for k, v in members.items() if k != name})
+            with self.subTest(missing=what["mediaType"]):
+                self.refused(f"names {what['digest']}, which it does not hold", self.amd,
+                             lacking)
+        # A blob of another size than its descriptor says: refused before copying.
+        name = "blobs/sha256/" + manifest["layers"][0]["digest"].split(":")[1]
+        longer = self.tmp / "longer.tar"
+        _tar(longer, {**members, name: members[name] + b"\0" * 4096})
+        self.refused("is 4096 bytes more than", self.amd, longer)
+
+    def _refused_out(self, out: Path, expected: str) -> None:
+        argv = ["index", "assemble", "--out", str(out), "--archive", str(self.amd),
+                "--archive", str(self.arm)]
+        code, _, err = run_cli(argv)
+        self.assertEqual(code, 1, err)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(expected, err)
+        self.assertEqual([p.name for p in out.parent.glob(".*")] if out.parent.is_dir()
+                         else [], [])
+
+    def test_out_onto_a_fifo_a_folder_or_under_a_file_is_refused(self):
+        # airlock runs as root: --out /dev/null once replaced the host's device
+        # (a FIFO stands in for it here; the rename would replace either).
+        fifo = self.tmp / "fifo"
+        os.mkfifo(fifo)
+        self._refused_out(fifo, "is a FIFO, not a regular file")
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+        link = self.tmp / "to-fifo"
+        link.symlink_to(fifo)
+        self._refused_out(link, "is a symbolic link to a FIFO, not a regular file")
+        self.assertTrue(link.is_symlink())
+        folder = self.tmp / "folder"
+        folder.mkdir()
+        self._refused_out(folder, f"{folder}: is a directory")
+        self.assertTrue(folder.is_dir())
+        plain = self.tmp / "plain"
+        plain.write_bytes(b"x")
+        self._refused_out(plain / "whole.tar", f"{plain}: is not a folder")
+        self.assertEqual(plain.read_bytes(), b"x")
+
+    def test_out_onto_an_input_is_refused_and_a_link_is_replaced_not_followed(self):
+        before = self.arm.read_bytes()
+        self._refused_out(self.arm, f"{self.arm}: is also an --archive")
+        self.assertEqual(self.arm.read_bytes(), before)
+        target = self.tmp / "target"
+        target.write_bytes(b"keep")
+        link = self.tmp / "link"
+        link.symlink_to(target)
+        code, _, err = run_cli(["index", "assemble", "--out", str(link), "--archive",
+                                str(self.amd), "--archive", str(self.arm)])
+        self.assertEqual(code, 0, err)
+        self.assertFalse(link.is_symlink())
+        self.assertEqual(target.read_bytes(), b"keep")
+
+    def test_a_url_given_for_a_path_is_refused_without_its_secret(self):
+        # pathlib folds "https://" into "https:/", which the redaction did not
+        # see; and an --out URL made the folders "https:/u:S3CRET@h" here.
+        cwd = os.getcwd()
+        os.chdir(self.tmp)
+        self.addCleanup(os.chdir, cwd)
+        for argv in (["--archive", str(self.amd), "--archive", "https://u:S3CRET@h/x.tar",
+                      "--out", str(self.out)],
+                     ["--archive", str(self.amd), "--archive", str(self.arm),
+                      "--out", "https://u:S3CRET@h/x.tar"]):
+            with self.subTest(argv=argv):
+                code, out, err = run_cli(["index", "assemble", *argv])
+                self.assertEqual(code, 1, err)
+                self.assertIn("is a URL", err)
+                self.assertNotIn("S3CRET", out + err)
+                self.assertFalse(os.path.lexists(self.tmp / "https:"))
 
 if __name__ == "__main__":
     unittest.main()

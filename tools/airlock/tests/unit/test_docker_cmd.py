@@ -321,7 +321,8 @@ class TestDockerThroughExec(unittest.TestCase):
         with self.assertRaises(ToolError) as caught:
             buildx.build(spec(output=out / "x.oci.tar", context=self.root), timeout=0.5)
         self.assertIn("did not finish within 0.5 s", str(caught.exception))
-        self.assertEqual(sorted(p.name for p in out.iterdir()), ["x.oci.tar.log"])
+        self.assertEqual(sorted(p.name for p in out.iterdir()),
+                         ["x.oci.tar.log", "x.oci.tar.log.rawjson"])
 
     def test_a_failed_build_is_its_failing_step_and_the_log_hides_credentials(self):
         fakeprogram.install(self, "docker", "echo '#5 ERROR: process did not complete'\n"
@@ -333,7 +334,8 @@ class TestDockerThroughExec(unittest.TestCase):
         log = out / "x.oci.tar.log"
         self.assertEqual(str(caught.exception), "docker buildx build /src/images/x/Dockerfile: "
                          f"failed to solve: exit code: 1; log: {log}")
-        self.assertEqual(sorted(p.name for p in out.iterdir()), ["x.oci.tar.log"])
+        self.assertEqual(sorted(p.name for p in out.iterdir()),
+                         ["x.oci.tar.log", "x.oci.tar.log.rawjson"])
         self.assertIn("INDEX=https://***@idx.example/simple", log.read_text())
         self.assertNotIn("s3cr3t", log.read_text())
 

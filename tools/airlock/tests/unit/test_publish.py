@@ -185,8 +185,9 @@ class ResultTest(unittest.TestCase):
         # Zuul's artifact format, for zuul_return, by digest: what the build
         # pushed (the service images are publish's artifacts).
         self.assertEqual(doc["zuul_artifacts"], [{
-            "name": "python-base", "url": f"127.0.0.1:9/airlock/python-base@{DIGEST}",
-            "metadata": {"type": "container_image", "digest": DIGEST}}])
+            "name": "python-base", "url": f"docker://127.0.0.1:9/airlock/python-base@{DIGEST}",
+            "metadata": {"type": "container_image", "digest": DIGEST,
+                         "ref": f"127.0.0.1:9/airlock/python-base@{DIGEST}"}}])
         rows[0]["status"] = "built"
         self.assertTrue(summary.build_result(record(*rows))["changed"])
 
@@ -195,13 +196,14 @@ class ResultTest(unittest.TestCase):
                  "status": "unchanged"} for name in ("keystone", "nova")]
         self.assertFalse(summary.publish_result(RELEASE, rows)["changed"])
         self.assertEqual(summary.publish_result(RELEASE, rows)["zuul_artifacts"][1],
-                         {"name": "nova", "url": f"{REPO}@{DIGEST}",
-                          "metadata": {"type": "container_image", "digest": DIGEST}})
+                         {"name": "nova", "url": f"docker://{REPO}@{DIGEST}",
+                          "metadata": {"type": "container_image", "digest": DIGEST,
+                                       "ref": f"{REPO}@{DIGEST}"}})
         # A record beside the image is an artifact too (it is where the audit reads).
         rows[1]["record"] = "kept"
         self.assertEqual(summary.publish_result(RELEASE, rows)["zuul_artifacts"][2],
                          {"name": "nova build record",
-                          "url": f"{REPO}:sha256-{'a' * 64}.airlock-record",
+                          "url": f"docker://{REPO}:sha256-{'a' * 64}.airlock-record",
                           "metadata": {"type": "airlock_build_record", "digest": DIGEST}})
         changed = copy.deepcopy(rows)
         changed[1]["status"] = "published"

@@ -10,6 +10,7 @@ at the start).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -53,6 +54,50 @@ class CommittedFileTest(unittest.TestCase):
     def test_check_says_so(self) -> None:
         self.assertEqual(run_cli(["zuul", "jobs", "--check", "--root", str(REPO_ROOT)]),
                          (0, "", ""))
+
+
+class CheckFileTest(unittest.TestCase):
+    """``--check --file F`` given something else than the committed file: one line, exit 1."""
+
+    def check(self, path: str) -> tuple[int, str, str]:
+        return run_cli(["zuul", "jobs", "--check", "--root", str(REPO_ROOT), "--file", path])
+
+    def test_a_url_for_the_file_never_prints_its_secret(self) -> None:
+        # pathlib folds "https://" into "https:/", which the redaction did not see.
+        code, out, err = self.check("https://robot:S3CRET@git.site/zuul.d/releases.yaml")
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertNotIn("S3CRET", err)
+        self.assertIn("https:/***@git.site/zuul.d/releases.yaml: no such file", err)
+
+    def test_file_without_check_is_refused_not_ignored(self) -> None:
+        # It printed the jobs and exit 0, the file named neither written nor compared.
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "releases.yaml"
+            code, out, err = run_cli(["zuul", "jobs", "--root", str(REPO_ROOT), "--file",
+                                      str(target)])
+            self.assertEqual((code, out), (1, ""))
+            self.assertEqual(err, "--file: is used only with --check (jobs alone prints to "
+                                  "stdout); add --check, or write with > FILE\n")
+            self.assertFalse(target.exists())
+
+    def test_a_fifo_a_folder_and_a_huge_file_are_one_line(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            fifo = Path(tmp) / "fifo"
+            os.mkfifo(fifo)
+            huge = Path(tmp) / "huge"
+            huge.write_bytes(b"#" * (2 << 20))
+            link = Path(tmp) / "link"
+            link.symlink_to(COMMITTED)
+            for path, line in ((fifo, "is a FIFO, not a regular file"),
+                               (Path(tmp), "is a directory, not a regular file"),
+                               (huge, "is larger than 1 MiB, the limit for this file")):
+                with self.subTest(line=line):
+                    code, out, err = self.check(str(path))
+                    self.assertEqual((code, out), (1, ""))
+                    self.assertEqual(err.splitlines(), [f"{path}: {line}; run {jobs.COMMAND}"])
+            # A link to the current file is that file (a comparison reads nothing else).
+            self.assertEqual(self.check(str(link)), (0, "", ""))
 
 
 class JobsTest(unittest.TestCase):

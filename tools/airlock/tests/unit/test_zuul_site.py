@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import unittest
 from pathlib import Path
-from unittest import mock
 
 from airlock.errors import AirlockError
 from airlock.site import access, config
@@ -60,13 +59,16 @@ class ZuulSiteTest(unittest.TestCase):
             self.assertIsNone(read.stores[store].credentials(), store)
         push = config.load(self.dest / "site-push.yaml")
         self.assertEqual(push.registry.urls, read.registry.urls)
-        with mock.patch.dict(os.environ, {site.PUSH_ENV: "robot:s3cret"}):
-            self.assertEqual(push.registry.credentials(), ("robot", "s3cret"))
-        with mock.patch.dict(os.environ, {}, clear=True), \
-                self.assertRaises(AirlockError) as caught:
+        # The credentials file beside it, which only a pushing playbook writes.
+        cred = self.dest.resolve() / site.PUSH_CREDENTIALS
+        self.assertEqual(push.registry.credentials_file, cred)
+        with self.assertRaises(AirlockError) as caught:
             push.registry.credentials()
-        self.assertIn(f"${site.PUSH_ENV} is not set", str(caught.exception))
-        # Neither file holds anything but URLs and the variable's name.
+        self.assertIn(str(cred), str(caught.exception))
+        cred.write_text("robot:s3cret\n")
+        self.assertEqual(push.registry.credentials(), ("robot", "s3cret"))
+        cred.unlink()
+        # Neither file holds anything but URLs and the credentials file's name.
         for name in ("site.yaml", "site-push.yaml"):
             self.assertNotIn("s3cret", (self.dest / name).read_text())
 
@@ -94,6 +96,9 @@ class ZuulSiteTest(unittest.TestCase):
             ('"nexus"', "airlock_site: is a string, not a mapping of the stores "
              f"(pypi, raw, registry, git); {FIX}"),
             ("{not json", None),
+            # Nested past Python's recursion limit: was an internal error (exit 3).
+            ("[" * 5000, "airlock_site: not JSON (nested too deeply); "
+             "pass the variable as {{ airlock_site | to_json }}"),
         ]
         for text, line in cases:
             with self.subTest(text=text[:40]):
@@ -119,6 +124,39 @@ class ZuulSiteTest(unittest.TestCase):
                 self.assertNotIn("s3cret", out + err)
                 self.assertRegex(err, r"credential")
                 self.assertEqual(list(self.dest.iterdir()), [])
+
+    def test_credentials_without_a_scheme_reach_no_file_and_no_line(self) -> None:
+        # has_userinfo needs '://': these passed the variable's check, were
+        # written into site.yaml, and only its reading back refused them.
+        cases = [
+            {**STORES, "registry": {"prefix": "robot:s3cret@nexus.site:8443/openstack"}},
+            {**STORES, "raw": {"url": "https:/robot:s3cret@nexus.site/raw/"}},
+            {**STORES, "git": {**STORES["git"], "push": "robot:s3cret@gerrit.site/x"}},
+            # YAML's flow mapping {robot:s3cret@nexus} is a key, not a value.
+            {**STORES, "registry": {"robot:s3cret@nexus.site:8443/openstack": None}},
+            {"robot:s3cret@nexus.site": None, **STORES},
+        ]
+        for data in cases:
+            with self.subTest(data=str(data)[-70:]):
+                code, out, err = run_cli(["zuul", "site", "--dest", str(self.dest)],
+                                         json.dumps(data))
+                self.assertEqual((code, out), (1, ""))
+                self.assertEqual(len(err.splitlines()), 1, err)
+                self.assertTrue(err.startswith("airlock_site"), err)
+                self.assertNotIn("s3cret", err)
+                self.assertEqual(list(self.dest.iterdir()), [])
+
+    def test_a_url_for_dest_is_refused_before_any_folder_is_made(self) -> None:
+        # Path made the folders "https:/robot:s3cret@host/x" and wrote both files.
+        cwd = os.getcwd()
+        os.chdir(self.dest)
+        self.addCleanup(os.chdir, cwd)
+        code, out, err = run_cli(["zuul", "site", "--dest", "https://robot:s3cret@host/x"],
+                                 json.dumps(STORES))
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, "--dest: https://***@host/x is a URL, not a folder; "
+                              "choose a local folder for --dest\n")
+        self.assertEqual(list(self.dest.iterdir()), [])
 
     def test_a_url_the_site_reader_refuses_is_refused_before_any_job_work(self) -> None:
         data = {**STORES, "registry": {"prefix": "https://nexus.site/openstack"}}
