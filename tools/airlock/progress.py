@@ -12,10 +12,12 @@ Two renderings, one rule to choose (:func:`choose_mode`):
   in place (``\\r`` and erase-to-end-of-line) about once a second with the
   elapsed time, then replaced by the step's one final line.
 - ``plain``: a log, a pipe, a CI job (Zuul sets ``ZUUL_JOB``, most others
-  ``CI``): two lines per step, its start and its end with the elapsed
-  time and how far it got; no carriage return, no colour, nothing in
-  between. A log reads one line per event, and a job that hangs still
-  shows which step it hangs in.
+  ``CI``): one line per step, when it ends, with the elapsed time and how
+  far it got; no carriage return, no colour, nothing in between.
+
+In both, a step that fails draws nothing more: the error airlock then
+prints is that step's one line (hostile input and broken tools get one
+clear line, never a progress line beside it).
 
 ``AIRLOCK_PROGRESS=plain|tty|auto`` overrides the choice (``auto``, the
 default, is the rule above). Other progress lines (:func:`say`) go through
@@ -220,14 +222,12 @@ class Renderer:
 
     # -- events ---------------------------------------------------------------
     def start(self, what: str, total: int | None = None, unit: str = "") -> Step:
-        """A step begins: its start line (plain) or its live line (tty)."""
+        """A step begins: its live line (tty); plain mode waits for the end."""
         step = Step(what=" ".join(redact(what).split()), started=self.clock(), total=total,
                     unit=unit, _renderer=self)
         with self._lock:
             self._active.append(step)
-            if self.mode == "plain":
-                self._write(f"{step.what} ...")
-            else:
+            if self.mode == "tty":
                 self._draw()
                 self._start_ticker()
         return step
@@ -239,12 +239,16 @@ class Renderer:
                 self._draw()
 
     def end(self, step: Step, error: BaseException | None = None) -> None:
-        """A step ended: its one final line, with the elapsed time."""
+        """A step ended: its one final line, with the elapsed time (none when it failed)."""
         with self._lock:
             with contextlib.suppress(ValueError):
                 self._active.remove(step)
             step._renderer = None
-            self._write(end_line(step, self.clock(), error))
+            if error is None:
+                self._write(end_line(step, self.clock(), error))
+            else:  # the error that follows is the step's line
+                self._clear()
+                self._draw()
 
     def say(self, line: str, stream: TextIO | None = None) -> None:
         """A line of its own (to ``stream``, default this renderer's), under the live line."""

@@ -439,12 +439,7 @@ def _build_one(opts: BuildOptions, job: plan.ImageJob, dep_digests: dict[str, st
     archive = work / "out" / f"{job.name}.oci.tar"
     kept = None if opts.no_cache or opts.emulate_install else _kept_archive(archive, digest, ref)
     if kept:
-        progress(f"{job.name}: {tag} was built before and is not published yet, kept")
-        note = files.read_json(_archive_note(archive)) or {}
-        row.update(status="kept", digest=kept, archive=str(archive), seconds=0.0,
-                   size=archive.stat().st_size, ref=f"{_repo_of(ref)}@{kept}",
-                   index_annotations=dict(note.get("index_annotations") or {}))
-        return row
+        return _kept_row(row, archive, kept, _repo_of(ref), f"{job.name}: {tag}", progress)
     args = dict(job.build_args)
     for dep, arg in job.depends.items():
         args[arg] = (dep_refs or {})[dep]
@@ -510,12 +505,7 @@ def _build_part(opts: BuildOptions, job: plan.ImageJob, row: dict, part: str, wo
     archive = work / "out" / f"{job.name}.{platforms_mod.get(part).arch}.oci.tar"
     kept = None if opts.no_cache else _kept_archive(archive, row["input_digest"], ref)
     if kept:
-        progress(f"{job.name}: {tag} was built before and is not published yet, kept")
-        note = files.read_json(_archive_note(archive)) or {}
-        row.update(status="kept", digest=kept, archive=str(archive), seconds=0.0,
-                   size=archive.stat().st_size, ref=f"{repo}@{kept}",
-                   index_annotations=dict(note.get("index_annotations") or {}))
-        return row
+        return _kept_row(row, archive, kept, repo, f"{job.name}: {tag}", progress)
     args = dict(job.build_args)
     for dep, arg in job.depends.items():
         args[arg] = dep_refs[dep]
@@ -598,6 +588,21 @@ def _push_immutable(archive: Path, ref: str, digest: str) -> str:
         raise ToolError(ref, f"the registry stored {pushed}, the build made {digest}",
                         "use a registry that keeps OCI indexes as pushed")
     return pushed
+
+
+def _kept_row(row: dict, archive: Path, kept: str, repo: str, what: str,
+              progress: Progress) -> dict:
+    """``row`` as a kept image: built by an earlier run (``archive``), not published yet.
+
+    One place for the whole image and a per-platform part: both keep their
+    archive's digest, size and the index annotations noted beside it.
+    """
+    progress(f"{what} was built before and is not published yet, kept")
+    note = files.read_json(_archive_note(archive)) or {}
+    row.update(status="kept", digest=kept, archive=str(archive), seconds=0.0,
+               size=archive.stat().st_size, ref=f"{repo}@{kept}",
+               index_annotations=dict(note.get("index_annotations") or {}))
+    return row
 
 
 def _archive_note(archive: Path) -> Path:

@@ -78,9 +78,11 @@ class BuildPlaybookTest(unittest.TestCase):
         }
         first = ansible_playbook(extra)
         self.assertEqual(first.returncode, 0, first.stdout[-4000:] + first.stderr[-2000:])
-        self.assertEqual(changed_tasks(first), ["airlock-build : Build the release's images",
-                                                "airlock-publish : Push, verify and tag every "
-                                                "service image"], first.stdout[-4000:])
+        # "changed" is judged from airlock's --json by the task after each
+        # command (the command itself decides nothing: see the roles).
+        self.assertEqual(changed_tasks(first), ["airlock-build : Read the build's result",
+                                                "airlock-publish : Read what publish did"],
+                         first.stdout[-4000:])
         self.assertGreater(recap(first)["changed"], 0)
         record = json.loads((pipeline.WORK / RELEASE / "build-record.json").read_text())
         keystone = pipeline.image(record, "keystone")

@@ -1,4 +1,4 @@
-"""How long steps are drawn: a live line on a terminal, two plain lines per step in a log."""
+"""How long steps are drawn: a live line on a terminal, one plain line per step in a log."""
 
 from __future__ import annotations
 
@@ -56,17 +56,17 @@ class TestChooseMode(unittest.TestCase):
 
 class TestPlain(unittest.TestCase):
 
-    def test_a_step_is_its_start_and_its_end_with_elapsed_and_how_far(self):
+    def test_a_step_is_one_line_at_its_end_with_elapsed_and_how_far(self):
         draw, out, clock = renderer("plain")
         step = draw.start("keystone: wheels linux/arm64", total=40, unit="wheels")
         for n in range(1, 41):
             clock.now += 0.5
             step.update(done=n, detail=f"pkg{n}-1.0.whl")
         draw.end(step)
-        self.assertEqual(out.getvalue(), "keystone: wheels linux/arm64 ...\n"
+        self.assertEqual(out.getvalue(),
                          "keystone: wheels linux/arm64: done in 20.0 s (40 of 40 wheels)\n")
 
-    def test_a_failed_step_says_so_and_no_line_has_a_carriage_return(self):
+    def test_a_failed_step_leaves_its_one_line_to_the_error(self):
         draw, out, clock = renderer("plain")
         old = progress.use(draw)
         self.addCleanup(progress.use, old)
@@ -75,10 +75,8 @@ class TestPlain(unittest.TestCase):
             clock.now += 75
             step.update(done=1_500_000)
             raise RuntimeError("registry went away")
-        self.assertEqual(out.getvalue(), "push ...\n"
-                         "push: failed after 1 min 15 s (1.50 MB of 3.00 MB)\n")
-        self.assertNotIn("\r", out.getvalue())
-        self.assertNotIn("\x1b", out.getvalue())
+        # The error airlock prints next is the one line: nothing beside it.
+        self.assertEqual(out.getvalue(), "")
 
     def test_the_result_replaces_the_count_on_the_end_line(self):
         draw, out, clock = renderer("plain")
