@@ -325,22 +325,33 @@ class Site:
             "-a", "update" if self.pypi_reads == "open" else "update,download,list",
             "--disable-fallback", str(self.base / "pypi")])
 
-    def _start_raw(self) -> None:
-        nginx = self.base / "nginx"
-        temps = [nginx / "tmp" / t for t in ("body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    @staticmethod
+    def _nginx_workers(folder: Path, *owned: Path) -> tuple[list[Path], str]:
+        """An nginx's temp folders under ``folder``, and its ``user`` line.
+
+        As root, the workers run as WEB_USER and own the temp folders and
+        ``owned`` (what they write); otherwise nginx runs as the caller and
+        the line is empty. One place for the raw store and the registry's proxy.
+        """
+        temps = [folder / "tmp" / t for t in ("body", "proxy", "fastcgi", "uwsgi", "scgi")]
         for temp in temps:
             temp.mkdir(parents=True, exist_ok=True)
-        user = ""
+        if os.geteuid() != 0:
+            return temps, ""
+        web = pwd.getpwnam(WEB_USER)
+        for top in [*owned, folder / "tmp"]:
+            for root, dirs, names in os.walk(top):
+                for name in [".", *dirs, *names]:
+                    os.lchown(os.path.join(root, name), web.pw_uid, web.pw_gid)
+        return temps, f"user {WEB_USER} {WEB_USER};\n"
+
+    def _start_raw(self) -> None:
+        nginx = self.base / "nginx"
         if os.geteuid() == 0:
-            # PUT writes as the workers: they own the files and temp folders
-            # (as root-owned folders, PUT fails with 500).
-            user = f"user {WEB_USER} {WEB_USER};\n"
-            web = pwd.getpwnam(WEB_USER)
             self._reachable(self.base / "raw")
-            for top in [self.base / "raw", nginx / "tmp"]:
-                for root, dirs, files in os.walk(top):
-                    for name in [".", *dirs, *files]:
-                        os.lchown(os.path.join(root, name), web.pw_uid, web.pw_gid)
+        # PUT writes as the workers: they own the files and temp folders
+        # (as root-owned folders, PUT fails with 500).
+        temps, user = self._nginx_workers(nginx, self.base / "raw")
         auth = self.base / "auth" / "raw.htpasswd"
         logs = self.base / "logs"
         _write(nginx / "nginx.conf", (
@@ -430,16 +441,7 @@ class Site:
     def _start_registry_front(self, internal: int) -> None:
         """nginx on the registry's port: anonymous GET/HEAD, Basic auth for the rest."""
         front = self.base / "nginx-registry"
-        temps = [front / "tmp" / t for t in ("body", "proxy", "fastcgi", "uwsgi", "scgi")]
-        for temp in temps:
-            temp.mkdir(parents=True, exist_ok=True)
-        user = ""
-        if os.geteuid() == 0:
-            user = f"user {WEB_USER} {WEB_USER};\n"
-            web = pwd.getpwnam(WEB_USER)
-            for root, dirs, files in os.walk(front / "tmp"):
-                for name in [".", *dirs, *files]:
-                    os.lchown(os.path.join(root, name), web.pw_uid, web.pw_gid)
+        temps, user = self._nginx_workers(front)
         auth = self.base / "auth" / f"{FRONT}.htpasswd"
         logs = self.base / "logs"
         upstream = f"http://{HOST}:{internal}"
