@@ -12,6 +12,8 @@ import importlib.util
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -133,6 +135,40 @@ class SlimTest(unittest.TestCase):
         self.assertEqual(record, self.record)
         self.assertEqual({path: path.read_bytes() for path in sorted(self.venv.rglob("*.pyc"))},
                          first)
+
+    def test_debug_information_of_elf_modules_is_stripped_and_recorded(self) -> None:
+        venv = self.tmp / "elf"
+        site = make_venv(venv)
+        module = site / "dep" / "_speedups.cpython-311-x86_64-linux-gnu.so"
+        # A real ELF file of this host, given a debug section.
+        shutil.copyfile(sys.executable, self.tmp / "exe")
+        debug = self.tmp / "debug.bin"
+        debug.write_bytes(b"airlock-debug" * 4096)
+        subprocess.run(["objcopy", "--add-section", f".debug_airlock={debug}",
+                        str(self.tmp / "exe"), str(module)], check=True)
+        lib = site / "dep.libs" / "libdep.so.1"
+        lib.parent.mkdir()
+        shutil.copyfile(module, lib)
+        (site / "dep" / "notelf.so").write_text("not an ELF file\n")
+        before = module.stat().st_size
+        record = self.av.slim(venv, self.av.load_rules(RULES), [])
+        for path in (module, lib):
+            self.assertNotIn(b".debug_airlock", path.read_bytes())
+            self.assertEqual(path.read_bytes()[:4], b"\x7fELF")
+        self.assertLessEqual(module.stat().st_size, before - len(debug.read_bytes()))
+        self.assertEqual((site / "dep" / "notelf.so").read_text(), "not an ELF file\n")
+        self.assertEqual(record["strip"]["files"], 2)
+        self.assertEqual(record["strip"]["bytes_before"] - record["strip"]["bytes_after"],
+                         2 * (before - module.stat().st_size))
+
+    def test_a_module_strip_cannot_read_stops_the_build_naming_it(self) -> None:
+        venv = self.tmp / "bad"
+        site = make_venv(venv)
+        (site / "dep" / "_broken.so").write_bytes(b"\x7fELF" + b"\0" * 60)
+        with self.assertRaises(SystemExit) as caught:
+            self.av.slim(venv, self.av.load_rules(RULES), [])
+        self.assertIn("strip failed", str(caught.exception))
+        self.assertIn("lib/python3.11/site-packages/dep/_broken.so", str(caught.exception))
 
     def test_a_rule_with_an_unknown_key_stops_the_build(self) -> None:
         rules = self.tmp / "slim.toml"
