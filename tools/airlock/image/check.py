@@ -12,7 +12,10 @@ own user. Inside, one Python process of the image's venv:
   scripts), each in its own process with ``--help``, then ``--version``;
   a script that accepts neither (``lockutils-wrapper`` runs its argument)
   passes when its module imports alone. This is what proves that
-  images/venv-builder/slim.toml removed nothing a process needs;
+  images/venv-builder/slim.toml removed nothing a process needs. A script
+  whose missing module no installed distribution provides (pecan's
+  ``gunicorn_pecan`` without gunicorn) is reported as unavailable, not
+  failed: slim removes parts of installed distributions, never a whole one;
 - imports what ``images/<service>/service.yaml`` lists under
   ``checks: imports`` (``libvirt`` and ``nova.virt.libvirt.driver`` for
   nova) and runs its ``checks: commands`` (``qemu-img --version``), each
@@ -101,6 +104,22 @@ for module in want["imports"]:
 def script_module(text):
     return next((line.split()[1] for line in text.splitlines()
                  if line.startswith("from ") and " import " in line), None)
+def missing(last):
+    # "No module named 'x.y'" for a module no installed distribution provides:
+    # the script's own optional dependency was never installed (pecan's
+    # gunicorn_pecan wants gunicorn). Not what slim.toml could remove: slim
+    # removes parts of installed distributions, never a whole one.
+    if "No module named " not in last:
+        return None
+    name = last.split("No module named ", 1)[1].strip().strip("'\"")
+    top = name.split(".")[0]
+    return None if top in provided else name
+def judged(name, last):
+    needed = missing(last)
+    if needed:
+        return ("unavailable", f"script {name}: needs {needed}, which no installed "
+                               f"distribution provides"[:400])
+    return ("failure", f"script {name}: {last}"[:400])
 def start(name):
     path = os.path.join(bindir, name)
     for flag in ("--help", "--version"):
@@ -115,17 +134,20 @@ def start(name):
         last = (done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""])[0]
         if "Error: No module named" in last or "ImportError" in last or \
                 "ModuleNotFoundError" in last:
-            return f"script {name}: {last}"[:400]
+            return judged(name, last)
     with open(path, encoding="utf-8") as handle:
         module = script_module(handle.read(4096))
     if not module:
-        return f"script {name}: neither --help nor --version exits 0, and no module to import"
+        return ("failure",
+                f"script {name}: neither --help nor --version exits 0, and no module to import")
     done = subprocess.run([sys.executable, "-c", ALONE, module], stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
     if done.returncode:
         last = (done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""])[0]
-        return f"script {name}: {last}"[:400]
+        return judged(name, last)
     return None
+provided = set(md.packages_distributions())
+unavailable = []
 scripts = []
 for name in sorted(os.listdir(bindir)):
     path = os.path.join(bindir, name)
@@ -137,10 +159,10 @@ for name in sorted(os.listdir(bindir)):
         scripts.append(name)
 from concurrent.futures import ThreadPoolExecutor
 with ThreadPoolExecutor(max_workers=2) as pool:
-    for failure in pool.map(start, scripts):
+    for result in pool.map(start, scripts):
         checked += 1
-        if failure:
-            failures.append(failure)
+        if result:
+            (unavailable if result[0] == "unavailable" else failures).append(result[1])
 emulated = []
 for command in want["commands"]:
     checked += 1
@@ -157,7 +179,7 @@ for command in want["commands"]:
     except BaseException as error:
         failures.append(f"command {' '.join(command)}: {type(error).__name__}: {error}"[:400])
 print(json.dumps({"checked": checked, "failures": failures, "emulated": emulated,
-                  "scripts": scripts}))
+                  "scripts": scripts, "unavailable": unavailable}))
 """
 
 
@@ -172,6 +194,9 @@ class Outcome:
     emulated: tuple[str, ...] = ()
     # The scripts of the venv's bin that were started.
     scripts: tuple[str, ...] = ()
+    # Scripts whose own optional dependency no installed distribution
+    # provides (never installed, so not removed by slim.toml): reported.
+    unavailable: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -203,10 +228,11 @@ def parse(output: str, platform: str, ref: str) -> Outcome:
         failures = tuple(str(f) for f in doc["failures"])
         emulated = tuple(str(f) for f in doc.get("emulated") or ())
         scripts = tuple(str(f) for f in doc.get("scripts") or ())
+        unavailable = tuple(str(f) for f in doc.get("unavailable") or ())
     except (IndexError, ValueError, KeyError, TypeError, AttributeError):
         raise ToolError(f"checking {ref} on {platform}", "the check printed no result",
                         "run the image by hand to see why") from None
-    return Outcome(platform, checked, failures, emulated, scripts)
+    return Outcome(platform, checked, failures, emulated, scripts, unavailable)
 
 
 def check_release(record: dict, release, images_dir, *, services=(), platforms=(),
@@ -249,12 +275,15 @@ def check_release(record: dict, release, images_dir, *, services=(), platforms=(
                     outcome = run(ref, platform, spec, distribution)
                     row.update(status="ok" if outcome.ok else "failed",
                                checked=outcome.checked, failures=list(outcome.failures),
-                               emulated=list(outcome.emulated))
+                               emulated=list(outcome.emulated),
+                               unavailable=list(outcome.unavailable))
                 except ToolError as error:
                     row.update(status="failed", failures=[str(error)])
             progress(f"{name} {platform}: {row['status']} ({row['checked']} checks)"
                      + "".join(f"\n  {f}" for f in row["failures"])
                      + "".join(f"\n  under emulation, not judged: {f}"
-                               for f in row.get("emulated", [])))
+                               for f in row.get("emulated", []))
+                     + "".join(f"\n  not installed, not judged: {f}"
+                               for f in row.get("unavailable", [])))
             rows.append(row)
     return rows

@@ -28,11 +28,14 @@ class CheckScriptTest(unittest.TestCase):
             (venv / "bin" / "bad-wsgi").write_text(
                 "# written by airlock-venv\nfrom no_such_module_here import app\n")
             (venv / "bin" / "other").write_bytes(b"\x7fELF\x00\xff")
-            # Console scripts as uv writes them: one starts, one lacks its module,
-            # one rejects --help and --version yet imports (it runs its argument).
+            # Console scripts as uv writes them: one starts, one lacks a module
+            # of an installed distribution (what slim could remove), one wants
+            # a distribution never installed, one rejects --help and --version
+            # yet imports (it runs its argument).
             for name, body in (("good-cli", "import argparse\n"
                                             "argparse.ArgumentParser().parse_args()\n"),
-                               ("broken-cli", "from no_such_module_here import main\n"),
+                               ("broken-cli", "from pip.no_such_module_here import main\n"),
+                               ("optional-cli", "from no_such_module_here import main\n"),
                                ("wrapper-cli", "from json import dumps\nimport sys\n"
                                                "sys.exit(2)\n")):
                 script = venv / "bin" / name
@@ -57,7 +60,11 @@ class CheckScriptTest(unittest.TestCase):
         self.assertIn("command false: exit 1", text)
         self.assertIn("script broken-cli: ModuleNotFoundError", text)
         self.assertEqual(len(outcome.failures), 4, outcome.failures)
-        self.assertEqual(outcome.scripts, ("broken-cli", "good-cli", "wrapper-cli"))
+        self.assertEqual(outcome.scripts, ("broken-cli", "good-cli", "optional-cli",
+                                           "wrapper-cli"))
+        self.assertEqual(outcome.unavailable, (
+            "script optional-cli: needs no_such_module_here, which no installed "
+            "distribution provides",))
 
     def test_under_emulation_a_command_that_runs_is_reported_not_failed(self) -> None:
         outcome = self.run_script(Service("x", commands=(("false",), ("no-such-tool-here",))),
