@@ -87,7 +87,7 @@ class KeystoneBuildTest(unittest.TestCase):
         spec = services.load(REPO_ROOT / "images", "keystone")
         for platform in engine.PLATFORMS:
             with self.subTest(platform=platform):
-                outcome = check.run(self.ref, platform, spec, "keystone")
+                outcome = check.run(self.ref, platform, spec, "keystone", start_emulated=True)
                 self.assertEqual(outcome.failures, (), outcome)
                 # The dependencies' scripts too, not only the service's.
                 for script in ("keystone-manage", "keystone-status", "alembic",

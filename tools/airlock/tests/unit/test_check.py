@@ -19,7 +19,7 @@ class CheckScriptTest(unittest.TestCase):
     """The in-image script, run for real by this host's Python against a fake venv."""
 
     def run_script(self, spec: Service, distribution: str = "pip",
-                   emulated: bool = False) -> check.Outcome:
+                   emulated: bool = False, start_scripts: bool = True) -> check.Outcome:
         with tempfile.TemporaryDirectory() as tmp:
             venv = Path(tmp)
             (venv / "bin").mkdir()
@@ -41,7 +41,7 @@ class CheckScriptTest(unittest.TestCase):
                 script = venv / "bin" / name
                 script.write_text(f"#!{sys.executable}\n{body}")
                 script.chmod(0o755)
-            argv = check.command(spec, distribution, emulated)
+            argv = check.command(spec, distribution, emulated, start_scripts)
             want = json.loads(argv[-1])
             want["venv"] = str(venv)
             done = subprocess.run([sys.executable, "-c", argv[2], json.dumps(want)],
@@ -65,6 +65,15 @@ class CheckScriptTest(unittest.TestCase):
         self.assertEqual(outcome.unavailable, (
             "script optional-cli: needs no_such_module_here, which no installed "
             "distribution provides",))
+
+    def test_scripts_imported_instead_of_started_judge_the_same(self) -> None:
+        started = self.run_script(Service("x"))
+        imported = self.run_script(Service("x"), start_scripts=False)
+        self.assertEqual(imported.scripts, started.scripts)
+        self.assertEqual(imported.unavailable, started.unavailable)
+        self.assertEqual([f for f in imported.failures if f.startswith("script")],
+                         [f for f in started.failures if f.startswith("script")])
+        self.assertEqual(imported.checked, started.checked)
 
     def test_under_emulation_a_command_that_runs_is_reported_not_failed(self) -> None:
         outcome = self.run_script(Service("x", commands=(("false",), ("no-such-tool-here",))),
