@@ -62,21 +62,28 @@ def load(target):
     obj = importlib.import_module(mod.strip())
     for part in filter(None, attr.strip().split(".")):
         obj = getattr(obj, part)
+def alone(target):
+    # None when target loads in a fresh interpreter, else its last error line.
+    done = subprocess.run([sys.executable, "-c", ALONE, target], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    if not done.returncode:
+        return None
+    return (done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""])[0]
+def loads(target):
+    # None when target loads here or, failing that, alone; else the error line.
+    # Loaded together, entry points can clash (oslo.service lets one
+    # process pick one backend): a failure here is judged alone.
+    try:
+        load(target)
+        return None
+    except BaseException:
+        return alone(target)
 def check(kind, name, target):
     global checked
     checked += 1
-    try:
-        load(target)
-        return
-    except BaseException:
-        pass
-    # Loaded together, entry points can clash (oslo.service lets one
-    # process pick one backend): a failure here is judged alone.
-    done = subprocess.run([sys.executable, "-c", ALONE, target], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, timeout=600)
-    if done.returncode:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
-        failures.append(f"{kind} {name}: {tail[0]}"[:400])
+    last = loads(target)
+    if last is not None:
+        failures.append(f"{kind} {name}: {last}"[:400])
 try:
     entry_points = md.distribution(want["distribution"]).entry_points
 except md.PackageNotFoundError:
@@ -103,9 +110,12 @@ for module in want["imports"]:
     check("import", module, module)
 # Every script of the venv starts: --help, else --version, else its module
 # imports alone. Two at a time: each is a whole interpreter (slow under QEMU).
-def script_module(text):
-    return next((line.split()[1] for line in text.splitlines()
-                 if line.startswith("from ") and " import " in line), None)
+def script_target(path):
+    # "module:function" of a console script as uv writes it ("from m import f").
+    with open(path, encoding="utf-8") as handle:
+        line = next((l for l in handle.read(4096).splitlines()
+                     if l.startswith("from ") and " import " in l), "")
+    return f"{line.split()[1]}:{line.split(' import ', 1)[1].strip()}" if line else None
 def missing(last):
     # "No module named 'x.y'" for a module no installed distribution provides:
     # the script's own optional dependency was never installed (pecan's
@@ -137,17 +147,12 @@ def start(name):
         if "Error: No module named" in last or "ImportError" in last or \
                 "ModuleNotFoundError" in last:
             return judged(name, last)
-    with open(path, encoding="utf-8") as handle:
-        module = script_module(handle.read(4096))
-    if not module:
+    target = script_target(path)
+    if not target:
         return ("failure",
                 f"script {name}: neither --help nor --version exits 0, and no module to import")
-    done = subprocess.run([sys.executable, "-c", ALONE, module], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
-    if done.returncode:
-        last = (done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""])[0]
-        return judged(name, last)
-    return None
+    last = alone(target.partition(":")[0])
+    return None if last is None else judged(name, last)
 provided = set(md.packages_distributions())
 unavailable = []
 scripts = []
@@ -162,24 +167,12 @@ for name in sorted(os.listdir(bindir)):
 def imported(name):
     # Under emulation each start is a whole interpreter under QEMU (seconds
     # each, minutes for neutron's forty): the script's module and function
-    # load in this one process instead, alone again if that fails.
-    with open(os.path.join(bindir, name), encoding="utf-8") as handle:
-        text = handle.read(4096)
-    line = next((l for l in text.splitlines() if l.startswith("from ") and " import " in l), "")
-    if not line:
+    # load in this one process instead (alone again if that fails).
+    target = script_target(os.path.join(bindir, name))
+    if not target:
         return start(name)
-    target = f"{line.split()[1]}:{line.split(' import ', 1)[1].strip()}"
-    try:
-        load(target)
-        return None
-    except BaseException:
-        pass
-    done = subprocess.run([sys.executable, "-c", ALONE, target], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
-    if done.returncode:
-        last = (done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""])[0]
-        return judged(name, last)
-    return None
+    last = loads(target)
+    return None if last is None else judged(name, last)
 from concurrent.futures import ThreadPoolExecutor
 if want.get("start_scripts", True):
     with ThreadPoolExecutor(max_workers=2) as pool:
