@@ -591,7 +591,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     rows = check.check_release(record, release, layout.images_dir, where=str(path),
                                services=tuple(args.service or ()),
                                platforms=tuple(args.platform or ()),
-                               progress=_say_err if args.json else _say)
+                               progress=_say_err if args.json else _say,
+                               start_emulated=args.start_emulated)
     if not rows:
         raise AirlockError(str(path), "no service image of that selection in the record",
                            "check --service and --platform")
@@ -992,6 +993,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="repeatable; default: every platform of each image")
     chk.add_argument("--work-dir", help="default: $AIRLOCK_WORK_DIR, else ./work")
     chk.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    chk.add_argument("--start-emulated", action="store_true",
+                     help="start every script of the venv on an emulated platform too "
+                          "(default: import each one's module there; starting takes minutes "
+                          "under QEMU)")
     _add_layout_options(chk)
     chk.set_defaults(func=cmd_check)
     whl = verbs.add_parser("wheels", help="the wheelhouse of a service, for each platform")

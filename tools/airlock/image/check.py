@@ -7,6 +7,17 @@ own user. Inside, one Python process of the image's venv:
   point's module imports and its function is there), so that each
   ``nova-*`` command would start;
 - imports the module of every WSGI script airlock-venv wrote;
+- starts every Python script in the venv's ``bin`` (the console scripts of
+  every installed distribution, not only the service's, and the WSGI
+  scripts), each in its own process with ``--help``, then ``--version``
+  (under emulation: imports each one's module and function, unless asked
+  to start them too);
+  a script that accepts neither (``lockutils-wrapper`` runs its argument)
+  passes when its module imports alone. This is what proves that
+  images/venv-builder/slim.toml removed nothing a process needs. A script
+  whose missing module no installed distribution provides (pecan's
+  ``gunicorn_pecan`` without gunicorn) is reported as unavailable, not
+  failed: slim removes parts of installed distributions, never a whole one;
 - imports what ``images/<service>/service.yaml`` lists under
   ``checks: imports`` (``libvirt`` and ``nova.virt.libvirt.driver`` for
   nova) and runs its ``checks: commands`` (``qemu-img --version``), each
@@ -32,6 +43,9 @@ from airlock.errors import AirlockError, ToolError
 from airlock.ext import containers, registry
 
 VENV = "/var/lib/openstack"
+# One container starts every script of the venv: neutron's forty under QEMU
+# take minutes, not the seconds of a smoke test.
+CHECK_TIMEOUT = 3600
 # Runs in the image's venv; argv[1] is the JSON of what to check.
 SCRIPT = r"""
 import importlib, importlib.metadata as md, json, os, subprocess, sys
@@ -48,21 +62,28 @@ def load(target):
     obj = importlib.import_module(mod.strip())
     for part in filter(None, attr.strip().split(".")):
         obj = getattr(obj, part)
+def alone(target):
+    # None when target loads in a fresh interpreter, else its last error line.
+    done = subprocess.run([sys.executable, "-c", ALONE, target], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    if not done.returncode:
+        return None
+    return (done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""])[0]
+def loads(target):
+    # None when target loads here or, failing that, alone; else the error line.
+    # Loaded together, entry points can clash (oslo.service lets one
+    # process pick one backend): a failure here is judged alone.
+    try:
+        load(target)
+        return None
+    except BaseException:
+        return alone(target)
 def check(kind, name, target):
     global checked
     checked += 1
-    try:
-        load(target)
-        return
-    except BaseException:
-        pass
-    # Loaded together, entry points can clash (oslo.service lets one
-    # process pick one backend): a failure here is judged alone.
-    done = subprocess.run([sys.executable, "-c", ALONE, target], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, timeout=600)
-    if done.returncode:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
-        failures.append(f"{kind} {name}: {tail[0]}"[:400])
+    last = loads(target)
+    if last is not None:
+        failures.append(f"{kind} {name}: {last}"[:400])
 try:
     entry_points = md.distribution(want["distribution"]).entry_points
 except md.PackageNotFoundError:
@@ -87,6 +108,81 @@ for name in sorted(os.listdir(bindir)):
         check("wsgi script", name, module)
 for module in want["imports"]:
     check("import", module, module)
+# Every script of the venv starts: --help, else --version, else its module
+# imports alone. Two at a time: each is a whole interpreter (slow under QEMU).
+def script_target(path):
+    # "module:function" of a console script as uv writes it ("from m import f").
+    with open(path, encoding="utf-8") as handle:
+        line = next((l for l in handle.read(4096).splitlines()
+                     if l.startswith("from ") and " import " in l), "")
+    return f"{line.split()[1]}:{line.split(' import ', 1)[1].strip()}" if line else None
+def missing(last):
+    # "No module named 'x.y'" for a module no installed distribution provides:
+    # the script's own optional dependency was never installed (pecan's
+    # gunicorn_pecan wants gunicorn). Not what slim.toml could remove: slim
+    # removes parts of installed distributions, never a whole one.
+    if "No module named " not in last:
+        return None
+    name = last.split("No module named ", 1)[1].strip().strip("'\"")
+    top = name.split(".")[0]
+    return None if top in provided else name
+def judged(name, last):
+    needed = missing(last)
+    if needed:
+        return ("unavailable", f"script {name}: needs {needed}, which no installed "
+                               f"distribution provides"[:400])
+    return ("failure", f"script {name}: {last}"[:400])
+def start(name):
+    path = os.path.join(bindir, name)
+    for flag in ("--help", "--version"):
+        try:
+            done = subprocess.run([path, flag], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  timeout=want.get("script_timeout", 300))
+        except subprocess.TimeoutExpired:
+            continue
+        if done.returncode == 0:
+            return None
+        last = (done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""])[0]
+        if "Error: No module named" in last or "ImportError" in last or \
+                "ModuleNotFoundError" in last:
+            return judged(name, last)
+    target = script_target(path)
+    if not target:
+        return ("failure",
+                f"script {name}: neither --help nor --version exits 0, and no module to import")
+    last = alone(target.partition(":")[0])
+    return None if last is None else judged(name, last)
+provided = set(md.packages_distributions())
+unavailable = []
+scripts = []
+for name in sorted(os.listdir(bindir)):
+    path = os.path.join(bindir, name)
+    if os.path.islink(path) or not os.path.isfile(path) or not os.access(path, os.X_OK):
+        continue
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    if first.startswith(b"#!") and b"python" in first:
+        scripts.append(name)
+def imported(name):
+    # Under emulation each start is a whole interpreter under QEMU (seconds
+    # each, minutes for neutron's forty): the script's module and function
+    # load in this one process instead (alone again if that fails).
+    target = script_target(os.path.join(bindir, name))
+    if not target:
+        return start(name)
+    last = loads(target)
+    return None if last is None else judged(name, last)
+from concurrent.futures import ThreadPoolExecutor
+if want.get("start_scripts", True):
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(start, scripts))
+else:
+    results = [imported(name) for name in scripts]
+for result in results:
+    checked += 1
+    if result:
+        (unavailable if result[0] == "unavailable" else failures).append(result[1])
 emulated = []
 for command in want["commands"]:
     checked += 1
@@ -102,7 +198,8 @@ for command in want["commands"]:
             (emulated if want.get("emulated") else failures).append(line)
     except BaseException as error:
         failures.append(f"command {' '.join(command)}: {type(error).__name__}: {error}"[:400])
-print(json.dumps({"checked": checked, "failures": failures, "emulated": emulated}))
+print(json.dumps({"checked": checked, "failures": failures, "emulated": emulated,
+                  "scripts": scripts, "unavailable": unavailable}))
 """
 
 
@@ -115,24 +212,39 @@ class Outcome:
     failures: tuple[str, ...]
     # Commands that ran but failed under emulation: not failures, reported.
     emulated: tuple[str, ...] = ()
+    # The scripts of the venv's bin that were started.
+    scripts: tuple[str, ...] = ()
+    # Scripts whose own optional dependency no installed distribution
+    # provides (never installed, so not removed by slim.toml): reported.
+    unavailable: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.failures and self.checked > 0
 
 
-def command(spec: Service, distribution: str, emulated: bool = False) -> list[str]:
+def command(spec: Service, distribution: str, emulated: bool = False,
+            start_scripts: bool = True) -> list[str]:
     """The container's command line (pure, for the tests)."""
     want = {"distribution": distribution, "venv": VENV, "imports": list(spec.imports),
-            "commands": [list(c) for c in spec.commands], "emulated": emulated}
+            "commands": [list(c) for c in spec.commands], "emulated": emulated,
+            "start_scripts": start_scripts}
     return [f"{VENV}/bin/python", "-c", SCRIPT, json.dumps(want, sort_keys=True)]
 
 
-def run(ref: str, platform: str, spec: Service, distribution: str) -> Outcome:
-    """Check image ``ref`` (by digest) on ``platform``; a broken check run is a ToolError."""
+def run(ref: str, platform: str, spec: Service, distribution: str,
+        start_emulated: bool = False) -> Outcome:
+    """Check image ``ref`` (by digest) on ``platform``; a broken check run is a ToolError.
+
+    On the native platform every script of the venv is started; under
+    emulation its module and function are imported instead (the bytes of a
+    pure-Python module are the same on both platforms; what differs, the
+    compiled modules, loads either way), unless ``start_emulated``.
+    """
     native = platforms_mod.native()
     emulated = native is None or native.platform != platform
-    output = containers.run(ref, command(spec, distribution, emulated), platform=platform)
+    argv = command(spec, distribution, emulated, start_scripts=not emulated or start_emulated)
+    output = containers.run(ref, argv, platform=platform, timeout=CHECK_TIMEOUT)
     return parse(output, platform, ref)
 
 
@@ -144,14 +256,17 @@ def parse(output: str, platform: str, ref: str) -> Outcome:
         checked = int(doc["checked"])
         failures = tuple(str(f) for f in doc["failures"])
         emulated = tuple(str(f) for f in doc.get("emulated") or ())
+        scripts = tuple(str(f) for f in doc.get("scripts") or ())
+        unavailable = tuple(str(f) for f in doc.get("unavailable") or ())
     except (IndexError, ValueError, KeyError, TypeError, AttributeError):
         raise ToolError(f"checking {ref} on {platform}", "the check printed no result",
                         "run the image by hand to see why") from None
-    return Outcome(platform, checked, failures, emulated)
+    return Outcome(platform, checked, failures, emulated, scripts, unavailable)
 
 
 def check_release(record: dict, release, images_dir, *, services=(), platforms=(),
-                  progress=lambda _: None, where: str = "build record") -> list[dict]:
+                  progress=lambda _: None, where: str = "build record",
+                  start_emulated: bool = False) -> list[dict]:
     """Check every service image of a build record on each of its platforms.
 
     ``record`` is one :func:`airlock.image.publish.load_record` checked.
@@ -187,15 +302,18 @@ def check_release(record: dict, release, images_dir, *, services=(), platforms=(
                                                       "publish first"])
             else:
                 try:
-                    outcome = run(ref, platform, spec, distribution)
+                    outcome = run(ref, platform, spec, distribution, start_emulated)
                     row.update(status="ok" if outcome.ok else "failed",
                                checked=outcome.checked, failures=list(outcome.failures),
-                               emulated=list(outcome.emulated))
+                               emulated=list(outcome.emulated),
+                               unavailable=list(outcome.unavailable))
                 except ToolError as error:
                     row.update(status="failed", failures=[str(error)])
             progress(f"{name} {platform}: {row['status']} ({row['checked']} checks)"
                      + "".join(f"\n  {f}" for f in row["failures"])
                      + "".join(f"\n  under emulation, not judged: {f}"
-                               for f in row.get("emulated", [])))
+                               for f in row.get("emulated", []))
+                     + "".join(f"\n  not installed, not judged: {f}"
+                               for f in row.get("unavailable", [])))
             rows.append(row)
     return rows

@@ -18,8 +18,9 @@ import unittest
 
 import yaml
 
+from airlock.data import services
 from airlock.ext import containers, registry
-from airlock.image import annotations
+from airlock.image import annotations, check
 from airlock.tests.functional import engine, pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
 
@@ -76,6 +77,42 @@ class KeystoneBuildTest(unittest.TestCase):
                                     "python3 -m pip --version 2>/dev/null; "
                                     "ls /usr/include 2>/dev/null; true")
                 self.assertEqual(found, "")
+
+    def test_slimmed_image_starts_every_script_offline_as_42424_on_both_platforms(self) -> None:
+        # What images/venv-builder/slim.toml removed is recorded, and the
+        # check proves it removed nothing a process needs: every script of
+        # the venv's bin starts (--help/--version/import), every WSGI module
+        # and service.yaml's imports load, offline (containers.run's
+        # default), as the image's user 42424.
+        spec = services.load(REPO_ROOT / "images", "keystone")
+        for platform in engine.PLATFORMS:
+            with self.subTest(platform=platform):
+                outcome = check.run(self.ref, platform, spec, "keystone", start_emulated=True)
+                self.assertEqual(outcome.failures, (), outcome)
+                # The dependencies' scripts too, not only the service's.
+                for script in ("keystone-manage", "keystone-status", "alembic",
+                               "oslo-config-generator", "oslopolicy-checker"):
+                    self.assertIn(script, outcome.scripts)
+                self.assertGreaterEqual(len(outcome.scripts), 25)
+                record = json.loads(self.run_in(
+                    platform, "cat", "/var/lib/openstack/share/airlock/slim.json"))
+                self.assertIn("lib/python3.11/site-packages/keystone/tests",
+                              record["rules"]["tests"]["paths"])
+                self.assertGreater(record["rules"]["tests"]["bytes"], 5_000_000)
+                self.assertEqual(self.run_in(platform, "sh", "-c",
+                                             "find /var/lib/openstack -type d -name tests "
+                                             "| head -n 3"), "")
+                bytecode = record["bytecode"]
+                self.assertLess(bytecode["compiled"], bytecode["modules"])
+                self.assertGreater(bytecode["compiled"], 1000)
+                # Debug information stripped from the compiled modules, on
+                # the arm64 venv assembled on amd64 too.
+                self.assertGreater(record["strip"]["files"], 20)
+                self.assertGreater(record["strip"]["bytes_before"] - record["strip"]["bytes_after"],
+                                   1_000_000)
+                self.assertEqual(self.run_in(platform, "sh", "-c",
+                                             "grep -rlc --include='*.so*' -e '[.]debug_info' "
+                                             "/var/lib/openstack | head -n 3"), "")
 
     def test_applied_patch_record_matches_patches_folder(self) -> None:
         patches = sorted((REPO_ROOT / "patches" / "keystone" / RELEASE).glob("*.patch"))

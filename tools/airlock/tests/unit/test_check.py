@@ -19,7 +19,7 @@ class CheckScriptTest(unittest.TestCase):
     """The in-image script, run for real by this host's Python against a fake venv."""
 
     def run_script(self, spec: Service, distribution: str = "pip",
-                   emulated: bool = False) -> check.Outcome:
+                   emulated: bool = False, start_scripts: bool = True) -> check.Outcome:
         with tempfile.TemporaryDirectory() as tmp:
             venv = Path(tmp)
             (venv / "bin").mkdir()
@@ -28,7 +28,20 @@ class CheckScriptTest(unittest.TestCase):
             (venv / "bin" / "bad-wsgi").write_text(
                 "# written by airlock-venv\nfrom no_such_module_here import app\n")
             (venv / "bin" / "other").write_bytes(b"\x7fELF\x00\xff")
-            argv = check.command(spec, distribution, emulated)
+            # Console scripts as uv writes them: one starts, one lacks a module
+            # of an installed distribution (what slim could remove), one wants
+            # a distribution never installed, one rejects --help and --version
+            # yet imports (it runs its argument).
+            for name, body in (("good-cli", "import argparse\n"
+                                            "argparse.ArgumentParser().parse_args()\n"),
+                               ("broken-cli", "from pip.no_such_module_here import main\n"),
+                               ("optional-cli", "from no_such_module_here import main\n"),
+                               ("wrapper-cli", "from json import dumps\nimport sys\n"
+                                               "sys.exit(2)\n")):
+                script = venv / "bin" / name
+                script.write_text(f"#!{sys.executable}\n{body}")
+                script.chmod(0o755)
+            argv = check.command(spec, distribution, emulated, start_scripts)
             want = json.loads(argv[-1])
             want["venv"] = str(venv)
             done = subprocess.run([sys.executable, "-c", argv[2], json.dumps(want)],
@@ -45,7 +58,22 @@ class CheckScriptTest(unittest.TestCase):
         self.assertIn("wsgi script bad-wsgi: ModuleNotFoundError", text)
         self.assertIn("import no_such_mod: ModuleNotFoundError", text)
         self.assertIn("command false: exit 1", text)
-        self.assertEqual(len(outcome.failures), 3, outcome.failures)
+        self.assertIn("script broken-cli: ModuleNotFoundError", text)
+        self.assertEqual(len(outcome.failures), 4, outcome.failures)
+        self.assertEqual(outcome.scripts, ("broken-cli", "good-cli", "optional-cli",
+                                           "wrapper-cli"))
+        self.assertEqual(outcome.unavailable, (
+            "script optional-cli: needs no_such_module_here, which no installed "
+            "distribution provides",))
+
+    def test_scripts_imported_instead_of_started_judge_the_same(self) -> None:
+        started = self.run_script(Service("x"))
+        imported = self.run_script(Service("x"), start_scripts=False)
+        self.assertEqual(imported.scripts, started.scripts)
+        self.assertEqual(imported.unavailable, started.unavailable)
+        self.assertEqual([f for f in imported.failures if f.startswith("script")],
+                         [f for f in started.failures if f.startswith("script")])
+        self.assertEqual(imported.checked, started.checked)
 
     def test_under_emulation_a_command_that_runs_is_reported_not_failed(self) -> None:
         outcome = self.run_script(Service("x", commands=(("false",), ("no-such-tool-here",))),
@@ -57,7 +85,8 @@ class CheckScriptTest(unittest.TestCase):
 
     def test_all_good(self) -> None:
         outcome = self.run_script(Service("x", imports=("json",), commands=(("true",),)))
-        self.assertEqual([f for f in outcome.failures if "bad-wsgi" not in f], [])
+        self.assertEqual([f for f in outcome.failures
+                          if "bad-wsgi" not in f and "broken-cli" not in f], [])
 
     def test_a_distribution_not_installed_is_a_failure(self) -> None:
         outcome = self.run_script(Service("x"), distribution="no-such-distribution-here")

@@ -1,0 +1,182 @@
+"""airlock-venv's slim step against a small real venv tree, with the real rules.
+
+The script runs inside venv-builder; here the host's Python runs the same
+file (loaded from images/venv-builder/) on a folder laid out like a venv,
+with images/venv-builder/slim.toml, the rules every service image uses.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+from types import ModuleType
+
+from airlock.tests.unit.treefixture import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "images" / "venv-builder" / "airlock-venv"
+RULES = REPO_ROOT / "images" / "venv-builder" / "slim.toml"
+
+
+def airlock_venv() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("airlock_venv_under_test", str(SCRIPT))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+FILES = {
+    # The service: a console script, a WSGI module, a plugin, a test package.
+    "svc/__init__.py": "",
+    "svc/cmd.py": "from . import common\n\ndef main():\n    import svc.lazy\n",
+    "svc/common.py": "import json\nfrom svc.util import helper\n",
+    "svc/util.py": "def helper():\n    pass\n",
+    "svc/lazy.py": "from ..dep import core\n",
+    "svc/wsgi.py": "import dep\n",
+    "svc/plugin.py": "",
+    "svc/unused.py": "import dep.never\n",
+    "svc/tests/__init__.py": "",
+    "svc/tests/test_cmd.py": "import svc.cmd\n",
+    "svc/locale/de/LC_MESSAGES/svc.po": "msgid \"\"\n",
+    "svc/locale/de/LC_MESSAGES/svc.mo": "binary",
+    "svc/stubs.pyi": "def main() -> None: ...\n",
+    "svc-1.0.dist-info/METADATA": "Name: svc\n",
+    "svc-1.0.dist-info/entry_points.txt": ("[console_scripts]\nsvc-manage = svc.cmd:main\n\n"
+                                           "[svc.drivers]\nsql = svc.plugin:Driver\n"),
+    # A dependency: used, unused, C sources, a Windows launcher, its tests.
+    "dep/__init__.py": "",
+    "dep/core.py": "",
+    "dep/never.py": "",
+    "dep/_speed.c": "int x;\n",
+    "dep/include/dep.h": "int x;\n",
+    "dep/cli.exe": "MZ",
+    "dep/test/test_core.py": "import dep.core\n",
+    "hack.py": "",
+    "hack.pth": "import os; __import__('hack').add_shim()\n",
+}
+
+
+def make_venv(root: Path) -> Path:
+    site = root / "lib" / "python3.11" / "site-packages"
+    for rel, text in FILES.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+    (root / "bin").mkdir()
+    (root / "bin" / "activate.bat").write_text("@echo off\n")
+    (root / "bin" / "activate").write_text("# sh\n")
+    (root / "include" / "site").mkdir(parents=True)
+    return site
+
+
+class SlimTest(unittest.TestCase):
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.tmp)
+        self.venv = self.tmp / "venv"
+        self.site = make_venv(self.venv)
+        self.av = airlock_venv()
+        self.record = self.av.slim(self.venv, self.av.load_rules(RULES), ["svc.wsgi"])
+
+    def pyc(self, rel: str) -> Path:
+        return Path(importlib.util.cache_from_source(str(self.site / rel)))
+
+    def test_drops_tests_sources_launchers_and_translation_sources(self) -> None:
+        for rel in ("svc/tests", "dep/test", "dep/_speed.c", "dep/include/dep.h", "dep/cli.exe",
+                    "svc/locale/de/LC_MESSAGES/svc.po", "svc/stubs.pyi"):
+            self.assertFalse((self.site / rel).exists(), rel)
+        self.assertFalse((self.venv / "bin" / "activate.bat").exists())
+        self.assertFalse((self.venv / "include").exists())
+        # What a process reads stays: the compiled catalogue, metadata, sh activation.
+        for rel in ("svc/locale/de/LC_MESSAGES/svc.mo", "svc-1.0.dist-info/entry_points.txt",
+                    "dep/never.py", "svc/unused.py"):
+            self.assertTrue((self.site / rel).exists(), rel)
+        self.assertTrue((self.venv / "bin" / "activate").exists())
+
+    def test_records_each_rule_with_its_paths_files_and_bytes(self) -> None:
+        tests = self.record["rules"]["tests"]
+        self.assertEqual(tests["paths"], ["lib/python3.11/site-packages/dep/test",
+                                          "lib/python3.11/site-packages/svc/tests"])
+        self.assertEqual((tests["files"], tests["bytes"]), (3, len("import svc.cmd\n")
+                                                            + len("import dep.core\n")))
+        self.assertEqual(self.record["rules"]["windows"]["paths"],
+                         ["bin/activate.bat", "lib/python3.11/site-packages/dep/cli.exe"])
+        self.assertEqual(self.record["rules"]["translation-sources"]["files"], 1)
+        json.dumps(self.record)  # the record is written as JSON into the image
+
+    def test_bytecode_only_for_what_entry_points_wsgi_and_pth_can_import(self) -> None:
+        compiled = {"svc/__init__.py", "svc/cmd.py", "svc/common.py", "svc/util.py",
+                    "svc/lazy.py", "svc/wsgi.py", "svc/plugin.py", "dep/__init__.py",
+                    "dep/core.py", "hack.py"}
+        for rel in compiled:
+            self.assertTrue(self.pyc(rel).is_file(), rel)
+        for rel in ("svc/unused.py", "dep/never.py"):
+            self.assertFalse(self.pyc(rel).exists(), rel)
+        self.assertEqual(self.record["bytecode"]["compiled"], len(compiled))
+        self.assertEqual(self.record["bytecode"]["modules"], len(compiled) + 2)
+
+    def test_bytecode_is_checked_hash_and_the_same_on_a_second_run(self) -> None:
+        flags = struct.unpack("<I", self.pyc("svc/cmd.py").read_bytes()[4:8])[0]
+        self.assertEqual(flags, 0b11)  # hash-based, source checked: no time stamp
+        # Again at the same path (the image's paths are fixed; sources name theirs).
+        first = {path: path.read_bytes() for path in sorted(self.venv.rglob("*.pyc"))}
+        shutil.rmtree(self.venv)
+        make_venv(self.venv)
+        record = self.av.slim(self.venv, self.av.load_rules(RULES), ["svc.wsgi"])
+        self.assertEqual(record, self.record)
+        self.assertEqual({path: path.read_bytes() for path in sorted(self.venv.rglob("*.pyc"))},
+                         first)
+
+    def test_debug_information_of_elf_modules_is_stripped_and_recorded(self) -> None:
+        venv = self.tmp / "elf"
+        site = make_venv(venv)
+        module = site / "dep" / "_speedups.cpython-311-x86_64-linux-gnu.so"
+        # A real ELF file of this host, given a debug section.
+        shutil.copyfile(sys.executable, self.tmp / "exe")
+        debug = self.tmp / "debug.bin"
+        debug.write_bytes(b"airlock-debug" * 4096)
+        subprocess.run(["objcopy", "--add-section", f".debug_airlock={debug}",
+                        str(self.tmp / "exe"), str(module)], check=True)
+        lib = site / "dep.libs" / "libdep.so.1"
+        lib.parent.mkdir()
+        shutil.copyfile(module, lib)
+        (site / "dep" / "notelf.so").write_text("not an ELF file\n")
+        before = module.stat().st_size
+        record = self.av.slim(venv, self.av.load_rules(RULES), [])
+        for path in (module, lib):
+            self.assertNotIn(b".debug_airlock", path.read_bytes())
+            self.assertEqual(path.read_bytes()[:4], b"\x7fELF")
+        self.assertLessEqual(module.stat().st_size, before - len(debug.read_bytes()))
+        self.assertEqual((site / "dep" / "notelf.so").read_text(), "not an ELF file\n")
+        self.assertEqual(record["strip"]["files"], 2)
+        self.assertEqual(record["strip"]["bytes_before"] - record["strip"]["bytes_after"],
+                         2 * (before - module.stat().st_size))
+
+    def test_a_module_strip_cannot_read_stops_the_build_naming_it(self) -> None:
+        venv = self.tmp / "bad"
+        site = make_venv(venv)
+        (site / "dep" / "_broken.so").write_bytes(b"\x7fELF" + b"\0" * 60)
+        with self.assertRaises(SystemExit) as caught:
+            self.av.slim(venv, self.av.load_rules(RULES), [])
+        self.assertIn("strip failed", str(caught.exception))
+        self.assertIn("lib/python3.11/site-packages/dep/_broken.so", str(caught.exception))
+
+    def test_a_rule_with_an_unknown_key_stops_the_build(self) -> None:
+        rules = self.tmp / "slim.toml"
+        rules.write_text('[[drop]]\nname = "tests"\ndir = ["*/tests"]\n')
+        with self.assertRaises(SystemExit) as caught:
+            self.av.load_rules(rules)
+        self.assertIn("unknown keys ['dir']", str(caught.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
