@@ -136,35 +136,59 @@ class SlimTest(unittest.TestCase):
         self.assertEqual({path: path.read_bytes() for path in sorted(self.venv.rglob("*.pyc"))},
                          first)
 
+    def elf_with_debug(self, path: Path) -> Path:
+        """A real ELF file of this host (its Python) given a debug section, at ``path``."""
+        debug = self.tmp / "debug.bin"
+        debug.write_bytes(b"airlock-debug" * 4096)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["objcopy", "--add-section", f".debug_airlock={debug}",
+                        sys.executable, str(path)], check=True)
+        return path
+
     def test_debug_information_of_elf_modules_is_stripped_and_recorded(self) -> None:
         venv = self.tmp / "elf"
         site = make_venv(venv)
-        module = site / "dep" / "_speedups.cpython-311-x86_64-linux-gnu.so"
-        # A real ELF file of this host, given a debug section.
-        shutil.copyfile(sys.executable, self.tmp / "exe")
-        debug = self.tmp / "debug.bin"
-        debug.write_bytes(b"airlock-debug" * 4096)
-        subprocess.run(["objcopy", "--add-section", f".debug_airlock={debug}",
-                        str(self.tmp / "exe"), str(module)], check=True)
-        lib = site / "dep.libs" / "libdep.so.1"
-        lib.parent.mkdir()
-        shutil.copyfile(module, lib)
-        (site / "dep" / "notelf.so").write_text("not an ELF file\n")
+        module = self.elf_with_debug(site / "dep" / "_speedups.cpython-311-x86_64-linux-gnu.so")
         before = module.stat().st_size
+        # Never rewritten: a module without debug sections, a library that
+        # auditwheel vendored (<dist>.libs) and one whose run path names
+        # $ORIGIN (both patched by patchelf: strip would make them
+        # unloadable), and a file that is not ELF.
+        plain = site / "dep" / "_plain.so"
+        subprocess.run(["objcopy", "--strip-debug", sys.executable, str(plain)], check=True)
+        vendored = self.elf_with_debug(site / "dep.libs" / "libdep-1a2b3c4d.so.1")
+        patched = self.elf_with_debug(site / "dep" / "_patched.so")
+        patched.write_bytes(patched.read_bytes() + b"$ORIGIN/../dep.libs\0")
+        (site / "dep" / "notelf.so").write_text("not an ELF file\n")
+        untouched = {path: path.read_bytes() for path in (plain, vendored, patched,
+                                                          site / "dep" / "notelf.so")}
         record = self.av.slim(venv, self.av.load_rules(RULES), [])
-        for path in (module, lib):
-            self.assertNotIn(b".debug_airlock", path.read_bytes())
-            self.assertEqual(path.read_bytes()[:4], b"\x7fELF")
-        self.assertLessEqual(module.stat().st_size, before - len(debug.read_bytes()))
-        self.assertEqual((site / "dep" / "notelf.so").read_text(), "not an ELF file\n")
-        self.assertEqual(record["strip"]["files"], 2)
+        self.assertNotIn(b".debug_airlock", module.read_bytes())
+        self.assertEqual(module.read_bytes()[:4], b"\x7fELF")
+        self.assertFalse(self.av.has_debug_sections(module))
+        self.assertLessEqual(module.stat().st_size, before - 13 * 4096)
+        for path, data in untouched.items():
+            self.assertEqual(path.read_bytes(), data, path.name)
+        self.assertEqual(record["strip"]["files"], 1)
         self.assertEqual(record["strip"]["bytes_before"] - record["strip"]["bytes_after"],
-                         2 * (before - module.stat().st_size))
+                         before - module.stat().st_size)
+
+    def test_debug_sections_are_read_from_the_section_headers(self) -> None:
+        self.assertTrue(self.av.has_debug_sections(self.elf_with_debug(self.tmp / "a.so")))
+        plain = self.tmp / "plain.so"
+        subprocess.run(["objcopy", "--strip-debug", sys.executable, str(plain)], check=True)
+        self.assertFalse(self.av.has_debug_sections(plain))
+        short = self.tmp / "short.so"
+        short.write_bytes(b"\x7fELF\x02\x01" + b"\0" * 10)
+        self.assertFalse(self.av.has_debug_sections(short))
 
     def test_a_module_strip_cannot_read_stops_the_build_naming_it(self) -> None:
         venv = self.tmp / "bad"
         site = make_venv(venv)
-        (site / "dep" / "_broken.so").write_bytes(b"\x7fELF" + b"\0" * 60)
+        broken = self.elf_with_debug(site / "dep" / "_broken.so")
+        data = bytearray(broken.read_bytes())
+        struct.pack_into("<Q", data, 0x20, len(data) + 4096)  # program headers past the end
+        broken.write_bytes(bytes(data))
         with self.assertRaises(SystemExit) as caught:
             self.av.slim(venv, self.av.load_rules(RULES), [])
         self.assertIn("strip failed", str(caught.exception))
