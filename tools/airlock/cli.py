@@ -1143,6 +1143,14 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
     signal.signal(signal.SIGINT, _interrupt)
+    if sys.stdout is None:
+        # Descriptor 1 closed (``>&-``): Python then drops what print() is
+        # given and any other write ends in an internal error; a result
+        # nobody can read must not pass for a success.
+        if sys.stderr is not None:
+            print("airlock: standard output is closed; run it with standard output open "
+                  "(>/dev/null to discard it)", file=sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
         _check_given(args)

@@ -143,7 +143,7 @@ def locked(path: Path, what: str,
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            holder = _holder_pid(fd)
             if waiting is not None:
                 who = f"airlock pid {holder}" if holder.isdigit() else "another airlock run"
                 waiting(f"{what}: in use by {who}; waiting for it to finish")
@@ -156,6 +156,21 @@ def locked(path: Path, what: str,
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _holder_pid(fd: int, patience: float = 2.0) -> str:
+    """The pid the lock's holder wrote into the lock file (empty if none came).
+
+    The holder writes it just after it took the lock: a run started at the
+    same moment can find the lock taken and the file still empty, so it
+    looks again for a moment before it names no one.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit() or time.monotonic() >= deadline:
+            return text
+        time.sleep(0.05)
 
 
 def link_or_copy(src: Path, dest: Path) -> None:

@@ -217,6 +217,7 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
     debs.prepare(release, opts.layout.images_dir, "venv-builder", base_platforms, builder_debs,
                  base_image=refs_by_job["python-base"], profile="build", cache=cache,
                  flat=opts.apt_repos)
+    _ignore_records(builder_debs)
     base_job(plan.ImageJob("venv-builder", opts.layout.images_dir / "venv-builder",
                            base_platforms, contexts={"wheels": tools, "debs": builder_debs},
                            depends={"python-base": "PYTHON_BASE"},
@@ -375,7 +376,24 @@ def _service_contexts(opts: BuildOptions, service: str, platforms, srcs: list[Pa
                  base_image=refs_by_job["python-base"], source=srcs[-1], cache=cache,
                  extra=libraries, flat=opts.apt_repos)
     return {"sources": _sources_context(srcs, work / "ctx" / service / "sources"),
-            "wheels": wheelhouse, "constraints": cons, "debs": apt}
+            "wheels": _ignore_records(wheelhouse), "constraints": cons,
+            "debs": _ignore_records(apt)}
+
+
+# Written into the wheelhouse and apt contexts: their manifest.json records
+# how the inputs were made (the mirror or store they came from, the base
+# image by name), which no build step reads. Sent along, a site's store
+# address would be part of BuildKit's cache key of every step that mounts
+# the context: the same wheels and .debs from another store, or the
+# connected side's cache, would never be reused.
+CONTEXT_IGNORE = ("# airlock: the records of how these inputs were made; the build reads\n"
+                  "# only the inputs.\nmanifest.json\n*/manifest.json\n")
+
+
+def _ignore_records(context: Path) -> Path:
+    """``context`` with a .dockerignore leaving out its manifests (written before hashing)."""
+    _write_if_changed(context / ".dockerignore", CONTEXT_IGNORE)
+    return context
 
 
 def _sources_context(srcs: list[Path], dest: Path) -> Path:

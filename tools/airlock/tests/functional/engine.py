@@ -50,3 +50,12 @@ def by_digest(ref: str, digest: str) -> str:
     """``host/repo@digest`` of ``host/repo:tag``."""
     host, repo, _ = registry.split_ref(ref)
     return f"{host}/{repo}@{digest}"
+
+
+def pinned_base() -> tuple[str, int]:
+    """The base image by digest and its SOURCE_DATE_EPOCH: what a small test image builds on.
+
+    A fixed epoch when the base records none, so that two builds still agree.
+    """
+    spec, result = base_image()
+    return by_digest(spec.ref, result.digest), result.source_date_epoch or 1700000000

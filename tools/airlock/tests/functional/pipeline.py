@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from airlock import cli
+from airlock.ext import registry
 from airlock.tests.functional.engine import REGISTRY, REPO_ROOT
 
 WORK = Path(os.environ.get("AIRLOCK_FUNCTIONAL_WORK_DIR") or REPO_ROOT / "work" / "functional")
@@ -25,6 +26,39 @@ WORK = Path(os.environ.get("AIRLOCK_FUNCTIONAL_WORK_DIR") or REPO_ROOT / "work" 
 def fresh_prefix(name: str) -> str:
     """A registry prefix no earlier run has used."""
     return f"{REGISTRY}/airlock-test/{name}-{uuid.uuid4().hex[:8]}"
+
+
+# One prefix for the whole test run: python-base and venv-builder are built
+# into it once (per release and platform set) and copied into the fresh
+# prefixes of the classes that only need them there (seeded_prefix). Each
+# build into a fresh prefix would otherwise export them again: the
+# exporter rewrites every layer for SOURCE_DATE_EPOCH even when every step
+# is cached, about a minute per class on two cores.
+RUN_PREFIX = fresh_prefix("run")
+_BASES: dict[tuple[str, tuple[str, ...]], dict[str, dict]] = {}
+
+
+def bases(release: str = "2025.2", platforms: tuple[str, ...] = ()) -> dict[str, dict]:
+    """python-base's and venv-builder's record rows, built once per run into RUN_PREFIX."""
+    key = (release, tuple(platforms))
+    if key not in _BASES:
+        args = [arg for p in platforms for arg in ("--platform", p)]
+        record = build(release, RUN_PREFIX, "--bases-only", *args)
+        _BASES[key] = {row["image"]: row for row in record["images"]}
+    return _BASES[key]
+
+
+def seeded_prefix(name: str, release: str = "2025.2", platforms: tuple[str, ...] = ()) -> str:
+    """A fresh prefix already holding the run's python-base and venv-builder.
+
+    For classes that prove something about a service image or a bundle, not
+    about building the bases: their first build finds both by input digest
+    (status skipped) and builds only what the class is about.
+    """
+    prefix = fresh_prefix(name)
+    for row in bases(release, platforms).values():
+        registry.copy(row["ref"], f"{prefix}/{row['image']}:{row['tag']}")
+    return prefix
 
 
 def airlock(*args: str, check: bool = True, env: dict[str, str] | None = None

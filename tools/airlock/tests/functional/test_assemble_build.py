@@ -37,9 +37,7 @@ class AssembleBuildTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         engine.require_engine()
-        spec, result = engine.base_image()
-        cls.base = engine.by_digest(spec.ref, result.digest)
-        cls.epoch = result.source_date_epoch or 1700000000
+        cls.base, cls.epoch = engine.pinned_base()
         cls.tmp = Path(tempfile.mkdtemp(prefix="airlock-assemble-build-"))
         cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
         (cls.tmp / "context").mkdir()

@@ -40,9 +40,7 @@ class BuildHostTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         engine.require_engine()
-        spec, result = engine.base_image()
-        cls.base = engine.by_digest(spec.ref, result.digest)
-        cls.epoch = result.source_date_epoch or 1700000000
+        cls.base, cls.epoch = engine.pinned_base()
         cls.tmp = Path(tempfile.mkdtemp(prefix="airlock-build-host-"))
         cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
         (cls.tmp / "payload").mkdir()

@@ -56,7 +56,7 @@ class BundleTest(unittest.TestCase):
         base_image()
         pipeline.WORK.mkdir(parents=True, exist_ok=True)
         cls.tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=pipeline.WORK))
-        cls.prefix = pipeline.fresh_prefix("bundle")
+        cls.prefix = pipeline.seeded_prefix("bundle", RELEASE)
         key = cls.key = bundlefixture.make_key(cls.tmp, "factory")
         cls.signers = bundlefixture.allowed_signers(cls.tmp / "allowed_signers",
                                                     {"factory@site": key})

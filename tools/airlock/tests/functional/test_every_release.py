@@ -3,8 +3,9 @@
 The oldest release's keystone is built for both platforms, published and
 checked (`airlock check`: console scripts, WSGI modules, service.yaml's
 imports such as ``ldap`` from keystone's ldap extra, on amd64 and on arm64
-under QEMU). Every other release's keystone wheelhouse is made for both
-platforms with the same venv-builder: sdist-only pins (scrypt on 2024.1,
+under QEMU). Every other release's keystone wheelhouse (but 2025.2's, which
+the rest of the suite builds) is made for both platforms with the same
+venv-builder: sdist-only pins (scrypt on 2024.1,
 python-ldap on all) are built with the OS packages sdists.txt declares,
 and the libraries their wheels link against are resolved to packages.
 """
@@ -25,6 +26,7 @@ from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engin
 RELEASES = release_names(Layout(REPO_ROOT / "releases", REPO_ROOT / "patches",
                                 REPO_ROOT / "images"))
 OLDEST = RELEASES[0]
+SUITE_RELEASE = "2025.2"
 BOTH = {"amd64", "arm64"}
 
 
@@ -38,7 +40,7 @@ class EveryReleaseTest(unittest.TestCase):
         base_image()
         for release in RELEASES:
             cls.git = pipeline.git_base("keystone", release=release)
-        cls.record = pipeline.build(OLDEST, pipeline.fresh_prefix("oldest"),
+        cls.record = pipeline.build(OLDEST, pipeline.seeded_prefix("oldest", OLDEST),
                                     "--service", "keystone", "--git-base", cls.git)
         pipeline.airlock("publish", "--release", OLDEST)
         cls.builder = pipeline.image(cls.record, "venv-builder")["ref"]
@@ -91,7 +93,9 @@ class EveryReleaseTest(unittest.TestCase):
         self.assertFalse((tmp / "wheels").exists())
 
     def test_every_release_has_a_keystone_wheelhouse_for_both_platforms(self) -> None:
-        for release in RELEASES[1:]:
+        # The oldest is built above; 2025.2's wheelhouse is the one every
+        # other class builds keystone from (test_keystone_build).
+        for release in [r for r in RELEASES[1:] if r != SUITE_RELEASE]:
             with self.subTest(release=release):
                 tmp = Path(tempfile.mkdtemp(prefix=f"every-{release}-", dir=pipeline.WORK))
                 self.addCleanup(shutil.rmtree, tmp, True)

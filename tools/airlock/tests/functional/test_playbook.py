@@ -65,7 +65,7 @@ class BuildPlaybookTest(unittest.TestCase):
     def test_playbook_builds_publishes_and_then_changes_nothing(self) -> None:
         require_engine()
         base_image()
-        prefix = pipeline.fresh_prefix("playbook")
+        prefix = pipeline.seeded_prefix("playbook", RELEASE, ("linux/amd64",))
         extra = {
             "zuul": {"project": {"src_dir": str(REPO_ROOT)}},
             "airlock_release": RELEASE,

@@ -56,8 +56,8 @@ class CredentialedRunTest(unittest.TestCase):
         git = Path(pipeline.git_base("keystone"))
         # The suite's own wheelhouse of keystone fills the shared download
         # cache; the password-protected index serves those files.
-        pipeline.build(RELEASE, pipeline.fresh_prefix("secrets-warm"), "--service", "keystone",
-                       "--platform", PLATFORM, "--git-base", str(git))
+        pipeline.build(RELEASE, pipeline.seeded_prefix("secrets-warm", RELEASE, (PLATFORM,)),
+                       "--service", "keystone", "--platform", PLATFORM, "--git-base", str(git))
         cls.index_files = cls.tmp / "index"
         cls.index_files.mkdir()
         for path in (pipeline.WORK / "cache" / "pypi" / "files").iterdir():

@@ -80,7 +80,7 @@ class SiteBuildTest(unittest.TestCase):
         cls.bundle = cls.tmp / "bundle"
         pipeline.airlock("bundle", "create", "--release", RELEASE, "--service", "keystone",
                          "--out", str(cls.bundle), "--key", str(key), "--registry",
-                         pipeline.fresh_prefix("site-bundle"), "--git-base",
+                         pipeline.seeded_prefix("site-bundle", RELEASE), "--git-base",
                          pipeline.git_base("keystone"))
         cls.first = cls.import_bundle()
         cls.second = cls.import_bundle()

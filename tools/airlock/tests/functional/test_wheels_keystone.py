@@ -6,10 +6,10 @@ pip's own configuration; the download cache is new, so the first run is a
 cold one. The sdists with no wheel (testresources; yappi on arm64) are built
 in the venv-builder image of the target platform, arm64 under QEMU.
 
-The venv-builder is made here the way ``airlock build`` makes it:
-images/python-base on the base image, then images/venv-builder on it with
-uv's wheels (``airlock wheels --tools-only``) and its bindep ``build``
-packages (gcc, headers: yappi is C) from ``airlock debs --profile build``.
+The venv-builder is the one ``airlock build --bases-only`` makes (images/
+python-base on the base image, then images/venv-builder on it with uv's
+wheels and its bindep ``build`` packages: gcc, headers, yappi is C), built
+once per test run and shared with the other classes (pipeline.bases).
 """
 
 from __future__ import annotations
@@ -27,41 +27,13 @@ from pathlib import Path
 from airlock.data import platforms
 from airlock.data.layout import resolve_layout
 from airlock.data.release import canonical_name, load_release
-from airlock.ext import buildx, index, registry, uv
+from airlock.ext import index, uv
 from airlock.inputs import wheels, wheeltags
-from airlock.tests.functional import engine
+from airlock.tests.functional import engine, pipeline
 from airlock.tests.functional.pipeline import airlock_here as airlock
-
-WORK = Path(os.environ.get("AIRLOCK_WORK_DIR") or engine.REPO_ROOT / "work")
-SETUP_CACHE = WORK / "cache"  # the builder's inputs: shared with other runs
 
 ELF_MACHINE = {"amd64": 0x3E, "arm64": 0xB7}
 
-
-
-def make_venv_builder(tmp: Path, base: str) -> str:
-    """python-base then venv-builder, pushed; venv-builder's reference by digest."""
-    root = str(engine.REPO_ROOT)
-    images = engine.REPO_ROOT / "images"
-    python_base = buildx.build(buildx.BuildSpec(
-        dockerfile=images / "python-base" / "Dockerfile", context=images / "python-base",
-        output=tmp / "python-base.oci.tar", platforms=engine.PLATFORMS,
-        build_args={"BASE_IMAGE": base}))
-    pushed = registry.push_archive(python_base.archive, f"{engine.TEST_REPO}/python-base:wheels")
-    python_base_ref = f"{engine.TEST_REPO}/python-base@{pushed}"
-    tools, debs = tmp / "tools", tmp / "venv-builder-debs"
-    airlock("wheels", "--release", engine.RELEASE, "--tools-only", "--dest", str(tools),
-            "--cache", str(SETUP_CACHE), "--root", root)
-    airlock("debs", "--release", engine.RELEASE, "--service", "venv-builder", "--profile",
-            "build", "--dest", str(debs), "--base-image", python_base_ref,
-            "--cache", str(SETUP_CACHE), "--root", root)
-    builder = buildx.build(buildx.BuildSpec(
-        dockerfile=images / "venv-builder" / "Dockerfile", context=images / "venv-builder",
-        output=tmp / "venv-builder.oci.tar", platforms=engine.PLATFORMS,
-        contexts={"wheels": tools, "debs": debs},
-        build_args={"PYTHON_BASE": python_base_ref}))
-    ref = f"{engine.TEST_REPO}/venv-builder"
-    return f"{ref}@{registry.push_archive(builder.archive, f'{ref}:wheels')}"
 
 
 def elf_machine(data: bytes) -> int:
@@ -75,8 +47,7 @@ class KeystoneWheelhouseTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
         engine.require_engine()
-        spec, base = engine.base_image()
-        cls.base = engine.by_digest(spec.ref, base.digest)
+        engine.base_image()
         cls._tmp = tempfile.TemporaryDirectory(prefix="airlock-wheels-")
         tmp = cls.tmp = Path(cls._tmp.name)
         root = str(engine.REPO_ROOT)
@@ -89,7 +60,7 @@ class KeystoneWheelhouseTest(unittest.TestCase):
         airlock("sources", "prepare", "--release", engine.RELEASE, "--component", "keystone",
                 "--lock", str(tmp / "lock"), "--dest", str(cls.source), "--root", root)
         start = time.monotonic()
-        cls.builder = make_venv_builder(tmp, cls.base)
+        cls.builder = pipeline.bases(engine.RELEASE)["venv-builder"]["ref"]
         cls.setup_seconds = round(time.monotonic() - start, 1)
 
         cls.dest = tmp / "wheelhouse"

@@ -140,7 +140,7 @@ class ZuulSiteTest(unittest.TestCase):
         pipeline.airlock("bundle", "create", "--release", RELEASE,
                          *[arg for s in SERVICES for arg in ("--service", s)],
                          "--out", str(bundle), "--key", str(key), "--registry",
-                         pipeline.fresh_prefix("zuul-site-bundle"), "--git-base",
+                         pipeline.seeded_prefix("zuul-site-bundle", RELEASE), "--git-base",
                          pipeline.git_base(*SERVICES))
         pipeline.airlock("bundle", "import", str(bundle), "--site", str(cls.dir / "site.yaml"),
                          "--allowed-signers", str(signers))

@@ -91,6 +91,40 @@ class LockTest(unittest.TestCase):
         self.assertEqual(holder.proc.wait(10), 0)
         self.assertEqual((work / build.LOCK).read_text(), "", "the pid outlived the lock")
 
+    def test_a_holder_that_has_not_written_its_pid_yet_is_still_named(self) -> None:
+        # The moment between a holder's flock and its pid write: two runs
+        # started together (test_concurrent_builds) once met it.
+        path = self.tmp / RELEASE / build.LOCK
+        path.parent.mkdir(parents=True)
+        code = textwrap.dedent(f"""
+            import fcntl, os, sys, time
+            fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            print("held", flush=True)
+            time.sleep(0.5)
+            os.pwrite(fd, b"%d\\n" % os.getpid(), 0)
+            sys.stdin.readline()
+        """)
+        holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(holder.wait)
+        self.addCleanup(holder.kill)
+        assert holder.stdout is not None and holder.stdin is not None
+        self.addCleanup(holder.stdout.close)
+        self.addCleanup(holder.stdin.close)
+        self.assertEqual(holder.stdout.readline().strip(), "held")
+        lines: list[str] = []
+
+        def said(line: str) -> None:
+            lines.append(line)
+            holder.stdin.write("\n")  # let go once the waiter has spoken
+            holder.stdin.flush()
+
+        with files.locked(path, "x", waiting=said):
+            pass
+        self.assertEqual(lines, [f"x: in use by airlock pid {holder.pid}; "
+                                 "waiting for it to finish"])
+
     def test_a_free_lock_says_nothing_and_is_taken_again_after_a_crash(self) -> None:
         path = self.tmp / "x" / ".lock"
         holder = self.hold(path)
