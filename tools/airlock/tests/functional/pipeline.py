@@ -53,7 +53,9 @@ def seeded_prefix(name: str, release: str = "2025.2", platforms: tuple[str, ...]
 
     For classes that prove something about a service image or a bundle, not
     about building the bases: their first build finds both by input digest
-    (status skipped) and builds only what the class is about.
+    (status skipped) and builds only what the class is about. Call it
+    before the class's own build: the first call per release writes that
+    release's build record (a bases-only one), which publish reads.
     """
     prefix = fresh_prefix(name)
     for row in bases(release, platforms).values():
