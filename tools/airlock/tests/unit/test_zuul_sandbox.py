@@ -145,5 +145,23 @@ class SandboxSecretTest(unittest.TestCase):
         self.assertGreater(len(data["password"]), 1)
 
 
+class WithoutTimersTest(unittest.TestCase):
+    def test_the_example_pipelines_keep_every_pipeline_but_no_timer(self) -> None:
+        example = (zuul_sandbox.REPO_ROOT / zuul_sandbox.PIPELINES_EXAMPLE).read_text()
+        before = yaml.safe_load(example)
+        self.assertTrue(any("timer" in (i["pipeline"].get("trigger") or {}) for i in before))
+        after = yaml.safe_load(zuul_sandbox.without_timers(example))
+        self.assertEqual([i["pipeline"]["name"] for i in after],
+                         [i["pipeline"]["name"] for i in before])
+        for item in after:
+            with self.subTest(pipeline=item["pipeline"]["name"]):
+                self.assertNotIn("timer", item["pipeline"].get("trigger") or {})
+        periodic = next(i["pipeline"] for i in after if i["pipeline"]["name"] == "periodic")
+        self.assertEqual(periodic["trigger"], {})
+        check = next(i["pipeline"] for i in after if i["pipeline"]["name"] == "check")
+        self.assertEqual(check, next(i["pipeline"] for i in before
+                                     if i["pipeline"]["name"] == "check"))
+
+
 if __name__ == "__main__":
     unittest.main()
