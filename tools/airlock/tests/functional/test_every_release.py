@@ -4,10 +4,13 @@ The oldest release's keystone is built for both platforms, published and
 checked (`airlock check`: console scripts, WSGI modules, service.yaml's
 imports such as ``ldap`` from keystone's ldap extra, on amd64 and on arm64
 under QEMU). Every other release's keystone wheelhouse (but 2025.2's, which
-the rest of the suite builds) is made for both platforms with the same
-venv-builder: sdist-only pins (scrypt on 2024.1,
+the rest of the suite builds for both platforms) is made for linux/amd64
+with the same venv-builder: sdist-only pins (scrypt on 2024.1,
 python-ldap on all) are built with the OS packages sdists.txt declares,
 and the libraries their wheels link against are resolved to packages.
+What arm64 adds (the same sdists built under QEMU) is proven on the
+oldest release and on 2025.2; per release it would only cost the suite
+about a minute of emulation.
 """
 
 from __future__ import annotations
@@ -92,9 +95,10 @@ class EveryReleaseTest(unittest.TestCase):
                       f"line 'scrypt: ' of {images / 'sdists.txt'}", lines[0])
         self.assertFalse((tmp / "wheels").exists())
 
-    def test_every_release_has_a_keystone_wheelhouse_for_both_platforms(self) -> None:
+    def test_every_release_has_a_keystone_wheelhouse(self) -> None:
         # The oldest is built above; 2025.2's wheelhouse is the one every
-        # other class builds keystone from (test_keystone_build).
+        # other class builds keystone from (test_keystone_build). Both
+        # for both platforms; the others for linux/amd64 (module docstring).
         for release in [r for r in RELEASES[1:] if r != SUITE_RELEASE]:
             with self.subTest(release=release):
                 tmp = Path(tempfile.mkdtemp(prefix=f"every-{release}-", dir=pipeline.WORK))
@@ -104,11 +108,11 @@ class EveryReleaseTest(unittest.TestCase):
                                  self.git)
                 dest = tmp / "wheels"
                 pipeline.airlock("wheels", "--release", release, "--service", "keystone",
-                                 "--source", str(tmp / "keystone"), "--dest", str(dest),
-                                 "--venv-builder", self.builder)
+                                 "--platform", "linux/amd64", "--source", str(tmp / "keystone"),
+                                 "--dest", str(dest), "--venv-builder", self.builder)
                 manifest = json.loads((dest / "manifest.json").read_text())
-                self.assertEqual(set(manifest["platforms"]), BOTH)
-                for arch in BOTH:
+                self.assertEqual(set(manifest["platforms"]), {"amd64"})
+                for arch in manifest["platforms"]:
                     entry = manifest["platforms"][arch]
                     self.assertTrue(any(r.startswith("python-ldap==")
                                         for r in entry["requirements"]), arch)
