@@ -52,15 +52,22 @@ import importlib, importlib.metadata as md, json, os, subprocess, sys
 want = json.loads(sys.argv[1])
 failures, checked = [], 0
 # One target alone in a fresh interpreter: how the process really starts.
-ALONE = ("import importlib, sys\n"
+# "from pkg import sub" (charset_normalizer's script) names a submodule
+# the package itself never imports: an attribute missing from a module is
+# imported as its submodule, as that statement does.
+ALONE = ("import importlib, sys, types\n"
          "mod, _, attr = sys.argv[1].partition(':')\n"
          "obj = importlib.import_module(mod.strip())\n"
          "for part in filter(None, attr.strip().split('.')):\n"
+         "    if not hasattr(obj, part) and isinstance(obj, types.ModuleType):\n"
+         "        importlib.import_module(obj.__name__ + '.' + part)\n"
          "    obj = getattr(obj, part)\n")
 def load(target):
     mod, _, attr = target.partition(":")
     obj = importlib.import_module(mod.strip())
     for part in filter(None, attr.strip().split(".")):
+        if not hasattr(obj, part) and isinstance(obj, type(importlib)):
+            importlib.import_module(obj.__name__ + "." + part)
         obj = getattr(obj, part)
 def alone(target):
     # None when target loads in a fresh interpreter, else its last error line.
@@ -198,8 +205,14 @@ for command in want["commands"]:
             (emulated if want.get("emulated") else failures).append(line)
     except BaseException as error:
         failures.append(f"command {' '.join(command)}: {type(error).__name__}: {error}"[:400])
+# Modules this process loaded from a source with no bytecode in the image
+# (compiled again at every start): what slim.toml's closure missed.
+uncompiled = sorted(name for name, module in list(sys.modules.items())
+                    if str(getattr(module, "__file__", None) or "").endswith(".py")
+                    and getattr(module, "__cached__", None)
+                    and not os.path.exists(module.__cached__))
 print(json.dumps({"checked": checked, "failures": failures, "emulated": emulated,
-                  "scripts": scripts, "unavailable": unavailable}))
+                  "scripts": scripts, "unavailable": unavailable, "uncompiled": uncompiled}))
 """
 
 
@@ -217,6 +230,9 @@ class Outcome:
     # Scripts whose own optional dependency no installed distribution
     # provides (never installed, so not removed by slim.toml): reported.
     unavailable: tuple[str, ...] = ()
+    # Modules the check's process loaded from a source the image holds no
+    # bytecode of: they work, compiled at every start; reported.
+    uncompiled: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -258,10 +274,11 @@ def parse(output: str, platform: str, ref: str) -> Outcome:
         emulated = tuple(str(f) for f in doc.get("emulated") or ())
         scripts = tuple(str(f) for f in doc.get("scripts") or ())
         unavailable = tuple(str(f) for f in doc.get("unavailable") or ())
+        uncompiled = tuple(str(f) for f in doc.get("uncompiled") or ())
     except (IndexError, ValueError, KeyError, TypeError, AttributeError):
         raise ToolError(f"checking {ref} on {platform}", "the check printed no result",
                         "run the image by hand to see why") from None
-    return Outcome(platform, checked, failures, emulated, scripts, unavailable)
+    return Outcome(platform, checked, failures, emulated, scripts, unavailable, uncompiled)
 
 
 def check_release(record: dict, release, images_dir, *, services=(), platforms=(),
@@ -306,7 +323,8 @@ def check_release(record: dict, release, images_dir, *, services=(), platforms=(
                     row.update(status="ok" if outcome.ok else "failed",
                                checked=outcome.checked, failures=list(outcome.failures),
                                emulated=list(outcome.emulated),
-                               unavailable=list(outcome.unavailable))
+                               unavailable=list(outcome.unavailable),
+                               uncompiled=list(outcome.uncompiled))
                 except ToolError as error:
                     row.update(status="failed", failures=[str(error)])
             progress(f"{name} {platform}: {row['status']} ({row['checked']} checks)"
@@ -314,6 +332,11 @@ def check_release(record: dict, release, images_dir, *, services=(), platforms=(
                      + "".join(f"\n  under emulation, not judged: {f}"
                                for f in row.get("emulated", []))
                      + "".join(f"\n  not installed, not judged: {f}"
-                               for f in row.get("unavailable", [])))
+                               for f in row.get("unavailable", []))
+                     + (f"\n  loaded without bytecode (compiled at every start): "
+                        f"{len(row['uncompiled'])} modules: "
+                        f"{', '.join(row['uncompiled'][:8])}"
+                        + (", ..." if len(row["uncompiled"]) > 8 else "")
+                        if row.get("uncompiled") else ""))
             rows.append(row)
     return rows

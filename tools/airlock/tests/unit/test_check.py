@@ -32,7 +32,12 @@ class CheckScriptTest(unittest.TestCase):
             # of an installed distribution (what slim could remove), one wants
             # a distribution never installed, one rejects --help and --version
             # yet imports (it runs its argument).
-            for name, body in (("good-cli", "import argparse\n"
+            # A script naming a submodule its package never imports
+            # (charset_normalizer's "from charset_normalizer import cli").
+            for name, body in (("sub-cli", "from email import mime\n"
+                                           "import argparse\n"
+                                           "argparse.ArgumentParser().parse_args()\n"),
+                               ("good-cli", "import argparse\n"
                                             "argparse.ArgumentParser().parse_args()\n"),
                                ("broken-cli", "from pip.no_such_module_here import main\n"),
                                ("optional-cli", "from no_such_module_here import main\n"),
@@ -61,7 +66,7 @@ class CheckScriptTest(unittest.TestCase):
         self.assertIn("script broken-cli: ModuleNotFoundError", text)
         self.assertEqual(len(outcome.failures), 4, outcome.failures)
         self.assertEqual(outcome.scripts, ("broken-cli", "good-cli", "optional-cli",
-                                           "wrapper-cli"))
+                                           "sub-cli", "wrapper-cli"))
         self.assertEqual(outcome.unavailable, (
             "script optional-cli: needs no_such_module_here, which no installed "
             "distribution provides",))
@@ -92,6 +97,27 @@ class CheckScriptTest(unittest.TestCase):
         outcome = self.run_script(Service("x"), distribution="no-such-distribution-here")
         self.assertIn("distribution no-such-distribution-here: not installed in the venv",
                       outcome.failures)
+
+    def test_modules_loaded_without_bytecode_are_reported_not_failed(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            mods = Path(tmp) / "mods"
+            mods.mkdir()
+            (mods / "airlock_compiled_here.py").write_text("VALUE = 1\n")
+            (mods / "airlock_source_only_here.py").write_text("VALUE = 2\n")
+            import py_compile
+            py_compile.compile(str(mods / "airlock_compiled_here.py"), doraise=True)
+            (Path(tmp) / "bin").mkdir()
+            spec = Service("x", imports=("airlock_compiled_here", "airlock_source_only_here"))
+            argv = check.command(spec, "pip", start_scripts=False)
+            want = {**json.loads(argv[-1]), "venv": tmp}
+            done = subprocess.run([sys.executable, "-c", argv[2], json.dumps(want)],
+                                  capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "PYTHONPATH": str(mods),
+                                       "PYTHONDONTWRITEBYTECODE": "1"})
+            outcome = check.parse(done.stdout, "linux/amd64", "ref")
+        self.assertIn("airlock_source_only_here", outcome.uncompiled)
+        self.assertNotIn("airlock_compiled_here", outcome.uncompiled)
+        self.assertFalse([f for f in outcome.failures if "airlock_" in f], outcome.failures)
 
     def test_no_result_is_a_tool_error(self) -> None:
         with self.assertRaises(ToolError) as caught:
