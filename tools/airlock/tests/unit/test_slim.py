@@ -61,8 +61,42 @@ FILES = {
     "dep/cli.exe": "MZ",
     "dep/test/test_core.py": "import dep.core\n",
     "hack.py": "",
+    # netaddr's vendor registries go, their indexes (loaded on import) stay.
+    "netaddr/__init__.py": "",
+    "netaddr/eui/oui.txt": "00-00-00   (hex)\t\tXEROX\n",
+    "netaddr/eui/iab.txt": "00-50-C2   (hex)\t\tT.L.S.\n",
+    "netaddr/eui/oui.idx": "0,0,40\n",
     "hack.pth": "import os; __import__('hack').add_shim()\n",
 }
+
+
+# A standard library: what the service imports (json, with a lazy import
+# in a function), what only the interpreter's start loads (site, a codec
+# looked up by name), what nothing loads (a test package), and folders
+# that are no package (site-packages, lib-dynload).
+STDLIB = {
+    "json/__init__.py": "from .decoder import JSONDecoder\n",
+    "json/decoder.py": "def scan():\n    import re\n",
+    "re.py": "",
+    "os.py": "",
+    "site.py": "import os\n",
+    "encodings/__init__.py": "import codecs\n",
+    "encodings/utf_8.py": "",
+    "codecs.py": "",
+    "smtplib.py": "import email\n",
+    "email/__init__.py": "",
+    "test/__init__.py": "",
+    "test/test_json.py": "import json\n",
+    "lib-dynload/keep.py": "",
+    "site-packages/other.py": "",
+}
+
+
+def make_stdlib(root: Path) -> Path:
+    for rel, text in STDLIB.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
 
 
 def make_venv(root: Path) -> Path:
@@ -97,7 +131,11 @@ class SlimTest(unittest.TestCase):
         self.assertFalse((self.venv / "bin" / "activate.bat").exists())
         self.assertFalse((self.venv / "include").exists())
         # What a process reads stays: the compiled catalogue, metadata, sh activation.
-        for rel in ("svc/locale/de/LC_MESSAGES/svc.mo", "svc-1.0.dist-info/entry_points.txt",
+        self.assertFalse((self.site / "netaddr/eui/oui.txt").exists())
+        self.assertFalse((self.site / "netaddr/eui/iab.txt").exists())
+        self.assertEqual(self.record["rules"]["mac-vendor-registries"]["files"], 2)
+        for rel in ("netaddr/eui/oui.idx", "svc/locale/de/LC_MESSAGES/svc.mo",
+                    "svc-1.0.dist-info/entry_points.txt",
                     "dep/never.py", "svc/unused.py"):
             self.assertTrue((self.site / rel).exists(), rel)
         self.assertTrue((self.venv / "bin" / "activate").exists())
@@ -119,10 +157,10 @@ class SlimTest(unittest.TestCase):
                     "dep/core.py", "hack.py"}
         for rel in compiled:
             self.assertTrue(self.pyc(rel).is_file(), rel)
-        for rel in ("svc/unused.py", "dep/never.py"):
+        for rel in ("svc/unused.py", "dep/never.py", "netaddr/__init__.py"):
             self.assertFalse(self.pyc(rel).exists(), rel)
         self.assertEqual(self.record["bytecode"]["compiled"], len(compiled))
-        self.assertEqual(self.record["bytecode"]["modules"], len(compiled) + 2)
+        self.assertEqual(self.record["bytecode"]["modules"], len(compiled) + 3)
 
     def test_bytecode_is_checked_hash_and_the_same_on_a_second_run(self) -> None:
         flags = struct.unpack("<I", self.pyc("svc/cmd.py").read_bytes()[4:8])[0]
@@ -193,6 +231,77 @@ class SlimTest(unittest.TestCase):
             self.av.slim(venv, self.av.load_rules(RULES), [])
         self.assertIn("strip failed", str(caught.exception))
         self.assertIn("lib/python3.11/site-packages/dep/_broken.so", str(caught.exception))
+
+    def test_stdlib_bytecode_for_the_closure_and_the_start_under_its_own_tree(self) -> None:
+        venv, stdlib, out = self.tmp / "v2", make_stdlib(self.tmp / "stdlib"), self.tmp / "out"
+        make_venv(venv)
+        record = self.av.slim(venv, self.av.load_rules(RULES), ["svc.wsgi"], stdlib, out)
+
+        def pyc(rel: str) -> Path:
+            cached = importlib.util.cache_from_source(str(stdlib / rel))
+            return out / cached.lstrip("/")
+
+        # svc.common imports json; json.decoder imports re inside a function;
+        # site and every codec load before any entry point.
+        imported = ("json/__init__.py", "json/decoder.py", "re.py", "site.py", "os.py",
+                    "encodings/__init__.py", "encodings/utf_8.py", "codecs.py")
+        for rel in imported:
+            self.assertTrue(pyc(rel).is_file(), rel)
+        for rel in ("smtplib.py", "email/__init__.py", "test/__init__.py", "test/test_json.py"):
+            self.assertFalse(pyc(rel).exists(), rel)
+        # Nothing is written beside the standard library's sources.
+        self.assertEqual(list(stdlib.rglob("*.pyc")), [])
+        self.assertEqual(sorted(p.name for p in out.rglob("*.pyc") if "lib-dynload" in str(p)
+                                or "site-packages" in str(p)), [])
+        stdlib_record = record["bytecode"]["stdlib"]
+        self.assertEqual((stdlib_record["keep"], stdlib_record["compiled"]),
+                         ("import-closure", len(imported)))
+        self.assertEqual(stdlib_record["modules"], 12)  # not lib-dynload's, site-packages'
+        flags = struct.unpack("<I", pyc("re.py").read_bytes()[4:8])[0]
+        self.assertEqual(flags, 0b11)
+        # The venv's own bytecode is what it was without the standard library.
+        self.assertEqual(record["bytecode"]["compiled"], self.record["bytecode"]["compiled"])
+
+    def test_the_modules_of_the_services_own_distributions_are_roots(self) -> None:
+        venv = self.tmp / "own"
+        site = make_venv(venv)
+        (site / "svc-1.0.dist-info" / "RECORD").write_text(
+            "../../../bin/svc-manage,sha256=x,10\nsvc/__init__.py,sha256=x,0\n"
+            "svc/unused.py,sha256=x,1\nsvc/tests/test_cmd.py,sha256=x,1\n"
+            "svc-1.0.dist-info/METADATA,sha256=x,1\n")
+        roots = self.av.own_modules(site, [Path("/w/svc-1.0-py3-none-any.whl")])
+        self.assertEqual(roots, ["svc", "svc.tests.test_cmd", "svc.unused"])
+        self.av.slim(venv, self.av.load_rules(RULES), roots)
+        # Loaded by name only (no import statement reaches it), yet compiled,
+        # and so is what it imports; what nothing reaches still is not.
+        for rel, compiled in (("svc/unused.py", True), ("dep/never.py", True),
+                              ("netaddr/__init__.py", False)):
+            self.assertEqual(Path(importlib.util.cache_from_source(
+                str(site / rel))).is_file(), compiled, rel)
+
+    def test_packages_loaded_by_name_are_compiled_whole(self) -> None:
+        venv = self.tmp / "byname"
+        site = make_venv(venv)
+        (site / "dns" / "rdtypes").mkdir(parents=True)
+        for rel in ("dns/__init__.py", "dns/rdtypes/__init__.py", "dns/rdtypes/mx.py"):
+            (site / rel).write_text("")
+        (site / "dnsother.py").write_text("")
+        record = self.av.slim(venv, self.av.load_rules(RULES), [])
+        self.assertIn("dns", self.av.load_rules(RULES)["bytecode"]["loaded_by_name"])
+        for rel, compiled in (("dns/rdtypes/mx.py", True), ("dns/__init__.py", True),
+                              ("dnsother.py", False)):
+            self.assertEqual(Path(importlib.util.cache_from_source(
+                str(site / rel))).is_file(), compiled, rel)
+        self.assertGreater(record["bytecode"]["compiled"], 3)
+
+    def test_a_bytecode_key_it_does_not_know_stops_the_build(self) -> None:
+        rules = self.tmp / "slim.toml"
+        for text in ('[bytecode]\nstdlib = "some"\n', '[bytecode]\nstd_lib = "all"\n',
+                     '[bytecode]\nloaded_by_name = "dns"\n'):
+            rules.write_text(text)
+            with self.assertRaises(SystemExit) as caught:
+                self.av.load_rules(rules)
+            self.assertIn("[bytecode]", str(caught.exception))
 
     def test_a_rule_with_an_unknown_key_stops_the_build(self) -> None:
         rules = self.tmp / "slim.toml"
