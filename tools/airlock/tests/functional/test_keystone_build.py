@@ -108,6 +108,14 @@ class KeystoneBuildTest(unittest.TestCase):
                 bytecode = record["bytecode"]
                 self.assertLess(bytecode["compiled"], bytecode["modules"])
                 self.assertGreater(bytecode["compiled"], 1000)
+                # The standard library's bytecode is the image's own, for
+                # its closure; what the check's process loaded has bytecode
+                # (but the interpreter's per-platform _sysconfigdata).
+                self.assertLess(bytecode["stdlib"]["compiled"], bytecode["stdlib"]["modules"])
+                self.assertGreater(bytecode["stdlib"]["compiled"], 200)
+                self.assertEqual([m for m in outcome.uncompiled
+                                  if not m.startswith("_sysconfigdata_")], [], outcome)
+                self.assertEqual(record["rules"]["mac-vendor-registries"]["files"], 2)
                 # Debug information stripped from the compiled modules, on
                 # the arm64 venv assembled on amd64 too (and the modules
                 # still load: the check above started every script).
