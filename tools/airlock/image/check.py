@@ -51,24 +51,21 @@ SCRIPT = r"""
 import importlib, importlib.metadata as md, json, os, subprocess, sys
 want = json.loads(sys.argv[1])
 failures, checked = [], 0
-# One target alone in a fresh interpreter: how the process really starts.
+# How a target ("module:attr.attr") loads, here and alone in a fresh
+# interpreter (how the process really starts): one text, run by both.
 # "from pkg import sub" (charset_normalizer's script) names a submodule
 # the package itself never imports: an attribute missing from a module is
 # imported as its submodule, as that statement does.
-ALONE = ("import importlib, sys, types\n"
-         "mod, _, attr = sys.argv[1].partition(':')\n"
-         "obj = importlib.import_module(mod.strip())\n"
-         "for part in filter(None, attr.strip().split('.')):\n"
-         "    if not hasattr(obj, part) and isinstance(obj, types.ModuleType):\n"
-         "        importlib.import_module(obj.__name__ + '.' + part)\n"
-         "    obj = getattr(obj, part)\n")
-def load(target):
-    mod, _, attr = target.partition(":")
-    obj = importlib.import_module(mod.strip())
-    for part in filter(None, attr.strip().split(".")):
-        if not hasattr(obj, part) and isinstance(obj, type(importlib)):
-            importlib.import_module(obj.__name__ + "." + part)
-        obj = getattr(obj, part)
+LOAD = ("import importlib, types\n"
+        "def load(target):\n"
+        "    mod, _, attr = target.partition(':')\n"
+        "    obj = importlib.import_module(mod.strip())\n"
+        "    for part in filter(None, attr.strip().split('.')):\n"
+        "        if not hasattr(obj, part) and isinstance(obj, types.ModuleType):\n"
+        "            importlib.import_module(obj.__name__ + '.' + part)\n"
+        "        obj = getattr(obj, part)\n")
+exec(LOAD)
+ALONE = LOAD + "import sys\nload(sys.argv[1])\n"
 def alone(target):
     # None when target loads in a fresh interpreter, else its last error line.
     done = subprocess.run([sys.executable, "-c", ALONE, target], stdin=subprocess.DEVNULL,
