@@ -12,8 +12,9 @@ of the manifest, and every service and platform of it:
 - **sources**: every component's git bundle holds its locked commit, and
   airlock's own git bundle its commit (the site's airlock checkout);
 - **debs**: a simulated ``apt-get install`` of every image's package list
-  (venv-builder's and each service's) succeeds inside python-base, the
-  image they are installed into, with no network and the bundle's apt
+  (venv-builder's and each service's) succeeds against python-base's dpkg
+  database, the image they are installed into (apt runs in the release's
+  base image: python-base has none), with no network and the bundle's apt
   repository as the only source.
 
 Every missing thing is one :class:`AirlockError` naming the release, the
@@ -196,14 +197,16 @@ def _holds_commit(path: str, sha: str, where: Resolver, name: str, label: str,
 
 # --- debs ---------------------------------------------------------------------
 
-# Runs in python-base with no network: the bundle's repository is the only
-# source; the simulation's output (and apt's complaint) go to the log.
+# Runs in the release's base image with no network, given python-base's
+# dpkg database (python-base has no apt): the bundle's repository is the
+# only source; the simulation's output (and apt's complaint) go to the log.
 SIMULATE = r"""set -u
 work=$(mktemp -d)
 echo "deb [trusted=yes] file:/bundle-repo ./" > "$work/sources.list"
 mkdir -p "$work/lists/partial"
 set -- -q -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null \
-    -o "Dir::State::Lists=$work/lists" -o APT::Sandbox::User=root
+    -o "Dir::State::Lists=$work/lists" -o APT::Sandbox::User=root \
+    -o Dir::State::status=/bundle-status
 apt-get "$@" update >/dev/null 2>&1 || echo "E: apt-get update failed"
 if apt-get "$@" -s install --no-install-recommends $(cat /bundle-list) 2>&1; then
     echo "AIRLOCK: simulation ok"
@@ -230,6 +233,8 @@ def _debs(release: str, entry: dict, artifacts: list[dict], where: Resolver, nam
           tmp: Path, progress: Progress) -> list[AirlockError]:
     problems: list[AirlockError] = []
     image = entry.get("python_base")
+    base = entry.get("base_image") or {}
+    apt_image = f"{base.get('ref')}@{base.get('digest')}" if isinstance(base, dict) else ""
     for arch, repo in sorted((entry.get("apt") or {}).items()):
         platform = platforms_mod.by_arch(arch).platform
         folder = tmp / "debs" / release / arch
@@ -240,24 +245,27 @@ def _debs(release: str, entry: dict, artifacts: list[dict], where: Resolver, nam
             if not wanted:
                 continue
             label = f"{name}: release {release}, {owner}, {platform}"
-            if not image or not re.fullmatch(r"[^\s@]+@sha256:[0-9a-f]{64}", image):
+            if not all(isinstance(ref, str) and re.fullmatch(r"[^\s@]+@sha256:[0-9a-f]{64}", ref)
+                       for ref in (image, apt_image)):
                 # Content-addressed only: the manifest is not trusted to name
                 # any image it likes for the engine to pull and run.
-                problems.append(AirlockError(label, "the manifest names no python-base image "
-                                             "by digest to simulate the install in",
-                                             "create the bundle again"))
+                problems.append(AirlockError(label, "the manifest names no python-base and "
+                                             "base image by digest to simulate the install "
+                                             "with", "create the bundle again"))
                 continue
             progress(f"check: {release} {owner} {platform}: apt ({len(wanted)} packages)")
             with progress_step(f"check: apt simulation, {release} {owner} {platform}"):
-                problems += _simulate(image, platform, folder, wanted, label, repo,
-                                      tmp / f"apt-{release}-{owner}-{arch}")
+                problems += _simulate(apt_image, image, platform, folder, wanted, label,
+                                      repo, tmp / f"apt-{release}-{owner}-{arch}")
     return problems
 
 
-def _simulate(image: str, platform: str, repo: Path, wanted: list[str], label: str,
-              repo_path: str, work: Path) -> list[AirlockError]:
+def _simulate(image: str, target: str, platform: str, repo: Path, wanted: list[str],
+              label: str, repo_path: str, work: Path) -> list[AirlockError]:
+    """apt in ``image`` plans the install of ``wanted`` into ``target`` (its dpkg database)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "list").write_text(" ".join(wanted) + "\n")
+    (work / "status").write_bytes(debs.dpkg_status(target, platform))
     # Real files for the container: it cannot follow the pool's host links.
     real = work / "repo"
     real.mkdir()
@@ -268,10 +276,13 @@ def _simulate(image: str, platform: str, repo: Path, wanted: list[str], label: s
         image=image, platform=platform, network="none", log=log,
         command=("sh", "-c", SIMULATE), user="0",
         mounts=(containers.Mount(real, "/bundle-repo"),
-                containers.Mount(work / "list", "/bundle-list")))
+                containers.Mount(work / "list", "/bundle-list"),
+                containers.Mount(work / "status", "/bundle-status")))
     containers.run_logged(spec)
     text = files.read_text(log, limit=16 * files.MiB)
-    if "AIRLOCK: simulation ok" not in text:
+    # A line of its own, after the log's first line: that one is the
+    # command, and the script it carries names the marker too.
+    if "AIRLOCK: simulation ok" not in text.splitlines()[1:]:
         package = missing_package(text) or "a package"
         return [AirlockError(label, f"apt cannot install {package} from {repo_path} alone",
                              "create the bundle again")]

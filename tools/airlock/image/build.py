@@ -216,7 +216,7 @@ def _run_checked(opts: BuildOptions, services: Sequence[str], platforms: Sequenc
     builder_debs = work / "debs" / "venv-builder"
     debs.prepare(release, opts.layout.images_dir, "venv-builder", base_platforms, builder_debs,
                  base_image=refs_by_job["python-base"], profile="build", cache=cache,
-                 flat=opts.apt_repos)
+                 flat=opts.apt_repos, apt_image=base_pinned)
     _ignore_records(builder_debs)
     base_job(plan.ImageJob("venv-builder", opts.layout.images_dir / "venv-builder",
                            base_platforms, contexts={"wheels": tools, "debs": builder_debs},
@@ -374,7 +374,7 @@ def _service_contexts(opts: BuildOptions, service: str, platforms, srcs: list[Pa
             libraries[arch] = [p for p in libraries[arch] if p not in present]
     debs.prepare(release, opts.layout.images_dir, service, platforms, apt,
                  base_image=refs_by_job["python-base"], source=srcs[-1], cache=cache,
-                 extra=libraries, flat=opts.apt_repos)
+                 extra=libraries, flat=opts.apt_repos, apt_image=opts.base_image_ref())
     return {"sources": _sources_context(srcs, work / "ctx" / service / "sources"),
             "wheels": _ignore_records(wheelhouse), "constraints": cons,
             "debs": _ignore_records(apt)}

@@ -1,10 +1,14 @@
 """The OS packages of one image, as a flat apt repository a ``--network none`` build installs.
 
-``airlock debs`` asks apt itself, *inside the base image of the build* (the
-same digest, for each platform), what installing the image's packages
+``airlock debs`` asks apt itself what installing the image's packages
 (:func:`airlock.data.packages.resolve`, profile ``runtime`` by default) would add
-to that image. apt knows what the base already holds; a closure computed
-anywhere else would miss or duplicate packages. The run has the host's
+to *the base image of the build* (the same digest, for each platform). apt
+is given that image's own dpkg database (``/var/lib/dpkg/status``, read
+from it), so it knows what the base already holds; a closure computed
+against anything else would miss or duplicate packages. apt itself runs
+in the release's Debian image (``apt_image``): python-base, which every
+service is installed into, carries no apt (images/python-base/Dockerfile).
+The run has the host's
 network and the release's apt mirror (``$AIRLOCK_APT_MIRROR`` or the
 machine's own apt sources, :func:`airlock.inputs.aptmirror.apt_mirror`), written
 into the container, never the image's own sources. It leaves::
@@ -12,7 +16,10 @@ into the container, never the image's own sources. It leaves::
     DEST/<arch>/*.deb          the missing closure, exactly as apt verified it
     DEST/<arch>/Packages       the index of a flat repository ("deb file:DIR ./")
     DEST/<arch>/packages.txt   the packages to install, one a line
-                               (images/python-base/airlock-apt-install reads it)
+    DEST/<arch>/order.txt      how: apt's plan as dpkg steps, one a line
+                               ("unpack FILE", "configure PKG", "remove PKG"),
+                               which images/python-base/airlock-apt-install
+                               replays with dpkg alone
     DEST/<arch>/manifest.json  sha256 of every file, the base image digest,
                                the mirror, the packages and their closure
 
@@ -71,18 +78,23 @@ from airlock.files import write_json as _write_json
 from airlock.inputs import aptmirror
 from airlock.urls import strip_userinfo
 
-RECIPE = "airlock-debs/1"
+RECIPE = "airlock-debs/2"
 FORMAT = 1
 COMPONENTS = ("main",)
 MANIFEST = "manifest.json"
 PACKAGES = "Packages"
 PACKAGES_TXT = "packages.txt"
+ORDER = "order.txt"
+# Where the host leaves the build's base image's dpkg database for apt.
+STATUS = "status"
 
-# Runs in the base image as root, in the folder TOP (/airlock): apt sources
+# Runs in the apt image as root, in the folder TOP (/airlock): apt sources
 # of the release's mirror only ($AIRLOCK_MIRROR, with its credentials, if
 # any, in an auth.conf from $AIRLOCK_APT_AUTH), the shared cache as apt's
-# archive folder, the closure printed by a simulated install, then the
-# download, then each new .deb's control fields (regular files only).
+# archive folder, the build's base image's dpkg database as what is
+# installed (out/status, when the host put one there), the closure and
+# its order printed by a simulated install, then the download, then each
+# new .deb's control fields (regular files only).
 SCRIPT = r"""set -eu
 top=$1 codename=$2 components=$3 owner=$4
 work=$(mktemp -d)
@@ -93,6 +105,9 @@ set -- -q -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=
 if [ -n "${AIRLOCK_APT_AUTH:-}" ]; then
     (umask 077 && printf '%s\n' "$AIRLOCK_APT_AUTH" > "$work/auth.conf")
     set -- "$@" -o "Dir::Etc::netrc=$work/auth.conf"
+fi
+if [ -f "$top/out/status" ]; then
+    set -- "$@" -o "Dir::State::status=$top/out/status"
 fi
 mkdir -p "$top/cache/partial"
 pkgs=$(cat "$top/out/request.txt")
@@ -119,6 +134,9 @@ SIMULATION_LIMIT = 16 * MiB
 # output says, a file name made of them stays inside the cache folder.
 _INST = re.compile(r"^Inst (?P<name>[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?) (?:\[[^\]]*\] )?"
                    r"\((?P<version>[A-Za-z0-9.+~:-]+) .*\[(?P<arch>[a-z0-9-]+)\]\)")
+# apt's plan, in order: each package's configuration, and what it removes.
+_CONF = re.compile(r"^Conf (?P<name>[a-z0-9][a-z0-9+.-]*)(?::[a-z0-9-]+)? \(")
+_REMV = re.compile(r"^Remv (?P<name>[a-z0-9][a-z0-9+.-]*)(?::[a-z0-9-]+)? ")
 _UNKNOWN = re.compile(r"^E: (?:Unable to locate package |Package '?)(?P<name>[^\s']+)",
                       re.MULTILINE)
 
@@ -164,6 +182,31 @@ def parse_simulation(text: str) -> list[Deb]:
     return found
 
 
+def parse_order(text: str) -> list[tuple[str, str]]:
+    """apt's simulated plan as dpkg steps: ``("unpack", file)``, ``("configure", name)``,
+    ``("remove", name)``, in apt's order (pure).
+
+    apt orders them so that each Pre-Depends is configured before its
+    dependant is unpacked; replayed by dpkg alone, that order installs
+    what apt would, in an image that has no apt.
+    """
+    steps = []
+    for line in text.splitlines():
+        if (match := _INST.match(line)):
+            deb = Deb(match["name"].split(":")[0], match["version"], match["arch"])
+            steps.append(("unpack", deb.filename))
+        elif (match := _CONF.match(line)):
+            steps.append(("configure", match["name"]))
+        elif (match := _REMV.match(line)):
+            steps.append(("remove", match["name"]))
+    return steps
+
+
+def order_text(steps: list[tuple[str, str]]) -> str:
+    """``order.txt``: one ``verb argument`` a line (pure)."""
+    return "".join(f"{verb} {arg}\n" for verb, arg in steps)
+
+
 def unknown_package(log: str) -> str | None:
     """The package apt could not find, from its output; None if that was not the failure."""
     match = _UNKNOWN.search(log)
@@ -204,7 +247,7 @@ def pinned_base(ref: str) -> str:
 
 
 def inputs(release: Release, service: str, profile: str, platform: str, names: list[str],
-           base: str, mirror: str) -> dict:
+           base: str, mirror: str, apt_image: str | None = None) -> dict:
     """What decides one platform's repository.
 
     The base image counts by digest only: the manifest is part of the
@@ -213,10 +256,12 @@ def inputs(release: Release, service: str, profile: str, platform: str, names: l
     release's name is no input either (only its distro is): venv-builder's
     repository is the same for every release on one Debian suite, and so
     then is venv-builder itself (:func:`airlock.image.plan.immutable_tag`).
+    The image apt runs in counts by digest too (its apt makes the plan).
     """
     return {"recipe": RECIPE, "service": service, "profile": profile,
             "platform": platform, "packages": sorted(names),
             "base_image": base.rsplit("@", 1)[1],
+            "apt_image": (apt_image or base).rsplit("@", 1)[1],
             "distro": release.distro.name, "codename": release.distro.codename,
             "components": list(COMPONENTS), "mirror": strip_userinfo(mirror)}
 
@@ -226,7 +271,7 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
             source: Path | None = None, cache: Path | None = None, force: bool = False,
             env: dict[str, str] | None = None, names: list[str] | None = None,
             origin: str | None = None, extra: dict[str, list[str]] | None = None,
-            flat: dict[str, str] | None = None,
+            flat: dict[str, str] | None = None, apt_image: str | None = None,
             progress: Callable[[str], None] = _noop) -> list[Result]:
     """Make (or keep) ``dest/<arch>/`` for each platform: see the module docstring.
 
@@ -235,6 +280,9 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     service's prepared tree, whose own bindep.txt is merged as
     :mod:`airlock.data.packages` explains. ``cache`` is the cache root (default:
     :func:`airlock.settings.cache_dir`); .debs are kept under ``<cache>/debs``.
+    ``apt_image`` is the Debian image apt runs in (default: ``base_image``
+    itself), given ``base_image``'s dpkg database when the two differ: the
+    release's base image, for a base that has no apt (python-base).
 
     ``names`` replaces the bindep files with an explicit package list (what
     one sdist build declares), blamed on ``origin`` when apt does not know one.
@@ -254,6 +302,7 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
     names = sorted(set(names))
     mirror = None if flat else aptmirror.apt_mirror(release.distro.codename, env)
     base = pinned_base(base_image or release.base_image_ref(env))
+    apt_base = pinned_base(apt_image) if apt_image else base
     store = (cache or settings.cache_dir(env=env)) / "debs"
     wanted = list(dict.fromkeys(platforms or release.platforms))
     for platform in wanted:  # every one before the first container (minutes each)
@@ -265,7 +314,8 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
         started = time.monotonic()
         wanted_names = sorted({*names, *((extra or {}).get(arch) or [])})
         source = _flat_repo(flat, arch) if flat else mirror
-        recorded = inputs(release, service, profile, platform, wanted_names, base, source)
+        recorded = inputs(release, service, profile, platform, wanted_names, base, source,
+                          apt_base)
         if flat:
             recorded["flat"] = True
         digest = json_digest(recorded)
@@ -277,14 +327,17 @@ def prepare(release: Release, images_dir: Path, service: str, platforms, dest: P
             continue
         check_replaceable(out, MANIFEST, "an airlock apt repository")
         folder = store / f"{release.distro.name}-{release.distro.codename}" / debian_arch
-        closure, downloaded = ([], 0)
+        plan, downloaded = Plan([], []), 0
+        status = dpkg_status(base, platform) if wanted_names and base != apt_base else None
         # Shared by every release and run on the host: one apt at a time.
         with cache_locked(folder, waiting=progress):
             if wanted_names:
-                closure, downloaded = download(base, platform, wanted_names, source,
-                                               release.distro.codename, folder,
-                                               origin or "the package list", flat=bool(flat))
-            manifest = _assemble(out, recorded, digest, wanted_names, closure, folder)
+                plan, downloaded = download(apt_base, platform, wanted_names, source,
+                                            release.distro.codename, folder,
+                                            origin or "the package list", flat=bool(flat),
+                                            status=status)
+            manifest = _assemble(out, recorded, digest, wanted_names, plan, folder)
+        closure = plan.closure
         seconds = round(time.monotonic() - started, 1)
         progress(f"{out}: {len(wanted_names)} package(s), {len(closure)} .deb(s) "
                  f"({downloaded} downloaded) in {seconds} s")
@@ -329,12 +382,41 @@ def cache_locked(cache_dir: Path,
                         waiting=waiting)
 
 
-def download(base: str, platform: str, names: list[str], mirror: str, codename: str,
-             cache_dir: Path, origin: str = "bindep.txt", flat: bool = False
-             ) -> tuple[list[Deb], int]:
-    """Run apt in the base image: the closure of ``names`` and its .debs in ``cache_dir``.
+@dataclass
+class Plan:
+    """What apt planned: the .debs to unpack, and the dpkg steps in order."""
 
-    Returns the closure and how many .debs were new to the cache. A package
+    closure: list[Deb]
+    steps: list[tuple[str, str]]
+
+
+def dpkg_status(image: str, platform: str) -> bytes:
+    """``image``'s dpkg database (``/var/lib/dpkg/status``), read in a container of it.
+
+    No network, a read-only root; at most :data:`SIMULATION_LIMIT` bytes.
+    """
+    try:
+        text = containers.run(image, ["cat", "/var/lib/dpkg/status"], platform=platform,
+                              entrypoint="", network="none", read_only=True)
+    except ToolError as error:
+        raise ToolError(error.where, error.what,
+                        "the build's base image must be Debian-based (a dpkg database)"
+                        ) from None
+    data = text.encode()
+    if len(data) > SIMULATION_LIMIT or not data.strip():
+        raise ToolError(f"{image} ({platform}): /var/lib/dpkg/status",
+                        "is empty or larger than "
+                        f"{SIMULATION_LIMIT // MiB} MiB", "rebuild python-base")
+    return data
+
+
+def download(base: str, platform: str, names: list[str], mirror: str, codename: str,
+             cache_dir: Path, origin: str = "bindep.txt", flat: bool = False,
+             status: bytes | None = None) -> tuple[Plan, int]:
+    """Run apt in ``base``: the closure of ``names``, its order and its .debs in ``cache_dir``.
+
+    ``status`` is the dpkg database apt plans against (default: ``base``'s
+    own). Returns apt's plan and how many .debs were new to the cache. A package
     the mirror does not have is the user's error, blamed on ``origin`` (the
     bindep file that names it). The caller holds :func:`cache_locked`.
     """
@@ -345,6 +427,8 @@ def download(base: str, platform: str, names: list[str], mirror: str, codename: 
         tmp = Path(tmp_name)
         (tmp / "out").mkdir()
         (tmp / "out" / "request.txt").write_text("".join(f"{n}\n" for n in names))
+        if status is not None:
+            (tmp / "out" / STATUS).write_bytes(status)
         spec = run_spec(base, platform, mirror, codename, cache_dir, tmp / "out",
                         tmp / "apt.log", flat=flat)
         try:
@@ -364,13 +448,14 @@ def download(base: str, platform: str, names: list[str], mirror: str, codename: 
                             "check the apt mirror ($AIRLOCK_APT_MIRROR) and the network"
                             ) from None
         simulation = read_regular(tmp / "out" / "simulate.txt", SIMULATION_LIMIT)
-        closure = parse_simulation(simulation.decode("utf-8", "replace"))
+        text = simulation.decode("utf-8", "replace")
+        closure, steps = parse_simulation(text), parse_order(text)
     missing = [d.filename for d in closure if not _is_regular(cache_dir / d.filename)]
     if missing:
         raise ToolError(f"apt-get in {base} ({platform})",
                         f"reported {len(missing)} package(s) it did not download, e.g. "
                         f"{missing[0]}")
-    return closure, len({p.name for p in cache_dir.glob("*.deb")} - before)
+    return Plan(closure, steps), len({p.name for p in cache_dir.glob("*.deb")} - before)
 
 
 def _is_regular(path: Path) -> bool:
@@ -403,9 +488,10 @@ def read_regular(path: Path, limit: int) -> bytes:
     return data
 
 
-def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure: list[Deb],
+def _assemble(out: Path, recorded: dict, digest: str, names: list[str], plan: Plan,
               cache_dir: Path) -> dict:
     """Write the repository next to ``out`` and swap it into place; return its manifest."""
+    closure = plan.closure
     with staged(out) as stage:
         entries = []
         for deb in sorted(closure, key=lambda d: d.filename):
@@ -417,6 +503,7 @@ def _assemble(out: Path, recorded: dict, digest: str, names: list[str], closure:
                             sha256))
         (stage / PACKAGES).write_text(packages_index(entries))
         (stage / PACKAGES_TXT).write_text("".join(f"{n}\n" for n in names))
+        (stage / ORDER).write_text(order_text(plan.steps))
         files = {p.name: {"sha256": _sha256_file(p), "size": p.stat().st_size}
                  for p in sorted(stage.iterdir())}
         manifest = {"format": FORMAT, "input_digest": digest, "inputs": recorded,

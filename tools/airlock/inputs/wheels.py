@@ -389,8 +389,9 @@ class _SdistBuild:
     def repository(self, pin: str, builder: str, tgt: Platform) -> tuple[Path | None, str]:
         """The offline apt repository of ``pin``'s declared packages for ``tgt``, and its key.
 
-        Computed in the builder image itself (what it lacks is what gets
-        installed), kept in the cache per package set and builder, and
+        Computed against the builder image's own dpkg database (what it
+        lacks is what gets installed; apt runs in the release's base
+        image), kept in the cache per package set and builder, and
         keyed by the sha256 of its Packages index: new header versions
         from the mirror make a new wheel.
         """
@@ -403,6 +404,7 @@ class _SdistBuild:
         with files_locked(dest.parent / f".{key}.lock", str(dest)):
             debs.prepare(self.release, self.images_dir, "venv-builder", [tgt.platform], dest,
                          base_image=builder, names=list(names),
+                         apt_image=self.release.base_image_ref(),
                          origin=str(self.declared.path) if self.declared else "sdists.txt",
                          cache=self.cache_root)
         out = dest / tgt.arch

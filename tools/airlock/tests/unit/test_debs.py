@@ -79,6 +79,24 @@ class TestClosure(unittest.TestCase):
     def test_nothing_to_install_is_an_empty_closure(self):
         self.assertEqual(debs.parse_simulation("0 upgraded, 0 newly installed\n"), [])
 
+    def test_the_plan_in_order_as_dpkg_steps(self):
+        text = ("Inst libgmp10 (2:6.2.1 Debian:12 [amd64])\n"
+                "Conf libgmp10 (2:6.2.1 Debian:12 [amd64])\n"
+                "Remv oldlib [1.0]\n"
+                "Inst libnettle8:amd64 (3.8.1-2 Debian:12 [amd64])\n"
+                "Inst libhogweed6 (3.8.1-2 Debian:12 [amd64])\n"
+                "Conf libnettle8:amd64 (3.8.1-2 Debian:12 [amd64])\n"
+                "Conf libhogweed6 (3.8.1-2 Debian:12 [amd64])\n"
+                "Conf ../../x (1 Debian:12 [amd64])\n")
+        steps = debs.parse_order(text)
+        self.assertEqual(steps, [
+            ("unpack", "libgmp10_2%3a6.2.1_amd64.deb"), ("configure", "libgmp10"),
+            ("remove", "oldlib"),
+            ("unpack", "libnettle8_3.8.1-2_amd64.deb"), ("unpack", "libhogweed6_3.8.1-2_amd64.deb"),
+            ("configure", "libnettle8"), ("configure", "libhogweed6")])
+        self.assertEqual(debs.order_text(steps).splitlines()[:3], [
+            "unpack libgmp10_2%3a6.2.1_amd64.deb", "configure libgmp10", "remove oldlib"])
+
     def test_names_that_would_leave_the_cache_folder_are_no_packages(self):
         text = ("Inst ../../etc/shadow (1.0 Debian:12 [amd64])\n"
                 "Inst sudo (1.0/../../x Debian:12 [amd64])\n"
@@ -242,6 +260,16 @@ class TestScript(unittest.TestCase):
         self.assertEqual(sorted(p.name for p in (self.top / "cache").iterdir()),
                          ["sudo_1.9_amd64.deb", "sudo_1.9_amd64.deb.control"])
 
+    def test_apt_plans_against_the_status_the_host_gave_else_its_own(self):
+        for call in self.run_script("http://mirror.example/debian"):
+            self.assertFalse([a for a in call if a.startswith("Dir::State::status")])
+        for old in self.log.iterdir():
+            old.unlink()
+        (self.top / "out" / "status").write_text("Package: dpkg\nStatus: install ok "
+                                                 "installed\n")
+        for call in self.run_script("http://mirror.example/debian"):
+            self.assertIn(f"Dir::State::status={self.top}/out/status", call)
+
     def test_credentials_go_to_an_auth_conf_of_mode_600_only(self):
         calls = self.run_script("https://bot:s3cret@apt.example/debian")
         for number, call in enumerate(calls):
@@ -281,12 +309,15 @@ class TestCacheFiles(unittest.TestCase):
         self.out = self.tmp / "repo" / "amd64"
 
     def assemble(self):
-        return debs._assemble(self.out, {"x": 1}, "sha256:" + "0" * 64, ["sudo"], [self.deb],
+        plan = debs.Plan([self.deb], [("unpack", self.deb.filename), ("configure", "sudo")])
+        return debs._assemble(self.out, {"x": 1}, "sha256:" + "0" * 64, ["sudo"], plan,
                               self.cache)
 
     def test_regular_files_make_the_repository(self):
         manifest = self.assemble()
         self.assertEqual(manifest["files"][self.deb.filename]["size"], 6)
+        self.assertEqual((self.out / "order.txt").read_text(),
+                         f"unpack {self.deb.filename}\nconfigure sudo\n")
         packages = (self.out / "Packages").read_text()
         self.assertIn(f"Filename: ./{self.deb.filename}\nSize: 6\n", packages)
         self.assertEqual((self.out / self.deb.filename).stat().st_ino,
@@ -365,14 +396,14 @@ class TestRepository(unittest.TestCase):
         for arch in ("amd64", "arm64"):
             out = self.tmp / "debs" / arch
             self.assertEqual(sorted(p.name for p in out.iterdir()),
-                             ["Packages", "manifest.json", "packages.txt"])
+                             ["Packages", "manifest.json", "order.txt", "packages.txt"])
             self.assertEqual((out / "packages.txt").read_text(), "")
             self.assertEqual((out / "Packages").read_text(), "")
             manifest = json.loads((out / "manifest.json").read_text())
             self.assertEqual(manifest["inputs"]["base_image"], BASE.rsplit("@", 1)[1])
             self.assertEqual(manifest["inputs"]["mirror"], "http://mirror.invalid/debian")
             self.assertEqual(manifest["closure"], [])
-            self.assertEqual(set(manifest["files"]), {"Packages", "packages.txt"})
+            self.assertEqual(set(manifest["files"]), {"Packages", "order.txt", "packages.txt"})
 
     def test_a_new_mirror_password_is_no_new_input_and_none_is_recorded(self):
         self.env["AIRLOCK_APT_MIRROR"] = "http://bot:first-token@mirror.invalid/debian"
