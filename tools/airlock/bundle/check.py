@@ -220,6 +220,15 @@ _PROBLEM = (
 )
 
 
+def simulation_ok(log: str) -> bool:
+    """Whether apt's simulation succeeded: :data:`SIMULATE`'s marker, a line of its own.
+
+    Not on the log's first line: that one is the command, and the script it
+    carries names the marker too (which once made every simulation pass).
+    """
+    return "AIRLOCK: simulation ok" in log.splitlines()[1:]
+
+
 def missing_package(log: str) -> str | None:
     """The first package apt could not find in the simulation's output, if any."""
     for pattern in _PROBLEM:
@@ -280,9 +289,7 @@ def _simulate(image: str, target: str, platform: str, repo: Path, wanted: list[s
                 containers.Mount(work / "status", "/bundle-status")))
     containers.run_logged(spec)
     text = files.read_text(log, limit=16 * files.MiB)
-    # A line of its own, after the log's first line: that one is the
-    # command, and the script it carries names the marker too.
-    if "AIRLOCK: simulation ok" not in text.splitlines()[1:]:
+    if not simulation_ok(text):
         package = missing_package(text) or "a package"
         return [AirlockError(label, f"apt cannot install {package} from {repo_path} alone",
                              "create the bundle again")]

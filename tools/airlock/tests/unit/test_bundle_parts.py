@@ -185,6 +185,16 @@ class AptWordsTest(unittest.TestCase):
                 self.assertEqual(check.missing_package(log), name)
 
 
+    def test_only_apt_saying_ok_is_a_success_not_the_logged_command(self) -> None:
+        command = "docker run ... sh -c " + repr(check.SIMULATE) + "\n"
+        self.assertIn("AIRLOCK: simulation ok", command)
+        self.assertFalse(check.simulation_ok(command + "sh: 1: apt-get: not found\n"))
+        self.assertFalse(check.simulation_ok(
+            command + "E: Unable to locate package libfoo1\n"))
+        self.assertTrue(check.simulation_ok(
+            command + "Inst libc6 (2.36 Debian:12 [amd64])\nAIRLOCK: simulation ok\n"))
+
+
 class BuildPinsTest(unittest.TestCase):
     def test_per_platform_markers_are_evaluated(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
