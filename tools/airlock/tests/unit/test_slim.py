@@ -67,6 +67,10 @@ FILES = {
     "netaddr/eui/iab.txt": "00-50-C2   (hex)\t\tT.L.S.\n",
     "netaddr/eui/oui.idx": "0,0,40\n",
     "hack.pth": "import os; __import__('hack').add_shim()\n",
+    # Bytecode for python -O from a wheel, a test kit, a benchmark package.
+    "dep/__pycache__/core.cpython-311.opt-1.pyc": "old",
+    "sqlalchemy/testing/__init__.py": "import pytest\n",
+    "jsonschema/benchmarks/__init__.py": "",
 }
 
 
@@ -139,6 +143,34 @@ class SlimTest(unittest.TestCase):
                     "dep/never.py", "svc/unused.py"):
             self.assertTrue((self.site / rel).exists(), rel)
         self.assertTrue((self.venv / "bin" / "activate").exists())
+
+    def test_drops_optimized_bytecode_test_kits_and_benchmarks(self) -> None:
+        for rel in ("dep/__pycache__/core.cpython-311.opt-1.pyc", "sqlalchemy/testing",
+                    "jsonschema/benchmarks"):
+            self.assertFalse((self.site / rel).exists(), rel)
+        self.assertEqual(self.record["rules"]["optimized-bytecode"]["files"], 1)
+        self.assertEqual(self.record["rules"]["test-kits-benchmarks-examples"]["paths"], [
+            "lib/python3.11/site-packages/jsonschema/benchmarks",
+            "lib/python3.11/site-packages/sqlalchemy/testing"])
+
+    def test_bytecode_has_lines_but_no_column_positions(self) -> None:
+        import marshal
+        self.assertIs(self.record["bytecode"]["debug_ranges"], False)
+        (self.site / "svc" / "util.py").write_text("def helper():\n    return 1 + x\n")
+        self.av.compile_sources([self.site / "svc" / "util.py"],
+                                self.av.py_compile.PycInvalidationMode.CHECKED_HASH,
+                                debug_ranges=False)
+        code = marshal.loads(self.pyc("svc/util.py").read_bytes()[16:])
+        helper = next(c for c in code.co_consts if hasattr(c, "co_positions"))
+        positions = [p for p in helper.co_positions() if p[0] is not None]
+        self.assertTrue(positions)
+        self.assertEqual({p[0] for p in positions} - {1}, {2})  # lines stay
+        self.assertEqual({(p[2], p[3]) for p in positions}, {(None, None)})
+        self.av.compile_sources([self.site / "svc" / "util.py"],
+                                self.av.py_compile.PycInvalidationMode.CHECKED_HASH)
+        code = marshal.loads(self.pyc("svc/util.py").read_bytes()[16:])
+        helper = next(c for c in code.co_consts if hasattr(c, "co_positions"))
+        self.assertNotEqual({(p[2], p[3]) for p in helper.co_positions()}, {(None, None)})
 
     def test_records_each_rule_with_its_paths_files_and_bytes(self) -> None:
         tests = self.record["rules"]["tests"]
