@@ -13,17 +13,25 @@ install from the bundle's apt repository alone.
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import unittest
+from collections.abc import Iterator
 from pathlib import Path
 
 from airlock.bundle import layout
+from airlock.data.layout import resolve_layout
+from airlock.data.release import load_release
 from airlock.ext import containers
+from airlock.inputs import debs
 from airlock.site import config
 from airlock.tests.functional import pipeline
 from airlock.tests.functional.engine import REPO_ROOT, base_image, require_engine
@@ -37,6 +45,25 @@ from airlock.tests.functional.test_site_up import (
 from airlock.tests.unit import bundlefixture
 
 RELEASE = "2025.2"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # apt's requests are no test output
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """``folder`` over HTTP on 127.0.0.1 while the block runs; its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 OLDER = "28.0.2"  # the patch release before the one releases/2025.2 pins
 
 
@@ -304,10 +331,21 @@ class BundleTest(unittest.TestCase):
                     os.link(deb, repo_dir / deb.name)
                 wanted = entry["packages"]["keystone"][arch]
                 self.assertIn("libldap-2.5-0", wanted)
-                (repo_dir / "packages.txt").write_text("".join(f"{p}\n" for p in wanted))
+                # As a site plans it: apt in the bundle's base image, against
+                # python-base's dpkg database, the bundle's repository (served
+                # as the site's raw store serves it) its only source.
+                base = f"{entry['base_image']['ref']}@{entry['base_image']['digest']}"
+                with serve_folder(repo_dir) as url:
+                    debs.prepare(load_release(resolve_layout(str(REPO_ROOT)), RELEASE),
+                                 REPO_ROOT / "images", "keystone", [platform], site / "plan",
+                                 base_image=entry["python_base"], apt_image=base,
+                                 names=wanted, cache=site / "cache", flat={arch: url})
+                plan = site / "plan" / arch
+                self.assertIn("configure libldap-2.5-0",
+                              (plan / "order.txt").read_text().splitlines())
                 out = containers.run(
                     entry["python_base"], ["sh", "-c", "airlock-apt-install /debs >/dev/null "
                                            "&& dpkg-query -W -f '${Status}' libldap-2.5-0"],
                     platform=platform, network="none", user="0",
-                    mounts=(containers.Mount(repo_dir, "/debs"),), timeout=900)
+                    mounts=(containers.Mount(plan, "/debs"),), timeout=900)
                 self.assertEqual(out.strip(), "install ok installed")
