@@ -246,6 +246,7 @@ def _debs(release: str, entry: dict, artifacts: list[dict], where: Resolver, nam
     apt_image = f"{base.get('ref')}@{base.get('digest')}" if isinstance(base, dict) else ""
     for arch, repo in sorted((entry.get("apt") or {}).items()):
         platform = platforms_mod.by_arch(arch).platform
+        status: bytes | None = None  # python-base's, read once per platform
         folder = tmp / "debs" / release / arch
         _pool(artifacts, where, folder, "deb", prefix=repo)
         _pool(artifacts, where, folder, "apt-index", prefix=repo)
@@ -264,17 +265,20 @@ def _debs(release: str, entry: dict, artifacts: list[dict], where: Resolver, nam
                 continue
             progress(f"check: {release} {owner} {platform}: apt ({len(wanted)} packages)")
             with progress_step(f"check: apt simulation, {release} {owner} {platform}"):
-                problems += _simulate(apt_image, image, platform, folder, wanted, label,
+                if status is None:
+                    status = debs.dpkg_status(image, platform)
+                problems += _simulate(apt_image, status, platform, folder, wanted, label,
                                       repo, tmp / f"apt-{release}-{owner}-{arch}")
     return problems
 
 
-def _simulate(image: str, target: str, platform: str, repo: Path, wanted: list[str],
+def _simulate(image: str, status: bytes, platform: str, repo: Path, wanted: list[str],
               label: str, repo_path: str, work: Path) -> list[AirlockError]:
-    """apt in ``image`` plans the install of ``wanted`` into ``target`` (its dpkg database)."""
+    """apt in ``image`` plans the install of ``wanted`` into the image whose dpkg
+    database ``status`` is (python-base's)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "list").write_text(" ".join(wanted) + "\n")
-    (work / "status").write_bytes(debs.dpkg_status(target, platform))
+    (work / "status").write_bytes(status)
     # Real files for the container: it cannot follow the pool's host links.
     real = work / "repo"
     real.mkdir()
